@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both install what they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-fast bench up down status clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/tally demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit tests/emulator
+
+bench: install
+	$(BIN)/python -m benchmarks.close_bench $(BENCH_ARGS)
+
+up: install
+	$(BIN)/tally dev up
+
+down: install
+	$(BIN)/tally dev down
+
+status: install
+	$(BIN)/tally dev status
+
+clean:
+	-$(BIN)/tally dev down --purge
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

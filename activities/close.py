@@ -1,0 +1,217 @@
+"""Activities of the monthly close. Each may run twice (retries, a worker killed mid-run): each is
+idempotent by construction, and what it returns is small (counts and ids, never rows)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import cached_property
+from typing import Callable
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import repository as repo
+from activities.push import InvoiceBusy, InvoicePusher, InvoiceRejected
+from activities.stripe_gateway import StripeError, StripeGateway
+from billing.catalog import Catalog, load_catalog
+from billing.periods import Period, PeriodError
+from billing.rating import AccountTerms, RatingError, included_executions, rate_period
+from models.db import get_engine
+from models.schemas import (
+    AccountRange,
+    ChunkPage,
+    CloseChunkInput,
+    InvoiceFailure,
+    ListChunksInput,
+    PeriodCheck,
+    PushChunkResult,
+    PushInvoiceInput,
+    PushInvoiceResult,
+    RateChunkResult,
+)
+from models.settings import Settings
+
+# After this many attempts a chunk stops raising for transient Stripe trouble and leaves the
+# remaining invoices as push_failed for ops to retry (`tally invoices retry`).
+PUSH_ATTEMPTS_BEFORE_GIVING_UP = 8
+
+
+class CloseActivities:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None):
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    @cached_property
+    def engine(self):
+        return get_engine(self.settings.effective_database_url(),
+                          pool_size=max(5, self.settings.stripe_concurrency + 2))
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog(self.settings.catalog_path)
+
+    @cached_property
+    def gateway(self) -> StripeGateway:
+        return StripeGateway(self.settings)
+
+    def _period(self, text: str) -> Period:
+        try:
+            return Period.parse(text)
+        except PeriodError as err:
+            raise ApplicationError(str(err), type="InvalidPeriod", non_retryable=True) from err
+
+    # ---- activities ---------------------------------------------------------------------------
+    @activity.defn(name="check_period")
+    def check_period(self, period_text: str) -> PeriodCheck:
+        """Refuse a period that has not ended plus the late-usage grace; count what will be billed."""
+        period = self._period(period_text)
+        closes_at = period.closes_at(self.settings.late_usage_grace_hours)
+        now = self.clock()
+        if now < closes_at:
+            state = "has not started" if now < period.start else "is still open"
+            raise ApplicationError(
+                f"period {period} {state}: it can be closed from {closes_at:%Y-%m-%d %H:%M} UTC "
+                f"(period end + {self.settings.late_usage_grace_hours} h late-usage grace)",
+                type="PeriodNotClosable",
+                non_retryable=True,
+            )
+        version = self.catalog.at(period.start)
+        with self.engine.begin() as conn:
+            repo.ensure_catalog_version(conn, version)
+            n = repo.count_billable_accounts(conn, period)
+        return PeriodCheck(period=str(period), period_start=period.start, period_end=period.end,
+                           accounts=n, catalog_version=version.version)
+
+    @activity.defn(name="list_account_chunks")
+    def list_account_chunks(self, inp: ListChunksInput) -> ChunkPage:
+        period = self._period(inp.period)
+        with self.engine.begin() as conn:
+            chunks, cursor = repo.account_chunks(conn, period, inp.after, inp.chunk_size, inp.max_chunks)
+        return ChunkPage(
+            chunks=[AccountRange(after=a, upto=u, count=n) for a, u, n in chunks], next_cursor=cursor
+        )
+
+    @activity.defn(name="rate_accounts")
+    def rate_accounts(self, inp: CloseChunkInput) -> RateChunkResult:
+        """Rate every account of the range and write its invoice, in one transaction.
+
+        Invoices already pushed (or final) are left untouched, so re-running a close changes nothing.
+        """
+        period = self._period(inp.period)
+        version = self.catalog.at(period.start)
+        result = RateChunkResult()
+        with self.engine.begin() as conn:
+            version_id = repo.ensure_catalog_version(conn, version)
+            accts = repo.accounts_in_range(conn, period, inp.accounts.after, inp.accounts.upto)
+            result.account_ids = [a.id for a in accts]
+            statuses = repo.invoice_statuses(conn, period, result.account_ids)
+            to_rate = [a for a in accts if statuses.get(a.id) in (None, "draft")]
+            result.frozen = len(accts) - len(to_rate)
+            included = {a.id: included_executions(version.plan(a.plan), a.seats) for a in to_rate}
+            usage = repo.usage_by_account(conn, period, included)
+            total = Decimal("0.00")
+            for account in to_rate:
+                terms = AccountTerms(plan=account.plan, seats=account.seats,
+                                     overage_opt_in=account.overage_opt_in)
+                try:
+                    rated = rate_period(version, terms, usage.get(account.id, []))
+                except RatingError as err:
+                    raise ApplicationError(f"account {account.id}: {err}", type="RatingError",
+                                           non_retryable=True) from err
+                written = repo.write_rated_invoice(conn, account=account, period=period, rated=rated,
+                                                   catalog_version_id=version_id)
+                if written is None:
+                    result.frozen += 1
+                    continue
+                result.rated += 1
+                if written[1] == "no_charge":
+                    result.no_charge += 1
+                total += rated.total
+            result.total = total
+        return result
+
+    @activity.defn(name="push_invoices")
+    def push_invoices(self, inp: CloseChunkInput) -> PushChunkResult:
+        """Push every rated, not yet pushed invoice of the range to Stripe, several at once.
+
+        Safe to run again at any point: finished invoices are skipped, half-pushed ones resume.
+        Transient Stripe trouble fails the activity (Temporal retries it) until the last attempts,
+        after which the remaining invoices are left as push_failed for ops.
+        """
+        period = self._period(inp.period)
+        with self.engine.begin() as conn:
+            ids = repo.pushable_invoice_ids(conn, period, inp.accounts.after, inp.accounts.upto)
+            already = repo.count_pushed(conn, period, inp.accounts.after, inp.accounts.upto)
+        pusher = InvoicePusher(self.engine, self.gateway, self.clock)
+        calls_before = sum(self.gateway.calls.values())
+        result = PushChunkResult(already_pushed=already)
+        transient: list[str] = []
+        info = activity.info() if activity.in_activity() else None
+        last_attempt = info is not None and info.attempt >= PUSH_ATTEMPTS_BEFORE_GIVING_UP
+        with ThreadPoolExecutor(max_workers=self.settings.stripe_concurrency,
+                                thread_name_prefix="stripe-push") as pool:
+            futures = {pool.submit(pusher.push, i): i for i in ids}
+            last_beat = 0.0
+            for fut in as_completed(futures):
+                invoice_id = futures[fut]
+                try:
+                    outcome = fut.result()
+                    if outcome.already_pushed:
+                        result.already_pushed += 1
+                    elif outcome.status == "open":
+                        result.pushed += 1
+                except InvoiceRejected as err:
+                    result.failed.append(self._failure(invoice_id, str(err)))
+                except (StripeError, InvoiceBusy) as err:
+                    if last_attempt:
+                        self._give_up(invoice_id, str(err))
+                        result.failed.append(self._failure(invoice_id, str(err)))
+                    else:
+                        transient.append(f"invoice {invoice_id}: {err}")
+                if activity.in_activity() and time.monotonic() - last_beat > 1.0:
+                    activity.heartbeat(result.pushed + result.already_pushed)
+                    last_beat = time.monotonic()
+        result.stripe_calls = sum(self.gateway.calls.values()) - calls_before
+        if transient:
+            raise ApplicationError(
+                f"{len(transient)} invoice(s) not pushed yet, will retry: " + "; ".join(transient[:5]),
+                type="StripeTransient",
+            )
+        return result
+
+    @activity.defn(name="push_invoice")
+    def push_invoice(self, inp: PushInvoiceInput) -> PushInvoiceResult:
+        """Push (or resume pushing) one invoice: what ops run to retry a failed invoice."""
+        pusher = InvoicePusher(self.engine, self.gateway, self.clock)
+        calls_before = sum(self.gateway.calls.values())
+        try:
+            outcome = pusher.push(inp.invoice_id)
+        except InvoiceRejected as err:
+            raise ApplicationError(str(err), type="InvoiceRejected", non_retryable=True) from err
+        except repo.NotFound as err:
+            raise ApplicationError(str(err), type="NotFound", non_retryable=True) from err
+        return PushInvoiceResult(
+            invoice_id=outcome.invoice_id,
+            status=outcome.status,
+            stripe_invoice_id=outcome.stripe_invoice_id,
+            stripe_calls=sum(self.gateway.calls.values()) - calls_before,
+            already_pushed=outcome.already_pushed,
+        )
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _failure(self, invoice_id: int, error: str) -> InvoiceFailure:
+        with self.engine.begin() as conn:
+            inv = repo.get_invoice(conn, invoice_id)
+        return InvoiceFailure(invoice_id=invoice_id, account_id=inv.account_id, error=error)
+
+    def _give_up(self, invoice_id: int, error: str) -> None:
+        with self.engine.begin() as conn:
+            repo.set_invoice_status(conn, invoice_id, "push_failed",
+                                    from_statuses=("draft", "pushing"), error=error)
+
+    def all(self) -> list:
+        return [self.check_period, self.list_account_chunks, self.rate_accounts, self.push_invoices,
+                self.push_invoice]

@@ -1,0 +1,215 @@
+"""Pushing one rated invoice to Stripe: ensure customer, create invoice, add lines, finalize.
+
+Guarantees (each proven by a fault-injection test):
+- Every Stripe write is recorded in ``stripe_requests`` with its idempotency key BEFORE the call.
+  Keys come from business identity (account, period, step, attempt), never from Temporal run ids.
+- A retry after a lost response reuses the key, so Stripe replays the committed object.
+- A key that Stripe may have forgotten (older than ~24 h) or under which it saved a failure (a 500) is
+  never reused blindly: Tally first looks the object up in Stripe by metadata, and only if it is not
+  there mints the next attempt's key.
+- Only one process pushes a given invoice at a time (a Postgres advisory lock held for the push).
+So whatever fails and however often the push is retried, each invoice exists once in Stripe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from sqlalchemy import Engine, text
+
+from activities import repository as repo
+from activities.stripe_gateway import (
+    LineItem,
+    StripeFailed,
+    StripeGateway,
+    StripeRejected,
+    StripeUnreachable,
+)
+from billing.periods import Period
+
+# Stripe keeps idempotency keys for at least 24 h; stop trusting ours a little before that.
+KEY_TRUST_WINDOW = timedelta(hours=23)
+
+
+class InvoiceBusy(RuntimeError):
+    """Another process holds this invoice's push lock right now (retry later)."""
+
+
+class InvoiceRejected(RuntimeError):
+    """Stripe refused the invoice for a reason a retry cannot fix; the invoice is marked push_failed."""
+
+
+@dataclass
+class PushOutcome:
+    invoice_id: int
+    status: str
+    stripe_invoice_id: str | None
+    already_pushed: bool
+
+
+def idempotency_key(account_id: str, period: str | None, step: str, attempt: int) -> str:
+    scope = f"{account_id}:{period}" if period else account_id
+    return f"tally:{scope}:{step}:a{attempt}"
+
+
+class InvoicePusher:
+    def __init__(self, engine: Engine, gateway: StripeGateway, clock: Callable[[], datetime] | None = None):
+        self.engine = engine
+        self.gateway = gateway
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    # ---- one recorded, idempotent Stripe step ---------------------------------------------------
+    def _step(self, *, subject: str, account_id: str, period: str | None, step: str,
+              call: Callable[[str], str], lookup: Callable[[], str | None]) -> str:
+        with self.engine.begin() as conn:
+            rec = repo.latest_stripe_request(conn, subject, step)
+        if rec is not None and rec.state == "succeeded":
+            return rec.stripe_object_id
+        if rec is not None and rec.state == "started" and self.clock() - rec.started_at < KEY_TRUST_WINDOW:
+            # Outcome unknown (timeout, dropped response, crash): the same key replays a commit.
+            key = rec.idempotency_key
+        else:
+            if rec is not None:
+                # A failure saved under the old key, or a key Stripe may have forgotten: look first.
+                found = lookup()
+                if found:
+                    with self.engine.begin() as conn:
+                        repo.finish_stripe_request(conn, rec.idempotency_key, state="succeeded",
+                                                   stripe_object_id=found,
+                                                   error=(rec.error or "") + " [found in Stripe by look-up]")
+                    return found
+            attempt = rec.attempt + 1 if rec is not None else 1
+            key = idempotency_key(account_id, period, step, attempt)
+            with self.engine.begin() as conn:
+                repo.record_stripe_request(conn, key=key, subject=subject, step=step, attempt=attempt)
+        try:
+            object_id = call(key)
+        except StripeUnreachable:
+            raise  # stays 'started': the next try reuses the key
+        except (StripeFailed, StripeRejected) as err:
+            with self.engine.begin() as conn:
+                repo.finish_stripe_request(conn, key, state="failed", http_status=err.http_status,
+                                           error=str(err))
+            raise
+        with self.engine.begin() as conn:
+            repo.finish_stripe_request(conn, key, state="succeeded", stripe_object_id=object_id)
+        return object_id
+
+    # ---- the push ---------------------------------------------------------------------------------
+    def push(self, invoice_id: int) -> PushOutcome:
+        with self.engine.connect() as lock_conn:
+            got = lock_conn.execute(
+                text("SELECT pg_try_advisory_lock(hashtextextended('tally-invoice-push:' || :id, 0))"),
+                {"id": str(invoice_id)},
+            ).scalar()
+            lock_conn.commit()
+            if not got:
+                raise InvoiceBusy(f"invoice {invoice_id} is being pushed by another worker")
+            try:
+                return self._push_locked(invoice_id)
+            finally:
+                lock_conn.execute(
+                    text("SELECT pg_advisory_unlock(hashtextextended('tally-invoice-push:' || :id, 0))"),
+                    {"id": str(invoice_id)},
+                )
+                lock_conn.commit()
+
+    def _push_locked(self, invoice_id: int) -> PushOutcome:
+        with self.engine.begin() as conn:
+            inv = repo.get_invoice(conn, invoice_id)
+            if inv.status in ("open", "paid", "void"):
+                return PushOutcome(invoice_id, inv.status, inv.stripe_invoice_id, already_pushed=True)
+            if inv.status == "no_charge":
+                return PushOutcome(invoice_id, inv.status, None, already_pushed=False)
+            repo.set_invoice_status(conn, invoice_id, "pushing", from_statuses=repo.PUSHABLE_STATUSES)
+            account = repo.get_account(conn, inv.account_id)
+            lines = repo.invoice_lines_of(conn, invoice_id)
+        period = Period.parse(inv.period)
+        try:
+            customer_id = account.stripe_customer_id or self._ensure_customer(account)
+            stripe_invoice_id = inv.stripe_invoice_id or self._create_invoice(inv, customer_id)
+            self._add_lines(inv, stripe_invoice_id, lines, period)
+            self._finalize(inv, stripe_invoice_id)
+        except StripeRejected as err:
+            with self.engine.begin() as conn:
+                repo.set_invoice_status(conn, invoice_id, "push_failed", from_statuses=("pushing",),
+                                        error=str(err))
+            raise InvoiceRejected(f"invoice {invoice_id} ({inv.account_id} {inv.period}): {err}") from err
+        except (StripeFailed, StripeUnreachable) as err:
+            with self.engine.begin() as conn:
+                repo.set_invoice_status(conn, invoice_id, "pushing", from_statuses=("pushing",),
+                                        error=str(err))
+            raise
+        with self.engine.begin() as conn:
+            repo.set_invoice_status(conn, invoice_id, "open", from_statuses=("pushing",),
+                                    stripe_invoice_id=stripe_invoice_id)
+        return PushOutcome(invoice_id, "open", stripe_invoice_id, already_pushed=False)
+
+    def _ensure_customer(self, account) -> str:
+        customer_id = self._step(
+            subject=f"customer:{account.id}", account_id=account.id, period=None, step="customer",
+            call=lambda key: self.gateway.create_customer(account.id, account.email, key),
+            lookup=lambda: self.gateway.find_customer(account.id),
+        )
+        with self.engine.begin() as conn:
+            repo.set_stripe_customer(conn, account.id, customer_id)
+        return customer_id
+
+    def _create_invoice(self, inv, customer_id: str) -> str:
+        ref = f"{inv.account_id}:{inv.period}"
+        stripe_invoice_id = self._step(
+            subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period, step="create",
+            call=lambda key: self.gateway.create_invoice(customer_id, ref, inv.account_id, inv.period, key),
+            lookup=lambda: self.gateway.find_invoice(customer_id, ref),
+        )
+        with self.engine.begin() as conn:
+            repo.set_stripe_invoice_id(conn, inv.id, stripe_invoice_id)
+        return stripe_invoice_id
+
+    def _add_lines(self, inv, stripe_invoice_id: str, lines, period: Period) -> None:
+        items = [
+            LineItem(
+                line_ref=str(line.id),
+                description=line.description,
+                amount=line.amount,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                period_start=int(period.start.timestamp()),
+                period_end=int(period.end.timestamp()),
+            )
+            for line in lines
+        ]
+        wanted = {item.line_ref for item in items}
+
+        def call(key: str) -> str:
+            self.gateway.add_lines(stripe_invoice_id, items, key)
+            return stripe_invoice_id
+
+        def lookup() -> str | None:
+            present = self.gateway.invoice_line_refs(stripe_invoice_id)
+            if wanted <= present:
+                return stripe_invoice_id
+            if present & wanted:
+                raise StripeRejected(
+                    f"Stripe invoice {stripe_invoice_id} holds only some of this invoice's lines; "
+                    "fix it by hand before retrying"
+                )
+            return None
+
+        if items:
+            self._step(subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
+                       step="add_lines", call=call, lookup=lookup)
+
+    def _finalize(self, inv, stripe_invoice_id: str) -> None:
+        def call(key: str) -> str:
+            self.gateway.finalize_invoice(stripe_invoice_id, key)
+            return stripe_invoice_id
+
+        def lookup() -> str | None:
+            status = self.gateway.invoice_status(stripe_invoice_id)
+            return stripe_invoice_id if status and status != "draft" else None
+
+        self._step(subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
+                   step="finalize", call=call, lookup=lookup)

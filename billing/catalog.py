@@ -1,0 +1,392 @@
+"""The versioned, effective-dated catalog: plans, LLM models (token rate card) and credit costs.
+
+The data lives in ``billing/catalog.toml``. TOML is parsed with ``parse_float=Decimal`` and prices
+may also be written as strings; either way they end up ``Decimal`` and a Python float is rejected.
+A price change is a new ``[[versions]]`` entry with a later ``effective_from``: usage is priced by the
+version in force when it occurred (``Catalog.at``). ``CatalogVersion.digest()`` identifies the exact
+content that priced a line, so the database can store it next to the version id.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import re
+import tomllib
+from datetime import datetime, timezone
+from decimal import Context, Decimal
+from enum import Enum
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from billing.errors import CatalogError
+from billing.money import is_whole_cents
+
+UTC = timezone.utc
+_WIDE = Context(prec=200)
+DEFAULT_CATALOG_FILE = "catalog.toml"
+REQUIRED_CREDIT_KEYS = ("fast", "standard", "heavy", "sandbox", "byok")
+
+
+# --------------------------------------------------------------------------------------------
+# Field types
+# --------------------------------------------------------------------------------------------
+def _no_float(v: Any) -> Any:
+    if isinstance(v, float):
+        raise ValueError(
+            f"floats are not accepted for prices ({v!r}); write a decimal such as \"0.005\" "
+            "(the TOML loader reads bare decimals exactly)"
+        )
+    if isinstance(v, bool):
+        raise ValueError("must be a decimal amount, not a boolean")
+    return v
+
+
+def _non_negative(v: Decimal) -> Decimal:
+    if not v.is_finite():
+        raise ValueError("must be a finite amount")
+    if v < 0:
+        raise ValueError(f"must not be negative, got {v}")
+    return v
+
+
+def _positive(v: Decimal) -> Decimal:
+    if not v.is_finite() or v <= 0:
+        raise ValueError(f"must be greater than zero, got {v}")
+    return v
+
+
+def _whole_cents(v: Decimal) -> Decimal:
+    if not is_whole_cents(v):
+        raise ValueError(f"must be a whole number of cents, got {v}")
+    return v
+
+
+Price = Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_non_negative)]
+"""A non-negative Decimal that may have sub-cent precision (a rate)."""
+Amount = Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_non_negative), AfterValidator(_whole_cents)]
+"""A non-negative Decimal that is a whole number of cents (a fee, a cap)."""
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelClass(str, Enum):
+    fast = "fast"
+    standard = "standard"
+    heavy = "heavy"
+
+
+# --------------------------------------------------------------------------------------------
+# Plans and models
+# --------------------------------------------------------------------------------------------
+class Plan(_Frozen):
+    code: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    monthly_fee: Amount
+    fee_per_seat: StrictBool = False
+    included_executions: Count
+    """Per seat when ``fee_per_seat``."""
+    overage_rate: Price | None = None
+    """Price per execution beyond the included quota; ``None`` = always blocked."""
+    overage_requires_opt_in: StrictBool = True
+    usage_cap: Annotated[Amount, AfterValidator(_positive)] | None = None
+    """Cap on the period's usage charge (PAYG)."""
+    contract: StrictBool = False
+    """Enterprise: billed by contract, not by ``billing.rating``."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        if self.usage_cap is not None and self.overage_rate is None:
+            raise ValueError("usage_cap needs an overage_rate (there is no usage charge to cap)")
+        return self
+
+
+class LlmModel(_Frozen):
+    code: str = Field(min_length=1)
+    display_name: str = Field(min_length=1)
+    model_class: ModelClass
+    cost_input_per_mtok: Price
+    cost_output_per_mtok: Price
+    price_input_per_mtok: Price | None = None
+    price_output_per_mtok: Price | None = None
+
+    def user_price_input(self, markup: Decimal) -> Decimal:
+        """User price per 1M input tokens: the explicit price if set, else cost x markup."""
+        if self.price_input_per_mtok is not None:
+            return self.price_input_per_mtok
+        return _WIDE.multiply(self.cost_input_per_mtok, markup)
+
+    def user_price_output(self, markup: Decimal) -> Decimal:
+        """User price per 1M output tokens: the explicit price if set, else cost x markup."""
+        if self.price_output_per_mtok is not None:
+            return self.price_output_per_mtok
+        return _WIDE.multiply(self.cost_output_per_mtok, markup)
+
+
+def _fill_codes(data: Any, key: str) -> Any:
+    """In the data file a plan/model's ``code`` may be omitted: it defaults to its table key."""
+    if isinstance(data, dict) and isinstance(data.get(key), dict):
+        filled = {}
+        for code, entry in data[key].items():
+            if isinstance(entry, dict) and "code" not in entry:
+                entry = {"code": code, **entry}
+            filled[code] = entry
+        data = {**data, key: filled}
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------------------------
+def _canonical(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _canonical(value.model_dump(mode="python"))
+    if isinstance(value, dict):
+        return {str(k.value if isinstance(k, Enum) else k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Decimal):
+        # "29", "29.0" and "29.00" are the same price: normalise so the digest reflects values.
+        return format(value.normalize(_WIDE), "f") if value != 0 else "0"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+class CatalogVersion(_Frozen):
+    version: str = Field(min_length=1)
+    effective_from: datetime
+    currency: Literal["usd"] = "usd"
+    markup: Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_positive)]
+    plans: dict[str, Plan] = Field(min_length=1)
+    models: dict[str, LlmModel] = Field(min_length=1)
+    credit_cost: dict[str, Annotated[int, Field(strict=True, ge=0)]]
+    """Credits consumed per execution: by model class (fast/standard/heavy), ``sandbox``, ``byok``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _codes_from_keys(cls, data: Any) -> Any:
+        return _fill_codes(_fill_codes(data, "plans"), "models")
+
+    @field_validator("effective_from")
+    @classmethod
+    def _aware_utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
+            raise ValueError("must be timezone-aware, e.g. 2026-01-01T00:00:00Z")
+        return v.astimezone(UTC)
+
+    @field_validator("credit_cost")
+    @classmethod
+    def _credit_keys(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = [k for k in REQUIRED_CREDIT_KEYS if k not in v]
+        unknown = [k for k in v if k not in REQUIRED_CREDIT_KEYS]
+        if missing or unknown:
+            raise ValueError(
+                f"needs exactly the keys {', '.join(REQUIRED_CREDIT_KEYS)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _keys_match_codes(self) -> CatalogVersion:
+        for kind, table in (("plans", self.plans), ("models", self.models)):
+            for key, item in table.items():
+                if item.code != key:
+                    raise ValueError(f"{kind}.{key}.code: {item.code!r} does not match its key {key!r}")
+        return self
+
+    def plan(self, code: str) -> Plan:
+        try:
+            return self.plans[code]
+        except (KeyError, TypeError):
+            raise CatalogError(
+                f"unknown plan {code!r}; known plans: {', '.join(self.plans)}", field="plan"
+            ) from None
+
+    def model(self, code: str) -> LlmModel:
+        try:
+            return self.models[code]
+        except (KeyError, TypeError):
+            raise CatalogError(
+                f"unknown model {code!r}; known models: {', '.join(self.models)}", field="model"
+            ) from None
+
+    def canonical_json(self) -> str:
+        """Canonical JSON of this version (sorted keys, normalised decimals, UTC instants)."""
+        return json.dumps(_canonical(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def digest(self) -> str:
+        """sha256 (hex) of ``canonical_json()``: which exact content priced a line."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+class Catalog(_Frozen):
+    versions: tuple[CatalogVersion, ...]
+    """At least one; strictly increasing ``effective_from``; unique ``version`` ids."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Catalog:
+        if not self.versions:
+            raise ValueError("versions: the catalog needs at least one [[versions]] entry")
+        seen: set[str] = set()
+        for i, v in enumerate(self.versions):
+            if v.version in seen:
+                raise ValueError(f"versions[{i}].version: duplicate version id {v.version!r}")
+            seen.add(v.version)
+            if i and v.effective_from <= self.versions[i - 1].effective_from:
+                raise ValueError(
+                    f"versions[{i}].effective_from: {v.effective_from.isoformat()} ({v.version}) must be later "
+                    f"than that of versions[{i - 1}] ({self.versions[i - 1].version}, "
+                    f"{self.versions[i - 1].effective_from.isoformat()}); list versions oldest first"
+                )
+        return self
+
+    def at(self, ts: datetime) -> CatalogVersion:
+        """The version in force at ``ts`` (an ``effective_from`` instant belongs to the new version)."""
+        if not isinstance(ts, datetime) or ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
+            raise CatalogError(f"must be a timezone-aware datetime, got {ts!r}", field="ts")
+        starts = [v.effective_from for v in self.versions]
+        i = bisect.bisect_right(starts, ts) - 1
+        if i < 0:
+            raise CatalogError(
+                f"no catalog version in force at {ts.astimezone(UTC).isoformat()}; "
+                f"the first ({self.versions[0].version}) is effective from {starts[0].isoformat()}",
+                field="ts",
+            )
+        return self.versions[i]
+
+    def versions_overlapping(self, start: datetime, end: datetime) -> list[CatalogVersion]:
+        """Versions in force at some instant of ``[start, end)``, oldest first.
+
+        Time before the first version is not covered by any version and is simply not represented.
+        """
+        for name, ts in (("start", start), ("end", end)):
+            if not isinstance(ts, datetime) or ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
+                raise CatalogError(f"must be a timezone-aware datetime, got {ts!r}", field=name)
+        if end <= start:
+            raise CatalogError(f"must be after start ({start.isoformat()}), got {end.isoformat()}", field="end")
+        out = []
+        for i, v in enumerate(self.versions):
+            v_end = self.versions[i + 1].effective_from if i + 1 < len(self.versions) else None
+            if v.effective_from < end and (v_end is None or v_end > start):
+                out.append(v)
+        return out
+
+    def version(self, version_id: str) -> CatalogVersion:
+        """Look a version up by its id (e.g. the id stored on an invoice line)."""
+        for v in self.versions:
+            if v.version == version_id:
+                return v
+        raise CatalogError(
+            f"unknown catalog version {version_id!r}; known: {', '.join(v.version for v in self.versions)}",
+            field="catalog_version",
+        )
+
+    @property
+    def latest(self) -> CatalogVersion:
+        return self.versions[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # pydantic adds validator names such as "function-after[...]"; they mean nothing to an editor.
+            if isinstance(part, str) and ("[" in part and part.endswith("]") and part.startswith(("function-", "json-"))):
+                continue
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_SUBPATH_RE = re.compile(r"^([A-Za-z_][\w.\[\]-]*): (.*)$", re.S)
+
+
+def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
+    """Parse and validate catalog TOML text. Errors: ``CatalogError`` naming ``source``, field path, reason."""
+    try:
+        data = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogError(f"{source}: not valid TOML: {e}") from None
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            loc = _loc(err["loc"])
+            # Our model validators name the offending sub-field as "path: reason": fold it into the path.
+            m = _SUBPATH_RE.match(msg)
+            if m and err["type"] == "value_error":
+                sub, msg = m.group(1), m.group(2)
+                loc = sub if loc == "(top level)" else (f"{loc}{sub}" if sub.startswith("[") else f"{loc}.{sub}")
+            problems.append(f"{loc}: {msg}")
+        err = CatalogError(f"{source}: invalid catalog: " + "; ".join(problems))
+        err.field = problems[0].split(": ", 1)[0]  # the first offending field path
+        raise err from None
+
+
+def load_catalog(path: Path | str | None = None) -> Catalog:
+    """Load the catalog file (default: ``catalog.toml`` packaged next to this module)."""
+    if path is None:
+        ref = resources.files(__package__ or "billing").joinpath(DEFAULT_CATALOG_FILE)
+        source = str(ref)
+        try:
+            text = ref.read_text(encoding="utf-8")
+        except OSError as e:
+            raise CatalogError(f"{source}: cannot read: {e}") from None
+    else:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise CatalogError(f"{source}: cannot read: {e}") from None
+    return parse_catalog(text, source)
+
+
+@lru_cache(maxsize=1)
+def default_catalog() -> Catalog:
+    """The packaged catalog, loaded once per process (it is immutable)."""
+    return load_catalog()
+
+
+__all__ = [
+    "ModelClass",
+    "Plan",
+    "LlmModel",
+    "CatalogVersion",
+    "Catalog",
+    "CatalogError",
+    "load_catalog",
+    "parse_catalog",
+    "default_catalog",
+    "REQUIRED_CREDIT_KEYS",
+]

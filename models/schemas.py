@@ -1,0 +1,142 @@
+"""Pydantic contracts crossing process boundaries: workflow and activity inputs/outputs, CLI JSON.
+
+Workflow/activity payloads stay small (periods, account-id ranges, counters), never lists of rows.
+They travel through Temporal with the pydantic data converter, so Decimal and datetime survive intact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+
+# ---- monthly close ------------------------------------------------------------------------------
+class ClosePeriodInput(BaseModel):
+    # None: the month before the workflow's start time (what the monthly schedule sends).
+    period: str | None = None
+    chunk_size: int = Field(default=100, ge=1, le=1000)
+    parallel_chunks: int = Field(default=4, ge=1, le=64)
+    push_to_stripe: bool = True
+
+
+class AccountRange(BaseModel):
+    """Accounts with ``after < id <= upto`` in id order (``after`` None: from the first)."""
+
+    after: str | None
+    upto: str
+    count: int
+
+
+class ListChunksInput(BaseModel):
+    period: str
+    after: str | None = None
+    chunk_size: int
+    max_chunks: int = 50
+
+
+class ChunkPage(BaseModel):
+    chunks: list[AccountRange]
+    next_cursor: str | None
+
+
+class PeriodCheck(BaseModel):
+    period: str
+    period_start: datetime
+    period_end: datetime
+    accounts: int
+    catalog_version: str
+
+
+class CloseChunkInput(BaseModel):
+    period: str
+    index: int
+    accounts: AccountRange
+    push_to_stripe: bool = True
+
+
+class RateChunkResult(BaseModel):
+    account_ids: list[str] = Field(default_factory=list)
+    rated: int = 0  # invoices written or rewritten (draft / no_charge)
+    frozen: int = 0  # invoices already pushed or final: left exactly as they were
+    no_charge: int = 0
+    total: Decimal = Decimal("0.00")
+
+
+class InvoiceFailure(BaseModel):
+    invoice_id: int
+    account_id: str
+    error: str
+
+
+class PushChunkResult(BaseModel):
+    pushed: int = 0
+    already_pushed: int = 0
+    failed: list[InvoiceFailure] = Field(default_factory=list)
+    stripe_calls: int = 0
+
+
+class ChunkResult(BaseModel):
+    index: int
+    rate: RateChunkResult
+    push: PushChunkResult | None = None
+
+
+class CloseProgress(BaseModel):
+    period: str | None = None
+    accounts_total: int = 0
+    accounts_done: int = 0
+    chunks_started: int = 0
+    chunks_done: int = 0
+    invoices_pushed: int = 0
+    failures: int = 0
+    finished: bool = False
+
+
+class ClosePeriodResult(BaseModel):
+    period: str
+    accounts: int
+    chunks: int
+    invoices_rated: int
+    invoices_frozen: int
+    no_charge: int
+    pushed: int
+    already_pushed: int
+    failed: list[InvoiceFailure]
+    stripe_calls: int
+    total: Decimal
+
+
+class PushInvoiceInput(BaseModel):
+    invoice_id: int
+
+
+class PushInvoiceResult(BaseModel):
+    invoice_id: int
+    status: str
+    stripe_invoice_id: str | None = None
+    stripe_calls: int = 0
+    already_pushed: bool = False
+
+
+# ---- invoices as shown to people (CLI --json, later the HTTP API) -------------------------------
+class InvoiceLineView(BaseModel):
+    kind: str
+    model: str | None
+    description: str
+    quantity: str
+    unit_price: str
+    amount: str
+
+
+class InvoiceView(BaseModel):
+    account_id: str
+    period: str
+    status: str
+    plan: str
+    catalog_version: str
+    lines: list[InvoiceLineView]
+    subtotal: str
+    total: str
+    stripe_invoice_id: str | None

@@ -1,0 +1,113 @@
+"""One settings object for every Tally process (worker, CLI, API, dev stack).
+
+Values come from environment variables (``TALLY_*``, plus the conventional ``DATABASE_URL``,
+``TEMPORAL_ADDRESS`` and ``STRIPE_API_KEY``).  When a connection setting is not given, the local dev
+stack (``tally dev up``) fills it in from ``$TALLY_HOME/stack.json``, which that command writes.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_FILE = "stack.json"
+# The emulator accepts any key of this shape; real Stripe is used only when STRIPE_API_KEY is set.
+EMULATOR_API_KEY = "sk_test_tally_emulator"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(default=Path(".tally"), description="Folder holding all local-stack state.")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "TALLY_DATABASE_URL"),
+        description="Postgres URL; unset means the embedded Postgres of the local stack.",
+    )
+    temporal_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TEMPORAL_ADDRESS", "TALLY_TEMPORAL_ADDRESS"),
+        description="host:port of a Temporal frontend; unset means the local dev server.",
+    )
+    temporal_namespace: str = "default"
+    task_queue: str = "tally"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+
+    stripe_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_KEY", "TALLY_STRIPE_API_KEY"),
+        description="Real Stripe (test mode) key; unset means the local Stripe emulator.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Base URL of a Stripe-compatible server (the emulator)."
+    )
+    stripe_emulator_port: int = 12111
+    stripe_max_network_retries: int = 2
+    stripe_timeout_seconds: float = 20.0
+    stripe_concurrency: int = Field(default=8, description="Parallel Stripe requests per activity.")
+    stripe_writes_per_second: float = Field(
+        default=0.0,
+        description="Client-side cap on Stripe writes/s per worker (0 = none; 25 suits test mode).",
+    )
+
+    api_port: int = 8000
+    close_chunk_size: int = Field(default=100, description="Accounts per close child workflow.")
+    close_parallel_chunks: int = Field(default=4, description="Chunk workflows running at once.")
+    late_usage_grace_hours: int = 48
+    catalog_path: Path | None = Field(default=None, description="Override the catalog data file.")
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def stack_file(self) -> Path:
+        return self.home / STACK_FILE
+
+    def stack_state(self) -> dict:
+        try:
+            return json.loads(self.stack_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def effective_database_url(self) -> str:
+        url = self.database_url or self.stack_state().get("database_url")
+        if not url:
+            raise ConfigError(
+                "no database: set DATABASE_URL, or start the local stack with `tally dev up`"
+            )
+        return url
+
+    def effective_temporal_address(self) -> str:
+        return (
+            self.temporal_address
+            or self.stack_state().get("temporal_address")
+            or f"localhost:{self.temporal_port}"
+        )
+
+    def effective_stripe(self) -> tuple[str, str | None]:
+        """(api_key, base_url or None for real Stripe)."""
+        if self.stripe_api_key:
+            return self.stripe_api_key, self.stripe_api_base
+        base = (
+            self.stripe_api_base
+            or self.stack_state().get("stripe_api_base")
+            or f"http://127.0.0.1:{self.stripe_emulator_port}"
+        )
+        return EMULATOR_API_KEY, base
+
+    @property
+    def temporal_ui_url(self) -> str:
+        return self.stack_state().get("temporal_ui_url") or f"http://localhost:{self.temporal_ui_port}"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,159 @@
+"""The Postgres schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create exactly this.
+
+Money columns are NUMERIC: amounts NUMERIC(14,2) (whole cents), unit prices NUMERIC(18,8) (sub-cent
+rates such as $0.005/execution).  Nothing here is ever a float.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+MONEY = Numeric(14, 2)
+RATE = Numeric(18, 8)
+
+ACCOUNT_PLANS = ("free", "pro", "team", "payg", "enterprise")
+INVOICE_STATUSES = ("draft", "pushing", "open", "paid", "void", "no_charge", "push_failed")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("email", Text),
+    Column("plan", String(32), nullable=False),
+    Column("seats", Integer, nullable=False, server_default="1"),
+    Column("overage_opt_in", Boolean, nullable=False, server_default=text("false")),
+    Column("pricing", String(16), nullable=False, server_default="executions"),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("stripe_customer_id", String(64)),
+    # The first instant the account is billed for; a period ending on or before it is not billed.
+    Column("billing_starts_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("seats >= 1", name="seats_positive"),
+    CheckConstraint(f"plan IN {ACCOUNT_PLANS!r}", name="plan_known"),
+    CheckConstraint("status IN ('active', 'paused', 'closed')", name="status_known"),
+)
+
+catalog_versions = Table(
+    "catalog_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False, unique=True),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("document", JSONB, nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per execution, keyed by the platform's event id (duplicates are skipped on ingest).
+executions = Table(
+    "executions",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("account_id", String(64), nullable=False),
+    Column("agent_id", String(128), nullable=False),
+    Column("skill_id", String(128)),
+    Column("model", String(64), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("byok", Boolean, nullable=False, server_default=text("false")),
+    Column("sandbox", Boolean, nullable=False, server_default=text("false")),
+    Column("cost_usd", Numeric(18, 8)),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name="tokens_non_negative"),
+    Index("ix_executions_account_occurred", "account_id", "occurred_at"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), ForeignKey("accounts.id"), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False, server_default="draft"),
+    Column("currency", String(3), nullable=False, server_default="usd"),
+    Column("plan", String(32), nullable=False),
+    Column("seats", Integer, nullable=False),
+    Column("overage_opt_in", Boolean, nullable=False),
+    Column("catalog_version_id", Integer, ForeignKey("catalog_versions.id"), nullable=False),
+    Column("executions", BigInteger, nullable=False, server_default="0"),
+    Column("billable_executions", BigInteger, nullable=False, server_default="0"),
+    Column("subtotal", MONEY, nullable=False),
+    Column("total", MONEY, nullable=False),
+    Column("stripe_invoice_id", String(64)),
+    Column("last_error", Text),
+    Column("rated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("pushed_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("account_id", "period"),
+    CheckConstraint(f"status IN {INVOICE_STATUSES!r}", name="status_known"),
+    CheckConstraint("total >= 0", name="total_non_negative"),
+    Index("ix_invoices_period_status", "period", "status"),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("model", String(64)),
+    Column("description", Text, nullable=False),
+    Column("quantity", Numeric(20, 4), nullable=False),
+    Column("unit_price", RATE, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("catalog_version_id", Integer, ForeignKey("catalog_versions.id"), nullable=False),
+    UniqueConstraint("invoice_id", "position"),
+)
+
+# Every Stripe write Tally makes, recorded BEFORE the call with the idempotency key it will carry.
+# A retry finds the row and reuses the key (or, when Stripe may have forgotten it or saved a failure
+# under it, looks the object up by metadata before minting the next attempt's key).
+stripe_requests = Table(
+    "stripe_requests",
+    metadata,
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("subject", String(128), nullable=False),  # e.g. "invoice:42", "customer:acct_1"
+    Column("step", String(32), nullable=False),  # customer | create | add_lines | finalize
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("state", String(16), nullable=False, server_default="started"),
+    Column("stripe_object_id", String(64)),
+    Column("http_status", Integer),
+    Column("error", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("subject", "step", "attempt"),
+    CheckConstraint("state IN ('started', 'succeeded', 'failed')", name="state_known"),
+)

@@ -1,0 +1,40 @@
+"""Stripe-shaped API errors."""
+
+from __future__ import annotations
+
+
+class StripeError(Exception):
+    """Raised by handlers; rendered as ``{"error": {...}}`` with the given HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        err = {"type": self.type, "message": self.message}
+        if self.param is not None:
+            err["param"] = self.param
+        if self.code is not None:
+            err["code"] = self.code
+        return {"error": err}
+
+
+def missing(param: str) -> StripeError:
+    return StripeError(400, f"Missing required param: {param}.", param=param, code="parameter_missing")
+
+
+def no_such(kind: str, ident: str, param: str = "id", status: int = 404) -> StripeError:
+    return StripeError(status, f"No such {kind}: '{ident}'", param=param, code="resource_missing")

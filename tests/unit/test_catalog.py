@@ -1,0 +1,261 @@
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from billing.catalog import (
+    Catalog,
+    CatalogVersion,
+    LlmModel,
+    ModelClass,
+    Plan,
+    default_catalog,
+    load_catalog,
+    parse_catalog,
+)
+from billing.errors import CatalogError
+
+D = Decimal
+UTC = timezone.utc
+CATALOG_TEXT = (Path(__file__).resolve().parents[2] / "billing" / "catalog.toml").read_text()
+
+# The brief's token table: cost in/out, user price in/out (per 1M tokens), class.
+BRIEF_MODELS = {
+    "claude-haiku": ("0.25", "1.25", "0.50", "2.50", "fast"),
+    "claude-sonnet": ("3.00", "15.00", "6.00", "30.00", "standard"),
+    "gpt-4o-mini": ("0.15", "0.60", "0.30", "1.20", "fast"),
+    "gpt-4o": ("2.50", "10.00", "5.00", "20.00", "standard"),
+    "groq-llama": ("0.05", "0.08", "0.10", "0.16", "fast"),
+    "deepseek-r1": ("0", "0", "0.05", "0.10", "fast"),
+    "ollama-local": ("0", "0", "0.02", "0.05", "fast"),
+    "claude-opus": ("15.00", "75.00", "30.00", "150.00", "heavy"),
+}
+
+
+@pytest.fixture(scope="module")
+def v() -> CatalogVersion:
+    return load_catalog().versions[0]
+
+
+def _walk(obj):
+    if isinstance(obj, dict):
+        for x in obj.values():
+            yield from _walk(x)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _walk(x)
+    else:
+        yield obj
+
+
+def test_loads_default_and_path():
+    c = load_catalog()
+    assert len(c.versions) == 1
+    v = c.versions[0]
+    assert v.version == "2026-01-01.1"
+    assert v.effective_from == datetime(2026, 1, 1, tzinfo=UTC)
+    assert v.effective_from.utcoffset() == timedelta(0)
+    assert v.currency == "usd"
+    assert v.markup == D(2)
+    assert load_catalog(Path(__file__).resolve().parents[2] / "billing" / "catalog.toml") == c
+    assert default_catalog() is default_catalog()
+    assert default_catalog() == c
+
+
+def test_no_floats_anywhere():
+    for value in _walk(load_catalog().model_dump()):
+        assert not isinstance(value, float), value
+
+
+def test_plans_match_brief(v):
+    assert list(v.plans) == ["free", "pro", "team", "payg", "enterprise"]
+    free, pro, team, payg, ent = (v.plan(c) for c in v.plans)
+    assert (free.monthly_fee, free.included_executions, free.overage_rate) == (0, 100, None)
+    assert (pro.monthly_fee, pro.included_executions, pro.overage_rate, pro.overage_requires_opt_in) == (
+        D("29"), 5000, D("0.005"), True)
+    assert (team.monthly_fee, team.fee_per_seat, team.included_executions, team.overage_rate,
+            team.overage_requires_opt_in) == (D("79"), True, 25000, D("0.003"), True)
+    assert (payg.monthly_fee, payg.included_executions, payg.overage_rate, payg.overage_requires_opt_in,
+            payg.usage_cap) == (0, 0, D("0.01"), False, D("50.00"))
+    assert ent.contract and ent.monthly_fee == 0 and ent.included_executions == 0 and ent.overage_rate is None
+    for p in (free, pro, team, payg):
+        assert not p.contract
+    assert payg.name == "Pay-as-you-go"
+    for p in v.plans.values():
+        assert isinstance(p.monthly_fee, Decimal)
+
+
+def test_models_match_brief(v):
+    assert set(v.models) == set(BRIEF_MODELS)
+    for code, (ci, co, pi, po, cls) in BRIEF_MODELS.items():
+        m = v.model(code)
+        assert m.code == code
+        assert m.model_class is ModelClass(cls)
+        assert (m.cost_input_per_mtok, m.cost_output_per_mtok) == (D(ci), D(co))
+        assert m.user_price_input(v.markup) == D(pi), code
+        assert m.user_price_output(v.markup) == D(po), code
+        assert isinstance(m.user_price_input(v.markup), Decimal)
+    explicit = {c for c, m in v.models.items() if m.price_input_per_mtok is not None or m.price_output_per_mtok is not None}
+    assert explicit == {"deepseek-r1", "ollama-local"}
+
+
+def test_credit_cost(v):
+    assert v.credit_cost == {"fast": 1, "standard": 5, "heavy": 25, "sandbox": 2, "byok": 1}
+
+
+def test_unknown_plan_and_model(v):
+    with pytest.raises(CatalogError) as ei:
+        v.plan("gold")
+    assert str(ei.value) == "plan: unknown plan 'gold'; known plans: free, pro, team, payg, enterprise"
+    assert isinstance(ei.value, ValueError)
+    with pytest.raises(CatalogError, match="unknown model 'gpt-5'; known models: claude-haiku, "):
+        v.model("gpt-5")
+
+
+def test_digest_stable_and_sensitive(v):
+    d = v.digest()
+    assert len(d) == 64 and int(d, 16) >= 0
+    assert load_catalog().versions[0].digest() == d
+    # representation of the same value does not matter ...
+    same = parse_catalog(CATALOG_TEXT.replace("monthly_fee = 29.00", 'monthly_fee = "29"')).versions[0]
+    assert same.digest() == d
+    # ... a price does.
+    other = parse_catalog(CATALOG_TEXT.replace("overage_rate = 0.005", "overage_rate = 0.006")).versions[0]
+    assert other.digest() != d
+
+
+def test_prices_as_strings_become_decimal():
+    c = parse_catalog(CATALOG_TEXT.replace("overage_rate = 0.005", 'overage_rate = "0.005"'))
+    assert c.versions[0].plan("pro").overage_rate == D("0.005")
+
+
+def test_python_float_rejected():
+    with pytest.raises(ValidationError, match="floats are not accepted"):
+        Plan(code="x", name="X", monthly_fee=0.1, included_executions=1)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="floats are not accepted"):
+        LlmModel(code="m", display_name="M", model_class="fast", cost_input_per_mtok=0.25,  # type: ignore[arg-type]
+                 cost_output_per_mtok=D(1))
+
+
+def test_models_are_frozen(v):
+    with pytest.raises(ValidationError):
+        v.plan("pro").monthly_fee = D(1)  # type: ignore[misc]
+
+
+# ---- versions --------------------------------------------------------------------------------
+def _version_block(version: str, effective: str, pro_fee: str = "29.00") -> str:
+    block = CATALOG_TEXT.split("\n[[versions]]\n", 1)[1]
+    block = block.replace('version = "2026-01-01.1"', f'version = "{version}"')
+    block = block.replace("effective_from = 2026-01-01T00:00:00Z", f"effective_from = {effective}")
+    block = block.replace("monthly_fee = 29.00", f"monthly_fee = {pro_fee}")
+    return "[[versions]]\n" + block
+
+
+def _two_versions() -> Catalog:
+    text = _version_block("2026-01-01.1", "2026-01-01T00:00:00Z") + "\n" + _version_block(
+        "2026-07-01.1", "2026-07-01T00:00:00Z", "35.00")
+    return parse_catalog(text)
+
+
+def test_at_boundary_belongs_to_new_version():
+    c = _two_versions()
+    switch = datetime(2026, 7, 1, tzinfo=UTC)
+    assert c.at(switch).version == "2026-07-01.1"
+    assert c.at(switch - timedelta(microseconds=1)).version == "2026-01-01.1"
+    assert c.at(datetime(2030, 1, 1, tzinfo=UTC)).plan("pro").monthly_fee == D(35)
+    assert c.at(datetime(2026, 1, 1, tzinfo=UTC)).version == "2026-01-01.1"
+    # the instant in another zone
+    assert c.at(datetime(2026, 7, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))).version == "2026-07-01.1"
+    assert c.latest.version == "2026-07-01.1"
+    assert c.version("2026-01-01.1").plan("pro").monthly_fee == D(29)
+    with pytest.raises(CatalogError, match="unknown catalog version"):
+        c.version("nope")
+
+
+def test_at_before_first_and_naive():
+    c = load_catalog()
+    with pytest.raises(CatalogError, match="no catalog version in force"):
+        c.at(datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC))
+    with pytest.raises(CatalogError, match="timezone-aware"):
+        c.at(datetime(2026, 5, 1))
+
+
+def test_versions_overlapping():
+    c = _two_versions()
+    ids = lambda vs: [v.version for v in vs]  # noqa: E731
+    jun = (datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC))
+    jul = (datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 8, 1, tzinfo=UTC))
+    assert ids(c.versions_overlapping(*jun)) == ["2026-01-01.1"]
+    assert ids(c.versions_overlapping(*jul)) == ["2026-07-01.1"]
+    assert ids(c.versions_overlapping(jun[0], jul[1])) == ["2026-01-01.1", "2026-07-01.1"]
+    assert ids(c.versions_overlapping(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))) == []
+    with pytest.raises(CatalogError):
+        c.versions_overlapping(jul[1], jul[0])
+
+
+def test_versions_must_be_strictly_increasing():
+    text = _version_block("b", "2026-07-01T00:00:00Z") + "\n" + _version_block("a", "2026-01-01T00:00:00Z")
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog(text, "cat.toml")
+    assert ei.value.field == "versions[1].effective_from"
+    assert "oldest first" in str(ei.value)
+    same = _version_block("a", "2026-01-01T00:00:00Z") + "\n" + _version_block("b", "2026-01-01T00:00:00Z")
+    with pytest.raises(CatalogError, match="must be later"):
+        parse_catalog(same)
+
+
+def test_version_ids_unique():
+    text = _version_block("a", "2026-01-01T00:00:00Z") + "\n" + _version_block("a", "2026-07-01T00:00:00Z")
+    with pytest.raises(CatalogError, match=r"versions\[1\]\.version: duplicate version id 'a'"):
+        parse_catalog(text)
+
+
+def test_at_least_one_version():
+    with pytest.raises(CatalogError, match="versions"):
+        parse_catalog("versions = []")
+    with pytest.raises(CatalogError, match="versions"):
+        parse_catalog("")
+
+
+# ---- bad files --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("old", "new", "field", "reason"),
+    [
+        ("monthly_fee = 29.00", 'monthly_fee = "abc"', "versions[0].plans.pro.monthly_fee", "decimal"),
+        ("monthly_fee = 29.00", "monthly_fee = 29.001", "versions[0].plans.pro.monthly_fee", "whole number of cents"),
+        ("overage_rate = 0.005", "overage_rate = -0.005", "versions[0].plans.pro.overage_rate", "negative"),
+        ("included_executions = 5000", 'included_executions = "5000"', "versions[0].plans.pro.included_executions", "integer"),
+        ('model_class = "heavy"', 'model_class = "huge"', "versions[0].models.claude-opus.model_class", "fast"),
+        ('name = "Pro"', 'name = "Pro"\n  seats = 3', "versions[0].plans.pro.seats", "Extra inputs"),
+        ("usage_cap = 50.00", "usage_cap = 0", "versions[0].plans.payg.usage_cap", "greater than zero"),
+        ("effective_from = 2026-01-01T00:00:00Z", "effective_from = 2026-01-01T00:00:00",
+         "versions[0].effective_from", "timezone-aware"),
+        ('currency = "usd"', 'currency = "eur"', "versions[0].currency", "usd"),
+        ("markup = 2 ", "markup = 0 ", "versions[0].markup", "greater than zero"),
+        ("  byok = 1\n", "", "versions[0].credit_cost", "missing byok"),
+        ("[versions.plans.pro]\n", '[versions.plans.pro]\n  code = "pro2"\n', "versions[0].plans.pro.code", "does not match"),
+    ],
+)
+def test_bad_file_names_file_field_and_reason(tmp_path, old, new, field, reason):
+    assert old in CATALOG_TEXT
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CATALOG_TEXT.replace(old, new, 1))
+    with pytest.raises(CatalogError) as ei:
+        load_catalog(bad)
+    msg = str(ei.value)
+    assert str(bad) in msg
+    assert field in msg
+    assert reason in msg
+    assert ei.value.field == field
+    assert "Tuple should have" not in msg
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[[versions]\n")
+    with pytest.raises(CatalogError, match=r"broken\.toml: not valid TOML"):
+        load_catalog(bad)
+    with pytest.raises(CatalogError, match="cannot read"):
+        load_catalog(tmp_path / "missing.toml")

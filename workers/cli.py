@@ -1,0 +1,341 @@
+"""The ``tally`` command line: what ops and developers type.
+
+Every command reads the one Settings object (environment, then the local stack file). Errors are
+printed as one line that names what is wrong, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import click
+
+from models.settings import ConfigError, get_settings
+
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class UserError(click.ClickException):
+    pass
+
+
+def friendly(fn):
+    """Turn the errors a person can act on into one clear line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from activities.repository import NotFound
+        from billing.catalog import CatalogError
+        from billing.periods import PeriodError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, NotFound, PeriodError, CatalogError, ValueError) as err:
+            raise UserError(str(err)) from None
+        except (ConnectionError, OSError) as err:
+            raise UserError(f"cannot reach a service: {err}") from None
+
+    return wrapper
+
+
+def _engine():
+    from models.db import get_engine
+
+    return get_engine(get_settings().effective_database_url())
+
+
+def _catalog():
+    from billing.catalog import load_catalog
+
+    return load_catalog(get_settings().catalog_path)
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Tally: meters, prices, invoices (Stripe) and pays out for the agent platform.
+
+    Connection settings come from the environment (DATABASE_URL, TEMPORAL_ADDRESS, STRIPE_API_KEY,
+    TALLY_*) or, when unset, from the local stack that `tally dev up` starts.
+    """
+
+
+# ---- worker / database ------------------------------------------------------------------------------
+@cli.command()
+def worker() -> None:
+    """Run a Tally worker (all workflows and activities) until interrupted."""
+    from workers.worker import main as worker_main
+
+    worker_main()
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("migrate")
+@friendly
+def db_migrate() -> None:
+    """Apply the Alembic migrations (idempotent)."""
+    from models.db import migrate
+
+    migrate(get_settings().effective_database_url())
+    click.echo("schema is up to date")
+
+
+# ---- accounts ---------------------------------------------------------------------------------------
+@cli.group()
+def accounts() -> None:
+    """Customer accounts and their plans."""
+
+
+@accounts.command("create")
+@click.argument("account_id")
+@click.option("--plan", required=True, help="free, pro, team or payg (from the catalog).")
+@click.option("--seats", type=int, default=1, show_default=True, help="Seats (team plan only).")
+@click.option("--overage/--no-overage", default=False, help="Opt in to overage beyond the included executions.")
+@click.option("--email", default=None, help="Billing e-mail (passed to Stripe).")
+@click.option("--billing-start", default=None, metavar="YYYY-MM-DD",
+              help="First day billed (UTC); default: now.")
+@friendly
+def accounts_create(account_id: str, plan: str, seats: int, overage: bool, email: str | None,
+                    billing_start: str | None) -> None:
+    """Create an account (idempotent: the same command twice is fine)."""
+    from activities import repository as repo
+
+    if not ACCOUNT_ID.match(account_id):
+        raise UserError("account_id: 1-64 characters of letters, digits, '_', '.', ':' or '-'")
+    version = _catalog().at(datetime.now(timezone.utc))
+    plan_def = version.plan(plan)  # unknown plan -> CatalogError naming the known ones
+    if plan_def.contract:
+        raise UserError(f"plan: {plan} accounts are billed by contract; create them with a contract")
+    if seats < 1:
+        raise UserError("seats: must be at least 1")
+    if seats > 1 and not plan_def.fee_per_seat:
+        raise UserError(f"seats: only per-seat plans take seats; {plan} is billed per account")
+    start = None
+    if billing_start:
+        try:
+            start = datetime.strptime(billing_start, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise UserError("billing-start: expected YYYY-MM-DD") from None
+    with _engine().begin() as conn:
+        created = repo.create_account(conn, account_id=account_id, plan=plan, seats=seats,
+                                      overage_opt_in=overage, email=email, billing_starts_at=start)
+    click.echo(f"{'created' if created else 'exists'}: {account_id} ({plan}, seats={seats}, "
+               f"overage={'on' if overage else 'off'})")
+
+
+@accounts.command("list")
+@click.option("--plan", default=None)
+@click.option("--limit", type=int, default=1000, show_default=True)
+@friendly
+def accounts_list(plan: str | None, limit: int) -> None:
+    """List accounts."""
+    from activities import repository as repo
+
+    with _engine().begin() as conn:
+        rows = repo.list_accounts(conn, plan=plan, limit=limit)
+    click.echo(f"{'account':<24} {'plan':<8} {'seats':>5} {'overage':<7} {'stripe customer':<20} email")
+    for r in rows:
+        click.echo(f"{r.id:<24} {r.plan:<8} {r.seats:>5} {('on' if r.overage_opt_in else 'off'):<7} "
+                   f"{(r.stripe_customer_id or '-'):<20} {r.email or '-'}")
+
+
+# ---- usage ------------------------------------------------------------------------------------------
+@cli.group()
+def usage() -> None:
+    """Metered executions."""
+
+
+@usage.command("ingest")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--show-rejections", type=int, default=20, show_default=True,
+              help="How many rejected lines to list.")
+@friendly
+def usage_ingest(file: str, show_rejections: int) -> None:
+    """Load executions from a JSON Lines file (one execution per line).
+
+    Fields: event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens, byok,
+    sandbox, cost_usd, occurred_at (ISO 8601 with time zone). Duplicate event ids are counted and
+    skipped; bad lines are rejected with their line number and reason while good lines load.
+    """
+    from activities.ingest import ingest_file, known_models
+
+    settings = get_settings()
+    source = sys.stdin.buffer if file == "-" else file
+    report = ingest_file(settings.effective_database_url(), source, known_models(_catalog()))
+    rate = report.lines / report.seconds if report.seconds else 0
+    click.echo(f"accepted {report.accepted:,}  duplicate {report.duplicates:,}  rejected {report.rejected:,}"
+               f"  ({report.lines:,} lines in {report.seconds:.2f} s, {rate:,.0f}/s)")
+    for rej in report.rejections[:show_rejections]:
+        click.echo(f"  line {rej.line}: {rej.reason}")
+    if report.rejected > show_rejections:
+        click.echo(f"  … and {report.rejected - show_rejections:,} more rejected lines")
+
+
+# ---- the close --------------------------------------------------------------------------------------
+def _check_period_now(period_text: str):
+    from billing.periods import Period
+
+    period = Period.parse(period_text)
+    settings = get_settings()
+    now = datetime.now(timezone.utc)
+    closes_at = period.closes_at(settings.late_usage_grace_hours)
+    if now < closes_at:
+        state = "has not started" if now < period.start else "is still open"
+        raise UserError(
+            f"period: {period} {state}; it can be closed from {closes_at:%Y-%m-%d %H:%M} UTC "
+            f"(period end + {settings.late_usage_grace_hours} h late-usage grace)"
+        )
+    return period
+
+
+@cli.command("close")
+@click.option("--period", required=True, metavar="YYYY-MM", help="The calendar month (UTC) to close.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the close to finish.")
+@click.option("--chunk-size", type=int, default=None, help="Accounts per chunk workflow.")
+@click.option("--parallel", type=int, default=None, help="Chunk workflows running at once.")
+@click.option("--no-stripe", is_flag=True, help="Rate and write invoices, but do not push them to Stripe.")
+@friendly
+def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None, no_stripe: bool) -> None:
+    """Run the monthly close for a period through Temporal and wait, with a progress bar.
+
+    Re-running a finished close changes nothing; running it while it runs attaches to that run.
+    """
+    from workers.operations import run_close
+
+    p = _check_period_now(period)
+    settings = get_settings()
+    result = _run(run_close(settings, str(p), wait=wait, chunk_size=chunk_size, parallel=parallel,
+                            push=not no_stripe, progress=True))
+    if result is None:
+        click.echo(f"started close-{p}; follow it at {settings.temporal_ui_url}")
+        return
+    click.echo(
+        f"closed {result.period}: {result.accounts:,} accounts in {result.chunks} chunks; "
+        f"{result.invoices_rated:,} rated ({result.no_charge:,} no charge), "
+        f"{result.invoices_frozen:,} already final; pushed {result.pushed:,}, "
+        f"already in Stripe {result.already_pushed:,}; total ${result.total:,}"
+    )
+    for f in result.failed:
+        click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}): {f.error}")
+    click.echo(f"Temporal UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
+               f"/workflows/close-{result.period}")
+
+
+# ---- invoices ---------------------------------------------------------------------------------------
+@cli.group()
+def invoices() -> None:
+    """Invoices produced by the close."""
+
+
+@invoices.command("list")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@click.option("--status", default=None, help="Only invoices in this status.")
+@friendly
+def invoices_list(period: str, status: str | None) -> None:
+    """List the period's invoices."""
+    from activities import repository as repo
+    from billing.periods import Period
+
+    p = Period.parse(period)
+    with _engine().begin() as conn:
+        rows = repo.list_invoices(conn, p, status)
+    click.echo(f"{'account':<24} {'plan':<6} {'status':<12} {'executions':>10} {'total':>12}  stripe invoice")
+    for r in rows:
+        click.echo(f"{r.account_id:<24} {r.plan:<6} {r.status:<12} {r.executions:>10,} {r.total:>12,}  "
+                   f"{r.stripe_invoice_id or '-'}")
+    click.echo(f"{len(rows):,} invoices, total ${sum((r.total for r in rows), Decimal('0.00')):,}")
+
+
+@invoices.command("show")
+@click.argument("account_id")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (amounts as decimal strings).")
+@friendly
+def invoices_show(account_id: str, period: str, as_json: bool) -> None:
+    """Show one invoice with its lines."""
+    from workers.operations import invoice_view
+
+    view = invoice_view(_engine(), account_id, period)
+    if as_json:
+        click.echo(json.dumps(view.model_dump(), indent=2))
+        return
+    click.echo(f"Invoice {view.account_id} {view.period}  plan={view.plan}  status={view.status}  "
+               f"catalog={view.catalog_version}  stripe={view.stripe_invoice_id or '-'}")
+    for line in view.lines:
+        click.echo(f"  {line.description:<72} {line.amount:>12}")
+    click.echo(f"  {'Subtotal':<72} {view.subtotal:>12}")
+    click.echo(f"  {'Total (USD)':<72} {view.total:>12}")
+
+
+@invoices.command("retry")
+@click.argument("account_id")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@friendly
+def invoices_retry(account_id: str, period: str) -> None:
+    """Retry pushing one invoice to Stripe (never creates a second Stripe invoice)."""
+    from workers.operations import retry_invoice
+
+    res = _run(retry_invoice(get_settings(), _engine(), account_id, period))
+    what = "was already in Stripe" if res.already_pushed else f"is now {res.status}"
+    click.echo(f"invoice {res.invoice_id} ({account_id} {period}) {what}: {res.stripe_invoice_id or '-'}")
+
+
+# ---- schedules --------------------------------------------------------------------------------------
+@cli.group()
+def schedules() -> None:
+    """Temporal Schedules that start the recurring jobs."""
+
+
+@schedules.command("apply")
+@friendly
+def schedules_apply() -> None:
+    """Create or update the schedules (idempotent)."""
+    from workers.schedules import apply_schedules
+
+    for line in _run(apply_schedules(get_settings())):
+        click.echo(line)
+
+
+# ---- demo -------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--accounts", "n_accounts", type=int, default=300, show_default=True)
+@click.option("--executions", "n_executions", type=int, default=300_000, show_default=True)
+@click.option("--period", default=None, metavar="YYYY-MM", help="Default: the latest closable month.")
+@friendly
+def demo(n_accounts: int, n_executions: int, period: str | None) -> None:
+    """Start the local stack, seed a realistic month, close it through Temporal, print a summary."""
+    from workers.demo import run_demo
+
+    run_demo(get_settings(), n_accounts=n_accounts, n_executions=n_executions, period=period)
+
+
+def _mount_optional_groups() -> None:
+    try:
+        from workers.cli_dev import dev
+    except ImportError:  # pragma: no cover - only while the dev stack module is missing
+        return
+    cli.add_command(dev)
+
+
+_mount_optional_groups()
+
+
+def main() -> None:
+    cli(prog_name="tally")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The Tally worker: hosts every workflow and activity on one task queue.
+
+Run it with ``tally worker`` (or ``python -m workers.worker``); the dev stack starts one for you.
+Activities are synchronous (SQLAlchemy, the Stripe SDK) and run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.close import CloseActivities
+from models.settings import Settings, get_settings
+from workflows.close import ALL_WORKFLOWS
+
+log = logging.getLogger("tally.worker")
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.effective_temporal_address(),
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def build_worker(client: Client, settings: Settings, activities: CloseActivities | None = None,
+                 executor: ThreadPoolExecutor | None = None, fail_fast: bool = False) -> Worker:
+    """``fail_fast`` (tests): a bug in workflow code fails the workflow instead of retrying its task
+    forever, which is what production wants (deploy a fix, the task resumes)."""
+    activities = activities or CloseActivities(settings)
+    executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=activities.all(),
+        activity_executor=executor,
+        max_concurrent_activities=16,
+        workflow_failure_exception_types=[Exception] if fail_fast else [],
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect(settings)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address())
+    async with worker:
+        await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()
