@@ -13,12 +13,13 @@ from typing import Callable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import pricing
 from activities import repository as repo
 from activities.push import InvoiceBusy, InvoicePusher, InvoiceRejected
 from activities.stripe_gateway import StripeError, StripeGateway
-from billing.catalog import Catalog, load_catalog
+from billing.catalog import Catalog, CatalogError, load_catalog
 from billing.periods import Period, PeriodError
-from billing.rating import AccountTerms, RatingError, included_executions, rate_period
+from billing.rating import RatingError
 from models.db import get_engine
 from models.schemas import (
     AccountRange,
@@ -98,40 +99,70 @@ class CloseActivities:
     def rate_accounts(self, inp: CloseChunkInput) -> RateChunkResult:
         """Rate every account of the range and write its invoice, in one transaction.
 
-        Invoices already pushed (or final) are left untouched, so re-running a close changes nothing.
+        Each account is priced segment by segment (plan/seat changes), at the rate card in force when
+        each execution occurred, plus prior-period lines for usage that arrived after an earlier
+        invoice was final. Invoices already pushed (or final) are left untouched, so re-running a
+        close changes nothing. Pay-as-you-go accounts that would have paid less on Pro are moved to
+        Pro from the next period, with a notification (both idempotent).
         """
         period = self._period(inp.period)
-        version = self.catalog.at(period.start)
         result = RateChunkResult()
         with self.engine.begin() as conn:
-            version_id = repo.ensure_catalog_version(conn, version)
+            version_ids = {v.version: repo.ensure_catalog_version(conn, v)
+                           for v in self.catalog.versions_overlapping(period.start, period.end)}
             accts = repo.accounts_in_range(conn, period, inp.accounts.after, inp.accounts.upto)
             result.account_ids = [a.id for a in accts]
             statuses = repo.invoice_statuses(conn, period, result.account_ids)
             to_rate = [a for a in accts if statuses.get(a.id) in (None, "draft")]
             result.frozen = len(accts) - len(to_rate)
-            included = {a.id: included_executions(version.plan(a.plan), a.seats) for a in to_rate}
-            usage = repo.usage_by_account(conn, period, included)
+            try:
+                ratings = pricing.rate_accounts(conn, self.catalog, period, [a.id for a in to_rate])
+                pricing.add_prior_period_usage(conn, self.catalog, period, ratings)
+            except (RatingError, CatalogError) as err:
+                raise ApplicationError(f"rating {period}: {err}", type="RatingError", non_retryable=True) from err
             total = Decimal("0.00")
             for account in to_rate:
-                terms = AccountTerms(plan=account.plan, seats=account.seats,
-                                     overage_opt_in=account.overage_opt_in)
-                try:
-                    rated = rate_period(version, terms, usage.get(account.id, []))
-                except RatingError as err:
-                    raise ApplicationError(f"account {account.id}: {err}", type="RatingError",
-                                           non_retryable=True) from err
-                written = repo.write_rated_invoice(conn, account=account, period=period, rated=rated,
-                                                   catalog_version_id=version_id)
+                rating = ratings.get(account.id)
+                if rating is None:
+                    continue
+                primary = self.catalog.version(rating.rated.catalog_version)
+                written = repo.write_rated_invoice(
+                    conn, account=account, period=period, rated=rating.rated,
+                    catalog_version_id=version_ids.get(primary.version) or repo.ensure_catalog_version(conn, primary),
+                    version_ids=version_ids, adjustments=rating.prior,
+                )
                 if written is None:
                     result.frozen += 1
                     continue
                 result.rated += 1
                 if written[1] == "no_charge":
                     result.no_charge += 1
-                total += rated.total
+                total += rating.total
+                self._maybe_convert_to_pro(conn, period, account, rating)
             result.total = total
         return result
+
+    def _maybe_convert_to_pro(self, conn, period, account, rating) -> None:
+        cmp = pricing.compare_with_pro(self.catalog, period, rating)
+        if cmp is None or cmp.alternative_total >= cmp.current_total:
+            return
+        nxt = period.next()
+        later = [t for t in repo.terms_history(conn, account.id) if t.effective_from >= nxt.start]
+        if later:
+            return  # the customer already changed terms from the next period on: theirs wins
+        reason = (f"auto-convert: {period} would have cost ${cmp.alternative_total} on Pro "
+                  f"(overage on) instead of ${cmp.current_total} on pay-as-you-go")
+        repo.change_terms(conn, account_id=account.id, effective_from=nxt.start, reason=reason,
+                          plan="pro", seats=1, overage_opt_in=True, now=self.clock())
+        repo.notify(
+            conn, account_id=account.id, kind="plan_auto_converted", dedupe_key=f"payg-to-pro:{account.id}:{period}",
+            subject="You're moving to Pro: it would have saved you money",
+            body=(f"Your pay-as-you-go usage in {period} cost ${cmp.current_total}. The same usage on Pro "
+                  f"(with overage) would have cost ${cmp.alternative_total}, so from {nxt} your account is on "
+                  "Pro with overage enabled. You can change plans at any time."),
+            payload={"period": str(period), "payg_total": str(cmp.current_total),
+                     "pro_total": str(cmp.alternative_total), "effective": nxt.start.isoformat()},
+        )
 
     @activity.defn(name="push_invoices")
     def push_invoices(self, inp: CloseChunkInput) -> PushChunkResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from sqlalchemy import Connection, and_, func, insert, select, text, update
@@ -16,12 +16,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.catalog import CatalogVersion
 from billing.periods import Period
-from billing.rating import ModelUsage, RatedInvoice
+from billing.rating import BilledLine, ModelUsage, RatedInvoice, TermsSegment, UsageRow
 from models.tables import (
+    account_terms,
     accounts,
     catalog_versions,
     invoice_lines,
     invoices,
+    notifications,
+    prior_period_adjustments,
     stripe_requests,
 )
 
@@ -75,27 +78,134 @@ def catalog_version_name(conn: Connection, version_id: int) -> str:
 
 
 # ---- accounts ---------------------------------------------------------------------------------------
+def day_start(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def create_account(conn: Connection, *, account_id: str, plan: str, seats: int, overage_opt_in: bool,
-                   email: str | None, billing_starts_at: datetime | None) -> bool:
-    """Insert the account; False when an identical one exists. A different one is an error."""
-    values = dict(id=account_id, plan=plan, seats=seats, overage_opt_in=overage_opt_in, email=email)
-    if billing_starts_at is not None:
-        values["billing_starts_at"] = billing_starts_at
+                   email: str | None, billing_starts_at: datetime | None, pricing: str = "executions") -> bool:
+    """Insert the account and its first terms row; False when an identical one exists.
+
+    Billing starts at 00:00 UTC of the given day (terms change on day boundaries, so a month's
+    segments are whole days). A different existing account is an error.
+    """
+    start = day_start(billing_starts_at or datetime.now(timezone.utc))
+    values = dict(id=account_id, plan=plan, seats=seats, overage_opt_in=overage_opt_in, email=email,
+                  pricing=pricing, billing_starts_at=start)
     inserted = conn.execute(
         pg_insert(accounts).values(**values).on_conflict_do_nothing(index_elements=["id"])
         .returning(accounts.c.id)
     ).scalar()
     if inserted:
+        conn.execute(insert(account_terms).values(
+            account_id=account_id, effective_from=start, plan=plan, seats=seats,
+            overage_opt_in=overage_opt_in, pricing=pricing, reason="account created"))
         return True
     existing = get_account(conn, account_id)
-    same = (existing.plan, existing.seats, existing.overage_opt_in, existing.email) == (
-        plan, seats, overage_opt_in, email)
+    same = (existing.plan, existing.seats, existing.overage_opt_in, existing.email, existing.pricing) == (
+        plan, seats, overage_opt_in, email, pricing)
     if not same:
         raise ValueError(
             f"account {account_id!r} already exists with plan={existing.plan} seats={existing.seats} "
-            f"overage={existing.overage_opt_in}; changing an account is not `accounts create`"
+            f"overage={existing.overage_opt_in} pricing={existing.pricing}; "
+            "use `tally accounts change` to change its terms"
         )
     return False
+
+
+def change_terms(conn: Connection, *, account_id: str, effective_from: datetime, reason: str,
+                 plan: str | None = None, seats: int | None = None, overage_opt_in: bool | None = None,
+                 pricing: str | None = None, now: datetime | None = None) -> dict:
+    """Append a terms row effective at 00:00 UTC of ``effective_from``'s day.
+
+    Refused inside a period whose invoice is already final (its bill cannot change any more).
+    Returns the terms now recorded. Idempotent for an identical change at the same instant.
+    """
+    start = day_start(effective_from)
+    now = now or datetime.now(timezone.utc)
+    account = conn.execute(select(accounts).where(accounts.c.id == account_id).with_for_update()).first()
+    if account is None:
+        raise NotFound(f"no account {account_id!r}")
+    if start < account.billing_starts_at:
+        raise ValueError(f"effective: {start:%Y-%m-%d} is before the account's billing start "
+                         f"{account.billing_starts_at:%Y-%m-%d}")
+    period = Period.of(start)
+    frozen = conn.execute(
+        select(invoices.c.status).where(invoices.c.account_id == account_id, invoices.c.period >= str(period),
+                                        invoices.c.status != "draft")
+    ).first()
+    if frozen:
+        raise ValueError(f"effective: {period} is already invoiced for {account_id}; "
+                         "a change can take effect from the next period")
+    current = conn.execute(
+        select(account_terms).where(account_terms.c.account_id == account_id,
+                                    account_terms.c.effective_from <= start)
+        .order_by(account_terms.c.effective_from.desc()).limit(1)
+    ).first()
+    new_plan = plan or current.plan
+    terms = dict(
+        plan=new_plan,
+        # A plan change without --seats starts from one seat; the same plan keeps its seats.
+        seats=seats if seats is not None else (current.seats if new_plan == current.plan else 1),
+        overage_opt_in=overage_opt_in if overage_opt_in is not None else current.overage_opt_in,
+        pricing=pricing or current.pricing,
+    )
+    stmt = pg_insert(account_terms).values(account_id=account_id, effective_from=start, reason=reason, **terms)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "effective_from"],
+        set_={**{k: stmt.excluded[k] for k in terms}, "reason": stmt.excluded.reason},
+    )
+    conn.execute(stmt)
+    latest = conn.execute(
+        select(account_terms).where(account_terms.c.account_id == account_id,
+                                    account_terms.c.effective_from <= now)
+        .order_by(account_terms.c.effective_from.desc()).limit(1)
+    ).first()
+    if latest is not None:
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(
+            plan=latest.plan, seats=latest.seats, overage_opt_in=latest.overage_opt_in,
+            pricing=latest.pricing, updated_at=func.now()))
+    return terms
+
+
+def terms_history(conn: Connection, account_id: str):
+    return conn.execute(
+        select(account_terms).where(account_terms.c.account_id == account_id)
+        .order_by(account_terms.c.effective_from)
+    ).all()
+
+
+def terms_segments(conn: Connection, account_ids: list[str], period: Period) -> dict[str, list[TermsSegment]]:
+    """Each account's terms over the period, as contiguous whole-day segments.
+
+    A segment starts at the period start (or the account's billing start) and at every change.
+    """
+    rows = conn.execute(
+        select(account_terms)
+        .where(account_terms.c.account_id.in_(account_ids), account_terms.c.effective_from < period.end)
+        .order_by(account_terms.c.account_id, account_terms.c.effective_from)
+    ).all()
+    by_account: dict[str, list] = {}
+    for r in rows:
+        by_account.setdefault(r.account_id, []).append(r)
+    out: dict[str, list[TermsSegment]] = {}
+    for account_id, history in by_account.items():
+        segs: list[TermsSegment] = []
+        for i, r in enumerate(history):
+            nxt = history[i + 1].effective_from if i + 1 < len(history) else period.end
+            start, end = max(r.effective_from, period.start), min(nxt, period.end)
+            if start >= end:
+                continue
+            seg = TermsSegment(start=start, end=end, plan=r.plan, seats=r.seats,
+                               overage_opt_in=r.overage_opt_in, pricing=r.pricing)
+            if segs and (segs[-1].plan, segs[-1].seats, segs[-1].overage_opt_in, segs[-1].pricing) == (
+                    seg.plan, seg.seats, seg.overage_opt_in, seg.pricing):
+                segs[-1] = TermsSegment(segs[-1].start, end, seg.plan, seg.seats, seg.overage_opt_in, seg.pricing)
+            else:
+                segs.append(seg)
+        if segs:
+            out[account_id] = segs
+    return out
 
 
 def get_account(conn: Connection, account_id: str):
@@ -200,6 +310,159 @@ def usage_by_account(conn: Connection, period: Period, included: dict[str, int])
     return out
 
 
+_USAGE_ROWS_SQL = text(
+    """
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
+    ), seg AS (
+        SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
+                             CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
+            AS s(account_id, idx, starts, ends)
+    ), ver AS (
+        SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
+                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
+    ), ranked AS (
+        SELECT e.account_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens, e.cost_usd,
+               e.occurred_at, a.included,
+               row_number() OVER (PARTITION BY e.account_id, e.sandbox ORDER BY e.occurred_at, e.event_id) AS rn
+        FROM executions e JOIN acct a ON a.account_id = e.account_id
+        WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
+    )
+    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox,
+           (NOT r.sandbox AND r.rn > r.included) AS billable,
+           count(*) AS executions,
+           coalesce(sum(r.input_tokens), 0) AS input_tokens,
+           coalesce(sum(r.output_tokens), 0) AS output_tokens,
+           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
+           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
+           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out
+    FROM ranked r
+    JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
+    JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    """
+)
+
+
+def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
+               included: dict[str, int], versions: list[tuple[str, datetime, datetime]]) -> dict[str, list[UsageRow]]:
+    """Aggregated usage of ``[start, end)`` per account, split by terms segment, the catalog version in
+    force when each execution occurred, model, BYOK, sandbox and billable (past the account's pooled
+    included quota in time order: occurred_at, then event id; sandbox tries never count)."""
+    ids = [a for a in included if a in segments]
+    if not ids:
+        return {}
+    seg_account, seg_index, seg_start, seg_end = [], [], [], []
+    for a in ids:
+        for i, sg in enumerate(segments[a]):
+            seg_account.append(a)
+            seg_index.append(i)
+            seg_start.append(sg.start)
+            seg_end.append(sg.end)
+    rows = conn.execute(_USAGE_ROWS_SQL, {
+        "ids": ids, "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids],
+        "seg_account": seg_account, "seg_index": seg_index, "seg_start": seg_start, "seg_end": seg_end,
+        "ver_name": [v[0] for v in versions], "ver_start": [v[1] for v in versions],
+        "ver_end": [v[2] for v in versions], "start": start, "end": end,
+    })
+    out: dict[str, list[UsageRow]] = {}
+    for r in rows:
+        out.setdefault(r.account_id, []).append(UsageRow(
+            segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
+            executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
+            cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in),
+            uncosted_output_tokens=int(r.uncosted_out),
+        ))
+    return out
+
+
+def ranked_executions(conn: Connection, account_id: str, start: datetime, end: datetime):
+    """One account's executions of ``[start, end)`` in billing order with their rank among
+    non-sandbox executions (what ``usage_rows`` aggregates; used to explain an invoice)."""
+    return conn.execute(text(
+        """
+        SELECT event_id, occurred_at, model, byok, sandbox,
+               row_number() OVER (PARTITION BY sandbox ORDER BY occurred_at, event_id) AS rn
+        FROM executions
+        WHERE account_id = :a AND occurred_at >= :start AND occurred_at < :end
+        ORDER BY occurred_at, event_id
+        """
+    ), {"a": account_id, "start": start, "end": end}).all()
+
+
+# ---- late usage ---------------------------------------------------------------------------------------
+_LATE_SQL = text(
+    """
+    WITH billed AS (
+        SELECT i.account_id, i.period, i.period_start, i.period_end,
+               i.executions + i.sandbox_executions + coalesce((
+                   SELECT sum(pa.executions) FROM prior_period_adjustments pa
+                   JOIN invoices j ON j.id = pa.invoice_id
+                   WHERE pa.account_id = i.account_id AND pa.source_period = i.period AND j.period <> :period
+               ), 0) AS billed
+        FROM invoices i
+        WHERE i.account_id = ANY(CAST(:ids AS text[])) AND i.period >= :since AND i.period < :period
+          AND i.status IN ('open', 'paid', 'void', 'no_charge')
+    )
+    SELECT b.account_id, b.period, b.billed, n.now_count
+    FROM billed b
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS now_count FROM executions e
+        WHERE e.account_id = b.account_id AND e.occurred_at >= b.period_start AND e.occurred_at < b.period_end
+    ) n
+    WHERE n.now_count > b.billed
+    ORDER BY b.account_id, b.period
+    """
+)
+
+
+def late_usage(conn: Connection, account_ids: list[str], period: Period, lookback_periods: int):
+    """(account, earlier period, executions not yet billed) for usage that arrived after its period
+    was invoiced, looking back ``lookback_periods`` months."""
+    if not account_ids:
+        return []
+    since = period
+    for _ in range(lookback_periods):
+        since = since.previous()
+    rows = conn.execute(_LATE_SQL, {"ids": account_ids, "since": str(since), "period": str(period)})
+    return [(r.account_id, Period.parse(r.period), r.now_count - r.billed) for r in rows]
+
+
+def billed_lines(conn: Connection, account_id: str, source: Period, excluding_period: Period) -> list[BilledLine]:
+    """What has been billed for ``source``: its own invoice's lines plus prior-period lines for it on
+    later invoices (except the invoice of ``excluding_period``, which is being rewritten)."""
+    own = conn.execute(
+        select(invoice_lines.c.key, invoice_lines.c.quantity, invoice_lines.c.amount)
+        .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+        .where(invoices.c.account_id == account_id, invoices.c.period == str(source))
+    ).all()
+    later = conn.execute(
+        select(invoice_lines.c.key, invoice_lines.c.quantity, invoice_lines.c.amount)
+        .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+        .where(invoices.c.account_id == account_id, invoice_lines.c.source_period == str(source),
+               invoices.c.period != str(excluding_period))
+    ).all()
+    return [BilledLine(k, q, a) for k, q, a in [*own, *later]]
+
+
+# ---- notifications outbox -------------------------------------------------------------------------------
+def notify(conn: Connection, *, account_id: str, kind: str, dedupe_key: str, subject: str, body: str,
+           payload: dict) -> bool:
+    """Queue a customer notification once per dedupe key (a re-run queues nothing new)."""
+    res = conn.execute(
+        pg_insert(notifications).values(account_id=account_id, kind=kind, dedupe_key=dedupe_key,
+                                        subject=subject, body=body, payload=payload)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    return res.rowcount == 1
+
+
+def notifications_for(conn: Connection, account_id: str):
+    return conn.execute(select(notifications).where(notifications.c.account_id == account_id)
+                        .order_by(notifications.c.id)).all()
+
+
 # ---- invoices ---------------------------------------------------------------------------------------
 def invoice_statuses(conn: Connection, period: Period, account_ids: list[str]) -> dict[str, str]:
     rows = conn.execute(
@@ -211,7 +474,8 @@ def invoice_statuses(conn: Connection, period: Period, account_ids: list[str]) -
 
 
 def write_rated_invoice(conn: Connection, *, account, period: Period, rated: RatedInvoice,
-                        catalog_version_id: int) -> tuple[int, str] | None:
+                        catalog_version_id: int, version_ids: dict[str, int] | None = None,
+                        adjustments: dict[str, int] | None = None) -> tuple[int, str] | None:
     """Write (or rewrite, while still a draft) the account's invoice for the period.
 
     Returns (invoice id, status), or None when the invoice is already frozen (pushed or final):
@@ -224,12 +488,15 @@ def write_rated_invoice(conn: Connection, *, account, period: Period, rated: Rat
         period_start=period.start,
         period_end=period.end,
         status=status,
-        plan=account.plan,
+        plan=rated.plan,
         seats=account.seats,
         overage_opt_in=account.overage_opt_in,
         catalog_version_id=catalog_version_id,
         executions=rated.executions,
         billable_executions=rated.billable_executions,
+        sandbox_executions=rated.sandbox_executions,
+        byok_executions=rated.byok_executions,
+        platform_cost=rated.platform_cost,
         subtotal=rated.subtotal,
         total=rated.total,
     )
@@ -243,7 +510,12 @@ def write_rated_invoice(conn: Connection, *, account, period: Period, rated: Rat
     invoice_id = conn.execute(stmt).scalar()
     if invoice_id is None:
         return None
+    version_ids = version_ids or {}
     conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
+    conn.execute(prior_period_adjustments.delete().where(prior_period_adjustments.c.invoice_id == invoice_id))
+    for source, n in (adjustments or {}).items():
+        conn.execute(insert(prior_period_adjustments).values(
+            invoice_id=invoice_id, account_id=account.id, source_period=source, executions=n))
     if rated.lines:
         conn.execute(
             insert(invoice_lines),
@@ -257,7 +529,13 @@ def write_rated_invoice(conn: Connection, *, account, period: Period, rated: Rat
                     quantity=line.quantity,
                     unit_price=line.unit_price,
                     amount=line.amount,
-                    catalog_version_id=catalog_version_id,
+                    catalog_version_id=version_ids.get(line.version, catalog_version_id),
+                    key=line.key,
+                    rate_version=line.version,
+                    direction=line.direction,
+                    line_executions=line.executions,
+                    cost=line.cost,
+                    source_period=line.source_period,
                 )
                 for i, line in enumerate(rated.lines, start=1)
             ],

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from enum import Enum
 
-from billing.catalog import CatalogVersion, Plan
+from billing.catalog import Catalog, CatalogVersion, Plan
 from billing.errors import RatingError
 from billing.money import ZERO, format_rate, format_usd, round_money
 
@@ -48,6 +48,9 @@ class LineKind(str, Enum):
     usage = "usage"
     blocked_usage = "blocked_usage"
     cap_adjustment = "cap_adjustment"
+    token_usage = "token_usage"
+    sandbox = "sandbox"
+    prior_period_usage = "prior_period_usage"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class RatedLine:
     unit_price: Decimal
     amount: Decimal
     model: str | None = None
+    key: str = ""  # stable identity of the line within its period (late usage is billed by difference)
+    version: str | None = None  # catalog version whose rate priced it
+    direction: str | None = None  # input / output (token lines)
+    executions: int = 0  # executions behind a usage line
+    cost: Decimal = ZERO  # our LLM cost of those executions
+    source_period: str | None = None  # prior-period lines: the period the usage belongs to
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,9 @@ class RatedInvoice:
     billable_executions: int
     subtotal: Decimal
     total: Decimal
+    sandbox_executions: int = 0
+    byok_executions: int = 0
+    platform_cost: Decimal = ZERO
 
 
 def _is_int(v: object) -> bool:
@@ -144,97 +156,376 @@ def _validate_usage(catalog: CatalogVersion, usage: Sequence[ModelUsage]) -> lis
 
 
 def rate_period(catalog: CatalogVersion, terms: AccountTerms, usage: Sequence[ModelUsage]) -> RatedInvoice:
-    """Rate one account's period under ``catalog`` (the version in force for the period).
+    """Rate one account's whole period under one catalog version, per-execution pricing.
 
+    The common case, and the reference the general ``rate_account`` must agree with.
     Line order: base_fee, included_usage, usage (by model), blocked_usage (by model), cap_adjustment.
-    Arithmetic runs in a wide private decimal context: the caller's context cannot change a bill.
     """
     with localcontext(_RATING_CONTEXT):
-        return _rate_period(catalog, terms, usage)
+        plan = catalog.plan(terms.plan)  # CatalogError for an unknown plan
+        _refuse_contract(plan)
+        included = included_executions(plan, terms.seats)
+        rows = _validate_usage(catalog, usage)
+        total_exec = sum(u.executions for u in rows)
+        total_billable = sum(u.billable for u in rows)
+        expected = max(0, total_exec - included)
+        if total_billable != expected:
+            raise RatingError(
+                f"sum of billable ({total_billable:,}) must equal executions beyond the included quota "
+                f"(max(0, {total_exec:,} - {included:,}) = {expected:,})",
+                field="billable",
+            )
+        usage_rows: list[UsageRow] = []
+        for u in rows:
+            if u.executions - u.billable:
+                usage_rows.append(UsageRow(segment=0, version=catalog.version, model=u.model,
+                                           executions=u.executions - u.billable))
+            if u.billable:
+                usage_rows.append(UsageRow(segment=0, version=catalog.version, model=u.model,
+                                           billable=True, executions=u.billable))
+        seg = _Segment(index=0, plan=plan, version=catalog, seats=terms.seats,
+                       overage_opt_in=terms.overage_opt_in, pricing="executions", days=None, period_days=None)
+        return _rate({catalog.version: catalog}, [seg], usage_rows, pooled_included=included)
 
 
-def _rate_period(catalog: CatalogVersion, terms: AccountTerms, usage: Sequence[ModelUsage]) -> RatedInvoice:
-    plan = catalog.plan(terms.plan)  # CatalogError for an unknown plan
+def _refuse_contract(plan: Plan) -> None:
     if plan.contract:
         raise RatingError(
             f"enterprise accounts are billed by their contract (plan {plan.code!r}), not by per-execution rating",
             field="plan",
         )
-    included = included_executions(plan, terms.seats)
-    rows = _validate_usage(catalog, usage)
-    total_exec = sum(u.executions for u in rows)
-    total_billable = sum(u.billable for u in rows)
-    expected = max(0, total_exec - included)
-    if total_billable != expected:
-        raise RatingError(
-            f"sum of billable ({total_billable:,}) must equal executions beyond the included quota "
-            f"(max(0, {total_exec:,} - {included:,}) = {expected:,})",
-            field="billable",
-        )
 
+
+# ---- the general rater: plan segments, catalog versions, token pricing, BYOK, sandbox ------------------
+PRICING_MODES = ("executions", "tokens")
+PER_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class TermsSegment:
+    """The account's terms over ``[start, end)`` (whole UTC days inside the period).
+
+    Plan changes and seat changes split a period into segments; each is priced under its own
+    terms, its fee and included quota prorated by days.
+    """
+
+    start: datetime
+    end: datetime
+    plan: str
+    seats: int = 1
+    overage_opt_in: bool = False
+    pricing: str = "executions"  # or "tokens"
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Aggregated executions of one account that share everything pricing depends on.
+
+    ``version``: the catalog version in force when they occurred; ``billable``: past the (pooled)
+    included quota in time order; ``cost``: our recorded LLM cost of the platform-key ones;
+    ``uncosted_*``: tokens of platform-key executions that arrived without a cost (priced from the
+    rate card's cost columns).
+    """
+
+    segment: int
+    version: str
+    model: str
+    byok: bool = False
+    sandbox: bool = False
+    billable: bool = False
+    executions: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = ZERO
+    uncosted_input_tokens: int = 0
+    uncosted_output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class _Segment:
+    index: int
+    plan: Plan
+    version: CatalogVersion  # whose plan terms (fee, quota, overage rate) apply
+    seats: int
+    overage_opt_in: bool
+    pricing: str
+    days: int | None  # None: the whole period (no proration)
+    period_days: int | None
+    label: str = ""
+
+    @property
+    def prorated(self) -> bool:
+        return self.days is not None and self.days != self.period_days
+
+    @property
+    def billed(self) -> bool:
+        """Are executions past the quota charged (else blocked: shown, not billed)?"""
+        p = self.plan
+        return p.overage_rate is not None and (self.overage_opt_in or not p.overage_requires_opt_in)
+
+    def included(self) -> int:
+        full = included_executions(self.plan, self.seats)
+        if not self.prorated:
+            return full
+        return int((Decimal(full) * self.days / self.period_days).to_integral_value(ROUND_HALF_UP))
+
+
+def segment_days(period_start: datetime, period_end: datetime, seg: TermsSegment) -> int:
+    for name, ts in (("start", seg.start), ("end", seg.end)):
+        if ts.tzinfo is None or (ts.hour, ts.minute, ts.second, ts.microsecond) != (0, 0, 0, 0):
+            raise RatingError(f"segment {name} must be 00:00 UTC of a day, got {ts!r}", field="segments")
+    if not period_start <= seg.start < seg.end <= period_end:
+        raise RatingError("segments must lie inside the period and not be empty", field="segments")
+    return (seg.end - seg.start).days
+
+
+def resolve_segments(catalog: Catalog, period_start: datetime, period_end: datetime,
+                     segments: Sequence[TermsSegment]) -> list[_Segment]:
+    if not segments:
+        raise RatingError("at least one terms segment is needed", field="segments")
+    period_days = (period_end - period_start).days
+    out = []
+    prev_end = None
+    for i, seg in enumerate(segments):
+        days = segment_days(period_start, period_end, seg)
+        if prev_end is not None and seg.start != prev_end:
+            raise RatingError("segments must be contiguous and in time order", field="segments")
+        prev_end = seg.end
+        if seg.pricing not in PRICING_MODES:
+            raise RatingError(f"unknown pricing {seg.pricing!r}; use executions or tokens", field="pricing")
+        version = catalog.at(seg.start)
+        plan = version.plan(seg.plan)
+        _refuse_contract(plan)
+        _check_seats(plan, seg.seats)
+        label = f"{seg.start:%b} {seg.start.day}–{(seg.end - timedelta(days=1)).day}"
+        out.append(_Segment(i, plan, version, seg.seats, seg.overage_opt_in, seg.pricing,
+                            days, period_days, label))
+    return out
+
+
+def pooled_included(catalog: Catalog, period_start: datetime, period_end: datetime,
+                    segments: Sequence[TermsSegment]) -> int:
+    """The period's included quota: each segment's quota prorated by its days, pooled.
+
+    Executions past it (in time order) are billable, each priced by the terms of the segment
+    it occurred in. The database ranks executions against this number.
+    """
+    with localcontext(_RATING_CONTEXT):
+        return sum(s.included() for s in resolve_segments(catalog, period_start, period_end, segments))
+
+
+def rate_account(catalog: Catalog, period_start: datetime, period_end: datetime,
+                 segments: Sequence[TermsSegment], usage: Sequence[UsageRow]) -> RatedInvoice:
+    """Rate one account's period (or month to date) from its terms segments and aggregated usage."""
+    with localcontext(_RATING_CONTEXT):
+        segs = resolve_segments(catalog, period_start, period_end, segments)
+        versions = {}
+        for row in usage:
+            if row.version not in versions:
+                versions[row.version] = catalog.version(row.version)
+            if not 0 <= row.segment < len(segs):
+                raise RatingError(f"usage row refers to segment {row.segment}", field="usage")
+            if row.executions < 0 or row.input_tokens < 0 or row.output_tokens < 0:
+                raise RatingError("counts must not be negative", field="usage")
+            versions[row.version].model(row.model)  # CatalogError for an unknown model
+        return _rate(versions, segs, list(usage), pooled_included=sum(s.included() for s in segs))
+
+
+def _line_key(*parts: object) -> str:
+    return "|".join("" if p is None else str(p) for p in parts)
+
+
+def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list[UsageRow],
+          pooled_included: int) -> RatedInvoice:
+    multi_version = len(versions) > 1
+    multi_segment = len(segs) > 1
     lines: list[RatedLine] = []
-    # 1. base fee
-    if plan.monthly_fee > 0:
-        if plan.fee_per_seat:
-            lines.append(RatedLine(
-                LineKind.base_fee,
-                f"{plan.name} plan — {_n(terms.seats, 'seat')} × {format_usd(plan.monthly_fee)}",
-                Decimal(terms.seats), plan.monthly_fee, round_money(plan.monthly_fee * terms.seats),
-            ))
-        else:
-            lines.append(RatedLine(
-                LineKind.base_fee, f"{plan.name} plan — monthly fee",
-                Decimal(1), plan.monthly_fee, round_money(plan.monthly_fee),
-            ))
-    # 2. included usage (informational)
-    if included > 0 and total_exec > 0:
-        used = min(total_exec, included)
-        lines.append(RatedLine(
-            LineKind.included_usage, f"Included executions ({used:,} of {included:,})",
-            Decimal(used), ZERO, ZERO,
-        ))
-    # 3./4. billable executions, one line per model
-    billed = plan.overage_rate is not None and (terms.overage_opt_in or not plan.overage_requires_opt_in)
-    usage_sum = ZERO
-    for u in rows:
-        if u.billable == 0:
+
+    # 1. base fees, one per segment (prorated by days when the segment is part of the period)
+    for seg in segs:
+        plan = seg.plan
+        if plan.monthly_fee <= 0:
             continue
-        if billed:
-            assert plan.overage_rate is not None
-            label = "Overage" if included > 0 else "Usage"
-            amount = round_money(Decimal(u.billable) * plan.overage_rate)
-            usage_sum += amount
-            lines.append(RatedLine(
-                LineKind.usage,
-                f"{label} — {u.model}: {_n(u.billable)} × {format_rate(plan.overage_rate)}",
-                Decimal(u.billable), plan.overage_rate, amount, u.model,
-            ))
-        else:
-            lines.append(RatedLine(
-                LineKind.blocked_usage,
-                f"Blocked beyond included quota — {u.model}: {_n(u.billable)} (not billed)",
-                Decimal(u.billable), ZERO, ZERO, u.model,
-            ))
-    # 5. usage cap
-    if plan.usage_cap is not None and usage_sum > plan.usage_cap:
-        adj = round_money(plan.usage_cap - usage_sum)
-        lines.append(RatedLine(
-            LineKind.cap_adjustment, f"{plan.name} cap ({format_usd(plan.usage_cap)})",
-            Decimal(1), adj, adj,
+        qty = Decimal(seg.seats if plan.fee_per_seat else 1)
+        unit = plan.monthly_fee
+        desc = f"{plan.name} plan — monthly fee"
+        if plan.fee_per_seat:
+            desc = f"{plan.name} plan — {_n(seg.seats, 'seat')} × {format_usd(plan.monthly_fee)}"
+        if seg.prorated:
+            # The prorated unit fee is rounded to the cent first, so quantity × unit is the amount.
+            unit = round_money(plan.monthly_fee * seg.days / seg.period_days)
+            desc += f", {seg.days}/{seg.period_days} days ({seg.label}) = {format_usd(unit)}"
+            if plan.fee_per_seat:
+                desc += " per seat"
+        lines.append(RatedLine(LineKind.base_fee, desc, qty, unit, round_money(qty * unit),
+                               key=_line_key("base_fee", seg.index, plan.code, seg.seats)))
+
+    platform = [r for r in usage if not r.sandbox]
+    total_exec = sum(r.executions for r in platform)
+    total_billable = sum(r.executions for r in platform if r.billable)
+
+    # 2. informational: included executions, sandbox tries, BYOK
+    if pooled_included > 0 and total_exec > 0:
+        used = total_exec - total_billable
+        lines.append(RatedLine(LineKind.included_usage,
+                               f"Included executions ({used:,} of {pooled_included:,})",
+                               Decimal(used), ZERO, ZERO, key=_line_key("included_usage")))
+    sandbox = sum(r.executions for r in usage if r.sandbox)
+    if sandbox:
+        lines.append(RatedLine(LineKind.sandbox, f"Sandbox tries: {_n(sandbox, 'try').replace('trys', 'tries')} (not charged)",
+                               Decimal(sandbox), ZERO, ZERO, key=_line_key("sandbox")))
+
+    # 3. charges: per-execution overage/usage, or per-token; blocked executions shown at $0
+    usage_lines: list[RatedLine] = []
+    blocked: dict[str, int] = {}
+    per_exec: dict[tuple, list[UsageRow]] = {}
+    tokens: dict[tuple, list[UsageRow]] = {}
+    for r in platform:
+        seg = segs[r.segment]
+        if r.billable and not seg.billed:
+            blocked[r.model] = blocked.get(r.model, 0) + r.executions
+            continue
+        if seg.pricing == "tokens":
+            if not r.byok:
+                tokens.setdefault((r.model, r.version, seg.index if multi_segment else None), []).append(r)
+        elif r.billable:
+            rate = versions[r.version].plan(seg.plan.code).overage_rate
+            per_exec.setdefault((r.model, r.version, rate, seg.index if multi_segment else None), []).append(r)
+
+    capped_charge = ZERO  # usage charged under a plan with a usage cap (pay-as-you-go)
+    for (model, version, rate, seg_index), rows in sorted(per_exec.items(), key=lambda kv: str(kv[0])):
+        n = sum(r.executions for r in rows)
+        seg = segs[rows[0].segment]
+        amount = round_money(Decimal(n) * rate)
+        if seg.plan.usage_cap is not None:
+            capped_charge += amount
+        label = "Overage" if pooled_included > 0 else "Usage"
+        where = _where(version if multi_version else None, seg.label if seg_index is not None else None)
+        usage_lines.append(RatedLine(
+            LineKind.usage, f"{label} — {model}{where}: {_n(n)} × {format_rate(rate)}",
+            Decimal(n), rate, amount, model,
+            key=_line_key("usage", model, version, rate, seg_index), version=version,
+            executions=n, cost=_cost(versions[version], model, rows),
         ))
+    for (model, version, seg_index), rows in sorted(tokens.items(), key=lambda kv: str(kv[0])):
+        m = versions[version].model(model)
+        markup = versions[version].markup
+        seg = segs[rows[0].segment]
+        where = _where(version if multi_version else None, seg.label if seg_index is not None else None)
+        n = sum(r.executions for r in rows)
+        cost = _cost(versions[version], model, rows)
+        for direction, qty, per_m in (
+            ("input", sum(r.input_tokens for r in rows), m.user_price_input(markup)),
+            ("output", sum(r.output_tokens for r in rows), m.user_price_output(markup)),
+        ):
+            if qty == 0:
+                continue
+            unit = per_m / PER_MILLION
+            amount = round_money(Decimal(qty) * unit)
+            if seg.plan.usage_cap is not None:
+                capped_charge += amount
+            usage_lines.append(RatedLine(
+                LineKind.token_usage,
+                f"{model} {direction} tokens{where}: {qty:,} × {format_rate(per_m)} per 1M",
+                Decimal(qty), unit, amount, model,
+                key=_line_key("token_usage", model, version, direction, seg_index), version=version,
+                direction=direction, executions=n if direction == "input" else 0,
+                cost=cost if direction == "input" else ZERO,
+            ))
+    lines.extend(usage_lines)
+    for model in sorted(blocked):
+        n = blocked[model]
+        lines.append(RatedLine(
+            LineKind.blocked_usage, f"Blocked beyond included quota — {model}: {_n(n)} (not billed)",
+            Decimal(n), ZERO, ZERO, model, key=_line_key("blocked_usage", model), executions=n,
+        ))
+
+    # 4. usage cap (pay-as-you-go): the period's usage charge never exceeds it
+    capped = [s for s in segs if s.plan.usage_cap is not None]
+    if capped:
+        cap = capped[0].plan.usage_cap
+        if capped_charge > cap:
+            adj = round_money(cap - capped_charge)
+            lines.append(RatedLine(LineKind.cap_adjustment, f"{capped[0].plan.name} cap ({format_usd(cap)})",
+                                   Decimal(1), adj, adj, key=_line_key("cap_adjustment")))
 
     subtotal = round_money(sum((line.amount for line in lines), ZERO))
     if subtotal < 0:  # pragma: no cover - impossible by construction (cap > 0, prices >= 0)
         raise RatingError(f"rated subtotal is negative ({subtotal})", field="total")
+    platform_cost = sum((_cost(versions[r.version], r.model, [r]) for r in platform), ZERO)
     return RatedInvoice(
-        plan=plan.code,
-        catalog_version=catalog.version,
+        plan=segs[-1].plan.code,
+        catalog_version=segs[-1].version.version,
         lines=tuple(lines),
         executions=total_exec,
         billable_executions=total_billable,
         subtotal=subtotal,
         total=subtotal,
+        sandbox_executions=sandbox,
+        byok_executions=sum(r.executions for r in platform if r.byok),
+        platform_cost=platform_cost,
     )
+
+
+def _where(version: str | None, segment_label: str | None) -> str:
+    parts = [p for p in (segment_label, f"rates {version}" if version else None) if p]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _cost(version: CatalogVersion, model: str, rows: Sequence[UsageRow]) -> Decimal:
+    """Our LLM cost: recorded costs, plus rate-card cost for tokens that came without one. BYOK: 0."""
+    m = version.model(model)
+    total = ZERO
+    for r in rows:
+        if r.byok or r.sandbox:
+            continue
+        total += r.cost
+        total += (Decimal(r.uncosted_input_tokens) * m.cost_input_per_mtok
+                  + Decimal(r.uncosted_output_tokens) * m.cost_output_per_mtok) / PER_MILLION
+    return total
+
+
+# ---- late usage: prior-period lines ---------------------------------------------------------------
+PRIOR_KINDS = frozenset({"usage", "token_usage", "blocked_usage", "cap_adjustment"})
+
+
+@dataclass(frozen=True)
+class BilledLine:
+    """What was already billed for a period under one line key (its own invoice plus earlier
+    prior-period lines on later invoices)."""
+
+    key: str
+    quantity: Decimal
+    amount: Decimal
+
+
+def prior_period_lines(source_period: str, rerated: RatedInvoice, billed: Sequence[BilledLine]) -> list[RatedLine]:
+    """Lines for usage of an already-invoiced period that arrived late.
+
+    The period is re-rated with everything known now, at the rates in force when the executions
+    occurred; each line key contributes the difference to what was billed. So over all invoices
+    the period is billed exactly as if rated once with all its usage: nothing lost, nothing twice.
+    """
+    with localcontext(_RATING_CONTEXT):
+        done: dict[str, tuple[Decimal, Decimal]] = {}
+        for b in billed:
+            q, a = done.get(b.key, (ZERO, ZERO))
+            done[b.key] = (q + b.quantity, a + b.amount)
+        out = []
+        for line in rerated.lines:
+            if line.kind.value not in PRIOR_KINDS:
+                continue
+            q, a = done.get(line.key, (ZERO, ZERO))
+            dq, da = line.quantity - q, line.amount - a
+            if dq == 0 and da == 0:
+                continue
+            out.append(RatedLine(
+                LineKind.prior_period_usage,
+                f"Prior-period usage {source_period} — {line.description} (+{dq.normalize():f} late)",
+                dq, line.unit_price, da, line.model, key=line.key, version=line.version,
+                direction=line.direction, source_period=source_period,
+            ))
+        return out
 
 
 __all__ = [
@@ -246,4 +537,10 @@ __all__ = [
     "included_executions",
     "split_billable",
     "rate_period",
+    "TermsSegment",
+    "UsageRow",
+    "BilledLine",
+    "rate_account",
+    "pooled_included",
+    "prior_period_lines",
 ]

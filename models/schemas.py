@@ -19,6 +19,8 @@ class ClosePeriodInput(BaseModel):
     chunk_size: int = Field(default=100, ge=1, le=1000)
     parallel_chunks: int = Field(default=4, ge=1, le=64)
     push_to_stripe: bool = True
+    # How long a Stripe push may go silent before Temporal retries it elsewhere (a worker that died).
+    push_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
 
 
 class AccountRange(BaseModel):
@@ -54,6 +56,7 @@ class CloseChunkInput(BaseModel):
     index: int
     accounts: AccountRange
     push_to_stripe: bool = True
+    push_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
 
 
 class RateChunkResult(BaseModel):
@@ -140,3 +143,37 @@ class InvoiceView(BaseModel):
     subtotal: str
     total: str
     stripe_invoice_id: str | None
+
+
+class InvoicePreview(InvoiceView):
+    """The open period's invoice as it would be if the month closed at ``as_of``, plus a linear
+    month-end projection of the usage so far."""
+
+    as_of: datetime
+    executions: int
+    projected_executions: int
+    projected_total: str
+    platform_cost: str
+
+
+class LineExplanation(BaseModel):
+    position: int
+    kind: str
+    description: str
+    arithmetic: str
+    rate_version: str | None
+    executions: int
+    first_events: list[str]
+    last_events: list[str]
+    selection: str
+
+
+class InvoiceExplanation(BaseModel):
+    account_id: str
+    period: str
+    status: str
+    terms: list[str]
+    included: int
+    lines: list[LineExplanation]
+    total: str
+    platform_cost: str

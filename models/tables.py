@@ -37,7 +37,7 @@ metadata = MetaData(
 )
 
 MONEY = Numeric(14, 2)
-RATE = Numeric(18, 8)
+RATE = Numeric(24, 12)  # per-token prices are tiny: $0.02 per 1M tokens = 0.00000002
 
 ACCOUNT_PLANS = ("free", "pro", "team", "payg", "enterprise")
 INVOICE_STATUSES = ("draft", "pushing", "open", "paid", "void", "no_charge", "push_failed")
@@ -109,6 +109,10 @@ invoices = Table(
     Column("catalog_version_id", Integer, ForeignKey("catalog_versions.id"), nullable=False),
     Column("executions", BigInteger, nullable=False, server_default="0"),
     Column("billable_executions", BigInteger, nullable=False, server_default="0"),
+    Column("sandbox_executions", BigInteger, nullable=False, server_default="0"),
+    Column("byok_executions", BigInteger, nullable=False, server_default="0"),
+    # Our LLM cost behind the invoice (recorded costs; rate-card cost where none was recorded).
+    Column("platform_cost", Numeric(18, 8), nullable=False, server_default="0"),
     Column("subtotal", MONEY, nullable=False),
     Column("total", MONEY, nullable=False),
     Column("stripe_invoice_id", String(64)),
@@ -135,7 +139,58 @@ invoice_lines = Table(
     Column("unit_price", RATE, nullable=False),
     Column("amount", MONEY, nullable=False),
     Column("catalog_version_id", Integer, ForeignKey("catalog_versions.id"), nullable=False),
+    Column("key", Text, nullable=False, server_default=""),  # line identity within its period
+    Column("rate_version", String(64)),  # catalog version whose rate priced the line
+    Column("direction", String(8)),  # input / output for token lines
+    Column("line_executions", BigInteger, nullable=False, server_default="0"),
+    Column("cost", Numeric(18, 8), nullable=False, server_default="0"),
+    Column("source_period", String(7)),  # prior-period lines: the period the usage belongs to
     UniqueConstraint("invoice_id", "position"),
+    Index("ix_invoice_lines_source_period", "source_period"),
+)
+
+# An account's terms over time (effective-dated, append-only). A period is priced segment by
+# segment; ``accounts`` keeps the current terms for quick reads.
+account_terms = Table(
+    "account_terms",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), ForeignKey("accounts.id"), nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("plan", String(32), nullable=False),
+    Column("seats", Integer, nullable=False),
+    Column("overage_opt_in", Boolean, nullable=False),
+    Column("pricing", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("account_id", "effective_from"),
+    CheckConstraint("pricing IN ('executions', 'tokens')", name="pricing_known"),
+)
+
+# Late usage billed on a later invoice: how many executions of which earlier period it covered.
+prior_period_adjustments = Table(
+    "prior_period_adjustments",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="CASCADE"), primary_key=True),
+    Column("account_id", String(64), nullable=False),
+    Column("source_period", String(7), primary_key=True),
+    Column("executions", BigInteger, nullable=False),
+    Index("ix_prior_period_adjustments_account_period", "account_id", "source_period"),
+)
+
+# Customer notifications waiting for delivery (e-mail comes with the alerts issue): an outbox.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(48), nullable=False),
+    Column("dedupe_key", String(160), nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True)),
 )
 
 # Every Stripe write Tally makes, recorded BEFORE the call with the idempotency key it will carry.
@@ -156,4 +211,36 @@ stripe_requests = Table(
     Column("finished_at", DateTime(timezone=True)),
     UniqueConstraint("subject", "step", "attempt"),
     CheckConstraint("state IN ('started', 'succeeded', 'failed')", name="state_known"),
+)
+
+# ---- metering service (HTTP API) ---------------------------------------------------------------
+# A platform calling the API; its key is stored only as a sha256 hex digest (shown once at creation).
+platforms = Table(
+    "platforms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("api_key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The platform an account belongs to: the API refuses (404) an account of another platform.
+accounts.append_column(Column("platform_id", Integer, ForeignKey("platforms.id"), nullable=True))
+
+# Month-to-date counters per account, maintained in the same statement as the executions insert
+# (counting only rows actually inserted), so they are exact under concurrent ingestion. The
+# executions table stays the source of truth for the close; these serve entitlements and live views.
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("period", String(7), primary_key=True),  # 'YYYY-MM' of occurred_at in UTC
+    Column("model", String(64), primary_key=True),
+    Column("byok", Boolean, primary_key=True),
+    Column("sandbox", Boolean, primary_key=True),
+    Column("executions", BigInteger, nullable=False, server_default="0"),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_usd", Numeric(20, 8), nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

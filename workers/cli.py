@@ -106,10 +106,12 @@ def accounts() -> None:
 @click.option("--overage/--no-overage", default=False, help="Opt in to overage beyond the included executions.")
 @click.option("--email", default=None, help="Billing e-mail (passed to Stripe).")
 @click.option("--billing-start", default=None, metavar="YYYY-MM-DD",
-              help="First day billed (UTC); default: now.")
+              help="First day billed (UTC); default: today.")
+@click.option("--pricing", type=click.Choice(["executions", "tokens"]), default="executions", show_default=True,
+              help="Charge usage per execution, or per token at the rate card's user prices.")
 @friendly
 def accounts_create(account_id: str, plan: str, seats: int, overage: bool, email: str | None,
-                    billing_start: str | None) -> None:
+                    billing_start: str | None, pricing: str) -> None:
     """Create an account (idempotent: the same command twice is fine)."""
     from activities import repository as repo
 
@@ -131,9 +133,73 @@ def accounts_create(account_id: str, plan: str, seats: int, overage: bool, email
             raise UserError("billing-start: expected YYYY-MM-DD") from None
     with _engine().begin() as conn:
         created = repo.create_account(conn, account_id=account_id, plan=plan, seats=seats,
-                                      overage_opt_in=overage, email=email, billing_starts_at=start)
+                                      overage_opt_in=overage, email=email, billing_starts_at=start,
+                                      pricing=pricing)
     click.echo(f"{'created' if created else 'exists'}: {account_id} ({plan}, seats={seats}, "
-               f"overage={'on' if overage else 'off'})")
+               f"overage={'on' if overage else 'off'}, pricing={pricing})")
+
+
+def _parse_day(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise UserError(f"{name}: expected YYYY-MM-DD, got {value!r}") from None
+
+
+@accounts.command("change")
+@click.argument("account_id")
+@click.option("--plan", default=None, help="New plan.")
+@click.option("--seats", type=int, default=None, help="New seat count (per-seat plans).")
+@click.option("--overage/--no-overage", default=None, help="Switch overage opt-in on or off.")
+@click.option("--pricing", type=click.Choice(["executions", "tokens"]), default=None)
+@click.option("--effective", default=None, metavar="YYYY-MM-DD",
+              help="Day the change takes effect, at 00:00 UTC; default: today.")
+@click.option("--reason", default="changed by ops", show_default=True)
+@friendly
+def accounts_change(account_id: str, plan: str | None, seats: int | None, overage: bool | None,
+                    pricing: str | None, effective: str | None, reason: str) -> None:
+    """Change an account's plan, seats, overage opt-in or pricing from a given day.
+
+    The month is then billed in segments: each priced under its own terms, the fee and the
+    included executions prorated by days.
+    """
+    from activities import repository as repo
+
+    if plan is None and seats is None and overage is None and pricing is None:
+        raise UserError("nothing to change: give --plan, --seats, --overage/--no-overage or --pricing")
+    when = _parse_day(effective, "effective") or datetime.now(timezone.utc)
+    version = _catalog().at(when)
+    with _engine().begin() as conn:
+        current = repo.get_account(conn, account_id)
+        plan_def = version.plan(plan or current.plan)
+        if plan_def.contract:
+            raise UserError(f"plan: {plan_def.code} accounts are billed by contract")
+        new_seats = seats if seats is not None else (current.seats if plan_def.code == current.plan else 1)
+        if new_seats < 1:
+            raise UserError("seats: must be at least 1")
+        if new_seats > 1 and not plan_def.fee_per_seat:
+            raise UserError(f"seats: only per-seat plans take seats; {plan_def.code} is billed per account")
+        terms = repo.change_terms(conn, account_id=account_id, effective_from=when, reason=reason, plan=plan,
+                                  seats=new_seats, overage_opt_in=overage, pricing=pricing)
+    click.echo(f"{account_id}: from {when:%Y-%m-%d} {terms['plan']}, seats={terms['seats']}, "
+               f"overage={'on' if terms['overage_opt_in'] else 'off'}, pricing={terms['pricing']}")
+
+
+@accounts.command("history")
+@click.argument("account_id")
+@friendly
+def accounts_history(account_id: str) -> None:
+    """An account's terms over time (plan, seats, overage, pricing) and why each changed."""
+    from activities import repository as repo
+
+    with _engine().begin() as conn:
+        repo.get_account(conn, account_id)
+        rows = repo.terms_history(conn, account_id)
+    for r in rows:
+        click.echo(f"{r.effective_from:%Y-%m-%d}  {r.plan:<6} seats={r.seats} "
+                   f"overage={'on' if r.overage_opt_in else 'off'} pricing={r.pricing}  — {r.reason}")
 
 
 @accounts.command("list")
@@ -278,6 +344,61 @@ def invoices_show(account_id: str, period: str, as_json: bool) -> None:
         click.echo(f"  {line.description:<72} {line.amount:>12}")
     click.echo(f"  {'Subtotal':<72} {view.subtotal:>12}")
     click.echo(f"  {'Total (USD)':<72} {view.total:>12}")
+
+
+@invoices.command("preview")
+@click.argument("account_id")
+@click.option("--at", "at_text", default=None, metavar="TIMESTAMP",
+              help="ISO 8601 instant (default: now); the preview covers usage before it.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (same shape as `show`, plus projection).")
+@friendly
+def invoices_preview(account_id: str, at_text: str | None, as_json: bool) -> None:
+    """The open period's invoice as it would be if the month closed now, with a month-end projection."""
+    from workers.operations import invoice_preview
+
+    at = None
+    if at_text:
+        try:
+            at = datetime.fromisoformat(at_text)
+        except ValueError:
+            raise UserError(f"at: {at_text!r} is not an ISO 8601 timestamp") from None
+        if at.tzinfo is None:
+            raise UserError("at: add a time zone (Z or +00:00)")
+    view = invoice_preview(_engine(), account_id, at, _catalog())
+    if as_json:
+        click.echo(view.model_dump_json(indent=2))
+        return
+    click.echo(f"Preview {view.account_id} {view.period} as of {view.as_of:%Y-%m-%d %H:%M} UTC  plan={view.plan}")
+    for line in view.lines:
+        click.echo(f"  {line.description:<80} {line.amount:>12}")
+    click.echo(f"  {'Total so far (USD)':<80} {view.total:>12}")
+    click.echo(f"  {'Projected at month end (' + format(view.projected_executions, ',') + ' executions)':<80} "
+               f"{view.projected_total:>12}")
+
+
+@invoices.command("explain")
+@click.argument("account_id")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def invoices_explain(account_id: str, period: str, as_json: bool) -> None:
+    """Each line with the executions, rate card version and arithmetic behind it."""
+    from workers.operations import explain_invoice
+
+    ex = explain_invoice(_engine(), account_id, period, _catalog())
+    if as_json:
+        click.echo(ex.model_dump_json(indent=2))
+        return
+    click.echo(f"Invoice {ex.account_id} {ex.period} ({ex.status}); included executions: {ex.included:,}")
+    for t in ex.terms:
+        click.echo(f"  terms {t}")
+    for line in ex.lines:
+        click.echo(f"{line.position:>3}. {line.description}")
+        click.echo(f"     {line.arithmetic}" + (f"   [rates {line.rate_version}]" if line.rate_version else ""))
+        if line.executions:
+            tail = f" … {', '.join(line.last_events)}" if line.last_events else ""
+            click.echo(f"     {line.executions:,} executions: {line.selection}; e.g. {', '.join(line.first_events)}{tail}")
+    click.echo(f"Total {ex.total}; our LLM cost {ex.platform_cost}")
 
 
 @invoices.command("retry")

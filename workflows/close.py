@@ -126,7 +126,8 @@ class ClosePeriodWorkflow:
                 self._progress.chunks_started += 1
                 tasks.append(asyncio.create_task(run_chunk(
                     CloseChunkInput(period=period, index=index, accounts=chunk,
-                                    push_to_stripe=inp.push_to_stripe))))
+                                    push_to_stripe=inp.push_to_stripe,
+                                    push_heartbeat_seconds=inp.push_heartbeat_seconds))))
                 index += 1
             if page.next_cursor is None:
                 break
@@ -166,7 +167,8 @@ class CloseChunkWorkflow:
         push = None
         if inp.push_to_stripe:
             push = await workflow.execute_activity(
-                "push_invoices", inp, result_type=PushChunkResult, **PUSH
+                "push_invoices", inp, result_type=PushChunkResult,
+                **{**PUSH, "heartbeat_timeout": timedelta(seconds=inp.push_heartbeat_seconds)},
             )
         return ChunkResult(index=inp.index, rate=rate, push=push)
 
