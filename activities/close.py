@@ -47,8 +47,10 @@ class CloseActivities:
 
     @cached_property
     def engine(self):
-        return get_engine(self.settings.effective_database_url(),
-                          pool_size=max(5, self.settings.stripe_concurrency + 2))
+        # Each invoice push holds one connection (it carries the push lock); chunks push in parallel.
+        s = self.settings
+        return get_engine(s.effective_database_url(),
+                          pool_size=max(5, s.stripe_concurrency * s.close_parallel_chunks + 4))
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -177,7 +179,6 @@ class CloseActivities:
             ids = repo.pushable_invoice_ids(conn, period, inp.accounts.after, inp.accounts.upto)
             already = repo.count_pushed(conn, period, inp.accounts.after, inp.accounts.upto)
         pusher = InvoicePusher(self.engine, self.gateway, self.clock)
-        calls_before = sum(self.gateway.calls.values())
         result = PushChunkResult(already_pushed=already)
         transient: list[str] = []
         info = activity.info() if activity.in_activity() else None
@@ -190,6 +191,7 @@ class CloseActivities:
                 invoice_id = futures[fut]
                 try:
                     outcome = fut.result()
+                    result.stripe_calls += outcome.stripe_calls
                     if outcome.already_pushed:
                         result.already_pushed += 1
                     elif outcome.status == "open":
@@ -205,7 +207,6 @@ class CloseActivities:
                 if activity.in_activity() and time.monotonic() - last_beat > 1.0:
                     activity.heartbeat(result.pushed + result.already_pushed)
                     last_beat = time.monotonic()
-        result.stripe_calls = sum(self.gateway.calls.values()) - calls_before
         if transient:
             raise ApplicationError(
                 f"{len(transient)} invoice(s) not pushed yet, will retry: " + "; ".join(transient[:5]),
@@ -217,7 +218,6 @@ class CloseActivities:
     def push_invoice(self, inp: PushInvoiceInput) -> PushInvoiceResult:
         """Push (or resume pushing) one invoice: what ops run to retry a failed invoice."""
         pusher = InvoicePusher(self.engine, self.gateway, self.clock)
-        calls_before = sum(self.gateway.calls.values())
         try:
             outcome = pusher.push(inp.invoice_id)
         except InvoiceRejected as err:
@@ -228,7 +228,7 @@ class CloseActivities:
             invoice_id=outcome.invoice_id,
             status=outcome.status,
             stripe_invoice_id=outcome.stripe_invoice_id,
-            stripe_calls=sum(self.gateway.calls.values()) - calls_before,
+            stripe_calls=outcome.stripe_calls,
             already_pushed=outcome.already_pushed,
         )
 

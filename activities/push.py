@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from activities import repository as repo
 from activities.stripe_gateway import (
@@ -47,6 +47,7 @@ class PushOutcome:
     status: str
     stripe_invoice_id: str | None
     already_pushed: bool
+    stripe_calls: int = 0
 
 
 def idempotency_key(account_id: str, period: str | None, step: str, attempt: int) -> str:
@@ -61,9 +62,9 @@ class InvoicePusher:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
     # ---- one recorded, idempotent Stripe step ---------------------------------------------------
-    def _step(self, *, subject: str, account_id: str, period: str | None, step: str,
+    def _step(self, conn: Connection, *, subject: str, account_id: str, period: str | None, step: str,
               call: Callable[[str], str], lookup: Callable[[], str | None]) -> str:
-        with self.engine.begin() as conn:
+        with conn.begin():
             rec = repo.latest_stripe_request(conn, subject, step)
         if rec is not None and rec.state == "succeeded":
             return rec.stripe_object_id
@@ -75,30 +76,31 @@ class InvoicePusher:
                 # A failure saved under the old key, or a key Stripe may have forgotten: look first.
                 found = lookup()
                 if found:
-                    with self.engine.begin() as conn:
+                    with conn.begin():
                         repo.finish_stripe_request(conn, rec.idempotency_key, state="succeeded",
                                                    stripe_object_id=found,
                                                    error=(rec.error or "") + " [found in Stripe by look-up]")
                     return found
             attempt = rec.attempt + 1 if rec is not None else 1
             key = idempotency_key(account_id, period, step, attempt)
-            with self.engine.begin() as conn:
+            with conn.begin():
                 repo.record_stripe_request(conn, key=key, subject=subject, step=step, attempt=attempt)
         try:
             object_id = call(key)
         except StripeUnreachable:
             raise  # stays 'started': the next try reuses the key
         except (StripeFailed, StripeRejected) as err:
-            with self.engine.begin() as conn:
+            with conn.begin():
                 repo.finish_stripe_request(conn, key, state="failed", http_status=err.http_status,
                                            error=str(err))
             raise
-        with self.engine.begin() as conn:
+        with conn.begin():
             repo.finish_stripe_request(conn, key, state="succeeded", stripe_object_id=object_id)
         return object_id
 
     # ---- the push ---------------------------------------------------------------------------------
     def push(self, invoice_id: int) -> PushOutcome:
+        """Push one invoice. Uses exactly one database connection, which also holds the lock."""
         with self.engine.connect() as lock_conn:
             got = lock_conn.execute(
                 text("SELECT pg_try_advisory_lock(hashtextextended('tally-invoice-push:' || :id, 0))"),
@@ -107,8 +109,11 @@ class InvoicePusher:
             lock_conn.commit()
             if not got:
                 raise InvoiceBusy(f"invoice {invoice_id} is being pushed by another worker")
+            before = self.gateway.thread_calls()
             try:
-                return self._push_locked(invoice_id)
+                outcome = self._push_locked(lock_conn, invoice_id)
+                outcome.stripe_calls = self.gateway.thread_calls() - before
+                return outcome
             finally:
                 lock_conn.execute(
                     text("SELECT pg_advisory_unlock(hashtextextended('tally-invoice-push:' || :id, 0))"),
@@ -116,8 +121,8 @@ class InvoicePusher:
                 )
                 lock_conn.commit()
 
-    def _push_locked(self, invoice_id: int) -> PushOutcome:
-        with self.engine.begin() as conn:
+    def _push_locked(self, conn: Connection, invoice_id: int) -> PushOutcome:
+        with conn.begin():
             inv = repo.get_invoice(conn, invoice_id)
             if inv.status in ("open", "paid", "void"):
                 return PushOutcome(invoice_id, inv.status, inv.stripe_invoice_id, already_pushed=True)
@@ -128,47 +133,47 @@ class InvoicePusher:
             lines = repo.invoice_lines_of(conn, invoice_id)
         period = Period.parse(inv.period)
         try:
-            customer_id = account.stripe_customer_id or self._ensure_customer(account)
-            stripe_invoice_id = inv.stripe_invoice_id or self._create_invoice(inv, customer_id)
-            self._add_lines(inv, stripe_invoice_id, lines, period)
-            self._finalize(inv, stripe_invoice_id)
+            customer_id = account.stripe_customer_id or self._ensure_customer(conn, account)
+            stripe_invoice_id = inv.stripe_invoice_id or self._create_invoice(conn, inv, customer_id)
+            self._add_lines(conn, inv, stripe_invoice_id, lines, period)
+            self._finalize(conn, inv, stripe_invoice_id)
         except StripeRejected as err:
-            with self.engine.begin() as conn:
+            with conn.begin():
                 repo.set_invoice_status(conn, invoice_id, "push_failed", from_statuses=("pushing",),
                                         error=str(err))
             raise InvoiceRejected(f"invoice {invoice_id} ({inv.account_id} {inv.period}): {err}") from err
         except (StripeFailed, StripeUnreachable) as err:
-            with self.engine.begin() as conn:
+            with conn.begin():
                 repo.set_invoice_status(conn, invoice_id, "pushing", from_statuses=("pushing",),
                                         error=str(err))
             raise
-        with self.engine.begin() as conn:
+        with conn.begin():
             repo.set_invoice_status(conn, invoice_id, "open", from_statuses=("pushing",),
                                     stripe_invoice_id=stripe_invoice_id)
         return PushOutcome(invoice_id, "open", stripe_invoice_id, already_pushed=False)
 
-    def _ensure_customer(self, account) -> str:
+    def _ensure_customer(self, conn: Connection, account) -> str:
         customer_id = self._step(
-            subject=f"customer:{account.id}", account_id=account.id, period=None, step="customer",
+            conn, subject=f"customer:{account.id}", account_id=account.id, period=None, step="customer",
             call=lambda key: self.gateway.create_customer(account.id, account.email, key),
             lookup=lambda: self.gateway.find_customer(account.id),
         )
-        with self.engine.begin() as conn:
+        with conn.begin():
             repo.set_stripe_customer(conn, account.id, customer_id)
         return customer_id
 
-    def _create_invoice(self, inv, customer_id: str) -> str:
+    def _create_invoice(self, conn: Connection, inv, customer_id: str) -> str:
         ref = f"{inv.account_id}:{inv.period}"
         stripe_invoice_id = self._step(
-            subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period, step="create",
+            conn, subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period, step="create",
             call=lambda key: self.gateway.create_invoice(customer_id, ref, inv.account_id, inv.period, key),
             lookup=lambda: self.gateway.find_invoice(customer_id, ref),
         )
-        with self.engine.begin() as conn:
+        with conn.begin():
             repo.set_stripe_invoice_id(conn, inv.id, stripe_invoice_id)
         return stripe_invoice_id
 
-    def _add_lines(self, inv, stripe_invoice_id: str, lines, period: Period) -> None:
+    def _add_lines(self, conn: Connection, inv, stripe_invoice_id: str, lines, period: Period) -> None:
         items = [
             LineItem(
                 line_ref=str(line.id),
@@ -199,10 +204,10 @@ class InvoicePusher:
             return None
 
         if items:
-            self._step(subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
+            self._step(conn, subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
                        step="add_lines", call=call, lookup=lookup)
 
-    def _finalize(self, inv, stripe_invoice_id: str) -> None:
+    def _finalize(self, conn: Connection, inv, stripe_invoice_id: str) -> None:
         def call(key: str) -> str:
             self.gateway.finalize_invoice(stripe_invoice_id, key)
             return stripe_invoice_id
@@ -211,5 +216,5 @@ class InvoicePusher:
             status = self.gateway.invoice_status(stripe_invoice_id)
             return stripe_invoice_id if status and status != "draft" else None
 
-        self._step(subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
+        self._step(conn, subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
                    step="finalize", call=call, lookup=lookup)

@@ -458,6 +458,15 @@ def notify(conn: Connection, *, account_id: str, kind: str, dedupe_key: str, sub
     return res.rowcount == 1
 
 
+def auto_conversions(conn: Connection, period: Period) -> int:
+    """Accounts moved from pay-as-you-go to Pro by the close of ``period``."""
+    return conn.execute(
+        select(func.count()).select_from(account_terms).where(
+            account_terms.c.effective_from == period.next().start,
+            account_terms.c.reason.like("auto-convert%"))
+    ).scalar_one()
+
+
 def notifications_for(conn: Connection, account_id: str):
     return conn.execute(select(notifications).where(notifications.c.account_id == account_id)
                         .order_by(notifications.c.id)).all()

@@ -92,11 +92,17 @@ class StripeGateway:
         self.limiter = RateLimiter(settings.stripe_writes_per_second)
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self._local = threading.local()
 
     # ---- plumbing -------------------------------------------------------------------------------
     def _count(self, name: str) -> None:
         with self._calls_lock:
             self.calls[name] += 1
+        self._local.n = getattr(self._local, "n", 0) + 1
+
+    def thread_calls(self) -> int:
+        """Requests made by the calling thread so far (a push runs on one thread)."""
+        return getattr(self._local, "n", 0)
 
     def _write(self, op: str, fn, *args, idempotency_key: str, params: dict):
         """Run one write with its key; back off on 429; classify every failure."""

@@ -33,11 +33,20 @@ def friendly(fn):
         from activities.repository import NotFound
         from billing.catalog import CatalogError
         from billing.periods import PeriodError
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+        from temporalio.service import RPCError
 
         try:
             return fn(*args, **kwargs)
         except (ConfigError, NotFound, PeriodError, CatalogError, ValueError) as err:
             raise UserError(str(err)) from None
+        except OperationalError as err:
+            raise UserError(f"cannot reach the database: {str(err.orig).strip().splitlines()[0]}") from None
+        except ProgrammingError as err:
+            raise UserError(f"database error (is the schema migrated? `tally db migrate`): "
+                            f"{str(err.orig).strip().splitlines()[0]}") from None
+        except RPCError as err:
+            raise UserError(f"Temporal: {err.message} (is it running? `tally dev status`)") from None
         except (ConnectionError, OSError) as err:
             raise UserError(f"cannot reach a service: {err}") from None
 
@@ -441,6 +450,107 @@ def demo(n_accounts: int, n_executions: int, period: str | None) -> None:
     from workers.demo import run_demo
 
     run_demo(get_settings(), n_accounts=n_accounts, n_executions=n_executions, period=period)
+
+
+# ---- metering API -----------------------------------------------------------------------------------
+@cli.command("api")
+@click.option("--host", default=None, help="Interface to bind (default: TALLY_API_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: TALLY_API_PORT, 8000).")
+@click.option("--workers", type=int, default=None, help="uvicorn worker processes (default: TALLY_API_WORKERS, 1).")
+@friendly
+def api_command(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the metering HTTP API until interrupted (OpenAPI document at /openapi.json)."""
+    from api.server import serve
+
+    serve(host, port, workers)
+
+
+@cli.group()
+def platforms() -> None:
+    """Platforms that call the API, and their API keys."""
+
+
+@platforms.command("create")
+@click.argument("name")
+@friendly
+def platforms_create(name: str) -> None:
+    """Create a platform and print its API key (shown once; only its hash is stored)."""
+    from activities import metering
+    from api.auth import hash_key, new_api_key
+
+    if not ACCOUNT_ID.match(name):
+        raise UserError("name: 1-64 characters of letters, digits, '_', '.', ':' or '-'")
+    key = new_api_key()
+    with _engine().begin() as conn:
+        metering.create_platform(conn, name, hash_key(key))
+    click.echo(f"created platform {name}; its API key (shown only now, keep it secret):")
+    click.echo(key)
+
+
+@platforms.command("rotate-key")
+@click.argument("name")
+@friendly
+def platforms_rotate_key(name: str) -> None:
+    """Replace a platform's API key; the old one stops working within 30 s."""
+    from activities import metering
+    from api.auth import hash_key, new_api_key
+
+    key = new_api_key()
+    with _engine().begin() as conn:
+        if not metering.rotate_platform_key(conn, name, hash_key(key)):
+            raise UserError(f"name: no platform {name!r}")
+    click.echo(f"new API key of {name} (shown only now):")
+    click.echo(key)
+
+
+@platforms.command("list")
+@friendly
+def platforms_list() -> None:
+    """List platforms and how many accounts each has."""
+    from activities import metering
+
+    with _engine().begin() as conn:
+        rows = metering.list_platforms(conn)
+    click.echo(f"{'platform':<24} {'accounts':>8}  created")
+    for r in rows:
+        click.echo(f"{r.name:<24} {r.accounts:>8,}  {r.created_at:%Y-%m-%d %H:%M}")
+
+
+@platforms.command("attach")
+@click.argument("name")
+@click.argument("account_ids", nargs=-1, required=True)
+@friendly
+def platforms_attach(name: str, account_ids: tuple[str, ...]) -> None:
+    """Attach accounts to a platform (its key then reaches them through the API)."""
+    from activities import metering
+
+    with _engine().begin() as conn:
+        platform = metering.platform_by_name(conn, name)
+        if platform is None:
+            raise UserError(f"name: no platform {name!r}")
+        for account_id in account_ids:
+            try:
+                metering.assign_platform(conn, account_id, platform.id)
+            except LookupError as err:
+                raise UserError(str(err)) from None
+    click.echo(f"attached {len(account_ids):,} account(s) to {name}")
+
+
+@accounts.command("billing-link")
+@click.argument("account_id")
+@click.option("--hours", type=int, default=None, help="Validity (default: TALLY_BILLING_LINK_HOURS, 24).")
+@click.option("--base-url", default=None, help="API base URL users reach (default: TALLY_API_PUBLIC_URL).")
+@friendly
+def accounts_billing_link(account_id: str, hours: int | None, base_url: str | None) -> None:
+    """Print a signed link to the account's billing page (anyone holding it can view the page)."""
+    from activities import repository as repo
+    from api.auth import billing_link
+
+    settings = get_settings()
+    with _engine().begin() as conn:
+        repo.get_account(conn, account_id)
+    click.echo(billing_link(base_url or settings.api_url, settings.effective_api_secret(), account_id,
+                            hours or settings.billing_link_hours))
 
 
 def _mount_optional_groups() -> None:

@@ -53,13 +53,16 @@ def demo_accounts(n: int, seed: int = 7) -> list[dict]:
 
 
 def _raw_volume(rng: random.Random, plan: str, seats: int) -> float:
+    """Executions per month by plan, shaped so ~1,000 per account on average (the default demo):
+    a quarter of free accounts hit their cap, ~7% of Pro go past 5,000, a few PAYG accounts
+    would pay less on Pro (and get moved), team seats stay well inside their quota."""
     if plan == "free":
-        return rng.uniform(10, 150)  # about a quarter reach the 100 cap
+        return rng.uniform(10, 150)
     if plan == "pro":
-        return rng.lognormvariate(math.log(2200), 0.9)  # a heavy tail past 5,000
+        return rng.lognormvariate(math.log(1000), 1.1)
     if plan == "team":
-        return rng.lognormvariate(math.log(9000), 0.8) * seats
-    return rng.lognormvariate(math.log(900), 1.1)  # payg: a few pass the $50 cap
+        return rng.lognormvariate(math.log(700), 0.8) * seats
+    return rng.lognormvariate(math.log(400), 1.2)
 
 
 def demo_events(accounts: list[dict], period: Period, total: int, seed: int = 11) -> Iterator[bytes]:
@@ -142,8 +145,9 @@ def run_demo(settings: Settings, *, n_accounts: int, n_executions: int, period: 
 
     with get_engine(settings.effective_database_url()).begin() as conn:
         totals = repo.period_totals(conn, p)
+        converted = repo.auto_conversions(conn, p)
     click.echo("")
-    click.echo(f"{'plan':<8} {'accounts':>8} {'invoices':>8} {'executions':>12} {'total':>14} {'in Stripe':>9}")
+    click.echo(f"{'plan':<8} {'accounts':>8} {'charged':>8} {'executions':>12} {'total':>14} {'in Stripe':>9}")
     grand = Decimal("0.00")
     for t in totals:
         grand += t.total
@@ -156,6 +160,7 @@ def run_demo(settings: Settings, *, n_accounts: int, n_executions: int, period: 
     click.echo(f"this run: {result.invoices_rated:,} invoices rated, {result.pushed:,} pushed to Stripe, "
                f"{result.already_pushed:,} already there, {result.invoices_frozen:,} left as they were, "
                f"{len(result.failed)} failed, {result.stripe_calls:,} Stripe calls")
+    click.echo(f"pay-as-you-go accounts moved to Pro from {p.next()} (Pro would have been cheaper): {converted}")
     click.echo(f"Stripe invoices for {p}: {stripe_invoice_count(settings, p):,} "
                f"({'emulator ' + settings.effective_stripe()[1] if not settings.stripe_api_key else 'Stripe test mode'})")
     ui = settings.temporal_ui_url

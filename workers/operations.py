@@ -9,7 +9,7 @@ from decimal import Decimal
 import click
 from sqlalchemy import Engine
 from temporalio.client import WorkflowFailureError
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from activities import pricing
 from activities import repository as repo
@@ -67,7 +67,7 @@ async def run_close(settings: Settings, period: str, *, wait: bool = True, chunk
         id=f"close-{period}",
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([BILLING_PERIOD.value_set(period)]),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(BILLING_PERIOD, period)]),
         execution_timeout=timedelta(hours=24),
     )
     if not wait:
@@ -279,8 +279,8 @@ async def retry_invoice(settings: Settings, engine: Engine, account_id: str, per
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([
-            BILLING_PERIOD.value_set(str(period)),
-            BILLING_ACCOUNT_IDS.value_set([account_id]),
+            SearchAttributePair(BILLING_PERIOD, str(period)),
+            SearchAttributePair(BILLING_ACCOUNT_IDS, [account_id]),
         ]),
     )
     try:

@@ -22,12 +22,25 @@ from workflows.close import ALL_WORKFLOWS
 log = logging.getLogger("tally.worker")
 
 
+class TemporalUnreachable(ConnectionError):
+    """No Temporal frontend answers at the configured address."""
+
+
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.effective_temporal_address(),
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
+    address = settings.effective_temporal_address()
+    try:
+        return await Client.connect(
+            address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except RuntimeError as err:
+        if "connect" not in str(err).lower():
+            raise
+        raise TemporalUnreachable(
+            f"cannot reach Temporal at {address} (set TEMPORAL_ADDRESS, or start the local stack "
+            "with `tally dev up`)"
+        ) from None
 
 
 def build_worker(client: Client, settings: Settings, activities: CloseActivities | None = None,
