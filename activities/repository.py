@@ -282,7 +282,7 @@ _USAGE_SQL = text(
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[])) AS a(account_id, included)
     ), ranked AS (
         SELECT e.account_id, e.model, a.included,
-               row_number() OVER (PARTITION BY e.account_id ORDER BY e.occurred_at, e.event_id) AS rn
+               row_number() OVER (PARTITION BY e.account_id ORDER BY e.occurred_at, e.event_id COLLATE "C") AS rn
         FROM executions e JOIN acct a ON a.account_id = e.account_id
         WHERE e.occurred_at >= :start AND e.occurred_at < :end AND NOT e.sandbox
     )
@@ -325,7 +325,7 @@ _USAGE_ROWS_SQL = text(
     ), ranked AS (
         SELECT e.account_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens, e.cost_usd,
                e.occurred_at, a.included,
-               row_number() OVER (PARTITION BY e.account_id, e.sandbox ORDER BY e.occurred_at, e.event_id) AS rn
+               row_number() OVER (PARTITION BY e.account_id, e.sandbox ORDER BY e.occurred_at, e.event_id COLLATE "C") AS rn
         FROM executions e JOIN acct a ON a.account_id = e.account_id
         WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
     )
@@ -383,10 +383,10 @@ def ranked_executions(conn: Connection, account_id: str, start: datetime, end: d
     return conn.execute(text(
         """
         SELECT event_id, occurred_at, model, byok, sandbox,
-               row_number() OVER (PARTITION BY sandbox ORDER BY occurred_at, event_id) AS rn
+               row_number() OVER (PARTITION BY sandbox ORDER BY occurred_at, event_id COLLATE "C") AS rn
         FROM executions
         WHERE account_id = :a AND occurred_at >= :start AND occurred_at < :end
-        ORDER BY occurred_at, event_id
+        ORDER BY occurred_at, event_id COLLATE "C"
         """
     ), {"a": account_id, "start": start, "end": end}).all()
 
