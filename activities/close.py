@@ -4,7 +4,7 @@ idempotent by construction, and what it returns is small (counts and ids, never 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import cached_property
@@ -186,27 +186,30 @@ class CloseActivities:
         with ThreadPoolExecutor(max_workers=self.settings.stripe_concurrency,
                                 thread_name_prefix="stripe-push") as pool:
             futures = {pool.submit(pusher.push, i): i for i in ids}
-            last_beat = 0.0
-            for fut in as_completed(futures):
-                invoice_id = futures[fut]
-                try:
-                    outcome = fut.result()
-                    result.stripe_calls += outcome.stripe_calls
-                    if outcome.already_pushed:
-                        result.already_pushed += 1
-                    elif outcome.status == "open":
-                        result.pushed += 1
-                except InvoiceRejected as err:
-                    result.failed.append(self._failure(invoice_id, str(err)))
-                except (StripeError, InvoiceBusy) as err:
-                    if last_attempt:
-                        self._give_up(invoice_id, str(err))
-                        result.failed.append(self._failure(invoice_id, str(err)))
-                    else:
-                        transient.append(f"invoice {invoice_id}: {err}")
-                if activity.in_activity() and time.monotonic() - last_beat > 1.0:
+            pending = set(futures)
+            while pending:
+                # Heartbeat on a timer, not per finished push: slow Stripe calls must not look like
+                # a dead worker (that would start a second attempt while this one still runs).
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                if activity.in_activity():
                     activity.heartbeat(result.pushed + result.already_pushed)
-                    last_beat = time.monotonic()
+                for fut in done:
+                    invoice_id = futures[fut]
+                    try:
+                        outcome = fut.result()
+                        result.stripe_calls += outcome.stripe_calls
+                        if outcome.already_pushed:
+                            result.already_pushed += 1
+                        elif outcome.status == "open":
+                            result.pushed += 1
+                    except InvoiceRejected as err:
+                        result.failed.append(self._failure(invoice_id, str(err)))
+                    except (StripeError, InvoiceBusy) as err:
+                        if last_attempt:
+                            self._give_up(invoice_id, str(err))
+                            result.failed.append(self._failure(invoice_id, str(err)))
+                        else:
+                            transient.append(f"invoice {invoice_id}: {err}")
         if transient:
             raise ApplicationError(
                 f"{len(transient)} invoice(s) not pushed yet, will retry: " + "; ".join(transient[:5]),

@@ -1,0 +1,167 @@
+"""End to end: the ``tally`` command line, as a person types it, against the local dev stack that
+``tally dev up`` starts (embedded Postgres, the Temporal dev server, the Stripe emulator, a worker).
+
+Every step is a separate ``tally`` process; the only shared state is ``$TALLY_HOME`` (a temporary
+folder) and free ports, so it never touches a developer's own stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, venv_binary
+
+pytestmark = pytest.mark.e2e
+
+PERIOD = "2026-10"
+OCT_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+MONEY = re.compile(r"^-?\d+\.\d{2}$")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Tally:
+    def __init__(self, home: Path):
+        self.home = home
+        self.binary = venv_binary("tally")
+        temporal, ui, emulator, api = free_ports(4)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "STRIPE_API_KEY")
+               and not k.startswith("TALLY_")}
+        env.update(TALLY_HOME=str(home), TALLY_TEMPORAL_PORT=str(temporal), TALLY_TEMPORAL_UI_PORT=str(ui),
+                   TALLY_STRIPE_EMULATOR_PORT=str(emulator), TALLY_API_PORT=str(api))
+        self.env = env
+
+    def __call__(self, *args: str, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([self.binary, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if ok and proc.returncode != 0:
+            pytest.fail(f"`tally {' '.join(args)}` exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+                        f"\n--- stderr\n{proc.stderr}{self.logs()}")
+        assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        return proc
+
+    def logs(self) -> str:
+        out = []
+        for log in sorted((self.home / "logs").glob("*.log")):
+            out.append(f"\n--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+        return "".join(out)
+
+
+def jsonl_line(event_id: str, account_id: str, n: int, model: str) -> str:
+    return json.dumps({
+        "event_id": event_id, "account_id": account_id, "agent_id": f"agent-{n % 2}",
+        "skill_id": "skill-1", "model": model, "input_tokens": 1200, "output_tokens": 300,
+        "byok": False, "sandbox": False,
+        "occurred_at": (OCT_START + timedelta(minutes=8 * n)).isoformat().replace("+00:00", "Z"),
+    })
+
+
+def usage_file(path: Path) -> int:
+    """pro-e2e: 5,004 executions (4 past the 5,000 included, all claude-haiku); payg-e2e: 150 over two
+    models; free-e2e: 30. Plus one duplicate and one malformed line. Returns the malformed line's number."""
+    lines = [jsonl_line(f"pro-{i}", "pro-e2e", i, "claude-haiku") for i in range(5004)]
+    lines += [jsonl_line(f"payg-{i}", "payg-e2e", i, ("gpt-4o-mini", "claude-sonnet")[i % 2]) for i in range(150)]
+    lines += [jsonl_line(f"free-{i}", "free-e2e", i, "gpt-4o") for i in range(30)]
+    lines.append(lines[5010])  # a duplicate event id
+    lines.append('{"event_id": "broken", "account_id": "payg-e2e",')  # malformed JSON
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
+    home = Path(tempfile.mkdtemp(prefix="tally-e2e-"))
+    tally = Tally(home)
+    try:
+        up = tally("dev", "up", timeout=180)
+        assert "Temporal UI: http://localhost:" in up.stdout
+
+        # Billed from before October (an account created today would not be billed for October).
+        since = ("--billing-start", "2026-09-01")
+        assert "created: pro-e2e (pro" in tally("accounts", "create", "pro-e2e", "--plan", "pro", "--overage",
+                                                "--email", "pro@example.com", *since).stdout
+        assert "created: payg-e2e (payg" in tally("accounts", "create", "payg-e2e", "--plan", "payg", *since).stdout
+        assert "created: free-e2e (free" in tally("accounts", "create", "free-e2e", "--plan", "free", *since).stdout
+        listed = tally("accounts", "list").stdout
+        assert all(a in listed for a in ("pro-e2e", "payg-e2e", "free-e2e"))
+
+        usage = tmp_path / "october.jsonl"
+        bad_line = usage_file(usage)
+        ingest = tally("usage", "ingest", str(usage)).stdout
+        assert "accepted 5,184  duplicate 1  rejected 1" in ingest, ingest
+        assert re.search(rf"^\s*line {bad_line}: not valid JSON", ingest, re.M), ingest
+
+        closed = tally("close", "--period", PERIOD).stdout
+        assert f"closed {PERIOD}: 3 accounts" in closed, closed
+        assert "3 rated (1 no charge)" in closed and "pushed 2, already in Stripe 0" in closed, closed
+        assert "total $30.52" in closed, closed  # 29.02 + 1.50 + 0.00
+        assert f"/workflows/close-{PERIOD}" in closed
+
+        listing = tally("invoices", "list", "--period", PERIOD).stdout
+        rows = {line.split()[0]: line.split() for line in listing.splitlines()[1:-1]}
+        assert set(rows) == {"pro-e2e", "payg-e2e", "free-e2e"}, listing
+        assert rows["pro-e2e"][2] == "open" and rows["pro-e2e"][4] == "29.02"
+        assert rows["payg-e2e"][2] == "open" and rows["payg-e2e"][4] == "1.50"
+        assert rows["free-e2e"][2] == "no_charge" and rows["free-e2e"][4] == "0.00"
+        assert "3 invoices, total $30.52" in listing
+
+        shown = json.loads(tally("invoices", "show", "pro-e2e", "--period", PERIOD, "--json").stdout)
+        assert {"account_id", "period", "status", "lines", "subtotal", "total", "stripe_invoice_id"} <= set(shown)
+        assert (shown["account_id"], shown["period"], shown["status"]) == ("pro-e2e", PERIOD, "open")
+        assert shown["stripe_invoice_id"].startswith("in_")
+        assert shown["total"] == "29.02" and shown["subtotal"] == "29.02"
+        for line in shown["lines"]:
+            assert {"kind", "model", "description", "quantity", "unit_price", "amount"} <= set(line)
+            assert all(isinstance(line[k], str) for k in ("quantity", "unit_price", "amount")), line
+            assert MONEY.match(line["amount"]), line
+        assert sum(Decimal(line["amount"]) for line in shown["lines"]) == Decimal("29.02")
+        base = [line for line in shown["lines"] if line["kind"] == "base_fee"]
+        assert [line["amount"] for line in base] == ["29.00"]
+        overage = [line for line in shown["lines"] if line["kind"] == "usage"]
+        assert [(line["model"], line["quantity"], line["unit_price"], line["amount"]) for line in overage] == [
+            ("claude-haiku", "4", "0.005", "0.02")]
+        free = json.loads(tally("invoices", "show", "free-e2e", "--period", PERIOD, "--json").stdout)
+        assert (free["status"], free["total"], free["stripe_invoice_id"]) == ("no_charge", "0.00", None)
+
+        # Running the close again changes nothing.
+        again = tally("close", "--period", PERIOD).stdout
+        assert "0 rated" in again and "3 already final" in again, again
+        assert "pushed 0, already in Stripe 2" in again, again
+        assert json.loads(tally("invoices", "show", "pro-e2e", "--period", PERIOD, "--json").stdout) == shown
+        assert tally("invoices", "list", "--period", PERIOD).stdout == listing
+
+        first = tally("schedules", "apply").stdout
+        second = tally("schedules", "apply").stdout
+        assert re.search(r"^created schedule monthly-close\b", first, re.M), first
+        assert re.search(r"^updated schedule monthly-close\b", second, re.M), second
+        for out in (first, second):
+            runs = re.findall(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC", out)
+            assert runs, out
+            assert all((day, hh, mm) == ("03", "02", "00") for _, _, day, hh, mm in runs), out
+    finally:
+        down = tally("dev", "down", "--purge", ok=False, timeout=120)
+        if home.exists():  # `down` failed before purging: do not leave the folder behind
+            shutil.rmtree(home, ignore_errors=True)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not home.exists()
