@@ -3,7 +3,6 @@ idempotent by construction, and what it returns is small (counts and ids, never 
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from decimal import Decimal
