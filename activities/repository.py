@@ -657,6 +657,31 @@ def period_totals(conn: Connection, period: Period) -> list[PeriodTotals]:
     return [PeriodTotals(*r) for r in rows]
 
 
+def margin_report(conn: Connection, period: Period, by: str):
+    """Revenue beside our LLM cost for a closed period, by plan, account or model.
+
+    By plan/account: invoice totals and invoice platform cost. By model: what usage and token lines
+    charged for the model, and the platform cost of all its platform-key executions (included ones
+    too), from the executions themselves and the rate card where no cost was recorded.
+    """
+    if by in ("plan", "account"):
+        col = "plan" if by == "plan" else "account_id"
+        return conn.execute(text(
+            f"""
+            SELECT {col} AS key, count(*) AS invoices, sum(executions) AS executions,
+                   sum(total) AS revenue, sum(platform_cost) AS cost
+            FROM invoices WHERE period = :p GROUP BY 1 ORDER BY 1
+            """), {"p": str(period)}).all()
+    return conn.execute(text(
+        """
+        SELECT l.model AS key, count(DISTINCT l.invoice_id) AS invoices, sum(l.line_executions) AS executions,
+               sum(l.amount) AS revenue, sum(l.cost) AS cost
+        FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+        WHERE i.period = :p AND l.model IS NOT NULL AND l.kind IN ('usage', 'token_usage')
+        GROUP BY 1 ORDER BY 1
+        """), {"p": str(period)}).all()
+
+
 # ---- Stripe request records -------------------------------------------------------------------------
 def latest_stripe_request(conn: Connection, subject: str, step: str):
     return conn.execute(

@@ -423,6 +423,36 @@ def invoices_retry(account_id: str, period: str) -> None:
     click.echo(f"invoice {res.invoice_id} ({account_id} {period}) {what}: {res.stripe_invoice_id or '-'}")
 
 
+# ---- reports ----------------------------------------------------------------------------------------
+@cli.group()
+def report() -> None:
+    """Reports over closed periods."""
+
+
+@report.command("margin")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@click.option("--by", type=click.Choice(["plan", "account", "model"]), default="plan", show_default=True)
+@friendly
+def report_margin(period: str, by: str) -> None:
+    """Revenue beside our LLM cost (platform keys; BYOK costs us nothing) and the margin.
+
+    By model, revenue is what usage and token lines charged for that model, and cost is the LLM cost
+    of the executions behind those lines.
+    """
+    from activities import repository as repo
+    from billing.periods import Period
+
+    with _engine().begin() as conn:
+        rows = repo.margin_report(conn, Period.parse(period), by)
+    click.echo(f"{by:<24} {'invoices':>8} {'executions':>12} {'revenue':>12} {'LLM cost':>12} {'margin':>12} {'%':>7}")
+    for r in rows:
+        revenue = r.revenue if r.revenue is not None else Decimal("0.00")
+        cost = (r.cost or Decimal(0)).quantize(Decimal("0.01"))
+        pct = f"{(revenue - cost) / revenue * 100:.1f}" if revenue else "-"
+        click.echo(f"{str(r.key):<24} {r.invoices:>8,} {int(r.executions or 0):>12,} {revenue:>12,} {cost:>12,} "
+                   f"{revenue - cost:>12,} {pct:>7}")
+
+
 # ---- schedules --------------------------------------------------------------------------------------
 @cli.group()
 def schedules() -> None:

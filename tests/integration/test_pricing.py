@@ -259,3 +259,18 @@ def test_preview_mid_month_projects_usage_to_month_end(settings):
     assert pv.total == "1.00" and pv.executions == 100
     assert pv.projected_executions == 310  # 100 x 31/10
     assert pv.projected_total == "3.10"
+
+
+def test_margin_report_sets_llm_cost_beside_revenue_by_plan_and_model(settings, acts):
+    url = settings.database_url
+    create_account(url, "m1", "payg")
+    ingest(url, [event("m1", i, OCT_START + timedelta(hours=i), "claude-opus", cost_usd="0.10") for i in range(10)])
+    ingest(url, [event("m1", 100 + i, OCT_START + timedelta(days=1, hours=i), "claude-haiku", byok=True,
+                       cost_usd="0.50") for i in range(5)])  # BYOK: the customer's key, not our cost
+    close(acts)
+    with get_engine(url).begin() as conn:
+        by_plan = {r.key: r for r in repo.margin_report(conn, OCT, "plan")}
+        by_model = {r.key: r for r in repo.margin_report(conn, OCT, "model")}
+    assert by_plan["payg"].revenue == Decimal("0.15") and by_plan["payg"].cost == Decimal("1.00")
+    assert by_model["claude-opus"].revenue == Decimal("0.10") and by_model["claude-opus"].cost == Decimal("1.00")
+    assert by_model["claude-haiku"].revenue == Decimal("0.05") and by_model["claude-haiku"].cost == 0
