@@ -322,15 +322,29 @@ _USAGE_ROWS_SQL = text(
     ), ver AS (
         SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
                              CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
-    ), ranked AS (
-        SELECT e.account_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens, e.cost_usd,
-               e.occurred_at, a.included,
-               row_number() OVER (PARTITION BY e.account_id, e.sandbox ORDER BY e.occurred_at, e.event_id COLLATE "C") AS rn
+    ), base AS (
+        SELECT e.account_id, e.event_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens,
+               e.cost_usd, e.occurred_at, a.included
         FROM executions e JOIN acct a ON a.account_id = e.account_id
         WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
+    ), totals AS (
+        SELECT account_id, count(*) FILTER (WHERE NOT sandbox) AS n FROM base GROUP BY account_id
+    ), ranked AS (
+        -- Only accounts past a positive quota need the time order (a sort); the others are all
+        -- included (under quota) or all billable (no quota).
+        SELECT b.account_id, b.model, b.byok, b.sandbox, b.input_tokens, b.output_tokens, b.cost_usd,
+               b.occurred_at, NOT b.sandbox AND b.included = 0 AS billable
+        FROM base b JOIN totals t ON t.account_id = b.account_id
+        WHERE t.n <= b.included OR b.included = 0
+        UNION ALL
+        SELECT b.account_id, b.model, b.byok, b.sandbox, b.input_tokens, b.output_tokens, b.cost_usd,
+               b.occurred_at,
+               NOT b.sandbox AND row_number() OVER (PARTITION BY b.account_id, b.sandbox
+                                                    ORDER BY b.occurred_at, b.event_id COLLATE "C") > b.included
+        FROM base b JOIN totals t ON t.account_id = b.account_id
+        WHERE t.n > b.included AND b.included > 0
     )
-    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox,
-           (NOT r.sandbox AND r.rn > r.included) AS billable,
+    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, r.billable,
            count(*) AS executions,
            coalesce(sum(r.input_tokens), 0) AS input_tokens,
            coalesce(sum(r.output_tokens), 0) AS output_tokens,
