@@ -122,21 +122,24 @@ class CloseActivities:
             except (RatingError, CatalogError) as err:
                 raise ApplicationError(f"rating {period}: {err}", type="RatingError", non_retryable=True) from err
             total = Decimal("0.00")
+            items = []
             for account in to_rate:
                 rating = ratings.get(account.id)
                 if rating is None:
                     continue
                 primary = self.catalog.version(rating.rated.catalog_version)
-                written = repo.write_rated_invoice(
-                    conn, account=account, period=period, rated=rating.rated,
+                items.append(dict(
+                    account=account, rated=rating.rated, adjustments=rating.prior,
                     catalog_version_id=version_ids.get(primary.version) or repo.ensure_catalog_version(conn, primary),
-                    version_ids=version_ids, adjustments=rating.prior,
-                )
-                if written is None:
+                ))
+            written = repo.write_rated_invoices(conn, period=period, items=items, version_ids=version_ids)
+            for it in items:
+                account, rating = it["account"], ratings[it["account"].id]
+                if account.id not in written:
                     result.frozen += 1
                     continue
                 result.rated += 1
-                if written[1] == "no_charge":
+                if written[account.id][1] == "no_charge":
                     result.no_charge += 1
                 total += rating.total
                 self._maybe_convert_to_pro(conn, period, account, rating)

@@ -496,74 +496,62 @@ def invoice_statuses(conn: Connection, period: Period, account_ids: list[str]) -
     return {a: s for a, s in rows}
 
 
-def write_rated_invoice(conn: Connection, *, account, period: Period, rated: RatedInvoice,
-                        catalog_version_id: int, version_ids: dict[str, int] | None = None,
-                        adjustments: dict[str, int] | None = None) -> tuple[int, str] | None:
-    """Write (or rewrite, while still a draft) the account's invoice for the period.
+def write_rated_invoices(conn: Connection, *, period: Period, items: list[dict],
+                         version_ids: dict[str, int] | None = None) -> dict[str, tuple[int, str]]:
+    """Write (or rewrite, while still drafts) a chunk's invoices with their lines, in five statements.
 
-    Returns (invoice id, status), or None when the invoice is already frozen (pushed or final):
-    a re-run never changes what Stripe has seen.
+    A rated total of $0 is stored as ``no_charge`` (never sent to Stripe). ``items``: dicts with
+    ``account``, ``rated``, ``catalog_version_id`` and ``adjustments``. Returns {account id: (invoice id, status)} for the invoices written; accounts whose invoice is
+    already frozen are absent (a re-run never changes what Stripe has seen).
     """
-    status = "no_charge" if rated.total == 0 else "draft"
-    values = dict(
-        account_id=account.id,
-        period=str(period),
-        period_start=period.start,
-        period_end=period.end,
-        status=status,
-        plan=rated.plan,
-        seats=account.seats,
-        overage_opt_in=account.overage_opt_in,
-        catalog_version_id=catalog_version_id,
-        executions=rated.executions,
-        billable_executions=rated.billable_executions,
-        sandbox_executions=rated.sandbox_executions,
-        byok_executions=rated.byok_executions,
-        platform_cost=rated.platform_cost,
-        subtotal=rated.subtotal,
-        total=rated.total,
-    )
-    stmt = pg_insert(invoices).values(**values)
+    if not items:
+        return {}
+    version_ids = version_ids or {}
+    rows = []
+    for it in items:
+        account, rated = it["account"], it["rated"]
+        rows.append(dict(
+            account_id=account.id, period=str(period), period_start=period.start, period_end=period.end,
+            status="no_charge" if rated.total == 0 else "draft", plan=rated.plan, seats=account.seats,
+            overage_opt_in=account.overage_opt_in, catalog_version_id=it["catalog_version_id"],
+            executions=rated.executions, billable_executions=rated.billable_executions,
+            sandbox_executions=rated.sandbox_executions, byok_executions=rated.byok_executions,
+            platform_cost=rated.platform_cost, subtotal=rated.subtotal, total=rated.total,
+        ))
+    stmt = pg_insert(invoices).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=["account_id", "period"],
-        set_={k: stmt.excluded[k] for k in values if k not in ("account_id", "period")}
+        set_={k: stmt.excluded[k] for k in rows[0] if k not in ("account_id", "period")}
         | {"rated_at": func.now(), "updated_at": func.now()},
         where=invoices.c.status == "draft",
-    ).returning(invoices.c.id)
-    invoice_id = conn.execute(stmt).scalar()
-    if invoice_id is None:
-        return None
-    version_ids = version_ids or {}
-    conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
-    conn.execute(prior_period_adjustments.delete().where(prior_period_adjustments.c.invoice_id == invoice_id))
-    for source, n in (adjustments or {}).items():
-        conn.execute(insert(prior_period_adjustments).values(
-            invoice_id=invoice_id, account_id=account.id, source_period=source, executions=n))
-    if rated.lines:
-        conn.execute(
-            insert(invoice_lines),
-            [
-                dict(
-                    invoice_id=invoice_id,
-                    position=i,
-                    kind=line.kind.value,
-                    model=line.model,
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price=line.unit_price,
-                    amount=line.amount,
-                    catalog_version_id=version_ids.get(line.version, catalog_version_id),
-                    key=line.key,
-                    rate_version=line.version,
-                    direction=line.direction,
-                    line_executions=line.executions,
-                    cost=line.cost,
-                    source_period=line.source_period,
-                )
-                for i, line in enumerate(rated.lines, start=1)
-            ],
-        )
-    return invoice_id, status
+    ).returning(invoices.c.account_id, invoices.c.id, invoices.c.status)
+    written = {a: (i, st) for a, i, st in conn.execute(stmt)}
+    ids = [i for i, _ in written.values()]
+    if not ids:
+        return {}
+    conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id.in_(ids)))
+    conn.execute(prior_period_adjustments.delete().where(prior_period_adjustments.c.invoice_id.in_(ids)))
+    adj_rows, line_rows = [], []
+    for it in items:
+        account, rated = it["account"], it["rated"]
+        if account.id not in written:
+            continue
+        invoice_id = written[account.id][0]
+        for source, n in (it.get("adjustments") or {}).items():
+            adj_rows.append(dict(invoice_id=invoice_id, account_id=account.id, source_period=source, executions=n))
+        for i, line in enumerate(rated.lines, start=1):
+            line_rows.append(dict(
+                invoice_id=invoice_id, position=i, kind=line.kind.value, model=line.model,
+                description=line.description, quantity=line.quantity, unit_price=line.unit_price,
+                amount=line.amount, catalog_version_id=version_ids.get(line.version, it["catalog_version_id"]),
+                key=line.key, rate_version=line.version, direction=line.direction,
+                line_executions=line.executions, cost=line.cost, source_period=line.source_period,
+            ))
+    if adj_rows:
+        conn.execute(insert(prior_period_adjustments), adj_rows)
+    if line_rows:
+        conn.execute(insert(invoice_lines), line_rows)
+    return written
 
 
 def pushable_invoice_ids(conn: Connection, period: Period, after: str | None, upto: str) -> list[int]:

@@ -104,6 +104,11 @@ class StripeGateway:
         """Requests made by the calling thread so far (a push runs on one thread)."""
         return getattr(self._local, "n", 0)
 
+    def _post(self, path: str, *, params: dict, options: dict) -> dict:
+        """POST through the SDK's request path (auth, retries, errors) without turning the response
+        into StripeObjects: the push reads one or two fields of objects that hold every line."""
+        return self.client.raw_request("post", path, **params, **options).data
+
     def _write(self, op: str, fn, *args, idempotency_key: str, params: dict):
         """Run one write with its key; back off on 429; classify every failure."""
         name = op
@@ -157,9 +162,9 @@ class StripeGateway:
         params = {"metadata": {"tally_account_id": account_id}, "name": account_id}
         if email:
             params["email"] = email
-        obj = self._write("customers.create", self.client.v1.customers.create,
+        obj = self._write("customers.create", self._post, "/v1/customers",
                           idempotency_key=idempotency_key, params=params)
-        return obj.id
+        return obj["id"]
 
     def find_customer(self, account_id: str) -> str | None:
         res = self._read("customers.search", self.client.v1.customers.search,
@@ -171,7 +176,7 @@ class StripeGateway:
     def create_invoice(self, customer_id: str, invoice_ref: str, account_id: str, period: str,
                        idempotency_key: str) -> str:
         obj = self._write(
-            "invoices.create", self.client.v1.invoices.create,
+            "invoices.create", self._post, "/v1/invoices",
             idempotency_key=idempotency_key,
             params={
                 "customer": customer_id,
@@ -184,7 +189,7 @@ class StripeGateway:
                              "tally_period": period},
             },
         )
-        return obj.id
+        return obj["id"]
 
     def find_invoice(self, customer_id: str, invoice_ref: str) -> str | None:
         """Strongly consistent look-up (list by customer), unlike search, which may lag."""
@@ -219,7 +224,7 @@ class StripeGateway:
             }
             for line in lines
         ]
-        self._write("invoices.add_lines", self.client.v1.invoices.add_lines, stripe_invoice_id,
+        self._write("invoices.add_lines", self._post, f"/v1/invoices/{stripe_invoice_id}/add_lines",
                     idempotency_key=idempotency_key, params={"lines": payload})
 
     def invoice_line_refs(self, stripe_invoice_id: str) -> set[str]:
@@ -246,9 +251,9 @@ class StripeGateway:
         return obj.status if obj else None
 
     def finalize_invoice(self, stripe_invoice_id: str, idempotency_key: str) -> str:
-        obj = self._write("invoices.finalize", self.client.v1.invoices.finalize_invoice, stripe_invoice_id,
+        obj = self._write("invoices.finalize", self._post, f"/v1/invoices/{stripe_invoice_id}/finalize",
                           idempotency_key=idempotency_key, params={"auto_advance": False})
-        return obj.status
+        return obj["status"]
 
 
 def metadata_of(obj) -> dict:

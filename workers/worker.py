@@ -74,6 +74,7 @@ async def run_worker(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stripe").setLevel(logging.WARNING)  # the SDK logs two INFO lines per request
     asyncio.run(run_worker(get_settings()))
 
 
