@@ -31,6 +31,7 @@ PERIOD = Period.parse("2026-10")
 
 
 def fresh_database(server_url: str | None) -> tuple[str, object]:
+    """A new database on ``server_url`` / DATABASE_URL (dropped afterwards) or on an embedded server."""
     import os
 
     from workers.devstack import ensure_database, start_embedded_postgres, stop_embedded_postgres
@@ -41,8 +42,13 @@ def fresh_database(server_url: str | None) -> tuple[str, object]:
         pgdir = Path(tempfile.mkdtemp(prefix="tally-rating-bench-"))
         server = start_embedded_postgres(pgdir)
         cleanup = lambda: stop_embedded_postgres(pgdir)  # noqa: E731
-    url = ensure_database(server, f"tally_rating_bench_{uuid.uuid4().hex[:8]}")
+    name = f"tally_rating_bench_{uuid.uuid4().hex[:8]}"
+    url = ensure_database(server, name)
     migrate(url)
+    if cleanup is None:
+        def cleanup():
+            with psycopg.connect(libpq_url(server), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return url, cleanup
 
 
