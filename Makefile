@@ -26,6 +26,7 @@ test-fast: install
 bench: install
 	$(BIN)/python -m benchmarks.close_bench $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.rating_bench
+	$(BIN)/python -m benchmarks.api_bench
 
 up: install
 	$(BIN)/tally dev up

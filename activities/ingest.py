@@ -1,11 +1,21 @@
 """Bulk ingestion of executions from JSON Lines (``tally usage ingest FILE.jsonl``).
 
 One execution per line. Lines are validated in Python (each bad line is rejected with its line
-number and the reason; good lines still load), streamed with COPY into a temporary staging table,
-then moved into ``executions`` with ``ON CONFLICT (event_id) DO NOTHING``: an event id seen before,
-in this file or any earlier one, is counted as a duplicate and skipped. Each batch is one
-transaction, so a crash leaves whole batches or nothing, and re-running the same file is harmless.
-Memory stays flat in the file size: lines are read, checked and copied as a stream.
+number and the reason; good lines still load) and loaded in batches, each batch one transaction, so
+a crash leaves whole batches or nothing, and re-running the same file is harmless:
+
+- fresh events of known accounts (the usual export) are streamed with a binary COPY straight into
+  ``executions`` while the lines are being validated (Postgres stores one row while Python reads
+  the next), and the batch's month-to-date ``usage_counters`` are added in the same transaction;
+  a COPY that meets a known (or repeated) event id fails whole, inside a savepoint, and so does a
+  batch naming an unknown account: the batch then takes the general way;
+- the general way COPYs the batch into a temporary staging table, rejects unknown accounts and
+  moves the rows into ``executions`` skipping known event ids (an event id seen before, in this file
+  or an earlier one, is a duplicate); the same statement counts the rows it inserted into the
+  counters (``activities.metering.COUNT_INSERTED``).
+
+Either way the counters grow by exactly the rows inserted. Memory stays flat in the file size (one
+batch of lines at a time). The HTTP API validates its items with the same ``parse_execution``.
 """
 
 from __future__ import annotations
@@ -13,20 +23,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 import orjson
 import psycopg
 
+from activities.metering import ADD_COUNTS, COUNT_INSERTED, INSERTED_COLUMNS
 from billing.catalog import Catalog
 from models.db import libpq_url
 
-BATCH_LINES = 250_000
+BATCH_LINES = 100_000
 MAX_LISTED_REJECTIONS = 200
 FUTURE_TOLERANCE = timedelta(minutes=5)
+MAX_TOKENS = 10**12  # per execution; keeps monthly sums far inside bigint
+MAX_COST = Decimal(10) ** 10  # executions.cost_usd is NUMERIC(18, 8)
+COST_QUANTUM = Decimal("1E-8")
 
+FIELDS = (
+    "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens", "byok",
+    "sandbox", "cost_usd", "occurred_at",
+)
 COLUMNS = (
     "line_no", "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens",
     "output_tokens", "byok", "sandbox", "cost_usd", "occurred_at",
@@ -38,19 +56,55 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     occurred_at timestamptz
 ) ON COMMIT DELETE ROWS
 """
-_COPY = f"COPY ingest_staging ({', '.join(COLUMNS)}) FROM STDIN"
+_COPY = f"COPY ingest_staging ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _UNKNOWN_ACCOUNTS = """
 DELETE FROM ingest_staging s
 WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = s.account_id)
 RETURNING s.line_no, s.account_id
 """
-_MERGE = """
+_INSERT_EXECUTIONS = """
 INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
                         byok, sandbox, cost_usd, occurred_at)
 SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
        byok, sandbox, cost_usd, occurred_at
-FROM ingest_staging ORDER BY line_no
-ON CONFLICT (event_id) DO NOTHING
+FROM ingest_staging s
+"""
+# The general merge: duplicates (earlier files, this file, concurrent writers) are skipped by the
+# unique event id; the rows really inserted are counted into usage_counters in the same statement.
+# Rows go in event id order (the first line of a repeated id wins), the order the HTTP API inserts in
+# too, so concurrent writers of overlapping events wait for each other instead of deadlocking.
+_MERGE = f"""
+WITH ins AS (
+    {_INSERT_EXECUTIONS} ORDER BY event_id, line_no
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING {INSERTED_COLUMNS}
+), counted AS ({COUNT_INSERTED})
+SELECT count(*) FROM ins
+"""
+# The same for a batch without repeated event ids: skipping known ids with an anti-join and a plain
+# INSERT is about twice as fast as ON CONFLICT. A concurrent writer inserting one of these ids
+# meanwhile makes it fail (unique violation, or a deadlock with that writer); the batch then falls
+# back to _MERGE.
+_MERGE_NEW = f"""
+WITH ins AS (
+    {_INSERT_EXECUTIONS} WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.event_id = s.event_id)
+    RETURNING {INSERTED_COLUMNS}
+), counted AS ({COUNT_INSERTED})
+SELECT count(*) FROM ins
+"""
+LOAD_ATTEMPTS = 3  # a batch that loses a deadlock to a concurrent writer is loaded again
+_COPY_EXECUTIONS = f"COPY executions ({', '.join(FIELDS)}) FROM STDIN (FORMAT BINARY)"
+_COUNT_KNOWN_ACCOUNTS = "SELECT count(*) FROM accounts WHERE id = ANY(%s)"
+# The counters of rows COPYed straight into executions (aggregated while parsing).
+_ADD_COUNTERS = f"""
+WITH ins AS (
+    SELECT * FROM unnest(
+        %(account_id)s::text[], %(period)s::text[], %(model)s::text[], %(byok)s::boolean[],
+        %(sandbox)s::boolean[], %(executions)s::bigint[], %(input_tokens)s::bigint[],
+        %(output_tokens)s::bigint[], %(cost_usd)s::numeric[]
+    ) AS c(account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd)
+)
+{ADD_COUNTS}
 """
 
 
@@ -79,7 +133,16 @@ class IngestReport:
 
 
 class LineError(ValueError):
-    pass
+    """A bad line or item. The message is ``"field: reason"`` when one field is at fault."""
+
+    @property
+    def field(self) -> str | None:
+        head, sep, _ = str(self).partition(": ")
+        return head if sep and head in FIELDS else None
+
+    @property
+    def reason(self) -> str:
+        return str(self).partition(": ")[2] if self.field else str(self)
 
 
 def _text(obj: dict, name: str, max_len: int, required: bool = True) -> str | None:
@@ -92,6 +155,8 @@ def _text(obj: dict, name: str, max_len: int, required: bool = True) -> str | No
         raise LineError(f"{name}: must be a non-empty string")
     if len(value) > max_len:
         raise LineError(f"{name}: longer than {max_len} characters")
+    if "\x00" in value:
+        raise LineError(f"{name}: must not contain NUL characters")
     return value
 
 
@@ -103,6 +168,8 @@ def _count(obj: dict, name: str) -> int:
         raise LineError(f"{name}: must be a whole number")
     if value < 0:
         raise LineError(f"{name}: must not be negative")
+    if value > MAX_TOKENS:
+        raise LineError(f"{name}: must be at most {MAX_TOKENS:,}")
     return value
 
 
@@ -125,7 +192,10 @@ def _timestamp(obj: dict, now: datetime) -> datetime:
         raise LineError(f"occurred_at: {value!r} is not an ISO 8601 timestamp") from None
     if ts.tzinfo is None:
         raise LineError(f"occurred_at: {value!r} has no time zone (add Z or +00:00)")
-    ts = ts.astimezone(timezone.utc)
+    try:
+        ts = ts.astimezone(timezone.utc)
+    except OverflowError:
+        raise LineError(f"occurred_at: {value!r} is out of range") from None
     if ts > now + FUTURE_TOLERANCE:
         raise LineError(f"occurred_at: {value} is in the future")
     return ts
@@ -143,7 +213,16 @@ def _cost(obj: dict) -> Decimal | None:
         raise LineError(f"cost_usd: {value!r} is not a decimal number") from None
     if not cost.is_finite() or cost < 0:
         raise LineError("cost_usd: must be a finite, non-negative amount")
-    return cost
+    if cost >= MAX_COST:
+        raise LineError(f"cost_usd: must be less than {MAX_COST:,}")
+    return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)  # the column keeps 8 decimals
+
+
+def _model(obj: dict, models: frozenset[str]) -> str:
+    model = _text(obj, "model", 64)
+    if model not in models:
+        raise LineError(f"model: unknown model {model!r}")
+    return model
 
 
 def parse_line(raw: bytes, models: frozenset[str], now: datetime) -> tuple:
@@ -152,11 +231,40 @@ def parse_line(raw: bytes, models: frozenset[str], now: datetime) -> tuple:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         raise LineError(f"not valid JSON ({err.msg})") from None
+    return parse_execution(obj, models, now)
+
+
+def _plain_text(value: object, max_len: int) -> bool:
+    return type(value) is str and 0 < len(value) <= max_len and not value.isspace() and "\x00" not in value
+
+
+def parse_execution(obj: object, models: frozenset[str], now: datetime) -> tuple:
+    """One execution (a decoded JSON object: a file line or an HTTP API item) -> a staging row in
+    ``FIELDS`` order. Raises LineError for the first bad field; ``execution_errors`` lists them all.
+    The one validation of both ingestion paths.
+
+    The usual execution (plain values, no cost) is checked inline; anything else, and every error,
+    goes through the field checks below (``_checked_execution``), which the inline checks only
+    ever narrow (tests compare the two)."""
+    if type(obj) is dict:
+        get = obj.get
+        event_id, account_id, agent_id = get("event_id"), get("account_id"), get("agent_id")
+        skill_id, model = get("skill_id"), get("model")
+        tin, tout = get("input_tokens", 0), get("output_tokens", 0)
+        byok, sandbox = get("byok", False), get("sandbox", False)
+        if (type(model) is str and model in models and _plain_text(event_id, 128) and _plain_text(account_id, 64)
+                and _plain_text(agent_id, 128) and (skill_id is None or _plain_text(skill_id, 128))
+                and type(tin) is int and 0 <= tin <= MAX_TOKENS and type(tout) is int and 0 <= tout <= MAX_TOKENS
+                and type(byok) is bool and type(sandbox) is bool and get("cost_usd") is None):
+            return (event_id, account_id, agent_id, skill_id, model, tin, tout, byok, sandbox, None,
+                    _timestamp(obj, now))
+    return _checked_execution(obj, models, now)
+
+
+def _checked_execution(obj: object, models: frozenset[str], now: datetime) -> tuple:
     if not isinstance(obj, dict):
         raise LineError("not a JSON object")
-    model = _text(obj, "model", 64)
-    if model not in models:
-        raise LineError(f"model: unknown model {model!r}")
+    model = _model(obj, models)
     return (
         _text(obj, "event_id", 128),
         _text(obj, "account_id", 64),
@@ -170,6 +278,33 @@ def parse_line(raw: bytes, models: frozenset[str], now: datetime) -> tuple:
         _cost(obj),
         _timestamp(obj, now),
     )
+
+
+def execution_errors(obj: object, models: frozenset[str], now: datetime) -> list[LineError]:
+    """Every bad field of one execution, in the order ``parse_execution`` checks them (it raises
+    the first). Empty when the execution is valid."""
+    if not isinstance(obj, dict):
+        return [LineError("not a JSON object")]
+    checks = (
+        lambda: _model(obj, models),
+        lambda: _text(obj, "event_id", 128),
+        lambda: _text(obj, "account_id", 64),
+        lambda: _text(obj, "agent_id", 128),
+        lambda: _text(obj, "skill_id", 128, required=False),
+        lambda: _count(obj, "input_tokens"),
+        lambda: _count(obj, "output_tokens"),
+        lambda: _flag(obj, "byok"),
+        lambda: _flag(obj, "sandbox"),
+        lambda: _cost(obj),
+        lambda: _timestamp(obj, now),
+    )
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except LineError as err:
+            errors.append(err)
+    return errors
 
 
 def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
@@ -188,6 +323,142 @@ def known_models(catalog: Catalog) -> frozenset[str]:
     return frozenset(code for version in catalog.versions for code in version.models)
 
 
+_NO_COST = Decimal(0)
+# COPY ... (FORMAT BINARY) column types of FIELDS: psycopg's C dumpers write them, and Postgres
+# parses no text (about a third cheaper on both sides than text COPY).
+_BINARY_TYPES = ["text", "text", "text", "text", "text", "int8", "int8", "bool", "bool", "numeric", "timestamptz"]
+
+
+@dataclass
+class _Batch:
+    """The valid rows of one batch of lines (kept for the general way in)."""
+
+    rows: list[tuple] = field(default_factory=list)  # FIELDS order
+    line_nos: list[int] = field(default_factory=list)
+
+    def accounts(self) -> list[str]:
+        return list({row[1] for row in self.rows})
+
+    def counter_params(self) -> dict:
+        """The rows' month-to-date counters, as arrays for _ADD_COUNTERS."""
+        counts: dict[tuple, list] = {}
+        get = counts.get
+        for row in self.rows:
+            ts = row[10]
+            key = (row[1], ts.year, ts.month, row[4], row[7], row[8])
+            c = get(key)
+            if c is None:
+                counts[key] = [1, row[5], row[6], row[9] or _NO_COST]
+            else:
+                c[0] += 1
+                c[1] += row[5]
+                c[2] += row[6]
+                if row[9]:
+                    c[3] += row[9]
+        keys = list(counts)
+        sums = [counts[k] for k in keys]
+        return {
+            "account_id": [k[0] for k in keys], "period": [f"{k[1]:04d}-{k[2]:02d}" for k in keys],
+            "model": [k[3] for k in keys], "byok": [k[4] for k in keys], "sandbox": [k[5] for k in keys],
+            "executions": [c[0] for c in sums], "input_tokens": [c[1] for c in sums],
+            "output_tokens": [c[2] for c in sums], "cost_usd": [c[3] for c in sums],
+        }
+
+
+class _NotFresh(Exception):
+    """The batch cannot go straight in (an unknown account); it takes the general way."""
+
+
+def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
+                now: datetime, report: IngestReport) -> tuple[_Batch, bool]:
+    """Validate the lines and COPY the valid rows straight into executions as they are parsed
+    (Postgres stores them while Python reads on), then add their counters, in a savepoint. Returns
+    (the batch, True) when that went through; (the batch, False), with nothing written, when a row's
+    event id is known (or repeated, or being written by a concurrent writer) or an account unknown.
+    Either way every line has been validated once."""
+    batch = _Batch()
+    rows, line_nos = batch.rows, batch.line_nos
+    done = 0  # lines validated so far
+
+    def take(line_no: int, raw: bytes) -> tuple | None:
+        if not raw.strip():
+            return None  # blank lines are not events
+        try:
+            row = parse_line(raw, models, now)
+        except LineError as err:
+            report.reject(line_no, str(err))
+            return None
+        rows.append(row)
+        line_nos.append(line_no)
+        return row
+
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(_COPY_EXECUTIONS) as copy:
+                copy.set_types(_BINARY_TYPES)
+                for line_no, raw in lines:
+                    row = take(line_no, raw)
+                    done += 1
+                    if row is not None:
+                        copy.write_row(row)
+            accounts = batch.accounts()
+            if cur.execute(_COUNT_KNOWN_ACCOUNTS, (accounts,)).fetchone()[0] != len(accounts):
+                raise _NotFresh
+            if batch.rows:
+                cur.execute(_ADD_COUNTERS, batch.counter_params())
+        return batch, True
+    except (_NotFresh, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+        for line_no, raw in lines[done:]:  # the COPY failed before the end of the batch
+            take(line_no, raw)
+        return batch, False
+
+
+def _merge(conn: psycopg.Connection, batch: _Batch, fast: bool) -> tuple[int, list[tuple[int, str]]]:
+    """The general way in: COPY to staging, reject unknown accounts, insert the rows whose event id is
+    new and count them. Returns (inserted, lines of unknown accounts)."""
+    with conn.cursor() as cur:
+        with cur.copy(_COPY) as copy:
+            copy.set_types(["int8", *_BINARY_TYPES])
+            for line_no, row in zip(batch.line_nos, batch.rows):
+                copy.write_row((line_no, *row))
+        unknown = cur.execute(_UNKNOWN_ACCOUNTS).fetchall()
+        if fast and len({row[0] for row in batch.rows}) == len(batch.rows):
+            try:
+                with conn.transaction():  # a savepoint
+                    return cur.execute(_MERGE_NEW).fetchone()[0], unknown
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+                pass  # a concurrent writer is recording some of these ids
+        return cur.execute(_MERGE).fetchone()[0], unknown
+
+
+def _load_batch(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
+                now: datetime, report: IngestReport) -> None:
+    """One batch, one transaction. Fresh events of known accounts (the usual export) go straight in
+    with COPY; anything else (known event ids, ids repeated in the batch, unknown accounts) through
+    staging. Either way the counters grow by exactly the rows inserted."""
+    batch, fast = None, True
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                if batch is None:
+                    batch, done = _stream_new(conn, lines, models, now, report)
+                    if done:
+                        report.accepted += len(batch.rows)
+                        return
+                if not batch.rows:
+                    return
+                inserted, unknown = _merge(conn, batch, fast)
+            break
+        except psycopg.errors.DeadlockDetected:
+            fast = False
+            if attempt == LOAD_ATTEMPTS:
+                raise
+    for line_no, account_id in unknown:
+        report.reject(line_no, f"account_id: unknown account {account_id!r}")
+    report.accepted += inserted
+    report.duplicates += len(batch.rows) - len(unknown) - inserted
+
+
 def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[str],
                  now: datetime | None = None, batch_lines: int = BATCH_LINES) -> IngestReport:
     started = time.perf_counter()
@@ -197,26 +468,7 @@ def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[st
         conn.execute(_STAGING_DDL)
         conn.commit()
         for batch in _batches(lines, batch_lines):
-            staged = 0
-            with conn.transaction():
-                with conn.cursor() as cur:
-                    with cur.copy(_COPY) as copy:
-                        for line_no, raw in batch:
-                            if not raw.strip():
-                                continue  # blank lines are not events
-                            try:
-                                row = parse_line(raw, models, now)
-                            except LineError as err:
-                                report.reject(line_no, str(err))
-                                continue
-                            copy.write_row((line_no, *row))
-                            staged += 1
-                    for line_no, account_id in cur.execute(_UNKNOWN_ACCOUNTS).fetchall():
-                        report.reject(line_no, f"account_id: unknown account {account_id!r}")
-                        staged -= 1
-                    inserted = cur.execute(_MERGE).rowcount
-            report.accepted += inserted
-            report.duplicates += staged - inserted
+            _load_batch(conn, batch, models, now, report)
     report.rejections.sort(key=lambda r: r.line)
     report.seconds = time.perf_counter() - started
     return report

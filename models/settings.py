@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     )
 
     api_port: int = 8000
+    api_host: str = Field(default="127.0.0.1", description="Interface `tally api` binds by default.")
+    api_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `tally api`.")
+    api_public_url: str | None = Field(
+        default=None, description="Base URL users reach the API at (billing links); default http://localhost:PORT."
+    )
+    api_secret: str | None = Field(
+        default=None,
+        description="HMAC secret of billing-page links; unset: a random one kept in $TALLY_HOME/api-secret.",
+    )
+    billing_link_hours: int = Field(default=24, ge=1, description="How long a billing-page link stays valid.")
+    api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
     close_chunk_size: int = Field(default=100, description="Accounts per close child workflow.")
     close_parallel_chunks: int = Field(default=4, description="Chunk workflows running at once.")
     late_usage_grace_hours: int = 48
@@ -98,6 +109,33 @@ class Settings(BaseSettings):
             or f"http://127.0.0.1:{self.stripe_emulator_port}"
         )
         return EMULATOR_API_KEY, base
+
+    def effective_api_secret(self) -> bytes:
+        """TALLY_API_SECRET, else a random secret created once in ``$TALLY_HOME/api-secret`` (shared by
+        the CLI that signs billing links and the API that checks them on this machine)."""
+        if self.api_secret:
+            return self.api_secret.encode()
+        path = self.home / "api-secret"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        import os
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # created meanwhile by another process
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+        return path.read_bytes().strip()
+
+    @property
+    def api_url(self) -> str:
+        return (self.api_public_url or self.stack_state().get("api_url")
+                or f"http://localhost:{self.api_port}").rstrip("/")
 
     @property
     def temporal_ui_url(self) -> str:

@@ -20,7 +20,7 @@ import pytest
 from models.db import libpq_url, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("notifications", "prior_period_adjustments", "account_terms", "invoice_lines", "invoices", "stripe_requests", "executions", "accounts", "catalog_versions")
+TABLES = ("usage_counters", "notifications", "prior_period_adjustments", "account_terms", "invoice_lines", "invoices", "stripe_requests", "executions", "accounts", "catalog_versions", "platforms")
 
 
 def venv_binary(name: str) -> str:

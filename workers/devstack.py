@@ -1,8 +1,9 @@
 """The local dev stack behind ``tally dev up/down/status``.
 
-Components, in start order: embedded Postgres, the Temporal dev server, the Stripe emulator and one Tally
-worker. A component whose connection setting is given (``DATABASE_URL``, ``TEMPORAL_ADDRESS``,
-``STRIPE_API_KEY``) is *external* and never started here. Everything we start is *managed*: detached
+Components, in start order: embedded Postgres, the Temporal dev server, the Stripe emulator, one Tally
+worker and the metering HTTP API (``python -m api`` on ``TALLY_API_PORT``). A component whose
+connection setting is given (``DATABASE_URL``, ``TEMPORAL_ADDRESS``, ``STRIPE_API_KEY``) is *external*
+and never started here. Everything we start is *managed*: detached
 (own session), logging to ``$TALLY_HOME/logs/<name>.log``, recorded with pid and process start time in
 ``$TALLY_HOME/stack.json``, which :class:`models.settings.Settings` reads for its ``effective_*`` values.
 
@@ -46,8 +47,8 @@ from models.settings import Settings
 _log = logging.getLogger(__name__)
 
 STACK_VERSION = 1
-POSTGRES, TEMPORAL, STRIPE, WORKER = "postgres", "temporal", "stripe", "worker"
-COMPONENTS = (POSTGRES, TEMPORAL, STRIPE, WORKER)
+POSTGRES, TEMPORAL, STRIPE, WORKER, API = "postgres", "temporal", "stripe", "worker", "api"
+COMPONENTS = (POSTGRES, TEMPORAL, STRIPE, WORKER, API)
 DATABASE_NAME = "tally"
 LOCAL_HOST = "127.0.0.1"
 DEFAULT_SEARCH_ATTRIBUTES: dict[str, str] = {
@@ -63,6 +64,7 @@ POSTGRES_TIMEOUT = 90.0
 TEMPORAL_TIMEOUT = 90.0
 EMULATOR_TIMEOUT = 30.0
 WORKER_TIMEOUT = 30.0
+API_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 Echo = Callable[[str], None]
@@ -837,6 +839,42 @@ def start_worker(
         raise
 
 
+def api_available() -> bool:
+    return module_available("api.server")
+
+
+def api_healthy(base_url: str, timeout: float = 2.0) -> bool:
+    got = _http_get(base_url.rstrip("/") + "/healthz", timeout=timeout)
+    return bool(got) and got[0] == 200
+
+
+def start_api(*, port: int, log_file: Path, env: dict[str, str], host: str = LOCAL_HOST,
+              timeout: float = API_TIMEOUT) -> ProcessInfo:
+    """Start ``python -m api`` (the metering HTTP API, uvicorn) detached; wait until GET /healthz is 200."""
+    if port_in_use(host, port):
+        raise _port_taken_error(port, "TALLY_API_PORT")
+    offset = _log_offset(Path(log_file))
+    info = _spawn([sys.executable, "-m", "api", "--host", host, "--port", str(port)], Path(log_file), env)
+    base = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if info.popen.poll() is not None:
+                raise DevStackError(
+                    f"tally api exited during start-up (exit code {info.popen.returncode})"
+                    + log_tail(log_file, since=offset)
+                )
+            if api_healthy(base, timeout=1.0):
+                return info
+            if time.monotonic() >= deadline:
+                raise DevStackError(f"tally api did not answer {base}/healthz within {timeout:.0f}s"
+                                    + log_tail(log_file, since=offset))
+            time.sleep(0.2)
+    except BaseException:
+        stop_process(info.pid, info.started_at, timeout=5)
+        raise
+
+
 def _port_taken_error(port: int, setting: str) -> DevStackError:
     return DevStackError(
         f"port {port} is already in use by another process{_describe_pid(_listener_pid(port))}; "
@@ -898,6 +936,7 @@ def _external(settings: Settings, name: str) -> bool:
         TEMPORAL: bool(settings.temporal_address),
         STRIPE: bool(settings.stripe_api_key),
         WORKER: False,
+        API: False,
     }[name]
 
 
@@ -947,11 +986,12 @@ def stack_up(settings: Settings | None = None, *, echo: Echo = _noop) -> dict:
 
         # ---- plan: what runs already, what must start; check every port before starting anything
         running: dict[str, bool] = {}
-        for name in (TEMPORAL, STRIPE, WORKER):
+        for name in (TEMPORAL, STRIPE, WORKER, API):
             running[name] = not _external(settings, name) and _record_alive(comps.get(name))
-        adopt_ports = {TEMPORAL: settings.temporal_port, STRIPE: settings.stripe_emulator_port, WORKER: None}
-        available = {STRIPE: stripe_emulator_available(), WORKER: worker_available()}
-        for name in (TEMPORAL, STRIPE, WORKER):
+        adopt_ports = {TEMPORAL: settings.temporal_port, STRIPE: settings.stripe_emulator_port, WORKER: None,
+                       API: settings.api_port}
+        available = {STRIPE: stripe_emulator_available(), WORKER: worker_available(), API: api_available()}
+        for name in (TEMPORAL, STRIPE, WORKER, API):
             if running[name] or _external(settings, name) or not available.get(name, True):
                 continue
             adopted = _adopt(home, name, adopt_ports[name])
@@ -964,6 +1004,8 @@ def stack_up(settings: Settings | None = None, *, echo: Echo = _noop) -> dict:
                     comps[name].update(port=settings.temporal_port, ui_port=settings.temporal_ui_port)
                 if name == STRIPE:
                     comps[name]["port"] = settings.stripe_emulator_port
+                if name == API:
+                    comps[name]["port"] = settings.api_port
                 running[name] = True
         to_check: list[tuple[int, str]] = []
         if not _external(settings, TEMPORAL) and not running[TEMPORAL]:
@@ -971,6 +1013,8 @@ def stack_up(settings: Settings | None = None, *, echo: Echo = _noop) -> dict:
                          (settings.temporal_ui_port, "TALLY_TEMPORAL_UI_PORT")]  # fmt: skip
         if not _external(settings, STRIPE) and not running[STRIPE] and available[STRIPE]:
             to_check.append((settings.stripe_emulator_port, "TALLY_STRIPE_EMULATOR_PORT"))
+        if not running[API] and available[API]:
+            to_check.append((settings.api_port, "TALLY_API_PORT"))
         seen: set[int] = set()
         for port, setting in to_check:
             if port in seen:
@@ -1088,6 +1132,24 @@ def stack_up(settings: Settings | None = None, *, echo: Echo = _noop) -> dict:
             )
             comps[WORKER] = _managed_record(WORKER, info, port=None, address=f"task queue {settings.task_queue}")
         write_stack(settings, state)
+
+        # ---- 5. Metering API
+        if not available[API]:
+            comps[API] = {"mode": "unavailable", "reason": "module api.server not found"}
+            state["api_url"] = None
+            echo("api: warning: the api package is not installed; API not started")
+        else:
+            if running[API]:
+                echo(f"api: already running (pid {comps[API]['pid']})")
+            else:
+                echo(f"api: starting on {LOCAL_HOST}:{settings.api_port}")
+                info = start_api(port=settings.api_port, log_file=paths["logs"] / "api.log",
+                                 env=_child_env(home, API))
+                comps[API] = _managed_record(API, info, port=settings.api_port)
+            rec = comps[API]
+            rec["address"] = f"http://{LOCAL_HOST}:{rec['port']}"
+            state["api_url"] = rec["address"]
+        write_stack(settings, state)
         return state
 
 
@@ -1109,7 +1171,7 @@ def stack_down(settings: Settings | None = None, *, purge: bool = False, timeout
     with _stack_lock(home, echo):
         state = read_stack(settings)
         comps: dict[str, dict] = dict(state.get("components") or {})
-        for name in (WORKER, STRIPE, TEMPORAL):
+        for name in (API, WORKER, STRIPE, TEMPORAL):
             rec = comps.get(name) or {}
             targets: list[tuple[int, float | None]] = []
             if rec.get("mode") == "managed" and rec.get("pid"):
@@ -1188,12 +1250,14 @@ def stack_status(settings: Settings | None = None) -> list[ComponentStatus]:
         TEMPORAL: str(paths["logs"] / "temporal.log"),
         STRIPE: str(paths["logs"] / "stripe-emulator.log"),
         WORKER: str(paths["logs"] / "worker.log"),
+        API: str(paths["logs"] / "api.log"),
     }
     default_addr = {
         POSTGRES: None,
         TEMPORAL: f"{LOCAL_HOST}:{settings.temporal_port}",
         STRIPE: f"http://{LOCAL_HOST}:{settings.stripe_emulator_port}",
         WORKER: f"task queue {settings.task_queue}",
+        API: f"http://{LOCAL_HOST}:{settings.api_port}",
     }
     for name in COMPONENTS:
         rec = comps.get(name) or {}
@@ -1205,7 +1269,8 @@ def stack_status(settings: Settings | None = None) -> list[ComponentStatus]:
             }[name]
             out.append(ComponentStatus(name, "external", None, _external_alive(settings, name), address, None))
             continue
-        available = {STRIPE: stripe_emulator_available(), WORKER: worker_available()}.get(name, True)
+        available = {STRIPE: stripe_emulator_available(), WORKER: worker_available(),
+                     API: api_available()}.get(name, True)
         if not available and rec.get("mode") != "managed":
             out.append(ComponentStatus(name, "unavailable", None, None, None, None, "module not installed"))
             continue
@@ -1220,6 +1285,8 @@ def stack_status(settings: Settings | None = None) -> list[ComponentStatus]:
         if alive and name == TEMPORAL and not _port_open(LOCAL_HOST, int(rec.get("port", settings.temporal_port))):
             alive, detail = False, "frontend port closed"
         if alive and name == STRIPE and not emulator_healthy(address, timeout=2.0):
+            alive, detail = False, "health check failed"
+        if alive and name == API and not api_healthy(address, timeout=2.0):
             alive, detail = False, "health check failed"
         mode = "managed" if rec.get("mode") == "managed" or alive else "stopped"
         out.append(ComponentStatus(name, mode, pid if alive else rec.get("pid"), alive, address,

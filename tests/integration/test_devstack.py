@@ -29,12 +29,13 @@ EXTERNAL_VARS = (
     "DATABASE_URL", "TALLY_DATABASE_URL", "TEMPORAL_ADDRESS", "TALLY_TEMPORAL_ADDRESS",
     "STRIPE_API_KEY", "TALLY_STRIPE_API_KEY", "TALLY_STRIPE_API_BASE",
 )  # fmt: skip
-PORT_SETTINGS = ("TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", "TALLY_STRIPE_EMULATOR_PORT")
+PORT_SETTINGS = ("TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", "TALLY_STRIPE_EMULATOR_PORT", "TALLY_API_PORT")
 
 needs_emulator = pytest.mark.skipif(
     not devstack.stripe_emulator_available(), reason="stripe_emulator has no __main__ yet"
 )
 needs_worker = pytest.mark.skipif(not devstack.worker_available(), reason="workers.worker does not exist yet")
+needs_api = pytest.mark.skipif(not devstack.api_available(), reason="the api package is not installed")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -172,7 +173,7 @@ def test_up_starts_postgres_and_temporal_and_writes_stack_file(stack):
 def test_status_exits_zero_and_lists_components_when_stack_is_up(stack):
     result = dev(stack["env"], "status")
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("postgres", "temporal", "stripe", "worker"):
+    for name in ("postgres", "temporal", "stripe", "worker", "api"):
         assert name in result.stdout
 
 
@@ -192,6 +193,17 @@ def test_up_starts_a_worker_polling_the_task_queue(stack):
     assert worker["mode"] == "managed" and alive(worker["pid"])
     assert psutil.Process(worker["pid"]).environ()["TALLY_HOME"] == str(stack["home"])
     assert asyncio.run(devstack.worker_polling(state["temporal_address"], "default", "tally", worker["started_at"]))
+
+
+@needs_api
+def test_up_starts_the_metering_api_answering_health(stack):
+    state = read_stack(stack["home"])
+    port = stack["env"]["TALLY_API_PORT"]
+    api = state["components"]["api"]
+    assert api["mode"] == "managed" and alive(api["pid"])
+    assert state["api_url"] == f"http://127.0.0.1:{port}"
+    got = devstack._http_get(f"{state['api_url']}/healthz")
+    assert got is not None and got[0] == 200 and json.loads(got[1]) == {"ok": True, "database": "ok"}
 
 
 def test_second_up_reuses_the_running_processes(stack):
@@ -235,7 +247,8 @@ def test_up_after_down_resumes_with_kept_data_and_purge_deletes_home(stack):
 
 @pytest.mark.parametrize(
     "setting",
-    ["TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", pytest.param("TALLY_STRIPE_EMULATOR_PORT", marks=needs_emulator)],
+    ["TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", pytest.param("TALLY_STRIPE_EMULATOR_PORT", marks=needs_emulator),
+     pytest.param("TALLY_API_PORT", marks=needs_api)],
 )
 def test_up_fails_on_a_taken_port_naming_port_and_setting_and_starts_nothing(scratch, setting):
     home = scratch / "home"

@@ -1,0 +1,266 @@
+"""The HTTP API (FastAPI). ``create_app()`` builds it from the one Settings object; ``tally api``
+serves it with uvicorn. Every route but /healthz needs ``Authorization: Bearer <platform key>``
+(the billing page also opens with a signed link). See docs/api.md."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Callable, Literal
+
+import orjson
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic.json_schema import models_json_schema
+from sqlalchemy import Engine, create_engine
+from starlette.responses import Response
+
+from activities import repository as repo
+from api.auth import BadLink, Platform, PlatformKeys, check_billing_token
+from api.billing_page import render_billing_page
+from api.errors import ApiError, install_error_handlers, invalid, not_found, unauthorized
+from api.schemas import (
+    MAX_BATCH,
+    Entitlement,
+    ErrorBody,
+    ExecutionBatchIn,
+    ExecutionIn,
+    Health,
+    IngestResult,
+    InvoiceList,
+    UsageReport,
+)
+from api.service import AccountNotFound, MeteringService
+from billing.catalog import Catalog, load_catalog
+from billing.errors import BillingError
+from billing.periods import Period
+from models.db import sqlalchemy_url
+from models.schemas import InvoicePreview, InvoiceView
+from models.settings import Settings, get_settings
+from workers import operations
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 422)}
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _period(text: str | None, field: str = "period") -> Period | None:
+    if text is None:
+        return None
+    try:
+        return Period.parse(text)
+    except BillingError as err:
+        raise invalid(field, err.message) from None
+
+
+def _instant(text: str | None, field: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise invalid(field, f"{text!r} is not an ISO 8601 timestamp") from None
+    if ts.tzinfo is None:
+        raise invalid(field, f"{text!r} has no time zone (add Z or +00:00)")
+    try:
+        return ts.astimezone(timezone.utc)
+    except OverflowError:
+        raise invalid(field, f"{text!r} is out of range") from None
+
+
+def _batch_items(body: bytes) -> list:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise ApiError(400, "invalid_json", f"body: not valid JSON ({err.msg})", field="body") from None
+    if isinstance(doc, dict) and "executions" in doc:
+        items = doc["executions"]
+        if not isinstance(items, list):
+            raise invalid("executions", "must be a list of execution objects")
+        if len(items) > MAX_BATCH:
+            raise ApiError(413, "too_large", f"executions: at most {MAX_BATCH:,} per request, got {len(items):,}; "
+                           "split the batch", field="executions")
+        return items
+    if isinstance(doc, dict):
+        return [doc]
+    raise invalid("body", 'must be one execution object or {"executions": [...]}')
+
+
+def api_engine(url: str) -> Engine:
+    """The API's connection pool. No pre-ping (a round trip before every request): a connection
+    the server dropped fails one query, is discarded, and the service retries once on a new one."""
+    return create_engine(sqlalchemy_url(url), pool_size=10, max_overflow=10, pool_pre_ping=False,
+                         pool_recycle=1800, pool_use_lifo=True)
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None, catalog: Catalog | None = None,
+               clock: Callable[[], datetime] | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or api_engine(settings.effective_database_url())
+    catalog = catalog or load_catalog(settings.catalog_path)
+    service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency)
+    keys = PlatformKeys(engine)
+    secret = settings.effective_api_secret()
+    bearer = HTTPBearer(auto_error=False, description="A platform API key (`tally platforms create NAME`).")
+
+    app = FastAPI(
+        title="Tally metering API",
+        version="1.0",
+        description="Record executions, check entitlements, read live usage and invoices. See docs/api.md.",
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    async def platform(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Platform:
+        if creds is None:
+            raise unauthorized("Authorization: missing; send `Authorization: Bearer <platform API key>`")
+        found = keys.cached(creds.credentials) or await run_in_threadpool(keys.resolve, creds.credentials)
+        if found is None:
+            raise unauthorized("Authorization: unknown API key")
+        return found
+
+    def sync_platform(creds: HTTPAuthorizationCredentials | None) -> Platform:
+        if creds is None:
+            raise unauthorized("Authorization: missing; send `Authorization: Bearer <platform API key>`")
+        found = keys.resolve(creds.credentials)
+        if found is None:
+            raise unauthorized("Authorization: unknown API key")
+        return found
+
+    def owned(platform_id: int, account_id: str) -> None:
+        try:
+            service.owned_account(platform_id, account_id)
+        except AccountNotFound as err:
+            raise not_found(str(err)) from None
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Response:
+        """Liveness and database reachability; no authentication."""
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            return _json({"ok": False, "database": "unreachable"}, 503)
+        return _json({"ok": True, "database": "ok"})
+
+    @app.post("/v1/executions", response_model=IngestResult, tags=["executions"],
+              responses={**ERRORS, 400: {"model": ErrorBody}, 413: {"model": ErrorBody}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "anyOf": [{"$ref": "#/components/schemas/ExecutionIn"},
+                            {"$ref": "#/components/schemas/ExecutionBatchIn"}]}}}}})
+    async def record_executions(request: Request, who: Platform = Depends(platform)) -> Response:
+        """Record one execution, or a batch of up to 1,000 (`{"executions": [...]}`).
+
+        Idempotent by `event_id`: a replay answers `duplicate`. Each item is validated on its own
+        (the same rules as `tally usage ingest`); bad items are `rejected` with their errors while
+        the good ones are recorded. A well-formed request answers 200 even when items are rejected.
+        """
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"body: larger than {MAX_BODY_BYTES:,} bytes", field="body")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"body: larger than {MAX_BODY_BYTES:,} bytes", field="body")
+        return await run_in_threadpool(lambda: _json(service.record(who.id, _batch_items(body))))
+
+    @app.get("/v1/accounts/{account_id}/entitlement", response_model=Entitlement, tags=["accounts"],
+             responses=ERRORS)
+    def entitlement(account_id: str, model: str = Query(max_length=200, description="Model code, e.g. claude-haiku"),
+                    sandbox: bool = False, who: Platform = Depends(platform)) -> Response:
+        """May this account start an execution of `model` now? With the reason, the included
+        executions left and the month-to-date charges (what the close would bill so far)."""
+        started = time.perf_counter()
+        try:
+            resp = _json(service.entitlement(who.id, account_id, model, sandbox))
+        except AccountNotFound as err:
+            raise not_found(str(err)) from None
+        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return resp
+
+    @app.get("/v1/accounts/{account_id}/usage", response_model=UsageReport, tags=["accounts"], responses=ERRORS)
+    def usage(account_id: str, period: str | None = Query(None, description="YYYY-MM (UTC); default: this month"),
+              group_by: Literal["agent", "model", "day", "skill"] = "model",
+              who: Platform = Depends(platform)) -> Response:
+        """Executions, tokens and charges of a period, grouped by agent, model, day (UTC) or skill."""
+        p = _period(period)
+        try:
+            return _json(service.usage(who.id, account_id, p, group_by))
+        except AccountNotFound as err:
+            raise not_found(str(err)) from None
+
+    @app.get("/v1/accounts/{account_id}/invoices", response_model=InvoiceList, tags=["invoices"], responses=ERRORS)
+    def list_invoices(account_id: str, who: Platform = Depends(platform)) -> InvoiceList:
+        """The account's invoices, newest first (each as `tally invoices show --json` prints it)."""
+        owned(who.id, account_id)
+        views = [operations.invoice_view(engine, account_id, p) for p in service.invoice_periods(account_id)]
+        return InvoiceList(account_id=account_id, invoices=views)
+
+    @app.get("/v1/accounts/{account_id}/invoices/preview", response_model=InvoicePreview, tags=["invoices"],
+             responses=ERRORS)
+    def preview_invoice(account_id: str, at: str | None = Query(None, description="ISO 8601 instant; default now"),
+                        who: Platform = Depends(platform)) -> InvoicePreview:
+        """The open period's invoice as if the month closed at `at`, with a month-end projection."""
+        owned(who.id, account_id)
+        ts = _instant(at, "at") or service.clock()
+        try:
+            return operations.invoice_preview(engine, account_id, ts, catalog=catalog)
+        except repo.NotFound as err:
+            raise not_found(str(err)) from None
+        except BillingError as err:
+            raise invalid(err.field or "at", err.message) from None
+
+    @app.get("/v1/accounts/{account_id}/invoices/{period}", response_model=InvoiceView, tags=["invoices"],
+             responses=ERRORS)
+    def show_invoice(account_id: str, period: str, who: Platform = Depends(platform)) -> InvoiceView:
+        """One invoice with its lines (the shape of `tally invoices show --json`)."""
+        owned(who.id, account_id)
+        p = _period(period)
+        try:
+            return operations.invoice_view(engine, account_id, str(p))
+        except repo.NotFound as err:
+            raise not_found(str(err)) from None
+
+    @app.get("/accounts/{account_id}/billing", response_class=HTMLResponse, tags=["billing page"],
+             responses=ERRORS)
+    def billing_page(account_id: str, token: str | None = Query(None, description="From `tally accounts billing-link`"),
+                     creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
+        """The account user's billing page (HTML). Opens with a signed link (`?token=`, valid 24 h)
+        or with the platform's bearer key."""
+        if token is not None:
+            try:
+                check_billing_token(secret, account_id, token)
+            except BadLink as err:
+                raise ApiError(401, "unauthorized", str(err), field="token") from None
+        else:
+            owned(sync_platform(creds).id, account_id)
+        try:
+            html = render_billing_page(service.billing_page(account_id))
+        except AccountNotFound as err:
+            raise not_found(str(err)) from None
+        return HTMLResponse(html, headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+        })
+
+    def openapi() -> dict:
+        """The generated document plus the execution schemas the raw-body route reads."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _, defs = models_json_schema([(ExecutionIn, "validation"), (ExecutionBatchIn, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+    return app

@@ -1,0 +1,313 @@
+"""What the API does, without HTTP: record executions, answer entitlements, report usage.
+
+Every query is in ``activities.metering`` (ours) or ``activities.repository`` / ``activities.pricing``
+(the close's). Month-to-date charges are rated by the close's own rater, so what the API shows and
+what the close bills cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Callable
+
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from activities import metering
+from activities import pricing
+from activities import repository as repo
+from activities.ingest import LineError, execution_errors, known_models, parse_execution
+from api.auth import ACCOUNT_ID, retry_once_on_lost_connection
+from billing.catalog import Catalog, Plan
+from billing.entitlements import (
+    MonthCounter,
+    Reason,
+    bills_overage,
+    decide,
+    non_sandbox_executions,
+    usage_rows_from_counters,
+)
+from billing.errors import BillingError
+from billing.money import ZERO
+from billing.periods import Period
+from billing.rating import RatedInvoice, included_executions, pooled_included, rate_account
+
+RECORD_ATTEMPTS = 3
+# An account's terms segments for the month are reused while the account row is unchanged
+# (repository.change_terms updates it) and for at most this long.
+SEGMENTS_CACHE_SECONDS = 300.0
+
+
+class AccountNotFound(LookupError):
+    def __init__(self, account_id: str):
+        super().__init__(f"no account {account_id!r}")
+
+
+@dataclass
+class MonthToDate:
+    """An account's current period as the close would see it now."""
+
+    period: Period
+    plan: str
+    plan_now: Plan | None  # the terms in force now; None: not billed yet (nothing is blocked)
+    overage_opt_in: bool
+    included: int
+    used: int  # non-sandbox executions of the period so far
+    charges: Decimal | None  # None: billed by contract
+    rated: RatedInvoice | None
+    exact: bool  # rated from the executions table (else from the counters)
+
+
+def _is_transient(err: DBAPIError) -> bool:
+    return err.connection_invalidated or isinstance(
+        err.orig, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+
+
+class MeteringService:
+    def __init__(self, engine: Engine, catalog: Catalog, clock: Callable[[], datetime] | None = None,
+                 ingest_concurrency: int = 1):
+        self.engine = engine
+        self.catalog = catalog
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.models = known_models(catalog)
+        # Validating a batch is pure Python: one at a time per process, so the GIL is never split
+        # between several batches while a small request (an entitlement check) waits for it.
+        self._validating = threading.Lock()
+        # Batch inserts running at once in this process: more only queue up in Postgres, where they
+        # compete for CPU with the small reads entitlement checks make.
+        self._inserting = threading.BoundedSemaphore(ingest_concurrency)
+        self._segments: dict[tuple, tuple[list, float]] = {}
+
+    def _read(self):
+        """A connection for reads: autocommit, so no BEGIN/ROLLBACK round trips."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    # ---- recording ---------------------------------------------------------------------------
+    def record(self, platform_id: int, items: list) -> dict:
+        """Validate each item with the bulk path's validation, insert the good ones (idempotent by
+        event id) and count them, in one transaction. Per item: accepted, duplicate or rejected."""
+        now = self.clock()
+        results: list[dict | None] = [None] * len(items)
+        valid: list[tuple[int, tuple]] = []
+        with self._validating:
+            for i, item in enumerate(items):
+                try:
+                    valid.append((i, parse_execution(item, self.models, now)))
+                except LineError:
+                    event_id = item.get("event_id") if isinstance(item, dict) else None
+                    results[i] = _result(event_id if isinstance(event_id, str) else None, "rejected",
+                                         [{"field": e.field, "reason": e.reason}
+                                          for e in execution_errors(item, self.models, now)])
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                inserted, known = self._insert(platform_id, valid)
+                break
+            except DBAPIError as err:
+                if attempt == RECORD_ATTEMPTS or not _is_transient(err):
+                    raise
+                time.sleep(0.01 * attempt)
+        first_index: dict[str, int] = {}
+        for i, row in valid:
+            event_id, account_id = row[0], row[1]
+            if account_id not in known:
+                results[i] = _result(event_id, "rejected",
+                                     [{"field": "account_id", "reason": f"unknown account {account_id!r}"}])
+            elif event_id in first_index or event_id not in inserted:
+                results[i] = _result(event_id, "duplicate", [])
+            else:
+                first_index[event_id] = i
+                results[i] = _result(event_id, "accepted", [])
+        counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        for r in results:
+            counts[r["status"]] += 1
+        return {"results": results, "accepted": counts["accepted"], "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"]}
+
+    def _insert(self, platform_id: int, valid: list[tuple[int, tuple]]) -> tuple[set[str], set[str]]:
+        if not valid:
+            return set(), set()
+        with self._inserting, self.engine.begin() as conn:
+            known = metering.platform_account_ids(conn, platform_id, list({row[1] for _, row in valid}))
+            rows, seen = [], set()
+            for _, row in valid:
+                if row[1] in known and row[0] not in seen:  # an id twice in one request: the first counts
+                    seen.add(row[0])
+                    rows.append(row)
+            return metering.record_executions(conn, rows), known
+
+    # ---- entitlement and month to date ---------------------------------------------------------
+    @retry_once_on_lost_connection
+    def entitlement(self, platform_id: int, account_id: str, model: str, sandbox: bool) -> dict:
+        _check_account_id(account_id)
+        now = self.clock()
+        period = Period.of(now)
+        with self._read() as conn:
+            account, counters = metering.account_with_counters(conn, account_id, platform_id, period)
+            if account is None:
+                raise AccountNotFound(account_id)
+            mtd = self.month_to_date(conn, account, counters, now)
+        model_known = model in self.catalog.at(now).models
+        allowed, reason = decide(status=account.status, model_known=model_known, sandbox=sandbox,
+                                 plan=mtd.plan_now, overage_opt_in=mtd.overage_opt_in,
+                                 included=mtd.included, used=mtd.used)
+        return {
+            "account_id": account_id,
+            "allowed": allowed,
+            "reason": reason.value,
+            "plan": mtd.plan,
+            "model": model,
+            "sandbox": sandbox,
+            "included": mtd.included,
+            "used": mtd.used,
+            "remaining_included": max(0, mtd.included - mtd.used),
+            "overage_opt_in": mtd.overage_opt_in,
+            "month_to_date_charges": None if mtd.charges is None else str(mtd.charges),
+            "period": str(period),
+        }
+
+    def month_to_date(self, conn, account, counters: list[MonthCounter] | None, now: datetime,
+                      exact: bool = False) -> MonthToDate:
+        """The current period rated as the close would rate it with the usage recorded so far.
+
+        From the counters (one indexed read, done by the caller) when the period has one terms
+        segment, one catalog version and the time order of executions cannot change the money;
+        otherwise (or with ``exact``) from the executions table, like the close.
+        """
+        catalog = self.catalog
+        period = Period.of(now)
+        segments = self._terms_segments(conn, account, period)
+        if not segments:  # billing starts after this period: nothing is billed or blocked yet
+            plan = catalog.at(now).plan(account.plan)
+            used = non_sandbox_executions(counters) if counters is not None else metering.count_non_sandbox(
+                conn, account.id, period.start, period.end)
+            return MonthToDate(period, account.plan, None, account.overage_opt_in,
+                               0 if plan.contract else included_executions(plan, account.seats), used,
+                               None if plan.contract else ZERO, None, True)
+        current = next((s for s in segments if s.start <= now < s.end), None)
+        plans = [catalog.at(s.start).plan(s.plan) for s in segments]
+        plan_now = catalog.at(current.start).plan(current.plan) if current else None
+        shown = current or segments[-1]
+        opt_in = shown.overage_opt_in
+        if any(p.contract for p in plans):  # enterprise: the contract bills it, not the rater
+            used = non_sandbox_executions(counters) if counters is not None else metering.count_non_sandbox(
+                conn, account.id, period.start, period.end)
+            return MonthToDate(period, shown.plan, plan_now, opt_in, 0, used, None, None, True)
+        included = pooled_included(catalog, period.start, period.end, segments)
+        windows = pricing.version_windows(catalog, period.start, period.end)
+        if (not exact and counters is not None and len(segments) == 1 and len(windows) == 1
+                and segments[0].start == period.start and segments[0].end == period.end):
+            seg = segments[0]
+            rows = usage_rows_from_counters(counters, version=windows[0][0], included=included,
+                                            billed=bills_overage(plans[0], seg.overage_opt_in), pricing=seg.pricing)
+            if rows is not None:
+                rated = rate_account(catalog, period.start, period.end, segments, rows)
+                return MonthToDate(period, shown.plan, plan_now, opt_in, included,
+                                   non_sandbox_executions(counters), rated.total, rated, False)
+        rating = pricing.rate_accounts(conn, catalog, period, [account.id]).get(account.id)
+        used = sum(r.executions for r in rating.usage if not r.sandbox)
+        return MonthToDate(period, shown.plan, plan_now, opt_in, rating.included, used,
+                           rating.rated.total, rating.rated, True)
+
+    def _terms_segments(self, conn, account, period: Period) -> list:
+        key = (account.id, str(period), account.created_at, account.updated_at)
+        now = time.monotonic()
+        hit = self._segments.get(key)
+        if hit and hit[1] > now:
+            return hit[0]
+        segments = repo.terms_segments(conn, [account.id], period).get(account.id, [])
+        if len(self._segments) > 100_000:
+            self._segments.clear()
+        self._segments[key] = (segments, now + SEGMENTS_CACHE_SECONDS)
+        return segments
+
+    # ---- usage ------------------------------------------------------------------------------------
+    @retry_once_on_lost_connection
+    def usage(self, platform_id: int, account_id: str, period: Period | None, group_by: str) -> dict:
+        _check_account_id(account_id)
+        period = period or Period.of(self.clock())
+        with self._read() as conn:
+            if metering.account_of_platform(conn, account_id, platform_id) is None:
+                raise AccountNotFound(account_id)
+            return self.usage_report(conn, account_id, period, group_by)
+
+    def usage_report(self, conn, account_id: str, period: Period, group_by: str) -> dict:
+        groups = metering.usage_groups(conn, account_id, period.start, period.end, group_by)
+        rated = self._rated(conn, account_id, period)
+        by_model: dict[str, Decimal] = {}
+        if rated is not None:
+            for line in rated.lines:
+                if line.model is not None and line.source_period is None:
+                    by_model[line.model] = by_model.get(line.model, ZERO) + line.amount
+        out_groups = []
+        for g in groups:
+            charges = None
+            if group_by == "model" and rated is not None:
+                charges = str(by_model.get(g.key, ZERO))
+            out_groups.append({"key": g.key, "executions": g.executions, "sandbox_executions": g.sandbox_executions,
+                               "byok_executions": g.byok_executions, "input_tokens": g.input_tokens,
+                               "output_tokens": g.output_tokens, "charges": charges})
+        totals = {k: sum(g[k] for g in out_groups) for k in
+                  ("executions", "sandbox_executions", "byok_executions", "input_tokens", "output_tokens")}
+        totals["charges"] = None if rated is None else str(rated.total)
+        return {"account_id": account_id, "period": str(period), "group_by": group_by,
+                "groups": out_groups, "totals": totals}
+
+    def _rated(self, conn, account_id: str, period: Period) -> RatedInvoice | None:
+        """The period rated like the close (all usage recorded so far); None when the period cannot
+        be rated: billed by contract, before the catalog, or before the account's billing start."""
+        try:
+            rating = pricing.rate_accounts(conn, self.catalog, period, [account_id]).get(account_id)
+        except BillingError:
+            return None
+        return rating.rated if rating else None
+
+    # ---- invoices ----------------------------------------------------------------------------------
+    @retry_once_on_lost_connection
+    def owned_account(self, platform_id: int, account_id: str):
+        _check_account_id(account_id)
+        with self._read() as conn:
+            account = metering.account_of_platform(conn, account_id, platform_id)
+        if account is None:
+            raise AccountNotFound(account_id)
+        return account
+
+    def invoice_periods(self, account_id: str) -> list[str]:
+        with self._read() as conn:
+            return metering.invoice_periods(conn, account_id)
+
+    # ---- the billing page ----------------------------------------------------------------------------
+    @retry_once_on_lost_connection
+    def billing_page(self, account_id: str) -> dict:
+        """This month's usage and charges (the same number as the entitlement), executions per day,
+        breakdowns by agent and by model, and the past invoices."""
+        _check_account_id(account_id)
+        now = self.clock()
+        period = Period.of(now)
+        with self._read() as conn:
+            account = metering.get_account(conn, account_id)
+            if account is None:
+                raise AccountNotFound(account_id)
+            mtd = self.month_to_date(conn, account, None, now, exact=True)
+            days = metering.usage_groups(conn, account_id, period.start, period.end, "day")
+            agents = metering.usage_groups(conn, account_id, period.start, period.end, "agent")
+            by_model = self.usage_report(conn, account_id, period, "model")
+            past = [r for r in metering.account_invoices(conn, account_id) if r.period != str(period)]
+        return {"account": account, "now": now, "period": period, "mtd": mtd, "days": days, "agents": agents,
+                "models": by_model["groups"], "totals": by_model["totals"], "invoices": past}
+
+
+def _result(event_id: str | None, status: str, errors: list[dict]) -> dict:
+    return {"event_id": event_id, "status": status, "errors": errors}
+
+
+def _check_account_id(account_id: str) -> None:
+    if not ACCOUNT_ID.match(account_id):
+        raise AccountNotFound(account_id)  # cannot exist: account ids are checked at creation
+
+
+__all__ = ["MeteringService", "AccountNotFound", "MonthToDate", "Reason"]

@@ -1,0 +1,97 @@
+"""The metering API under test: a real uvicorn server on a free port (in a thread of the test
+process, so its clock can be set) against the session's real Postgres database."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+import uvicorn
+
+from activities import metering
+from api.app import create_app
+from api.auth import hash_key, new_api_key
+from models.db import get_engine
+from models.settings import Settings
+from tests.factories import create_account
+
+NOW = datetime(2026, 10, 25, 12, 0, tzinfo=timezone.utc)  # "now" for the API in these tests
+
+
+class Clock:
+    def __init__(self, now: datetime = NOW):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveApi:
+    url: str
+    app: object
+    clock: Clock
+    settings: Settings
+    database_url: str
+    clients: list = field(default_factory=list)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        c = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        self.clients.append(c)
+        return c
+
+    def platform(self, name: str) -> str:
+        """Create a platform; returns its API key."""
+        key = new_api_key()
+        with get_engine(self.database_url).begin() as conn:
+            metering.create_platform(conn, name, hash_key(key))
+        return key
+
+    def account(self, account_id: str, plan: str, platform: str | None = None, **kw) -> str:
+        create_account(self.database_url, account_id, plan, **kw)
+        if platform:
+            with get_engine(self.database_url).begin() as conn:
+                metering.assign_platform(conn, account_id, metering.platform_by_name(conn, platform).id)
+        return account_id
+
+
+@pytest.fixture(scope="session")
+def api_server(database_url, tmp_path_factory):
+    clock = Clock()
+    settings = Settings(home=tmp_path_factory.mktemp("tally-api-home"), database_url=database_url,
+                        api_secret="test-secret-for-billing-links")
+    app = create_app(settings, clock=clock)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the API server did not start")
+        time.sleep(0.02)
+    yield LiveApi(f"http://127.0.0.1:{port}", app, clock, settings, database_url)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(api_server, clean_db):
+    """The live API with an empty database and the clock at NOW."""
+    api_server.clock.now = NOW
+    yield api_server
+    for c in api_server.clients:
+        c.close()
+    api_server.clients.clear()

@@ -1,0 +1,70 @@
+"""Contract tests generated from /openapi.json (schemathesis): valid and invalid requests to every
+operation, with a valid key, for random accounts and for an existing one; none may answer 5xx.
+Bounded: a few dozen examples per operation (about 15 s in all).
+
+Driven through schemathesis' strategies directly (its lazy pytest fixture does not run on pytest 9).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import psycopg
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation import GenerationMode
+
+from models.db import libpq_url
+from tests.api.conftest import NOW
+from tests.conftest import TABLES
+from tests.factories import OCT_START, event, ingest
+
+EXAMPLES = 25
+
+
+@pytest.fixture(scope="module")
+def contract(api_server):
+    with psycopg.connect(libpq_url(api_server.database_url), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    api_server.clock.now = NOW
+    key = api_server.platform("contract")
+    api_server.account("a1", "pro", platform="contract", overage=True)
+    ingest(api_server.database_url, [event("a1", i, OCT_START) for i in range(20)], now=NOW)
+    schema = schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
+    return schema, key
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_no_generated_request_makes_the_api_fail(contract, mode):
+    schema, key = contract
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 8
+    failures: list[str] = []
+    statuses: Counter = Counter()
+
+    for operation in operations:
+        variants = [{}]
+        if "{account_id}" in operation.path:
+            variants.append({"account_id": "a1"})  # an account of this platform: the handlers run for real
+        for path_parameters in variants:
+            strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters or None)
+
+            @given(case=strategy)
+            @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=list(HealthCheck))
+            def exercise(case):
+                response = case.call(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+                statuses[(operation.label, response.status_code)] += 1
+                if response.status_code >= 500:
+                    failures.append(f"{response.status_code} for {case.as_curl_command()}: {response.text[:300]}")
+
+            try:
+                exercise()
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE  # e.g. /healthz: nothing to make invalid
+    assert not failures, "\n".join(failures[:5])
+    if mode is GenerationMode.POSITIVE:  # the existing account was reached on every account route
+        reached = {label for (label, status), _ in statuses.items() if status == 200}
+        assert {op.label for op in operations if "{period}" not in op.path} <= reached, statuses
