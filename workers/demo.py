@@ -99,7 +99,11 @@ def seed_month(settings: Settings, period: Period, n_accounts: int, n_executions
     billing_start = period.start - timedelta(days=31)
     created = 0
     with get_engine(url).begin() as conn:
+        # Accounts already there keep their terms (a close may have moved one from PAYG to Pro).
+        existing = repo.existing_account_ids(conn, [a["id"] for a in accts])
         for a in accts:
+            if a["id"] in existing:
+                continue
             created += repo.create_account(conn, account_id=a["id"], plan=a["plan"], seats=a["seats"],
                                            overage_opt_in=a["overage"], email=a["email"],
                                            billing_starts_at=billing_start)
