@@ -418,12 +418,20 @@ _LATE_SQL = text(
         FROM invoices i
         WHERE i.account_id = ANY(CAST(:ids AS text[])) AND i.period >= :since AND i.period < :period
           AND i.status IN ('open', 'paid', 'void', 'no_charge')
+    ), candidates AS (
+        -- usage_counters (kept exact at ingest) make the common case cheap: only periods whose
+        -- counters exceed what was billed are counted precisely (executions before the account's
+        -- billing start are in the counters but never billed).
+        SELECT b.* FROM billed b
+        WHERE (SELECT coalesce(sum(c.executions), 0) FROM usage_counters c
+               WHERE c.account_id = b.account_id AND c.period = b.period) > b.billed
     )
     SELECT b.account_id, b.period, b.billed, n.now_count
-    FROM billed b
+    FROM candidates b
     CROSS JOIN LATERAL (
-        SELECT count(*) AS now_count FROM executions e
+        SELECT count(*) AS now_count FROM executions e JOIN accounts a ON a.id = e.account_id
         WHERE e.account_id = b.account_id AND e.occurred_at >= b.period_start AND e.occurred_at < b.period_end
+          AND e.occurred_at >= a.billing_starts_at
     ) n
     WHERE n.now_count > b.billed
     ORDER BY b.account_id, b.period
