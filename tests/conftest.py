@@ -7,6 +7,7 @@ wants a clean slate asks for ``clean_db``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -50,18 +51,26 @@ def postgres_server_url(tmp_path_factory):
         server.cleanup()
 
 
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str = "tally_test"):
+    """An empty database on ``server_url`` (URL yielded; dropped afterwards, even on failure)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = libpq_url(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url):
     """A fresh, migrated database for this test session (dropped at the end)."""
-    name = f"tally_test_{uuid.uuid4().hex[:10]}"
-    admin = libpq_url(postgres_server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(postgres_server_url, name)
-    migrate(url)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(postgres_server_url) as url:
+        migrate(url)
+        yield url
 
 
 def _with_database(url: str, name: str) -> str:

@@ -753,24 +753,32 @@ def start_stripe_emulator(
         sys.executable, "-m", "stripe_emulator",
         "--host", host, "--port", str(port), "--state-file", str(state_file),
     ]  # fmt: skip
-    offset = _log_offset(Path(log_file))
-    info = _spawn(cmd, Path(log_file), env if env is not None else dict(os.environ))
     base = f"http://{host}:{port}"
+    return _spawn_until_healthy(
+        "stripe emulator", cmd, Path(log_file), env if env is not None else dict(os.environ),
+        healthy=lambda: emulator_healthy(base, timeout=1.0), waiting_for=f"{base}/_emulator/health",
+        timeout=timeout,
+    )
+
+
+def _spawn_until_healthy(name: str, cmd: list[str], log_file: Path, env: dict[str, str], *,
+                         healthy: Callable[[], bool], waiting_for: str, timeout: float) -> ProcessInfo:
+    """Start ``cmd`` detached and wait until ``healthy()``; on failure stop it and show its log tail."""
+    offset = _log_offset(log_file)
+    info = _spawn(cmd, log_file, env)
     deadline = time.monotonic() + timeout
     try:
         while True:
             if info.popen.poll() is not None:
                 raise DevStackError(
-                    f"stripe emulator exited during start-up (exit code {info.popen.returncode})"
+                    f"{name} exited during start-up (exit code {info.popen.returncode})"
                     + log_tail(log_file, since=offset)
                 )
-            if emulator_healthy(base, timeout=1.0):
+            if healthy():
                 return info
             if time.monotonic() >= deadline:
-                raise DevStackError(
-                    f"stripe emulator did not answer {base}/_emulator/health within {timeout:.0f}s"
-                    + log_tail(log_file, since=offset)
-                )
+                raise DevStackError(f"{name} did not answer {waiting_for} within {timeout:.0f}s"
+                                    + log_tail(log_file, since=offset))
             time.sleep(0.2)
     except BaseException:
         stop_process(info.pid, info.started_at, timeout=5)
@@ -853,26 +861,11 @@ def start_api(*, port: int, log_file: Path, env: dict[str, str], host: str = LOC
     """Start ``python -m api`` (the metering HTTP API, uvicorn) detached; wait until GET /healthz is 200."""
     if port_in_use(host, port):
         raise _port_taken_error(port, "TALLY_API_PORT")
-    offset = _log_offset(Path(log_file))
-    info = _spawn([sys.executable, "-m", "api", "--host", host, "--port", str(port)], Path(log_file), env)
     base = f"http://{host}:{port}"
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if info.popen.poll() is not None:
-                raise DevStackError(
-                    f"tally api exited during start-up (exit code {info.popen.returncode})"
-                    + log_tail(log_file, since=offset)
-                )
-            if api_healthy(base, timeout=1.0):
-                return info
-            if time.monotonic() >= deadline:
-                raise DevStackError(f"tally api did not answer {base}/healthz within {timeout:.0f}s"
-                                    + log_tail(log_file, since=offset))
-            time.sleep(0.2)
-    except BaseException:
-        stop_process(info.pid, info.started_at, timeout=5)
-        raise
+    return _spawn_until_healthy(
+        "tally api", [sys.executable, "-m", "api", "--host", host, "--port", str(port)], Path(log_file), env,
+        healthy=lambda: api_healthy(base, timeout=1.0), waiting_for=f"{base}/healthz", timeout=timeout,
+    )
 
 
 def _port_taken_error(port: int, setting: str) -> DevStackError:

@@ -3,8 +3,6 @@ executions recorded before it, and downgrades cleanly."""
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -13,16 +11,11 @@ from sqlalchemy import create_engine, pool
 
 from models.db import alembic_config, libpq_url, migrate, sqlalchemy_url
 from models.tables import metadata
-from tests.conftest import _with_database
+from tests.conftest import scratch_database
 
 
 def test_migration_backfills_counters_and_matches_the_tables(postgres_server_url):
-    name = f"tally_mig_{uuid.uuid4().hex[:8]}"
-    admin = libpq_url(postgres_server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(postgres_server_url, name)
-    try:
+    with scratch_database(postgres_server_url, "tally_mig") as url:
         migrate(url, "0001")
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             conn.execute("INSERT INTO accounts (id, plan) VALUES ('a1', 'pro')")
@@ -42,6 +35,3 @@ def test_migration_backfills_counters_and_matches_the_tables(postgres_server_url
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
         command.downgrade(alembic_config(url), "0001")
         migrate(url)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
