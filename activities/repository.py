@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.catalog import CatalogVersion
 from billing.periods import Period
-from billing.rating import BilledLine, ModelUsage, RatedInvoice, TermsSegment, UsageRow
+from billing.rating import BilledLine, TermsSegment, UsageRow
 from models.tables import (
     account_terms,
     accounts,
@@ -276,40 +276,6 @@ def accounts_in_range(conn: Connection, period: Period, after: str | None, upto:
 
 
 # ---- usage ------------------------------------------------------------------------------------------
-_USAGE_SQL = text(
-    """
-    WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[])) AS a(account_id, included)
-    ), ranked AS (
-        SELECT e.account_id, e.model, a.included,
-               row_number() OVER (PARTITION BY e.account_id ORDER BY e.occurred_at, e.event_id COLLATE "C") AS rn
-        FROM executions e JOIN acct a ON a.account_id = e.account_id
-        WHERE e.occurred_at >= :start AND e.occurred_at < :end AND NOT e.sandbox
-    )
-    SELECT account_id, model, count(*) AS executions,
-           count(*) FILTER (WHERE rn > included) AS billable
-    FROM ranked
-    GROUP BY account_id, model
-    """
-)
-
-
-def usage_by_account(conn: Connection, period: Period, included: dict[str, int]) -> dict[str, list[ModelUsage]]:
-    """Executions per account and model for the period, and how many of them fall past each
-    account's included quota in time order (occurred_at, then event id)."""
-    if not included:
-        return {}
-    ids = list(included)
-    rows = conn.execute(
-        _USAGE_SQL,
-        {"ids": ids, "included": [included[i] for i in ids], "start": period.start, "end": period.end},
-    )
-    out: dict[str, list[ModelUsage]] = {}
-    for account_id, model, n, billable in rows:
-        out.setdefault(account_id, []).append(ModelUsage(model=model, executions=n, billable=billable))
-    return out
-
-
 _USAGE_ROWS_SQL = text(
     """
     WITH acct AS (

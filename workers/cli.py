@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -595,7 +597,27 @@ _mount_optional_groups()
 
 
 def main() -> None:
-    cli(prog_name="tally")
+    """Run the CLI, then leave without interpreter finalisation.
+
+    The Temporal client's Rust runtime keeps threads that can abort the interpreter while it
+    finalises ("PyGILState_Release ... must be current"), turning a finished command into exit -6.
+    Everything a command prints is flushed first; nothing of ours relies on atexit handlers.
+    """
+    try:
+        cli(prog_name="tally")
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
