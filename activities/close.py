@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 from activities import pricing
 from activities import repository as repo
 from activities.push import InvoiceBusy, InvoicePusher, InvoiceRejected
-from activities.stripe_gateway import StripeError, StripeGateway
 from billing.catalog import Catalog, CatalogError, load_catalog
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
+from gateways.stripe import StripeError, StripeGateway
 from models.db import get_engine
 from models.schemas import (
     AccountRange,

@@ -1,6 +1,7 @@
 """Pushing one rated invoice to Stripe: ensure customer, create invoice, add lines, finalize.
 
-Guarantees (each proven by a fault-injection test):
+Every step is one recorded Stripe call (``gateways.stripe.ledger.StripeLedger``). Guarantees (each proven
+by a fault-injection test):
 - Every Stripe write is recorded in ``stripe_requests`` with its idempotency key BEFORE the call.
   Keys come from business identity (account, period, step, attempt), never from Temporal run ids.
 - A retry after a lost response reuses the key, so Stripe replays the committed object.
@@ -14,23 +15,21 @@ So whatever fails and however often the push is retried, each invoice exists onc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable
 
 from sqlalchemy import Connection, Engine, text
 
 from activities import repository as repo
-from activities.stripe_gateway import (
+from billing.periods import Period
+from gateways.stripe import (
     LineItem,
     StripeFailed,
     StripeGateway,
     StripeRejected,
     StripeUnreachable,
 )
-from billing.periods import Period
-
-# Stripe keeps idempotency keys for at least 24 h; stop trusting ours a little before that.
-KEY_TRUST_WINDOW = timedelta(hours=23)
+from gateways.stripe.ledger import StripeLedger
 
 
 class InvoiceBusy(RuntimeError):
@@ -50,9 +49,9 @@ class PushOutcome:
     stripe_calls: int = 0
 
 
-def idempotency_key(account_id: str, period: str | None, step: str, attempt: int) -> str:
-    scope = f"{account_id}:{period}" if period else account_id
-    return f"tally:{scope}:{step}:a{attempt}"
+def _identity(inv) -> str:
+    """An invoice's business identity in Stripe keys: ``<account>:<period>``."""
+    return f"{inv.account_id}:{inv.period}"
 
 
 class InvoicePusher:
@@ -61,42 +60,9 @@ class InvoicePusher:
         self.gateway = gateway
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
-    # ---- one recorded, idempotent Stripe step ---------------------------------------------------
-    def _step(self, conn: Connection, *, subject: str, account_id: str, period: str | None, step: str,
-              call: Callable[[str], str], lookup: Callable[[], str | None]) -> str:
-        with conn.begin():
-            rec = repo.latest_stripe_request(conn, subject, step)
-        if rec is not None and rec.state == "succeeded":
-            return rec.stripe_object_id
-        if rec is not None and rec.state == "started" and self.clock() - rec.started_at < KEY_TRUST_WINDOW:
-            # Outcome unknown (timeout, dropped response, crash): the same key replays a commit.
-            key = rec.idempotency_key
-        else:
-            if rec is not None:
-                # A failure saved under the old key, or a key Stripe may have forgotten: look first.
-                found = lookup()
-                if found:
-                    with conn.begin():
-                        repo.finish_stripe_request(conn, rec.idempotency_key, state="succeeded",
-                                                   stripe_object_id=found,
-                                                   error=(rec.error or "") + " [found in Stripe by look-up]")
-                    return found
-            attempt = rec.attempt + 1 if rec is not None else 1
-            key = idempotency_key(account_id, period, step, attempt)
-            with conn.begin():
-                repo.record_stripe_request(conn, key=key, subject=subject, step=step, attempt=attempt)
-        try:
-            object_id = call(key)
-        except StripeUnreachable:
-            raise  # stays 'started': the next try reuses the key
-        except (StripeFailed, StripeRejected) as err:
-            with conn.begin():
-                repo.finish_stripe_request(conn, key, state="failed", http_status=err.http_status,
-                                           error=str(err))
-            raise
-        with conn.begin():
-            repo.finish_stripe_request(conn, key, state="succeeded", stripe_object_id=object_id)
-        return object_id
+    def _ledger(self, conn: Connection) -> StripeLedger:
+        """Every Stripe write of a push is recorded on the push's own connection (the lock holder)."""
+        return StripeLedger(conn, self.clock)
 
     # ---- the push ---------------------------------------------------------------------------------
     def push(self, invoice_id: int) -> PushOutcome:
@@ -153,21 +119,21 @@ class InvoicePusher:
         return PushOutcome(invoice_id, "open", stripe_invoice_id, already_pushed=False)
 
     def _ensure_customer(self, conn: Connection, account) -> str:
-        customer_id = self._step(
-            conn, subject=f"customer:{account.id}", account_id=account.id, period=None, step="customer",
-            call=lambda key: self.gateway.create_customer(account.id, account.email, key),
-            lookup=lambda: self.gateway.find_customer(account.id),
+        customer_id = self._ledger(conn).perform(
+            subject=f"customer:{account.id}", step="customer", identity=account.id,
+            call=lambda key: self.gateway.customers.create(account.id, account.email, key),
+            lookup=lambda: self.gateway.customers.find(account.id),
         )
         with conn.begin():
             repo.set_stripe_customer(conn, account.id, customer_id)
         return customer_id
 
     def _create_invoice(self, conn: Connection, inv, customer_id: str) -> str:
-        ref = f"{inv.account_id}:{inv.period}"
-        stripe_invoice_id = self._step(
-            conn, subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period, step="create",
-            call=lambda key: self.gateway.create_invoice(customer_id, ref, inv.account_id, inv.period, key),
-            lookup=lambda: self.gateway.find_invoice(customer_id, ref),
+        ref = _identity(inv)  # also the invoice's metadata.tally_invoice_id, for look-ups
+        stripe_invoice_id = self._ledger(conn).perform(
+            subject=f"invoice:{inv.id}", step="create", identity=ref,
+            call=lambda key: self.gateway.invoices.create(customer_id, ref, inv.account_id, inv.period, key),
+            lookup=lambda: self.gateway.invoices.find(customer_id, ref),
         )
         with conn.begin():
             repo.set_stripe_invoice_id(conn, inv.id, stripe_invoice_id)
@@ -189,11 +155,11 @@ class InvoicePusher:
         wanted = {item.line_ref for item in items}
 
         def call(key: str) -> str:
-            self.gateway.add_lines(stripe_invoice_id, items, key)
+            self.gateway.invoices.add_lines(stripe_invoice_id, items, key)
             return stripe_invoice_id
 
         def lookup() -> str | None:
-            present = self.gateway.invoice_line_refs(stripe_invoice_id)
+            present = self.gateway.invoices.line_refs(stripe_invoice_id)
             if wanted <= present:
                 return stripe_invoice_id
             if present & wanted:
@@ -204,17 +170,17 @@ class InvoicePusher:
             return None
 
         if items:
-            self._step(conn, subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
-                       step="add_lines", call=call, lookup=lookup)
+            self._ledger(conn).perform(subject=f"invoice:{inv.id}", step="add_lines",
+                                       identity=_identity(inv), call=call, lookup=lookup)
 
     def _finalize(self, conn: Connection, inv, stripe_invoice_id: str) -> None:
         def call(key: str) -> str:
-            self.gateway.finalize_invoice(stripe_invoice_id, key)
+            self.gateway.invoices.finalize(stripe_invoice_id, key)
             return stripe_invoice_id
 
         def lookup() -> str | None:
-            status = self.gateway.invoice_status(stripe_invoice_id)
+            status = self.gateway.invoices.status(stripe_invoice_id)
             return stripe_invoice_id if status and status != "draft" else None
 
-        self._step(conn, subject=f"invoice:{inv.id}", account_id=inv.account_id, period=inv.period,
-                   step="finalize", call=call, lookup=lookup)
+        self._ledger(conn).perform(subject=f"invoice:{inv.id}", step="finalize",
+                                   identity=_identity(inv), call=call, lookup=lookup)

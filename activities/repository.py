@@ -25,7 +25,6 @@ from models.tables import (
     invoices,
     notifications,
     prior_period_adjustments,
-    stripe_requests,
 )
 
 FROZEN_STATUSES = ("pushing", "open", "paid", "void", "no_charge", "push_failed")
@@ -656,38 +655,3 @@ def margin_report(conn: Connection, period: Period, by: str):
         WHERE i.period = :p AND l.model IS NOT NULL AND l.kind IN ('usage', 'token_usage')
         GROUP BY 1 ORDER BY 1
         """), {"p": str(period)}).all()
-
-
-# ---- Stripe request records -------------------------------------------------------------------------
-def latest_stripe_request(conn: Connection, subject: str, step: str):
-    return conn.execute(
-        select(stripe_requests)
-        .where(stripe_requests.c.subject == subject, stripe_requests.c.step == step)
-        .order_by(stripe_requests.c.attempt.desc())
-        .limit(1)
-    ).first()
-
-
-def record_stripe_request(conn: Connection, *, key: str, subject: str, step: str, attempt: int) -> None:
-    conn.execute(
-        pg_insert(stripe_requests)
-        .values(idempotency_key=key, subject=subject, step=step, attempt=attempt, state="started")
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    )
-
-
-def finish_stripe_request(conn: Connection, key: str, *, state: str, stripe_object_id: str | None = None,
-                          http_status: int | None = None, error: str | None = None) -> None:
-    conn.execute(
-        update(stripe_requests)
-        .where(stripe_requests.c.idempotency_key == key)
-        .values(state=state, stripe_object_id=stripe_object_id, http_status=http_status, error=error,
-                finished_at=func.now())
-    )
-
-
-def stripe_requests_for(conn: Connection, subject: str):
-    return conn.execute(
-        select(stripe_requests).where(stripe_requests.c.subject == subject)
-        .order_by(stripe_requests.c.started_at, stripe_requests.c.attempt)
-    ).all()

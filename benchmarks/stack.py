@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from models.db import libpq_url, migrate
-from models.settings import EMULATOR_API_KEY, Settings
+from models.settings import Settings
 from workers import devstack
 
 
@@ -327,14 +327,10 @@ class BenchStack:
 
 
 def stripe_client(base_url: str, settings: Settings):
-    import stripe
+    """A plain SDK client on the emulator (no Tally bookkeeping): what the Stripe floor measures."""
+    from gateways.stripe.core import build_client
 
-    return stripe.StripeClient(
-        EMULATOR_API_KEY,
-        base_addresses={"api": base_url, "meter_events": base_url, "connect": base_url},
-        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
-        max_network_retries=settings.stripe_max_network_retries,
-    )
+    return build_client(settings.model_copy(update={"stripe_api_key": None, "stripe_api_base": base_url}))
 
 
 def remove_tree(path: Path) -> None:

@@ -112,14 +112,9 @@ def seed_month(settings: Settings, period: Period, n_accounts: int, n_executions
 
 
 def stripe_invoice_count(settings: Settings, period: Period) -> int:
-    from activities.stripe_gateway import StripeGateway, metadata_of
+    from gateways.stripe import StripeGateway
 
-    gw = StripeGateway(settings)
-    n = 0
-    for inv in gw.client.v1.invoices.list(params={"limit": 100}).auto_paging_iter():
-        if metadata_of(inv).get("tally_period") == str(period):
-            n += 1
-    return n
+    return StripeGateway(settings).invoices.count_for_period(str(period))
 
 
 def run_demo(settings: Settings, *, n_accounts: int, n_executions: int, period: str | None) -> None:

@@ -206,7 +206,7 @@ def test_stripe_key_older_than_a_day_is_not_trusted_blindly(settings, emulator):
     """A push died after Stripe committed; 25 h later Stripe has forgotten the key: Tally looks the
     invoice up by metadata instead of creating a second one."""
     from activities.push import InvoicePusher
-    from activities.stripe_gateway import StripeUnreachable
+    from gateways.stripe import StripeUnreachable
     from models.schemas import AccountRange, CloseChunkInput
 
     seed(settings.database_url)

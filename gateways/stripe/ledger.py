@@ -1,0 +1,105 @@
+"""THE recorded Stripe call: perform step S of subject X at most once in Stripe, however often it is retried.
+
+``StripeLedger(db, clock).perform(subject=..., step=..., identity=..., call=..., lookup=...)``:
+
+- The idempotency key comes from business identity, never from a Temporal run:
+  ``tally:<identity>:<step>:a<attempt>`` (e.g. ``tally:ACME:2026-10:create:a1``, ``tally:ACME:customer:a1``).
+- The key is recorded in ``stripe_requests`` (state ``started``) and committed BEFORE ``call(key)`` runs.
+- Outcome unknown (timeout, dropped response, a crash, a 409 while the first request still runs) and the
+  key younger than ``KEY_TRUST_WINDOW``: the same key is used again, so Stripe replays what it committed.
+- A failure saved under the key (a 5xx or a rejection), or a key Stripe may have forgotten (older than
+  the window; Stripe prunes keys after 24 h): ``lookup()`` asks Stripe for the object first (by metadata);
+  only if it is not there is the next attempt's key minted and recorded.
+- Success records the object id (later performs return it without calling Stripe); ``StripeFailed`` and
+  ``StripeRejected`` are recorded ``failed`` with their status and re-raised; ``StripeUnreachable`` leaves
+  the record ``started`` and is re-raised. ``already_done(err)`` may turn a specific rejection into
+  success (e.g. "this meter event identifier exists": already reported).
+
+It knows nothing of invoices or any other resource. Callers serialise performs of one subject (the
+invoice push holds an advisory lock); two processes performing the same step at once are not its job.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+from sqlalchemy import Connection, Engine
+
+from gateways.stripe.core import StripeFailed, StripeRejected, StripeUnreachable
+from repositories import stripe_requests as requests_repo
+
+# Stripe keeps idempotency keys for at least 24 h; stop trusting ours a little before that.
+KEY_TRUST_WINDOW = timedelta(hours=23)
+
+
+def idempotency_key(identity: str, step: str, attempt: int) -> str:
+    return f"tally:{identity}:{step}:a{attempt}"
+
+
+class StripeLedger:
+    """One Stripe step under a recorded key. ``db`` is an Engine (a transaction per record) or a
+    Connection outside any transaction (the caller's, e.g. the one holding its advisory lock)."""
+
+    def __init__(self, db: Engine | Connection, clock: Callable[[], datetime] | None = None, *,
+                 trust_window: timedelta = KEY_TRUST_WINDOW):
+        self.db = db
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.trust_window = trust_window
+
+    def perform(self, *, subject: str, step: str, identity: str, call: Callable[[str], str],
+                lookup: Callable[[], str | None],
+                already_done: Callable[[StripeRejected], str | None] | None = None) -> str:
+        """Run ``call(key)`` (it returns the Stripe object id) unless the step already succeeded;
+        return the object id. ``lookup()`` finds the object in Stripe (None when it is not there);
+        ``already_done(err)`` returns the object id when a rejection means "already done"."""
+        with self._transaction() as conn:
+            rec = requests_repo.latest_stripe_request(conn, subject, step)
+        if rec is not None and rec.state == "succeeded":
+            return rec.stripe_object_id
+        if rec is not None and rec.state == "started" and self.clock() - rec.started_at < self.trust_window:
+            # Outcome unknown (timeout, dropped response, crash): the same key replays a commit.
+            key = rec.idempotency_key
+        else:
+            if rec is not None:
+                # A failure saved under the old key, or a key Stripe may have forgotten: look first.
+                found = lookup()
+                if found:
+                    self._finish(rec.idempotency_key, state="succeeded", stripe_object_id=found,
+                                 error=(rec.error or "") + " [found in Stripe by look-up]")
+                    return found
+            attempt = rec.attempt + 1 if rec is not None else 1
+            key = idempotency_key(identity, step, attempt)
+            with self._transaction() as conn:
+                requests_repo.record_stripe_request(conn, key=key, subject=subject, step=step, attempt=attempt)
+        try:
+            object_id = call(key)
+        except StripeUnreachable:
+            raise  # stays 'started': the next try reuses the key
+        except StripeRejected as err:
+            done = already_done(err) if already_done is not None else None
+            if done is not None:
+                self._finish(key, state="succeeded", stripe_object_id=done, http_status=err.http_status,
+                             error=f"{err} [already done]")
+                return done
+            self._finish(key, state="failed", http_status=err.http_status, error=str(err))
+            raise
+        except StripeFailed as err:
+            self._finish(key, state="failed", http_status=err.http_status, error=str(err))
+            raise
+        self._finish(key, state="succeeded", stripe_object_id=object_id)
+        return object_id
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        if isinstance(self.db, Engine):
+            with self.db.begin() as conn:
+                yield conn
+        else:
+            with self.db.begin():
+                yield self.db
+
+    def _finish(self, key: str, **outcome) -> None:
+        with self._transaction() as conn:
+            requests_repo.finish_stripe_request(conn, key, **outcome)
