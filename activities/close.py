@@ -4,10 +4,7 @@ idempotent by construction, and what it returns is small (counts and ids, never 
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 from decimal import Decimal
-from functools import cached_property
-from typing import Callable
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -15,11 +12,12 @@ from temporalio.exceptions import ApplicationError
 from activities import pricing
 from activities import repository as repo
 from activities.push import InvoiceBusy, InvoicePusher, InvoiceRejected
-from billing.catalog import Catalog, CatalogError, load_catalog
+from activities.deps import Deps
+from billing.catalog import Catalog, CatalogError
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
 from gateways.stripe import StripeError, StripeGateway
-from models.db import get_engine
+from models.failures import Failure, PushBudget
 from models.schemas import (
     AccountRange,
     ChunkPage,
@@ -32,38 +30,33 @@ from models.schemas import (
     PushInvoiceResult,
     RateChunkResult,
 )
-from models.settings import Settings
-
-# After this many attempts a chunk stops raising for transient Stripe trouble and leaves the
-# remaining invoices as push_failed for ops to retry (`tally invoices retry`).
-PUSH_ATTEMPTS_BEFORE_GIVING_UP = 8
 
 
 class CloseActivities:
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None):
-        self.settings = settings
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+    """The close's activities, built from the worker's one dependency object."""
 
-    @cached_property
+    def __init__(self, deps: Deps):
+        self.deps = deps
+        self.settings = deps.settings
+        self.clock = deps.clock
+
+    @property
     def engine(self):
-        # Each invoice push holds one connection (it carries the push lock); chunks push in parallel.
-        s = self.settings
-        return get_engine(s.effective_database_url(),
-                          pool_size=max(5, s.stripe_concurrency * s.close_parallel_chunks + 4))
+        return self.deps.engine
 
-    @cached_property
+    @property
     def catalog(self) -> Catalog:
-        return load_catalog(self.settings.catalog_path)
+        return self.deps.catalog
 
-    @cached_property
+    @property
     def gateway(self) -> StripeGateway:
-        return StripeGateway(self.settings)
+        return self.deps.stripe
 
     def _period(self, text: str) -> Period:
         try:
             return Period.parse(text)
         except PeriodError as err:
-            raise ApplicationError(str(err), type="InvalidPeriod", non_retryable=True) from err
+            raise ApplicationError(str(err), type=Failure.INVALID_PERIOD, non_retryable=True) from err
 
     # ---- activities ---------------------------------------------------------------------------
     @activity.defn(name="check_period")
@@ -77,7 +70,7 @@ class CloseActivities:
             raise ApplicationError(
                 f"period {period} {state}: it can be closed from {closes_at:%Y-%m-%d %H:%M} UTC "
                 f"(period end + {self.settings.late_usage_grace_hours} h late-usage grace)",
-                type="PeriodNotClosable",
+                type=Failure.PERIOD_NOT_CLOSABLE,
                 non_retryable=True,
             )
         version = self.catalog.at(period.start)
@@ -120,7 +113,7 @@ class CloseActivities:
                 ratings = pricing.rate_accounts(conn, self.catalog, period, [a.id for a in to_rate])
                 pricing.add_prior_period_usage(conn, self.catalog, period, ratings)
             except (RatingError, CatalogError) as err:
-                raise ApplicationError(f"rating {period}: {err}", type="RatingError", non_retryable=True) from err
+                raise ApplicationError(f"rating {period}: {err}", type=Failure.RATING_ERROR, non_retryable=True) from err
             total = Decimal("0.00")
             items = []
             for account in to_rate:
@@ -184,7 +177,7 @@ class CloseActivities:
         result = PushChunkResult(already_pushed=already)
         transient: list[str] = []
         info = activity.info() if activity.in_activity() else None
-        last_attempt = info is not None and info.attempt >= PUSH_ATTEMPTS_BEFORE_GIVING_UP
+        last_attempt = info is not None and info.attempt >= PushBudget.GIVE_UP_AT
         with ThreadPoolExecutor(max_workers=self.settings.stripe_concurrency,
                                 thread_name_prefix="stripe-push") as pool:
             futures = {pool.submit(pusher.push, i): i for i in ids}
@@ -215,7 +208,7 @@ class CloseActivities:
         if transient:
             raise ApplicationError(
                 f"{len(transient)} invoice(s) not pushed yet, will retry: " + "; ".join(transient[:5]),
-                type="StripeTransient",
+                type=Failure.STRIPE_TRANSIENT,
             )
         return result
 
@@ -226,9 +219,9 @@ class CloseActivities:
         try:
             outcome = pusher.push(inp.invoice_id)
         except InvoiceRejected as err:
-            raise ApplicationError(str(err), type="InvoiceRejected", non_retryable=True) from err
+            raise ApplicationError(str(err), type=Failure.INVOICE_REJECTED, non_retryable=True) from err
         except repo.NotFound as err:
-            raise ApplicationError(str(err), type="NotFound", non_retryable=True) from err
+            raise ApplicationError(str(err), type=Failure.NOT_FOUND, non_retryable=True) from err
         return PushInvoiceResult(
             invoice_id=outcome.invoice_id,
             status=outcome.status,

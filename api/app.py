@@ -102,6 +102,7 @@ def api_engine(url: str) -> Engine:
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None, catalog: Catalog | None = None,
                clock: Callable[[], datetime] | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.check_production()
     engine = engine or api_engine(settings.effective_database_url())
     catalog = catalog or load_catalog(settings.catalog_path)
     service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency)

@@ -14,6 +14,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     import uvicorn
 
     settings = get_settings()
+    settings.check_production()  # one line naming what a production deployment lacks
     settings.effective_database_url()  # fail early with the one-line message when there is no database
     settings.effective_api_secret()  # create the link secret once, before workers start
     uvicorn.run(

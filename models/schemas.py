@@ -13,16 +13,6 @@ from pydantic import BaseModel, Field
 
 
 # ---- monthly close ------------------------------------------------------------------------------
-class ClosePeriodInput(BaseModel):
-    # None: the month before the workflow's start time (what the monthly schedule sends).
-    period: str | None = None
-    chunk_size: int = Field(default=100, ge=1, le=1000)
-    parallel_chunks: int = Field(default=4, ge=1, le=64)
-    push_to_stripe: bool = True
-    # How long a Stripe push may go silent before Temporal retries it elsewhere (a worker that died).
-    push_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
-
-
 class AccountRange(BaseModel):
     """Accounts with ``after < id <= upto`` in id order (``after`` None: from the first)."""
 
@@ -98,17 +88,61 @@ class CloseProgress(BaseModel):
 
 
 class ClosePeriodResult(BaseModel):
+    """What a period's close did, summed over all its chunks (and all runs of a continued chain)."""
+
     period: str
-    accounts: int
-    chunks: int
-    invoices_rated: int
-    invoices_frozen: int
-    no_charge: int
-    pushed: int
-    already_pushed: int
-    failed: list[InvoiceFailure]
-    stripe_calls: int
-    total: Decimal
+    accounts: int = 0
+    chunks: int = 0
+    invoices_rated: int = 0
+    invoices_frozen: int = 0
+    no_charge: int = 0
+    pushed: int = 0
+    already_pushed: int = 0
+    failed: list[InvoiceFailure] = Field(default_factory=list)
+    stripe_calls: int = 0
+    total: Decimal = Decimal("0.00")
+
+    @classmethod
+    def empty(cls, period: str) -> ClosePeriodResult:
+        return cls(period=period)
+
+    def add_chunk(self, res: ChunkResult) -> None:
+        self.accounts += len(res.rate.account_ids)
+        self.chunks += 1
+        self.invoices_rated += res.rate.rated
+        self.invoices_frozen += res.rate.frozen
+        self.no_charge += res.rate.no_charge
+        self.total += res.rate.total
+        if res.push:
+            self.pushed += res.push.pushed
+            self.already_pushed += res.push.already_pushed
+            self.stripe_calls += res.push.stripe_calls
+            self.failed = sorted([*self.failed, *res.push.failed], key=lambda f: f.invoice_id)
+
+
+class ClosePeriodInput(BaseModel):
+    # None: the month before the workflow's start time (what the monthly schedule sends).
+    period: str | None = None
+    chunk_size: int = Field(default=100, ge=1, le=1000)
+    parallel_chunks: int = Field(default=4, ge=1, le=64)
+    push_to_stripe: bool = True
+    # How long a Stripe push may go silent before Temporal retries it elsewhere (a worker that died).
+    push_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
+    # Continue as new after this many chunks in one run (None: when Temporal suggests it). Tests lower it.
+    chunks_per_run: int | None = Field(default=None, ge=1)
+    # Set only by continue-as-new: where the previous run of the chain stopped and what it had done.
+    cursor: str | None = None
+    next_index: int = 0
+    carry: ClosePeriodResult | None = None
+    progress: CloseProgress | None = None
+
+
+class ScheduledCloseResult(BaseModel):
+    period: str
+    close_workflow_id: str
+    started: bool  # False: the month's close already existed (started by hand or by an earlier run)
+    result: ClosePeriodResult | None = None
+    note: str = ""
 
 
 class PushInvoiceInput(BaseModel):

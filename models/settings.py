@@ -19,9 +19,17 @@ STACK_FILE = "stack.json"
 EMULATOR_API_KEY = "sk_test_tally_emulator"
 
 
+PRODUCTION = "production"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", populate_by_name=True)
 
+    env: str = Field(
+        default="development",
+        description="`production` (docker-compose sets it): connection settings must be given, never "
+                    "filled in from the local dev stack or the emulator, and nothing secret is written to disk.",
+    )
     home: Path = Field(default=Path(".tally"), description="Folder holding all local-stack state.")
 
     database_url: str | None = Field(
@@ -75,10 +83,29 @@ class Settings(BaseSettings):
 
     # ---- derived -------------------------------------------------------------------------
     @property
+    def production(self) -> bool:
+        return self.env.strip().lower() == PRODUCTION
+
+    def missing_production_settings(self) -> list[str]:
+        """The settings a production deployment must give explicitly and does not."""
+        required = {"STRIPE_API_KEY": self.stripe_api_key, "DATABASE_URL": self.database_url,
+                    "TEMPORAL_ADDRESS": self.temporal_address, "TALLY_API_SECRET": self.api_secret}
+        return [name for name, value in required.items() if not value]
+
+    def check_production(self) -> None:
+        """Refuse to run a production process on development fallbacks (the emulator on 127.0.0.1, the
+        dev stack's database, a link secret written to disk). Every Tally entry point calls it."""
+        if self.production and (missing := self.missing_production_settings()):
+            raise ConfigError(f"TALLY_ENV=production but {', '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} not set; refusing to start")
+
+    @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE
 
     def stack_state(self) -> dict:
+        if self.production:  # a production process never reads the local dev stack's file
+            return {}
         try:
             return json.loads(self.stack_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -87,6 +114,7 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         url = self.database_url or self.stack_state().get("database_url")
         if not url:
+            self.check_production()
             raise ConfigError(
                 "no database: set DATABASE_URL, or start the local stack with `tally dev up`"
             )
@@ -103,6 +131,7 @@ class Settings(BaseSettings):
         """(api_key, base_url or None for real Stripe)."""
         if self.stripe_api_key:
             return self.stripe_api_key, self.stripe_api_base
+        self.check_production()
         base = (
             self.stripe_api_base
             or self.stack_state().get("stripe_api_base")
@@ -115,6 +144,7 @@ class Settings(BaseSettings):
         the CLI that signs billing links and the API that checks them on this machine)."""
         if self.api_secret:
             return self.api_secret.encode()
+        self.check_production()
         path = self.home / "api-secret"
         try:
             return path.read_bytes().strip()

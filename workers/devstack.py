@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 
 from models.settings import Settings
+from workers import registry
 
 _log = logging.getLogger(__name__)
 
@@ -51,10 +52,8 @@ POSTGRES, TEMPORAL, STRIPE, WORKER, API = "postgres", "temporal", "stripe", "wor
 COMPONENTS = (POSTGRES, TEMPORAL, STRIPE, WORKER, API)
 DATABASE_NAME = "tally"
 LOCAL_HOST = "127.0.0.1"
-DEFAULT_SEARCH_ATTRIBUTES: dict[str, str] = {
-    "BillingPeriod": "Keyword",
-    "BillingAccountIds": "KeywordList",
-}
+# Every registered capability's search attributes (name -> Keyword, KeywordList, ...).
+DEFAULT_SEARCH_ATTRIBUTES: dict[str, str] = registry.search_attribute_kinds()
 # Set in the environment of every process we start: lets us recognise our own processes even when
 # stack.json is gone (an interrupted `up`, a deleted file).
 COMPONENT_ENV = "TALLY_DEVSTACK_COMPONENT"

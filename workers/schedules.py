@@ -1,8 +1,11 @@
 """Temporal Schedules for the recurring jobs (nobody has to remember to run anything).
 
-``monthly-close``: on the 3rd of each month at 02:00 UTC (after the 48 h late-usage grace) start the
-close of the previous month. The workflow derives the month from its own start time, so the schedule's
-action never changes. Applying twice updates in place.
+Each capability declares its schedules in the registry (workers/registry.py); ``tally schedules apply``
+creates or updates every one of them (applying twice updates in place).
+
+``monthly-close``: on the 3rd of each month at 02:00 UTC (after the 48 h late-usage grace) start
+``ScheduledClose``, which starts the month's one close ``close-YYYY-MM`` (or finds it already started by
+hand). The workflow derives the month from its own start time, so the schedule's action never changes.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from temporalio.client import (
 
 from models.schemas import ClosePeriodInput
 from models.settings import Settings
+from workers import registry
 from workers.worker import connect
-from workflows.close import ClosePeriodWorkflow
+from workflows.close import ScheduledCloseWorkflow
 
 
 @dataclass(frozen=True)
@@ -37,16 +41,16 @@ class ScheduleDef:
     schedule: Schedule
 
 
-def schedule_defs(settings: Settings) -> list[ScheduleDef]:
+def monthly_close_schedule(settings: Settings) -> ScheduleDef:
     close = Schedule(
         action=ScheduleActionStartWorkflow(
-            ClosePeriodWorkflow.run,
+            ScheduledCloseWorkflow.run,
             ClosePeriodInput(
                 period=None,
                 chunk_size=settings.close_chunk_size,
                 parallel_chunks=settings.close_parallel_chunks,
             ),
-            id="scheduled-close",
+            id="monthly-close",  # Temporal appends the scheduled time: monthly-close-<time>
             task_queue=settings.task_queue,
             execution_timeout=timedelta(hours=24),
         ),
@@ -63,13 +67,13 @@ def schedule_defs(settings: Settings) -> list[ScheduleDef]:
         ),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=7)),
     )
-    return [ScheduleDef("monthly-close", "close of the previous month, 3rd 02:00 UTC", close)]
+    return ScheduleDef("monthly-close", "close of the previous month, 3rd 02:00 UTC", close)
 
 
 async def apply_schedules(settings: Settings, client: Client | None = None) -> list[str]:
     client = client or await connect(settings)
     out = []
-    for d in schedule_defs(settings):
+    for d in registry.schedules(settings):
         try:
             await client.create_schedule(d.schedule_id, d.schedule)
             verb = "created"

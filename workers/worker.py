@@ -1,4 +1,5 @@
-"""The Tally worker: hosts every workflow and activity on one task queue.
+"""The Tally worker: hosts every capability's workflows and activities (workers/registry.py) on one
+task queue.
 
 Run it with ``tally worker`` (or ``python -m workers.worker``); the dev stack starts one for you.
 Activities are synchronous (SQLAlchemy, the Stripe SDK) and run on a thread pool.
@@ -15,9 +16,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from activities.close import CloseActivities
-from models.settings import Settings, get_settings
-from workflows.close import ALL_WORKFLOWS
+from activities.deps import Deps
+from models.settings import ConfigError, Settings, get_settings
+from workers import registry
 
 log = logging.getLogger("tally.worker")
 
@@ -43,17 +44,18 @@ async def connect(settings: Settings) -> Client:
         ) from None
 
 
-def build_worker(client: Client, settings: Settings, activities: CloseActivities | None = None,
+def build_worker(client: Client, settings: Settings, deps: Deps | None = None,
                  executor: ThreadPoolExecutor | None = None, fail_fast: bool = False) -> Worker:
-    """``fail_fast`` (tests): a bug in workflow code fails the workflow instead of retrying its task
-    forever, which is what production wants (deploy a fix, the task resumes)."""
-    activities = activities or CloseActivities(settings)
+    """Every registered capability's workflows and activities, the activities built from ``deps``
+    (default: from ``settings``). ``fail_fast`` (tests): a bug in workflow code fails the workflow
+    instead of retrying its task forever, which is what production wants (deploy a fix, it resumes)."""
+    deps = deps or Deps(settings)
     executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=ALL_WORKFLOWS,
-        activities=activities.all(),
+        workflows=registry.workflows(),
+        activities=registry.activities(deps),
         activity_executor=executor,
         max_concurrent_activities=16,
         workflow_failure_exception_types=[Exception] if fail_fast else [],
@@ -61,6 +63,7 @@ def build_worker(client: Client, settings: Settings, activities: CloseActivities
 
 
 async def run_worker(settings: Settings) -> None:
+    settings.check_production()
     client = await connect(settings)
     worker = build_worker(client, settings)
     stop = asyncio.Event()
@@ -75,7 +78,10 @@ async def run_worker(settings: Settings) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("stripe").setLevel(logging.WARNING)  # the SDK logs two INFO lines per request
-    asyncio.run(run_worker(get_settings()))
+    try:
+        asyncio.run(run_worker(get_settings()))
+    except (ConfigError, TemporalUnreachable) as err:
+        raise SystemExit(f"tally worker: {err}") from None
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from activities.close import CloseActivities
+from activities.deps import Deps
 from api.auth import billing_link
 from billing.money import format_usd
 from models.schemas import AccountRange, CloseChunkInput
@@ -43,7 +44,7 @@ def test_billing_page_shows_the_month_to_date_total_and_one_bar_per_active_day(a
             n += 1
     docs += [event("web", 10_000 + i, OCT_START - timedelta(days=10, minutes=i)) for i in range(30)]  # September
     assert ingest(api.database_url, docs, now=NOW).accepted == len(docs)
-    CloseActivities(api.settings).rate_accounts(
+    CloseActivities(Deps(api.settings)).rate_accounts(
         CloseChunkInput(period="2026-09", index=0, accounts=AccountRange(after=None, upto="~", count=0)))
     mtd = api.client(key).get("/v1/accounts/web/entitlement", params={"model": "gpt-4o"}).json()[
         "month_to_date_charges"]

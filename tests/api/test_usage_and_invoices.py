@@ -10,6 +10,7 @@ import pytest
 
 from activities import pricing
 from activities.close import CloseActivities
+from activities.deps import Deps
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import get_engine
@@ -73,7 +74,7 @@ def test_invoices_have_the_cli_json_shape(api):
     key = seed(api)
     c = api.client(key)
     assert c.get("/v1/accounts/u1/invoices").json() == {"account_id": "u1", "invoices": []}
-    CloseActivities(api.settings).rate_accounts(
+    CloseActivities(Deps(api.settings)).rate_accounts(
         CloseChunkInput(period="2026-09", index=0, accounts=AccountRange(after=None, upto="~", count=0)))
     engine = get_engine(api.database_url)
     expected = json.loads(json.dumps(invoice_view(engine, "u1", "2026-09").model_dump()))  # `invoices show --json`

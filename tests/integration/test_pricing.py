@@ -11,6 +11,7 @@ import pytest
 
 from activities import repository as repo
 from activities.close import CloseActivities
+from activities.deps import Deps
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import get_engine
@@ -46,7 +47,7 @@ def invoice(url: str, account_id: str, period: Period = OCT):
 
 @pytest.fixture
 def acts(settings):
-    return CloseActivities(settings)
+    return CloseActivities(Deps(settings))
 
 
 def test_token_pricing_charges_every_platform_key_execution_per_model_and_direction(settings, acts):
@@ -114,7 +115,7 @@ def write_catalog_with_price_change(tmp_path: Path) -> Path:
 def test_price_change_on_the_15th_prices_each_execution_at_the_rate_in_force_on_separate_lines(settings, tmp_path):
     url = settings.database_url
     s = settings.model_copy(update={"catalog_path": write_catalog_with_price_change(tmp_path)})
-    acts = CloseActivities(s)
+    acts = CloseActivities(Deps(s))
     create_account(url, "pc", "pro", overage=True)
     # 5,000 included in the first days, then 10 billable before the 15th and 20 after it.
     ingest(url, events("pc", 5_000, step=timedelta(seconds=30), models=("gpt-4o-mini",)))

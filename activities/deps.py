@@ -1,0 +1,60 @@
+"""The one dependency object every capability's activities are built from.
+
+A worker builds one ``Deps`` from its settings and hands it to each capability's activities factory
+(workers/registry.py). Tests pass their own engine, gateway, catalog or clock. Heavy pieces (the
+connection pool, the Stripe client, the catalog file) are created on first use, so a worker that never
+touches Stripe never builds a Stripe client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
+
+from billing.catalog import Catalog, load_catalog
+from models.db import get_engine
+from models.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from gateways.stripe import StripeGateway
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Deps:
+    """Settings, a Postgres engine, the Stripe gateway, the catalog and a clock."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, engine: Engine | None = None,
+                 stripe: StripeGateway | None = None, catalog: Catalog | None = None):
+        self.settings = settings
+        self.clock: Clock = clock or utc_now
+        if engine is not None:
+            self.engine = engine
+        if stripe is not None:
+            self.stripe = stripe
+        if catalog is not None:
+            self.catalog = catalog
+
+    @cached_property
+    def engine(self) -> Engine:
+        # An invoice push holds one connection for its advisory lock; chunks push in parallel.
+        s = self.settings
+        return get_engine(s.effective_database_url(),
+                          pool_size=max(5, s.stripe_concurrency * s.close_parallel_chunks + 4))
+
+    @cached_property
+    def stripe(self) -> StripeGateway:
+        from gateways.stripe import StripeGateway
+
+        return StripeGateway(self.settings)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog(self.settings.catalog_path)

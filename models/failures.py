@@ -1,0 +1,31 @@
+"""Names shared across the workflow/activity boundary: failure types and attempt budgets.
+
+An activity raises ``ApplicationError(type=Failure.X)``; a workflow lists the same constant in its retry
+policy's ``non_retryable_error_types``. Both sides import it from here, so a rename cannot leave one
+side matching a string that no longer exists.
+"""
+
+from __future__ import annotations
+
+
+class Failure:
+    """``ApplicationError.type`` values raised by activities and matched by workflows and services."""
+
+    INVALID_PERIOD = "InvalidPeriod"  # the period text is not YYYY-MM or out of range
+    PERIOD_NOT_CLOSABLE = "PeriodNotClosable"  # not ended + grace yet, or before the first catalog version
+    RATING_ERROR = "RatingError"  # the catalog/terms cannot price the period: no retry can fix it
+    INVOICE_REJECTED = "InvoiceRejected"  # Stripe refused the invoice (4xx): ops must look
+    NOT_FOUND = "NotFound"  # the invoice/account named in the input does not exist
+    STRIPE_TRANSIENT = "StripeTransient"  # some invoices not pushed yet; Temporal retries the activity
+
+
+class PushBudget:
+    """How often the close's push activity is attempted before it gives up on an invoice.
+
+    Temporal stops retrying at ``MAX_ATTEMPTS``; the activity itself stops raising for transient Stripe
+    trouble from attempt ``GIVE_UP_AT`` on and marks what is left ``push_failed`` for ops, so the last
+    attempts always end with a result the workflow can report instead of a failed close.
+    """
+
+    MAX_ATTEMPTS = 10
+    GIVE_UP_AT = MAX_ATTEMPTS - 2

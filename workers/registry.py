@@ -1,0 +1,128 @@
+"""The capability registry: what each capability of Tally brings to a worker, a namespace and the CLI.
+
+A capability (the monthly close today; usage reporting, credits, payouts, contracts and alerts next)
+declares, in ONE entry of ``CAPABILITIES``:
+- its workflow classes (hosted by every worker),
+- an activities factory taking the one dependency object (``activities.deps.Deps``) and returning
+  objects whose ``@activity.defn`` methods the worker registers,
+- its Temporal Schedules (``tally schedules apply`` creates or updates them),
+- the search attributes its workflows set (the dev stack, the test fixtures and
+  deploy/temporal/search-attributes.txt register exactly these),
+- its CLI groups, as ``"module:attribute"`` paths, imported only by the CLI.
+
+The worker, ``tally schedules apply``, the dev stack, deploy/ and the test fixtures read this list;
+none of them names a workflow, an activity or a search attribute of their own. How to add a
+capability: docs/architecture.md, "Adding a workflow".
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from temporalio.common import SearchAttributeKey
+
+from workflows import close as close_workflows
+from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD, kind_name
+
+if TYPE_CHECKING:
+    from activities.deps import Deps
+    from models.settings import Settings
+    from workers.schedules import ScheduleDef
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    description: str
+    workflows: tuple[type, ...]
+    activities: Callable[[Deps], list[Any]]
+    schedules: Callable[[Settings], list[ScheduleDef]] = lambda _settings: []
+    search_attributes: tuple[SearchAttributeKey, ...] = ()
+    cli_groups: tuple[str, ...] = field(default=())
+
+
+def _close_activities(deps: Deps) -> list[Any]:
+    from activities.close import CloseActivities
+
+    return [CloseActivities(deps)]
+
+
+def _close_schedules(settings: Settings) -> list[ScheduleDef]:
+    from workers.schedules import monthly_close_schedule
+
+    return [monthly_close_schedule(settings)]
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability(
+        name="close",
+        description="the monthly close: rate every account, write invoices, push them to Stripe",
+        workflows=close_workflows.WORKFLOWS,
+        activities=_close_activities,
+        schedules=_close_schedules,
+        search_attributes=(BILLING_PERIOD, BILLING_ACCOUNT_IDS),
+        cli_groups=("workers.cli:close", "workers.cli:invoices"),
+    ),
+)
+
+
+# ---- what the worker, schedules, dev stack and fixtures read ----------------------------------------
+def workflows() -> list[type]:
+    return [wf for cap in CAPABILITIES for wf in cap.workflows]
+
+
+def activity_objects(deps: Deps) -> list[Any]:
+    return [obj for cap in CAPABILITIES for obj in cap.activities(deps)]
+
+
+def activities(deps: Deps) -> list[Callable]:
+    """Every ``@activity.defn`` method of every capability's activity objects, bound to them."""
+    found = []
+    for obj in activity_objects(deps):
+        # Look on the class: reading every attribute of the instance would build its lazy resources.
+        for name, fn in inspect.getmembers(type(obj), inspect.isfunction):
+            if hasattr(fn, "__temporal_activity_definition"):
+                found.append(getattr(obj, name))
+    return found
+
+
+def schedules(settings: Settings) -> list[ScheduleDef]:
+    return [d for cap in CAPABILITIES for d in cap.schedules(settings)]
+
+
+def search_attributes() -> dict[str, SearchAttributeKey]:
+    """name -> key, each once (two capabilities may share one attribute, never with two types)."""
+    out: dict[str, SearchAttributeKey] = {}
+    for cap in CAPABILITIES:
+        for key in cap.search_attributes:
+            seen = out.get(key.name)
+            if seen is not None and seen.indexed_value_type != key.indexed_value_type:
+                raise ValueError(f"search attribute {key.name} declared with two types")
+            out[key.name] = key
+    return out
+
+
+def search_attribute_kinds() -> dict[str, str]:
+    """name -> operator type name (Keyword, KeywordList, ...), for the dev server and deploy/."""
+    return {name: kind_name(key) for name, key in search_attributes().items()}
+
+
+SEARCH_ATTRIBUTES_FILE_HEADER = (
+    "# Generated from workers/registry.py by `python -m workers.registry search-attributes`; a test keeps\n"
+    "# it equal to the registry. Read by deploy/temporal/setup-namespace.sh (one `Name Type` a line).\n"
+)
+
+
+def search_attributes_file() -> str:
+    return SEARCH_ATTRIBUTES_FILE_HEADER + "".join(
+        f"{name} {kind}\n" for name, kind in sorted(search_attribute_kinds().items()))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["search-attributes"]:
+        raise SystemExit("usage: python -m workers.registry search-attributes")
+    sys.stdout.write(search_attributes_file())
