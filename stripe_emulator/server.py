@@ -26,6 +26,9 @@ KEEP_ALIVE_SECONDS = 300  # idle keep-alive connections are closed after this
 START_TIMEOUT = 30
 GRACEFUL_STOP_SECONDS = 5  # in-flight requests (a ``delay`` fault) get this long to finish at stop
 PRUNE_EVERY = 60
+# uvloop where uvicorn can give it to its own thread only: before 0.36 uvicorn installed it by setting the
+# process-wide event loop policy, which would change every other asyncio loop of a test process.
+_LOOP = "auto" if hasattr(uvicorn.Config, "get_loop_factory") else "asyncio"
 
 
 class _Uvicorn(uvicorn.Server):
@@ -72,7 +75,7 @@ class EmulatorServer:
         self.app = build_app(self, self.resources)
         self._started = threading.Event()
         self._uvicorn = _Uvicorn(uvicorn.Config(
-            self.app, http=DroppableHTTPProtocol, ws="none", lifespan="off", log_config=None,
+            self.app, http=DroppableHTTPProtocol, loop=_LOOP, ws="none", lifespan="off", log_config=None,
             access_log=False, proxy_headers=False, server_header=False, date_header=False,
             timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS,
         ), self._started)
