@@ -10,6 +10,6 @@ See README.md in this folder for endpoints, faults and the /_emulator/ control p
 """
 
 from .server import EmulatorServer, start_emulator
-from .state import EmulatorState
+from .core.state import EmulatorState
 
 __all__ = ["EmulatorServer", "EmulatorState", "start_emulator"]

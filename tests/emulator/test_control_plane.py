@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stripe_emulator.errors import StripeError
-from stripe_emulator.forms import decode_form
+from stripe_emulator.core.errors import StripeError
+from stripe_emulator.core.forms import decode_form
 
 from .helpers import control, raw
 

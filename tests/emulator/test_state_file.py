@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import stripe
 
 from stripe_emulator import start_emulator
+
+from .helpers import emulator_process
 
 
 def _client(url, retries=0):
@@ -60,40 +57,9 @@ def test_state_is_saved_in_the_background_while_running(tmp_path):
         emu.stop()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url, proc):
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            with urllib.request.urlopen(url + "/_emulator/health", timeout=1) as r:
-                if json.loads(r.read())["ok"]:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("emulator did not become healthy")
-
-
 def test_cli_saves_state_on_sigterm_and_reloads_it(tmp_path):
     path = str(tmp_path / "cli.json")
-    cwd = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for round_ in range(2):
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([sys.executable, "-m", "stripe_emulator", "--port", str(port),
-                                 "--state-file", path], cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            _wait_healthy(url, proc)
-            if round_ == 0:
-                cus = _client(url).customers.create(params={"name": "cli"})
-            else:
-                assert _client(url).customers.retrieve(cus.id).name == "cli"
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
+    with emulator_process(state_file=path) as url:
+        cus = _client(url).customers.create(params={"name": "cli"})
+    with emulator_process(state_file=path) as url:
+        assert _client(url).customers.retrieve(cus.id).name == "cli"

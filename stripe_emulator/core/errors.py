@@ -38,3 +38,12 @@ def missing(param: str) -> StripeError:
 
 def no_such(kind: str, ident: str, param: str = "id", status: int = 404) -> StripeError:
     return StripeError(status, f"No such {kind}: '{ident}'", param=param, code="resource_missing")
+
+
+def find(store: dict, kind: str, ident: str | None, param: str | None = None) -> dict:
+    """``store[ident]``, or Stripe's ``resource_missing``: 404 for an id in the path, 400 naming ``param``
+    for an id given in a parameter."""
+    obj = store.get(ident or "")
+    if obj is None:
+        raise no_such(kind, ident, param=param, status=400) if param else no_such(kind, ident)
+    return obj

@@ -1,0 +1,128 @@
+"""Parameter readers for handlers: each takes the decoded params and answers the value or raises a
+Stripe-shaped 400 naming the parameter (``label`` is the full name, e.g. ``lines[0][amount]``)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from .errors import StripeError, missing
+
+
+def _scalar(params: dict, name: str, label: str | None = None):
+    v = params.get(name)
+    if isinstance(v, (dict, list)):
+        raise StripeError(400, f"Invalid value for {label or name}: expected a string.",
+                          param=label or name)
+    return v
+
+
+def p_str(params: dict, name: str, required: bool = False, default=None, label: str | None = None):
+    v = _scalar(params, name, label)
+    if v is None or (required and v == ""):
+        if required:
+            raise missing(label or name)
+        return default
+    return v
+
+
+def p_int(params: dict, name: str, required: bool = False, default=None, minimum=None, maximum=None,
+          label: str | None = None):
+    label = label or name
+    v = _scalar(params, name, label)
+    if v is None or v == "":
+        if required:
+            raise missing(label)
+        return default
+    try:
+        if isinstance(v, int):
+            out = v
+        else:
+            if not re.fullmatch(r"-?\d+", v.strip()):
+                raise ValueError
+            out = int(v)
+    except (ValueError, AttributeError):
+        raise StripeError(400, f"Invalid integer: {v}", param=label, code="parameter_invalid_integer")
+    if minimum is not None and out < minimum:
+        raise StripeError(400, f"Invalid {label}: must be greater than or equal to {minimum}", param=label)
+    if maximum is not None and out > maximum:
+        raise StripeError(400, f"Invalid {label}: must be less than or equal to {maximum}", param=label)
+    return out
+
+
+def p_bool(params: dict, name: str, default=None, label: str | None = None):
+    v = _scalar(params, name, label)
+    if v is None or v == "":
+        return default
+    if isinstance(v, bool):
+        return v
+    if v.lower() == "true":
+        return True
+    if v.lower() == "false":
+        return False
+    raise StripeError(400, f"Invalid boolean: {v}", param=label or name)
+
+
+def p_enum(params: dict, name: str, choices: tuple, default=None, label: str | None = None):
+    v = p_str(params, name, default=default, label=label)
+    if v is not None and v not in choices:
+        raise StripeError(
+            400, f"Invalid {label or name}: must be one of {', '.join(choices)}", param=label or name)
+    return v
+
+
+def p_decimal(value, label: str, max_places: int = 12) -> Decimal:
+    if isinstance(value, (dict, list)) or value is None:
+        raise StripeError(400, f"Invalid decimal: {value}", param=label)
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise StripeError(400, f"Invalid decimal: {value}", param=label)
+    if not d.is_finite():
+        raise StripeError(400, f"Invalid decimal: {value}", param=label)
+    exp = d.as_tuple().exponent
+    if isinstance(exp, int) and -exp > max_places:
+        raise StripeError(400, f"Invalid decimal: {value} has more than {max_places} decimal places",
+                          param=label)
+    return d
+
+
+def p_metadata(params: dict, name: str = "metadata", existing: dict | None = None,
+               label: str | None = None) -> dict:
+    """Stripe metadata semantics: merge into ``existing``; '' as a value unsets a key; '' clears all."""
+    label = label or name
+    out = dict(existing or {})
+    v = params.get(name)
+    if v is None:
+        return out
+    if v == "":
+        return {}
+    if not isinstance(v, dict):
+        raise StripeError(400, f"Invalid {label}: must be a hash of string keys and values", param=label)
+    for k, val in v.items():
+        if isinstance(val, (dict, list)):
+            raise StripeError(400, f"Invalid value for {label}[{k}]: metadata values must be strings",
+                              param=f"{label}[{k}]")
+        if len(k) > 40:
+            raise StripeError(400, f"Invalid {label}: keys must be at most 40 characters", param=label)
+        if len(val) > 500:
+            raise StripeError(400, f"Invalid {label}[{k}]: values must be at most 500 characters",
+                              param=f"{label}[{k}]")
+        if val == "":
+            out.pop(k, None)
+        else:
+            out[k] = val
+    if len(out) > 50:
+        raise StripeError(400, f"Invalid {label}: at most 50 keys are allowed", param=label)
+    return out
+
+
+def p_currency(params: dict, name: str, default=None, required=False, label: str | None = None):
+    v = p_str(params, name, required=required, default=default, label=label)
+    if v is None:
+        return None
+    v = v.lower()
+    if not re.fullmatch(r"[a-z]{3}", v):
+        raise StripeError(400, f"Invalid currency: {v}", param=label or name)
+    return v
+

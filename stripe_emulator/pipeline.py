@@ -1,0 +1,194 @@
+"""The path every Stripe API request takes, in Stripe's order:
+
+body (413) -> authentication (401) -> routing (404, in the app) -> parameter decoding (400) ->
+``rate_limit_429`` fault -> idempotency (replay, 400 ``idempotency_error``, 409 in flight) -> execution
+(``delay``, ``error_500``, or the handler under the state lock) -> ``drop_after_commit``.
+
+Nothing before the idempotency check is saved under the key; everything executed is (4xx and 500 too).
+Every request, answered or dropped, is recorded in the request log with its route template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .connection import DropConnection
+from .core import faults, idempotency, requestlog
+from .core.errors import StripeError
+from .core.forms import decode_form
+from .core.ids import new_id
+from .core.resource import ApiRequest, Operation
+from .core.state import EmulatorState
+from .responses import dumps, error_response, json_response
+
+log = logging.getLogger("stripe_emulator")
+
+MAX_BODY = 10 * 1024 * 1024
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body (Content-Length or chunked), refused with 413 beyond ``MAX_BODY``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise StripeError(413, "Request body too large.")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_BODY:
+            raise StripeError(413, "Request body too large.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def api_key_of(request: Request) -> str | None:
+    """``Authorization: Bearer sk_test_...`` (or Basic with the key as user); None for anything else."""
+    scheme, _, cred = request.headers.get("authorization", "").partition(" ")
+    key = None
+    if scheme.lower() == "bearer":
+        key = cred.strip()
+    elif scheme.lower() == "basic":
+        try:
+            key = base64.b64decode(cred.strip()).decode("utf-8").split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            key = None
+    return key if key and key.startswith("sk_test_") else None
+
+
+def _unauthenticated(request: Request) -> StripeError:
+    if not request.headers.get("authorization"):
+        msg = "You did not provide an API key. Provide it in the Authorization header as 'Bearer sk_test_...'."
+    else:
+        msg = "Invalid API Key provided: the emulator accepts any key starting with sk_test_."
+    return StripeError(401, msg, type="authentication_error")
+
+
+def _state(request: Request) -> EmulatorState:
+    return request.app.state.emulator.state
+
+
+async def unrouted(request: Request, template: str) -> Response:
+    """A Stripe request that matched no operation: 401 without a key, else Stripe's 404."""
+    st, method, path = _state(request), request.method, request.scope["path"]
+    idem_key = request.headers.get("idempotency-key") if method == "POST" else None
+    if api_key_of(request) is None:
+        err = _unauthenticated(request)
+    else:
+        err = StripeError(404, f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
+                               "or we can help at https://support.stripe.com/.")
+    requestlog.record(st, method, path, template, idem_key, err.status, False, False)
+    return error_response(err)
+
+
+def operation_route(op: Operation) -> Route:
+    """The Starlette route of one resource operation."""
+
+    async def endpoint(request: Request):
+        return await _serve(request, op)
+
+    endpoint.__name__ = op.handler.__name__
+    return Route(op.path, endpoint, methods=[op.method])
+
+
+async def _serve(request: Request, op: Operation):
+    st, method, path = _state(request), request.method, request.scope["path"]
+    idem_key = request.headers.get("idempotency-key") if method == "POST" else None
+
+    def finish(resp, status: int, replayed=False, executed=False, fault=None):
+        requestlog.record(st, method, path, op.path, idem_key, status, replayed, executed, fault)
+        return resp
+
+    try:
+        body = await read_body(request)
+    except StripeError as err:
+        return finish(error_response(err, {"Connection": "close"}), err.status)
+    # 1. authentication
+    api_key = api_key_of(request)
+    if api_key is None:
+        err = _unauthenticated(request)
+        return finish(error_response(err), err.status)
+    # 2. parameters (routing is done): failures here are never saved under the key
+    query = request.scope["query_string"].decode("latin-1")
+    try:
+        text = body.decode("utf-8") if method == "POST" else query
+        if method == "POST" and query:
+            text = f"{query}&{text}" if text else query
+        params = decode_form(text)
+    except (StripeError, UnicodeDecodeError) as exc:
+        err = exc if isinstance(exc, StripeError) else StripeError(400, "Request body is not valid UTF-8.")
+        return finish(error_response(err), err.status)
+    # 3. rate limiting: nothing executed, nothing saved
+    if st.faults and (limited := faults.take(st, method, path, ("rate_limit_429",))):
+        ra = limited["rate_limit_429"]["retry_after"]
+        err = StripeError(429, "Too many requests hit the API too quickly. (emulator fault injection)",
+                          type="rate_limit_error", code="rate_limit",
+                          headers={"Retry-After": str(int(ra)) if float(ra).is_integer() else str(ra)})
+        return finish(error_response(err), 429, fault="rate_limit_429")
+    # 4. idempotency
+    claimed = False
+    if idem_key:
+        if len(idem_key) > idempotency.MAX_KEY_LENGTH:
+            return finish(error_response(idempotency.key_too_long()), 400)
+        fp = idempotency.fingerprint(method, path, params)
+        outcome, rec = idempotency.begin(st, api_key, idem_key, fp)
+        if outcome == idempotency.REPLAY:
+            resp = json_response(rec["status"], rec["body"].encode("utf-8"), {
+                "Idempotent-Replayed": "true", "Original-Request": rec["request_id"] or "",
+                "Idempotency-Key": idem_key})
+            return finish(resp, rec["status"], replayed=True)
+        if outcome == idempotency.MISMATCH:
+            return finish(error_response(idempotency.key_reused(idem_key, rec)), 400)
+        if outcome == idempotency.IN_FLIGHT:
+            return finish(error_response(idempotency.key_in_use(idem_key)), 409)
+        claimed = True
+    # 5. execution
+    request_id = new_id("req")
+    fault_name = None
+    try:
+        pending = faults.take(st, method, path, ("delay", "error_500", "drop_after_commit")) if st.faults else {}
+        if "delay" in pending:
+            fault_name = "delay"
+            await asyncio.sleep(max(0.0, pending["delay"]["seconds"]))
+        if "error_500" in pending:
+            fault_name = "error_500"
+            status, body_out, headers = _stripe_error(StripeError(
+                500, "An unknown error occurred (emulator fault injection: error_500).", type="api_error"))
+        else:
+            req = ApiRequest(method, path, params, dict(request.path_params), api_key)
+            status, body_out, headers = _execute(st, op, req)
+        if claimed:
+            idempotency.finish(st, api_key, idem_key, status, body_out, request_id)
+            claimed = False
+    finally:
+        if claimed:  # failed or cancelled before there was a response to save: release the key
+            idempotency.release(st, api_key, idem_key)
+    if "drop_after_commit" in pending:
+        return finish(DropConnection(), status, executed=True, fault="drop_after_commit")
+    headers["Request-Id"] = request_id
+    if idem_key:
+        headers["Idempotency-Key"] = idem_key
+    return finish(json_response(status, body_out, headers), status, executed=True, fault=fault_name)
+
+
+def _stripe_error(err: StripeError) -> tuple[int, bytes, dict]:
+    return err.status, dumps(err.body()), dict(err.headers)
+
+
+def _execute(st: EmulatorState, op: Operation, req: ApiRequest) -> tuple[int, bytes, dict]:
+    """Run the handler under the state lock: (status, JSON body, extra headers)."""
+    with st.lock:
+        try:
+            result = 200, dumps(op.handler(st, req)), {}
+        except StripeError as err:
+            result = _stripe_error(err)
+        except Exception:
+            log.exception("handler error for %s %s", req.method, req.path)
+            result = _stripe_error(StripeError(500, "An unknown error occurred.", type="api_error"))
+        if req.method != "GET":
+            st.dirty = True
+        return result
