@@ -1,5 +1,5 @@
 """`tally dev up/status/down` against real processes (embedded Postgres, Temporal dev server, the Stripe
-emulator and the worker when those modules exist), each run in a temporary TALLY_HOME on free ports.
+emulator, the worker and the API), each run in a temporary TALLY_HOME on free ports.
 
 The CLI is driven as a subprocess (`python -m workers.cli_dev`), as a developer would run it. Every
 process started here is killed at the end, even when a test fails.
@@ -29,13 +29,7 @@ EXTERNAL_VARS = (
     "DATABASE_URL", "TALLY_DATABASE_URL", "TEMPORAL_ADDRESS", "TALLY_TEMPORAL_ADDRESS",
     "STRIPE_API_KEY", "TALLY_STRIPE_API_KEY", "TALLY_STRIPE_API_BASE",
 )  # fmt: skip
-PORT_SETTINGS = ("TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", "TALLY_STRIPE_EMULATOR_PORT", "TALLY_API_PORT")
-
-needs_emulator = pytest.mark.skipif(
-    not devstack.stripe_emulator_available(), reason="stripe_emulator has no __main__ yet"
-)
-needs_worker = pytest.mark.skipif(not devstack.worker_available(), reason="workers.worker does not exist yet")
-needs_api = pytest.mark.skipif(not devstack.api_available(), reason="the api package is not installed")
+PORT_SETTINGS = tuple(p.env for c in devstack.COMPONENTS for p in c.ports)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -166,7 +160,7 @@ def test_up_starts_postgres_and_temporal_and_writes_stack_file(stack):
 
     facts = asyncio.run(temporal_facts(state["temporal_address"]))
     assert {"BillingPeriod", "BillingAccountIds"} <= facts["search_attributes"]
-    got = devstack._http_get(f"http://127.0.0.1:{ui_port}/")
+    got = devstack.http_get(f"http://127.0.0.1:{ui_port}/")
     assert got is not None and got[0] == 200
 
 
@@ -177,7 +171,6 @@ def test_status_exits_zero_and_lists_components_when_stack_is_up(stack):
         assert name in result.stdout
 
 
-@needs_emulator
 def test_up_starts_stripe_emulator_answering_health(stack):
     state = read_stack(stack["home"])
     port = stack["env"]["TALLY_STRIPE_EMULATOR_PORT"]
@@ -186,7 +179,6 @@ def test_up_starts_stripe_emulator_answering_health(stack):
     assert devstack.emulator_healthy(state["stripe_api_base"])
 
 
-@needs_worker
 def test_up_starts_a_worker_polling_the_task_queue(stack):
     state = read_stack(stack["home"])
     worker = state["components"]["worker"]
@@ -195,14 +187,13 @@ def test_up_starts_a_worker_polling_the_task_queue(stack):
     assert asyncio.run(devstack.worker_polling(state["temporal_address"], "default", "tally", worker["started_at"]))
 
 
-@needs_api
 def test_up_starts_the_metering_api_answering_health(stack):
     state = read_stack(stack["home"])
     port = stack["env"]["TALLY_API_PORT"]
     api = state["components"]["api"]
     assert api["mode"] == "managed" and alive(api["pid"])
     assert state["api_url"] == f"http://127.0.0.1:{port}"
-    got = devstack._http_get(f"{state['api_url']}/healthz")
+    got = devstack.http_get(f"{state['api_url']}/healthz")
     assert got is not None and got[0] == 200 and json.loads(got[1]) == {"ok": True, "database": "ok"}
 
 
@@ -245,11 +236,7 @@ def test_up_after_down_resumes_with_kept_data_and_purge_deletes_home(stack):
 # ---------------------------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize(
-    "setting",
-    ["TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", pytest.param("TALLY_STRIPE_EMULATOR_PORT", marks=needs_emulator),
-     pytest.param("TALLY_API_PORT", marks=needs_api)],
-)
+@pytest.mark.parametrize("setting", PORT_SETTINGS)
 def test_up_fails_on_a_taken_port_naming_port_and_setting_and_starts_nothing(scratch, setting):
     home = scratch / "home"
     env = stack_env(home)
@@ -294,3 +281,4 @@ def test_start_embedded_postgres_is_idempotent_and_stop_stops_it(scratch):
         assert devstack.stop_embedded_postgres(data_dir) is False
     finally:
         devstack.stop_embedded_postgres(data_dir)
+
