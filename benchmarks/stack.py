@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -252,26 +251,14 @@ class BenchStack:
     # ---- Stripe emulator --------------------------------------------------------------------------
     def start_emulator(self) -> str:
         port = free_port()
-        log = self.workdir / "logs" / "stripe-emulator.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as fh:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "stripe_emulator", "--host", "127.0.0.1", "--port", str(port)],
-                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                start_new_session=True, env=_child_env({}),
-            )
-        m = Managed("stripe-emulator", popen.pid, psutil.Process(popen.pid).create_time(), log, popen)
+        info = devstack.start_stripe_emulator(port=port, state_file=None, log_file=self.workdir / "logs" /
+                                              "stripe-emulator.log", env=_child_env({}))  # fmt: skip
+        m = Managed("stripe-emulator", info.pid, info.started_at, Path(info.log), info.popen)
         self.emulator = m
         self._on_close("stripe emulator", lambda: devstack.stop_process(m.pid, m.started_at))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not devstack.emulator_healthy(url, timeout=1.0):
-            if popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("stripe emulator did not start" + devstack.log_tail(log))
-            time.sleep(0.1)
-        self.emulator_url = url
-        self.echo(f"stripe: emulator {url} (pid {popen.pid})")
-        return url
+        self.emulator_url = f"http://127.0.0.1:{port}"
+        self.echo(f"stripe: emulator {self.emulator_url} (pid {info.pid})")
+        return self.emulator_url
 
     def emulator_stats(self) -> dict:
         with urllib.request.urlopen(self.emulator_url + "/_emulator/stats", timeout=30) as resp:

@@ -1,5 +1,5 @@
 """`tally dev up/status/down` against real processes (embedded Postgres, Temporal dev server, the Stripe
-emulator and the worker when those modules exist), each run in a temporary TALLY_HOME on free ports.
+emulator, the worker and the API), each run in a temporary TALLY_HOME on free ports.
 
 The CLI is driven as a subprocess (`python -m workers.cli_dev`), as a developer would run it. Every
 process started here is killed at the end, even when a test fails.
@@ -8,6 +8,7 @@ process started here is killed at the end, even when a test fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -16,12 +17,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
 import psycopg
 import pytest
 
+from models.settings import Settings
 from workers import devstack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +32,7 @@ EXTERNAL_VARS = (
     "DATABASE_URL", "TALLY_DATABASE_URL", "TEMPORAL_ADDRESS", "TALLY_TEMPORAL_ADDRESS",
     "STRIPE_API_KEY", "TALLY_STRIPE_API_KEY", "TALLY_STRIPE_API_BASE",
 )  # fmt: skip
-PORT_SETTINGS = ("TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", "TALLY_STRIPE_EMULATOR_PORT", "TALLY_API_PORT")
-
-needs_emulator = pytest.mark.skipif(
-    not devstack.stripe_emulator_available(), reason="stripe_emulator has no __main__ yet"
-)
-needs_worker = pytest.mark.skipif(not devstack.worker_available(), reason="workers.worker does not exist yet")
-needs_api = pytest.mark.skipif(not devstack.api_available(), reason="the api package is not installed")
+PORT_SETTINGS = tuple(p.env for c in devstack.COMPONENTS for p in c.ports)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -113,6 +110,13 @@ def kill_everything(home: Path, env: dict[str, str]) -> None:
             pass
 
 
+def wait_until(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -166,7 +170,7 @@ def test_up_starts_postgres_and_temporal_and_writes_stack_file(stack):
 
     facts = asyncio.run(temporal_facts(state["temporal_address"]))
     assert {"BillingPeriod", "BillingAccountIds"} <= facts["search_attributes"]
-    got = devstack._http_get(f"http://127.0.0.1:{ui_port}/")
+    got = devstack.http_get(f"http://127.0.0.1:{ui_port}/")
     assert got is not None and got[0] == 200
 
 
@@ -177,7 +181,6 @@ def test_status_exits_zero_and_lists_components_when_stack_is_up(stack):
         assert name in result.stdout
 
 
-@needs_emulator
 def test_up_starts_stripe_emulator_answering_health(stack):
     state = read_stack(stack["home"])
     port = stack["env"]["TALLY_STRIPE_EMULATOR_PORT"]
@@ -186,7 +189,6 @@ def test_up_starts_stripe_emulator_answering_health(stack):
     assert devstack.emulator_healthy(state["stripe_api_base"])
 
 
-@needs_worker
 def test_up_starts_a_worker_polling_the_task_queue(stack):
     state = read_stack(stack["home"])
     worker = state["components"]["worker"]
@@ -195,14 +197,13 @@ def test_up_starts_a_worker_polling_the_task_queue(stack):
     assert asyncio.run(devstack.worker_polling(state["temporal_address"], "default", "tally", worker["started_at"]))
 
 
-@needs_api
 def test_up_starts_the_metering_api_answering_health(stack):
     state = read_stack(stack["home"])
     port = stack["env"]["TALLY_API_PORT"]
     api = state["components"]["api"]
     assert api["mode"] == "managed" and alive(api["pid"])
     assert state["api_url"] == f"http://127.0.0.1:{port}"
-    got = devstack._http_get(f"{state['api_url']}/healthz")
+    got = devstack.http_get(f"{state['api_url']}/healthz")
     assert got is not None and got[0] == 200 and json.loads(got[1]) == {"ok": True, "database": "ok"}
 
 
@@ -212,6 +213,26 @@ def test_second_up_reuses_the_running_processes(stack):
     assert result.returncode == 0, result.stderr
     assert managed_pids(read_stack(stack["home"])) == before
     assert "already running" in result.stderr
+
+
+def test_status_names_the_components_that_died_and_up_restarts_only_those(stack):
+    home, env = stack["home"], stack["env"]
+    before = managed_pids(read_stack(home))
+    for name in ("worker", "api"):
+        os.kill(before[name], signal.SIGKILL)
+    wait_until(lambda: not alive(before["worker"]) and not alive(before["api"]))
+
+    status = dev(env, "status", "--json")
+    assert status.returncode == 1, status.stdout
+    rows = {row["name"]: row for row in json.loads(status.stdout)}
+    assert {name for name, row in rows.items() if not row["ok"]} == {"worker", "api"}
+    assert rows["api"]["detail"] == "not running" and rows["api"]["pid"] == before["api"]
+
+    result = dev(env, "up")
+    assert result.returncode == 0, result.stderr
+    after = managed_pids(read_stack(home))
+    assert {name for name in before if after[name] != before[name]} == {"worker", "api"}
+    assert dev(env, "status").returncode == 0
 
 
 def test_down_stops_everything_keeps_data_and_status_then_exits_one(stack):
@@ -245,11 +266,7 @@ def test_up_after_down_resumes_with_kept_data_and_purge_deletes_home(stack):
 # ---------------------------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize(
-    "setting",
-    ["TALLY_TEMPORAL_PORT", "TALLY_TEMPORAL_UI_PORT", pytest.param("TALLY_STRIPE_EMULATOR_PORT", marks=needs_emulator),
-     pytest.param("TALLY_API_PORT", marks=needs_api)],
-)
+@pytest.mark.parametrize("setting", PORT_SETTINGS)
 def test_up_fails_on_a_taken_port_naming_port_and_setting_and_starts_nothing(scratch, setting):
     home = scratch / "home"
     env = stack_env(home)
@@ -294,3 +311,156 @@ def test_start_embedded_postgres_is_idempotent_and_stop_stops_it(scratch):
         assert devstack.stop_embedded_postgres(data_dir) is False
     finally:
         devstack.stop_embedded_postgres(data_dir)
+
+
+# ---------------------------------------------------------------------------------------------- the table
+#
+# A stand-in component (a static file server on the API's port setting) shows that a new table entry gets
+# the stack's behaviour without code of its own: port checks, stack.json, reuse, status, stop, externals.
+
+
+def serve_files(ctx: devstack.Context, log_file: Path, env: dict[str, str]) -> devstack.ProcessInfo:
+    port = ctx.settings.api_port
+    return devstack.spawn_until_healthy(
+        "file server", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                        "--directory", str(ctx.home)], log_file, env,
+        healthy=lambda _info: devstack.http_get(f"http://127.0.0.1:{port}/") is not None,
+        waiting_for=f"http://127.0.0.1:{port}/", timeout=30,
+    )  # fmt: skip
+
+
+def files_health(_ctx: devstack.Context, rec: dict) -> str:
+    got = devstack.http_get(rec["address"])
+    return "" if got and got[0] == 200 else "health check failed"
+
+
+def never_started(_ctx, _log_file, _env):
+    raise AssertionError("an external component must not be started")
+
+
+FILES = devstack.Component(
+    "files", start=serve_files, health=files_health, log=devstack.in_logs("files"),
+    starting=lambda ctx: f"starting on 127.0.0.1:{ctx.settings.api_port}",
+    ports=(devstack.PortSetting("api_port"),),
+    fields=lambda _ctx, rec: {"address": f"http://127.0.0.1:{rec['port']}/"},
+    publishes={"files_url": "address"},
+)
+
+
+@pytest.fixture
+def files_home(scratch):
+    home = scratch / "home"
+    settings = Settings(home=home, api_port=free_ports(1)[0])
+    try:
+        yield settings
+    finally:
+        devstack.stack_down(settings, components=(FILES,))
+        for proc in processes_of(home.resolve()):
+            proc.kill()
+
+
+def test_every_component_declares_start_health_stop_and_a_log_in_its_home(scratch):
+    ctx = devstack.Context(Settings(home=scratch), scratch)
+    for comp in devstack.COMPONENTS:
+        assert all(callable(f) for f in (comp.start, comp.health, comp.stop, comp.find, comp.pid)), comp.name
+        assert scratch in comp.log(ctx).parents, comp.name
+        assert comp.starting(ctx), comp.name
+
+
+def test_every_port_setting_named_in_errors_really_moves_that_port(monkeypatch):
+    settings_of_ports = [p for c in devstack.COMPONENTS for p in c.ports]
+    for offset, port in enumerate(settings_of_ports):
+        monkeypatch.setenv(port.env, str(20000 + offset))
+    settings = Settings()
+    assert [p.value(settings) for p in settings_of_ports] == [20000 + i for i in range(len(settings_of_ports))]
+
+
+def test_start_order_follows_declared_dependencies_and_rejects_unknown_or_circular_ones():
+    order = [c.name for c in devstack.start_order(devstack.COMPONENTS)]
+    for comp in devstack.COMPONENTS:
+        assert all(order.index(dep) < order.index(comp.name) for dep in comp.after), comp.name
+    needs_files = dataclasses.replace(FILES, name="needs-files", after=("files",))
+    assert [c.name for c in devstack.start_order((needs_files, FILES))] == ["files", "needs-files"]
+    with pytest.raises(devstack.DevStackError, match="unknown"):
+        devstack.start_order((needs_files,))
+    with pytest.raises(devstack.DevStackError, match="circle"):
+        devstack.start_order((needs_files, dataclasses.replace(FILES, after=("needs-files",))))
+
+
+def test_a_new_table_entry_is_started_published_reused_reported_and_stopped(files_home):
+    settings = files_home
+    state = devstack.stack_up(settings, components=(FILES,))
+    rec = state["components"]["files"]
+    assert rec["mode"] == "managed" and alive(rec["pid"]) and rec["port"] == settings.api_port
+    assert state["files_url"] == f"http://127.0.0.1:{settings.api_port}/"
+    assert json.loads(settings.stack_file.read_text())["files_url"] == state["files_url"]
+    assert Path(rec["log"]) == settings.home.resolve() / "logs" / "files.log"
+
+    lines: list[str] = []
+    again = devstack.stack_up(settings, components=(FILES,), echo=lines.append)
+    assert again["components"]["files"]["pid"] == rec["pid"]
+    assert lines == [f"files: already running (pid {rec['pid']})"]
+    [status] = devstack.stack_status(settings, components=(FILES,))
+    assert (status.mode, status.pid, status.ok) == ("managed", rec["pid"], True)
+
+    assert devstack.stack_down(settings, components=(FILES,)) == ["files"]
+    assert not alive(rec["pid"])
+    [status] = devstack.stack_status(settings, components=(FILES,))
+    assert (status.mode, status.ok) == ("stopped", False)
+
+
+def test_a_running_component_that_fails_its_health_check_is_reported_with_the_reason(files_home):
+    settings = files_home
+    devstack.stack_up(settings, components=(FILES,))
+    sick = dataclasses.replace(FILES, health=lambda _ctx, _rec: "health check failed")
+    [status] = devstack.stack_status(settings, components=(sick,))
+    assert (status.alive, status.detail, status.ok) == (False, "health check failed", False)
+    assert "NO (health check failed)" in devstack.format_table(devstack.status_rows([status]))
+
+
+def test_a_component_whose_process_exits_at_start_fails_up_with_its_log_tail(files_home):
+    def crash(ctx, log_file, env):
+        return devstack.spawn_until_healthy(
+            "crasher", [sys.executable, "-c", "import sys; print('bad config: no widgets'); sys.exit(3)"],
+            log_file, env, healthy=lambda _info: False, waiting_for="nothing", timeout=30)
+
+    with pytest.raises(devstack.DevStackError) as err:
+        devstack.stack_up(files_home, components=(dataclasses.replace(FILES, start=crash),))
+    assert "crasher exited during start-up (exit code 3)" in str(err.value)
+    assert "bad config: no widgets" in str(err.value)
+    assert "files" not in devstack.read_stack(files_home).get("components", {})
+
+
+def test_two_ports_set_to_one_number_are_refused_naming_both_settings(scratch):
+    port = free_ports(1)[0]
+    two_ports = dataclasses.replace(FILES, start=never_started,
+                                    ports=(devstack.PortSetting("api_port"), devstack.PortSetting("temporal_port")))
+    settings = Settings(home=scratch / "home", api_port=port, temporal_port=port)
+    with pytest.raises(devstack.DevStackError, match=f"port {port} is set for both TALLY_API_PORT and "
+                                                     "TALLY_TEMPORAL_PORT"):
+        devstack.stack_up(settings, components=(two_ports,))
+
+
+def test_an_external_component_is_recorded_and_never_started_or_stopped(scratch):
+    external = dataclasses.replace(FILES, start=never_started, stop=never_started, external=devstack.External(
+        "STRIPE_API_KEY", lambda s: bool(s.stripe_api_key), lambda _s: "https://files.example")
+    )  # fmt: skip
+    settings = Settings(home=scratch / "home", stripe_api_key="sk_test_x")
+    state = devstack.stack_up(settings, components=(external,))
+    assert state["components"]["files"] == {"mode": "external", "address": "https://files.example",
+                                            "source": "STRIPE_API_KEY"}  # fmt: skip
+    assert state["files_url"] is None
+    [status] = devstack.stack_status(settings, components=(external,))
+    assert (status.mode, status.alive, status.ok) == ("external", None, True)
+
+
+def test_status_shows_external_settings_as_external_with_the_password_hidden(scratch):
+    settings = Settings(home=scratch, database_url="postgresql://tally:s3cret@127.0.0.1:1/tally",
+                                 temporal_address="127.0.0.1:1", stripe_api_key="sk_test_x")  # fmt: skip
+    statuses = {s.name: s for s in devstack.stack_status(settings)}
+    assert {n: (s.mode, s.alive) for n, s in statuses.items()} == {
+        "postgres": ("external", False), "temporal": ("external", False), "stripe": ("external", None),
+        "worker": ("stopped", False), "api": ("stopped", False),
+    }  # fmt: skip
+    table = devstack.format_table(devstack.status_rows(list(statuses.values())))
+    assert "s3cret" not in table and "tally:***@127.0.0.1:1" in table
