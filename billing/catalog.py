@@ -1,4 +1,5 @@
-"""The versioned, effective-dated catalog: plans, LLM models (token rate card) and credit costs.
+"""The versioned, effective-dated catalog: plans, LLM models (token rate card), credit costs, credit
+packages (``credits``) and the creator revenue-share terms (``creators``).
 
 The data lives in ``billing/catalog.toml``. TOML is parsed with ``parse_float=Decimal`` and prices
 may also be written as strings; either way they end up ``Decimal`` and a Python float is rejected.
@@ -154,6 +155,88 @@ def _fill_codes(data: Any, key: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
+# Prepaid credits and creator revenue share (optional sections: hand-written catalogs may omit them)
+# --------------------------------------------------------------------------------------------
+PackageUnit = Literal["credits", "usd"]
+
+
+class CreditPackage(_Frozen):
+    """What a customer can buy: ``price`` USD buys ``amount`` of ``unit`` (credits, or usd of invoice credit)."""
+
+    code: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    price: Annotated[Amount, AfterValidator(_positive)]
+    unit: PackageUnit
+    amount: Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_positive)]
+    """Credits: a whole number. usd: whole cents (``$50 buys $55``: price 50.00, amount 55.00)."""
+
+    @model_validator(mode="after")
+    def _amount_fits_unit(self) -> CreditPackage:
+        if self.unit == "credits" and self.amount != self.amount.to_integral_value():
+            raise ValueError(f"amount: credits are whole numbers, got {self.amount}")
+        if self.unit == "usd" and not is_whole_cents(self.amount):
+            raise ValueError(f"amount: a usd amount must be a whole number of cents, got {self.amount}")
+        return self
+
+
+class CreditsTerms(_Frozen):
+    """Prepaid credits: the packages on sale and how long a grant lasts (``billing.credits``)."""
+
+    expiry_months: Annotated[int, Field(strict=True, ge=1, le=120)] = 12
+    """A grant expires this many calendar months after the payment that bought it."""
+    packages: dict[str, CreditPackage] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _codes_from_keys(cls, data: Any) -> Any:
+        return _fill_codes(data, "packages")
+
+    @model_validator(mode="after")
+    def _keys_match_codes(self) -> CreditsTerms:
+        for key, package in self.packages.items():
+            if package.code != key:
+                raise ValueError(f"packages.{key}.code: {package.code!r} does not match its key {key!r}")
+        return self
+
+    def package(self, code: str) -> CreditPackage:
+        try:
+            return self.packages[code]
+        except (KeyError, TypeError):
+            raise CatalogError(
+                f"unknown credit package {code!r}; known packages: {', '.join(self.packages)}", field="package"
+            ) from None
+
+
+Percent = Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_positive)]
+
+
+class CreatorTerms(_Frozen):
+    """Creator revenue share and payouts (``billing.payouts``)."""
+
+    share_percent: Percent
+    """``share`` skills: the creator's percentage of the revenue their executions were billed for."""
+    fixed_percent: Percent
+    """``fixed`` skills: the creator's percentage of the fixed-price invoice line."""
+    fixed_price_min: Annotated[Amount, AfterValidator(_positive)]
+    fixed_price_max: Amount
+    """The range a creator's price per execution must lie in (inclusive)."""
+    minimum_payout: Amount
+    """A creator is paid only when the payable balance is at least this; below it carries over."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CreatorTerms:
+        for name in ("share_percent", "fixed_percent"):
+            if getattr(self, name) > 100:
+                raise ValueError(f"{name}: must be at most 100, got {getattr(self, name)}")
+        if self.fixed_price_max < self.fixed_price_min:
+            raise ValueError(
+                f"fixed_price_max: must be at least fixed_price_min ({self.fixed_price_min}), "
+                f"got {self.fixed_price_max}"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
 # Versions
 # --------------------------------------------------------------------------------------------
 def _canonical(value: Any) -> Any:
@@ -173,6 +256,10 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+# Sections a version may lack (None). Each later capability adds its own name here.
+OPTIONAL_SECTIONS = ("credits", "creators")
+
+
 class CatalogVersion(_Frozen):
     version: str = Field(min_length=1)
     effective_from: datetime
@@ -182,6 +269,10 @@ class CatalogVersion(_Frozen):
     models: dict[str, LlmModel] = Field(min_length=1)
     credit_cost: dict[str, Annotated[int, Field(strict=True, ge=0)]]
     """Credits consumed per execution: by model class (fast/standard/heavy), ``sandbox``, ``byok``."""
+    credits: CreditsTerms | None = None
+    """Credit packages and grant expiry; ``None`` when the version sells no credits."""
+    creators: CreatorTerms | None = None
+    """Creator revenue-share terms; ``None`` when the version has none."""
 
     @model_validator(mode="before")
     @classmethod
@@ -232,13 +323,40 @@ class CatalogVersion(_Frozen):
                 f"unknown model {code!r}; known models: {', '.join(self.models)}", field="model"
             ) from None
 
+    def credit_package(self, code: str) -> CreditPackage:
+        """The credit package ``code`` (``CatalogError`` naming ``package`` if unknown or none on sale)."""
+        if self.credits is None:
+            raise CatalogError(f"catalog version {self.version} sells no credit packages", field="package")
+        return self.credits.package(code)
+
+    def creator_terms(self) -> CreatorTerms:
+        """The creator revenue-share terms (``CatalogError`` naming ``creators`` if this version has none)."""
+        if self.creators is None:
+            raise CatalogError(f"catalog version {self.version} has no [creators] section", field="creators")
+        return self.creators
+
     def canonical_json(self) -> str:
-        """Canonical JSON of this version (sorted keys, normalised decimals, UTC instants)."""
-        return json.dumps(_canonical(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        """Canonical JSON of this version (sorted keys, normalised decimals, UTC instants).
+
+        An optional section the version does not have is left out, so adding a new kind of section
+        to the catalog (credits, contracts, ...) does not change the digest of a version without it."""
+        doc = _canonical(self)
+        for name in OPTIONAL_SECTIONS:
+            if doc.get(name) is None:
+                doc.pop(name, None)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def digest(self) -> str:
         """sha256 (hex) of ``canonical_json()``: which exact content priced a line."""
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    def only_adds_sections_to(self, recorded_digest: str, recorded_sections: set[str]) -> bool:
+        """True when this version is the recorded one plus optional sections it did not have (a new
+        capability's terms), every value it had unchanged. Such a version may replace the recorded
+        document; any other difference is a changed version, which is refused."""
+        added = {name: None for name in OPTIONAL_SECTIONS
+                 if name not in recorded_sections and getattr(self, name) is not None}
+        return bool(added) and self.model_copy(update=added).digest() == recorded_digest
 
 
 class Catalog(_Frozen):
@@ -382,6 +500,9 @@ __all__ = [
     "ModelClass",
     "Plan",
     "LlmModel",
+    "CreditPackage",
+    "CreditsTerms",
+    "CreatorTerms",
     "CatalogVersion",
     "Catalog",
     "CatalogError",

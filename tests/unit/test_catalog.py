@@ -236,6 +236,16 @@ def test_at_least_one_version():
         ("markup = 2 ", "markup = 0 ", "versions[0].markup", "greater than zero"),
         ("  byok = 1\n", "", "versions[0].credit_cost", "missing byok"),
         ("[versions.plans.pro]\n", '[versions.plans.pro]\n  code = "pro2"\n', "versions[0].plans.pro.code", "does not match"),
+        ("  amount = 1100\n", "  amount = 1100.5\n", "versions[0].credits.packages.starter.amount", "whole numbers"),
+        ("  amount = 55.00\n", "  amount = 55.001\n", "versions[0].credits.packages.prepaid-50.amount", "cents"),
+        ('  unit = "usd"\n', '  unit = "eur"\n', "versions[0].credits.packages.prepaid-50.unit", "credits"),
+        ("  price = 10.00\n", "  price = 0\n", "versions[0].credits.packages.starter.price", "greater than zero"),
+        ("  expiry_months = 12\n", "  expiry_months = 0\n", "versions[0].credits.expiry_months", "greater than"),
+        ("  share_percent = 30 ", "  share_percent = 130 ", "versions[0].creators.share_percent", "at most 100"),
+        ("  fixed_price_max = 0.50\n", "  fixed_price_max = 0.005\n", "versions[0].creators.fixed_price_max",
+         "cents"),
+        ("  fixed_price_max = 0.50\n", "  fixed_price_max = 0.00\n", "versions[0].creators.fixed_price_max",
+         "at least fixed_price_min"),
     ],
 )
 def test_bad_file_names_file_field_and_reason(tmp_path, old, new, field, reason):
@@ -259,3 +269,48 @@ def test_bad_toml_and_missing_file(tmp_path):
         load_catalog(bad)
     with pytest.raises(CatalogError, match="cannot read"):
         load_catalog(tmp_path / "missing.toml")
+
+
+# ---- optional sections: credit packages and creator terms -------------------------------------------
+def _without_optional_sections(text: str) -> str:
+    return text[: text.index("  # -- Prepaid credits")]
+
+
+def test_a_catalog_without_credits_or_creators_sections_still_parses():
+    v = parse_catalog(_without_optional_sections(CATALOG_TEXT)).versions[0]
+    assert v.credits is None and v.creators is None
+    with pytest.raises(CatalogError) as ei:
+        v.credit_package("growth")
+    assert ei.value.field == "package"
+    with pytest.raises(CatalogError) as ei:
+        v.creator_terms()
+    assert ei.value.field == "creators"
+
+
+def test_packages_and_creator_terms_are_read_as_decimals(v):
+    assert v.credit_package("growth").price == D("50.00") and v.credit_package("prepaid-50").amount == D("55.00")
+    assert v.creator_terms().minimum_payout == D("25.00")
+    with pytest.raises(CatalogError, match="unknown credit package 'mega'; known packages: starter, growth, scale, prepaid-50"):
+        v.credit_package("mega")
+
+
+def test_adding_an_optional_section_keeps_the_digest_of_versions_without_it():
+    from billing.catalog import OPTIONAL_SECTIONS
+
+    v = load_catalog().versions[0]
+    bare = v.model_copy(update={name: None for name in OPTIONAL_SECTIONS})
+    assert bare.canonical_json() == bare.model_copy().canonical_json()
+    assert all(f'"{name}"' not in bare.canonical_json() for name in OPTIONAL_SECTIONS)
+    # the shipped version is the bare one plus its sections: it may replace a recorded bare document
+    assert v.only_adds_sections_to(bare.digest(), recorded_sections=set())
+    assert not bare.only_adds_sections_to(bare.digest(), recorded_sections=set())  # nothing added
+
+
+def test_a_changed_price_is_not_an_added_section():
+    from billing.catalog import OPTIONAL_SECTIONS
+
+    v = load_catalog().versions[0]
+    bare = v.model_copy(update={name: None for name in OPTIONAL_SECTIONS})
+    pro = bare.plans["pro"].model_copy(update={"monthly_fee": D("30.00")})
+    changed = v.model_copy(update={"plans": {**v.plans, "pro": pro}})
+    assert not changed.only_adds_sections_to(bare.digest(), recorded_sections=set())
