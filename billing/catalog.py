@@ -128,6 +128,10 @@ class LlmModel(_Frozen):
     cost_output_per_mtok: Price
     price_input_per_mtok: Price | None = None
     price_output_per_mtok: Price | None = None
+    provider: str | None = Field(default=None, min_length=1, exclude=True)
+    """Who serves the model (``anthropic``, ``openai``, ...): the key a BYOK account must hold to run
+    it (see ``billing.routing``). Routing metadata, not a price: left out of ``canonical_json`` and
+    the digest, so adding it did not change the digest of a version that already priced usage."""
 
     def user_price_input(self, markup: Decimal) -> Decimal:
         """User price per 1M input tokens: the explicit price if set, else cost x markup."""
@@ -236,6 +240,87 @@ class CreatorTerms(_Frozen):
         return self
 
 
+
+# Policy sections: alerts and routing (not prices)
+# --------------------------------------------------------------------------------------------
+Multiplier = Annotated[Decimal, BeforeValidator(_no_float), AfterValidator(_positive)]
+"""A positive Decimal factor (3 = three times)."""
+Score = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, le=100)]
+"""A quality score or threshold on the 0-100 scale."""
+PositiveCount = Annotated[int, Field(strict=True, ge=1)]
+
+
+class AlertSettings(_Frozen):
+    """The numbers behind ``billing.alerts`` (``[versions.alerts]`` in catalog.toml).
+
+    Every field has the default documented in docs/decisions.md ("Alerts and anomalies"), so a
+    version without the section behaves exactly like the shipped catalog.
+    """
+
+    budget_thresholds_percent: tuple[PositiveCount, ...] = (50, 80, 100)
+    """Percentages of the monthly budget that send a notice, each at most once per account and period."""
+    loop_kill_multiplier: Multiplier = Decimal(3)
+    """Kill an execution once its running cost is MORE than this many times its agent's baseline."""
+    loop_min_history: PositiveCount = 20
+    """Completed executions an agent needs before the loop rule acts (fewer: always ``continue``)."""
+    loop_history_size: PositiveCount = 100
+    """How many of the agent's most recent completed executions make its baseline (their median cost)."""
+    spike_window_minutes: PositiveCount = 5
+    """The sliding window whose execution count is compared with the account's own baseline."""
+    spike_baseline_days: PositiveCount = 7
+    """The trailing span (before the window) whose mean rate per window is the account's baseline."""
+    spike_multiplier: Multiplier = Decimal(10)
+    """Pause when the window holds MORE than max(multiplier x baseline, floor) executions."""
+    spike_floor_executions: PositiveCount = 300
+    """The absolute floor of the spike threshold (new and quiet accounts)."""
+    trend_multiplier: Multiplier = Decimal(2)
+    """Warn when the projected month spend is AT LEAST this many times the trailing average."""
+    trend_history_months: PositiveCount = 3
+    """Complete months the trailing average needs (fewer: no trend warning)."""
+
+    @field_validator("budget_thresholds_percent")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("needs at least one threshold, e.g. [50, 80, 100]")
+        if list(v) != sorted(set(v)):
+            raise ValueError(f"must be strictly increasing percentages, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> AlertSettings:
+        if self.loop_min_history > self.loop_history_size:
+            raise ValueError(
+                f"loop_min_history: {self.loop_min_history} is more than loop_history_size "
+                f"({self.loop_history_size}); the rule could never act"
+            )
+        if self.spike_baseline_days * 24 * 60 < self.spike_window_minutes:
+            raise ValueError("spike_baseline_days: the baseline span must be longer than the window")
+        return self
+
+
+class RoutingSettings(_Frozen):
+    """The numbers behind ``billing.routing`` (``[versions.routing]`` in catalog.toml)."""
+
+    quality_threshold: Score = Decimal(75)
+    """A model qualifies for a skill when its current score is at least this (slider at "cheapest")."""
+    token_mix_executions: PositiveCount = 100
+    """How many of the skill's most recent executions make its token mix (median in, median out)."""
+    default_input_tokens: Annotated[int, Field(strict=True, ge=0)] = 2000
+    default_output_tokens: Annotated[int, Field(strict=True, ge=0)] = 500
+    """The token mix of a skill with no executions yet when the caller gives no estimate."""
+
+    @model_validator(mode="after")
+    def _default_mix(self) -> RoutingSettings:
+        if self.default_input_tokens + self.default_output_tokens == 0:
+            raise ValueError("default_input_tokens: the default token mix needs at least one token")
+        return self
+
+
+DEFAULT_ALERT_SETTINGS = AlertSettings()
+DEFAULT_ROUTING_SETTINGS = RoutingSettings()
+
+
 # --------------------------------------------------------------------------------------------
 # Versions
 # --------------------------------------------------------------------------------------------
@@ -257,7 +342,7 @@ def _canonical(value: Any) -> Any:
 
 
 # Sections a version may lack (None). Each later capability adds its own name here.
-OPTIONAL_SECTIONS = ("credits", "creators")
+OPTIONAL_SECTIONS = ("credits", "creators", "alerts", "routing")
 
 
 class CatalogVersion(_Frozen):
@@ -273,6 +358,11 @@ class CatalogVersion(_Frozen):
     """Credit packages and grant expiry; ``None`` when the version sells no credits."""
     creators: CreatorTerms | None = None
     """Creator revenue-share terms; ``None`` when the version has none."""
+
+    alerts: AlertSettings | None = None
+    """``[versions.alerts]``; ``None`` = the defaults."""
+    routing: RoutingSettings | None = None
+    """``[versions.routing]``; ``None`` = the defaults."""
 
     @model_validator(mode="before")
     @classmethod
@@ -334,6 +424,14 @@ class CatalogVersion(_Frozen):
         if self.creators is None:
             raise CatalogError(f"catalog version {self.version} has no [creators] section", field="creators")
         return self.creators
+
+    def alert_settings(self) -> AlertSettings:
+        """The alert numbers in force with this version (its section, else the defaults)."""
+        return self.alerts if self.alerts is not None else DEFAULT_ALERT_SETTINGS
+
+    def routing_settings(self) -> RoutingSettings:
+        """The routing numbers in force with this version (its section, else the defaults)."""
+        return self.routing if self.routing is not None else DEFAULT_ROUTING_SETTINGS
 
     def canonical_json(self) -> str:
         """Canonical JSON of this version (sorted keys, normalised decimals, UTC instants).
@@ -503,6 +601,11 @@ __all__ = [
     "CreditPackage",
     "CreditsTerms",
     "CreatorTerms",
+
+    "AlertSettings",
+    "RoutingSettings",
+    "DEFAULT_ALERT_SETTINGS",
+    "DEFAULT_ROUTING_SETTINGS",
     "CatalogVersion",
     "Catalog",
     "CatalogError",
