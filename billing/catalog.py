@@ -1,4 +1,5 @@
-"""The versioned, effective-dated catalog: plans, LLM models (token rate card) and credit costs.
+"""The versioned, effective-dated catalog: plans, LLM models (token rate card), credit costs and
+the enterprise committed-use tiers.
 
 The data lives in ``billing/catalog.toml``. TOML is parsed with ``parse_float=Decimal`` and prices
 may also be written as strings; either way they end up ``Decimal`` and a Python float is rejected.
@@ -141,6 +142,72 @@ class LlmModel(_Frozen):
         return _WIDE.multiply(self.cost_output_per_mtok, markup)
 
 
+# --------------------------------------------------------------------------------------------
+# Enterprise committed use (the pricing of contracts; the rules live in billing/contracts.py)
+# --------------------------------------------------------------------------------------------
+Executions = Annotated[int, Field(strict=True, gt=0)]
+
+
+class DiscountTier(_Frozen):
+    """A commitment of at least ``min_commitment`` executions a month earns ``discount`` off the
+    standard rate (until the next tier's ``min_commitment``)."""
+
+    min_commitment: Executions
+    discount: Annotated[Decimal, BeforeValidator(_no_float)]
+
+    @field_validator("discount")
+    @classmethod
+    def _fraction(cls, v: Decimal) -> Decimal:
+        if not v.is_finite() or not 0 <= v < 1:
+            raise ValueError(f"must be a fraction from 0 (inclusive) to 1 (exclusive), e.g. 0.20 for 20% off; got {v}")
+        return v
+
+
+class CommittedUse(_Frozen):
+    """Enterprise committed-use pricing: the standard rate, the discount tiers and the minimums.
+
+    A contract keeps the version that priced it for its whole term (amendments included).
+    """
+
+    standard_rate: Annotated[Price, AfterValidator(_positive)]
+    """Price per execution before discount; also the price of executions above the commitment."""
+    minimum_commitment: Executions
+    """Executions per month."""
+    minimum_months: Annotated[int, Field(strict=True, ge=1)]
+    tiers: tuple[DiscountTier, ...] = Field(min_length=1)
+    """Lowest first; the first tier starts at ``minimum_commitment``."""
+
+    @model_validator(mode="after")
+    def _tiers_ordered(self) -> CommittedUse:
+        if self.tiers[0].min_commitment != self.minimum_commitment:
+            raise ValueError(
+                f"tiers[0].min_commitment: must equal minimum_commitment ({self.minimum_commitment}), "
+                f"got {self.tiers[0].min_commitment}"
+            )
+        for i in range(1, len(self.tiers)):
+            if self.tiers[i].min_commitment <= self.tiers[i - 1].min_commitment:
+                raise ValueError(
+                    f"tiers[{i}].min_commitment: must be greater than that of tiers[{i - 1}] "
+                    f"({self.tiers[i - 1].min_commitment}); list tiers lowest first"
+                )
+        return self
+
+    def tier(self, commitment: int) -> DiscountTier:
+        """The tier a monthly commitment falls in (``CatalogError`` below the minimum commitment)."""
+        if isinstance(commitment, bool) or not isinstance(commitment, int):
+            raise CatalogError(f"must be a whole number of executions, got {commitment!r}", field="commitment")
+        if commitment < self.minimum_commitment:
+            raise CatalogError(
+                f"must be at least {self.minimum_commitment:,} executions a month, got {commitment:,}",
+                field="commitment",
+            )
+        return [t for t in self.tiers if t.min_commitment <= commitment][-1]
+
+    def discounted_rate(self, commitment: int) -> Decimal:
+        """Price per committed execution: ``standard_rate x (1 - discount)``, exact (not rounded)."""
+        return _WIDE.multiply(self.standard_rate, _WIDE.subtract(Decimal(1), self.tier(commitment).discount))
+
+
 def _fill_codes(data: Any, key: str) -> Any:
     """In the data file a plan/model's ``code`` may be omitted: it defaults to its table key."""
     if isinstance(data, dict) and isinstance(data.get(key), dict):
@@ -182,6 +249,8 @@ class CatalogVersion(_Frozen):
     models: dict[str, LlmModel] = Field(min_length=1)
     credit_cost: dict[str, Annotated[int, Field(strict=True, ge=0)]]
     """Credits consumed per execution: by model class (fast/standard/heavy), ``sandbox``, ``byok``."""
+    contracts: CommittedUse | None = None
+    """Enterprise committed-use pricing; ``None`` in a version that does not price contracts."""
 
     @model_validator(mode="before")
     @classmethod
@@ -384,6 +453,8 @@ __all__ = [
     "LlmModel",
     "CatalogVersion",
     "Catalog",
+    "CommittedUse",
+    "DiscountTier",
     "CatalogError",
     "load_catalog",
     "parse_catalog",
