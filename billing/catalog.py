@@ -159,7 +159,8 @@ class DiscountTier(_Frozen):
     @classmethod
     def _fraction(cls, v: Decimal) -> Decimal:
         if not v.is_finite() or not 0 <= v < 1:
-            raise ValueError(f"must be a fraction from 0 (inclusive) to 1 (exclusive), e.g. 0.20 for 20% off; got {v}")
+            raise ValueError(f"must be a fraction from 0 (inclusive) to 1 (exclusive), e.g. 0.20 for 20% off; "
+                             f"got {v}")
         return v
 
 

@@ -22,17 +22,17 @@ and stores what they return:
 * ``summarize_term`` — the contract summary at term end, from the recorded reconciliations.
 
 Rounding (see docs/decisions.md, "Committed-use contracts"): a month's prorated commitment is rounded
-to a whole number of executions, half-up, once per month (split between commitment segments by
-rounding the running total); each line's amount is
-``round_money(quantity x unit_price)``, rounded once to the cent, half-up. So every line reads
-``quantity x unit price = amount`` and overage is a whole number of executions.
+to a whole number of executions, half-up, once per month (shared between commitment segments by
+rounding the running total); each line's amount is ``round_money(quantity x unit_price)``, rounded once
+to the cent, half-up. So every line reads ``quantity x unit price = amount`` and overage is a whole
+number of executions.
 """
 
 from __future__ import annotations
 
 import calendar
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal
 from enum import Enum
@@ -172,7 +172,11 @@ class Amendment:
     extra_months: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", AmendmentKind(self.kind))
+        try:
+            object.__setattr__(self, "kind", AmendmentKind(self.kind))
+        except ValueError:
+            raise ContractError(f"must be one of {', '.join(k.value for k in AmendmentKind)}, got {self.kind!r}",
+                                field="kind") from None
         object.__setattr__(self, "requested_at", _require_instant(self.requested_at, "requested_at"))
         object.__setattr__(self, "effective", _require_day(self.effective, "effective"))
         wants_commitment = self.kind is AmendmentKind.raise_commitment
@@ -675,7 +679,7 @@ class MonthReconciliation:
     overage_charge: Decimal
     termination_fee: Decimal
     total: Decimal
-    lines: tuple[ContractLine, ...] = field(default=())
+    lines: tuple[ContractLine, ...] = ()
 
 
 def _percent(fraction: Decimal) -> str:
@@ -905,4 +909,5 @@ __all__ = [
     "term_months",
     "terminate_early",
     "utc_day",
+    "utilisation",
 ]

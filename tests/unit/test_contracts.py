@@ -191,7 +191,8 @@ def test_twelve_months_from_the_17th_touch_13_calendar_months_with_prorated_firs
     months = term_months(new(), V1)
     assert len(months) == 13
     first, last = months[0], months[-1]
-    assert (first.period, first.start, first.end, first.days) == (p("2026-10"), day("2026-10-17"), day("2026-11-01"), 15)
+    assert (first.period, first.start, first.end, first.days) == (
+        p("2026-10"), day("2026-10-17"), day("2026-11-01"), 15)
     assert (last.period, last.start, last.end, last.days) == (p("2027-10"), day("2027-10-01"), day("2027-10-17"), 16)
     # 100,000 x 15/31 = 48,387.0967... -> 48,387; 100,000 x 16/31 = 51,612.903... -> 51,613
     assert (first.committed, last.committed) == (48_387, 51_613)
@@ -448,7 +449,8 @@ def test_early_termination_bills_the_served_days_and_a_fee_for_the_rest_of_the_t
     assert (mar.last, mar.days, mar.committed) == (True, 9, 29_032)
     # remaining: Mar 10-31 22/31 -> 70,968; Apr-Sep 6 x 100,000; Oct 1-16 16/31 -> 51,613: 722,581 executions
     fee = mar.termination_fee
-    assert (fee.effective, fee.committed, fee.rate, fee.amount) == (day("2027-03-10"), 722_581, D("0.0064"), D("4624.52"))
+    assert (fee.effective, fee.committed, fee.rate, fee.amount) == (
+        day("2027-03-10"), 722_581, D("0.0064"), D("4624.52"))
     r = reconcile(h, "2027-03", 10_000)
     assert lines(r)[-1] == (ContractLineKind.termination_fee, D(722_581), D("0.0064"), D("4624.52"))
     assert r.lines[-1].description == "Early termination — committed use 2027-03-10 to 2027-10-16: 722,581 × $0.0064"
@@ -506,6 +508,9 @@ def test_an_amendment_with_fields_of_another_kind_is_refused():
         Amendment(AmendmentKind.raise_commitment, at("2027-01-01T00:00"), day("2027-01-02"), 200_000, 3)
     with pytest.raises(ContractError, match="^commitment: is required for raise_commitment$"):
         Amendment(AmendmentKind.raise_commitment, at("2027-01-01T00:00"), day("2027-01-02"))
+    with pytest.raises(ContractError, match="^kind: must be one of raise_commitment, extend_term, terminate, "
+                                            "got 'lower'"):
+        Amendment("lower", at("2027-01-01T00:00"), day("2027-01-02"))
 
 
 # ---- term summary ----------------------------------------------------------------------------------
