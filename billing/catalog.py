@@ -1,5 +1,6 @@
 """The versioned, effective-dated catalog: plans, LLM models (token rate card), credit costs, credit
-packages (``credits``) and the creator revenue-share terms (``creators``).
+packages (``credits``), the creator revenue-share terms (``creators``), the enterprise committed-use
+tiers (``contracts``), and the alert and routing policy numbers (``alerts``, ``routing``).
 
 The data lives in ``billing/catalog.toml``. TOML is parsed with ``parse_float=Decimal`` and prices
 may also be written as strings; either way they end up ``Decimal`` and a Python float is rejected.
@@ -144,6 +145,73 @@ class LlmModel(_Frozen):
         if self.price_output_per_mtok is not None:
             return self.price_output_per_mtok
         return _WIDE.multiply(self.cost_output_per_mtok, markup)
+
+
+# --------------------------------------------------------------------------------------------
+# Enterprise committed use (the pricing of contracts; the rules live in billing/contracts.py)
+# --------------------------------------------------------------------------------------------
+Executions = Annotated[int, Field(strict=True, gt=0)]
+
+
+class DiscountTier(_Frozen):
+    """A commitment of at least ``min_commitment`` executions a month earns ``discount`` off the
+    standard rate (until the next tier's ``min_commitment``)."""
+
+    min_commitment: Executions
+    discount: Annotated[Decimal, BeforeValidator(_no_float)]
+
+    @field_validator("discount")
+    @classmethod
+    def _fraction(cls, v: Decimal) -> Decimal:
+        if not v.is_finite() or not 0 <= v < 1:
+            raise ValueError(f"must be a fraction from 0 (inclusive) to 1 (exclusive), e.g. 0.20 for 20% off; "
+                             f"got {v}")
+        return v
+
+
+class CommittedUse(_Frozen):
+    """Enterprise committed-use pricing: the standard rate, the discount tiers and the minimums.
+
+    A contract keeps the version that priced it for its whole term (amendments included).
+    """
+
+    standard_rate: Annotated[Price, AfterValidator(_positive)]
+    """Price per execution before discount; also the price of executions above the commitment."""
+    minimum_commitment: Executions
+    """Executions per month."""
+    minimum_months: Annotated[int, Field(strict=True, ge=1)]
+    tiers: tuple[DiscountTier, ...] = Field(min_length=1)
+    """Lowest first; the first tier starts at ``minimum_commitment``."""
+
+    @model_validator(mode="after")
+    def _tiers_ordered(self) -> CommittedUse:
+        if self.tiers[0].min_commitment != self.minimum_commitment:
+            raise ValueError(
+                f"tiers[0].min_commitment: must equal minimum_commitment ({self.minimum_commitment}), "
+                f"got {self.tiers[0].min_commitment}"
+            )
+        for i in range(1, len(self.tiers)):
+            if self.tiers[i].min_commitment <= self.tiers[i - 1].min_commitment:
+                raise ValueError(
+                    f"tiers[{i}].min_commitment: must be greater than that of tiers[{i - 1}] "
+                    f"({self.tiers[i - 1].min_commitment}); list tiers lowest first"
+                )
+        return self
+
+    def tier(self, commitment: int) -> DiscountTier:
+        """The tier a monthly commitment falls in (``CatalogError`` below the minimum commitment)."""
+        if isinstance(commitment, bool) or not isinstance(commitment, int):
+            raise CatalogError(f"must be a whole number of executions, got {commitment!r}", field="commitment")
+        if commitment < self.minimum_commitment:
+            raise CatalogError(
+                f"must be at least {self.minimum_commitment:,} executions a month, got {commitment:,}",
+                field="commitment",
+            )
+        return [t for t in self.tiers if t.min_commitment <= commitment][-1]
+
+    def discounted_rate(self, commitment: int) -> Decimal:
+        """Price per committed execution: ``standard_rate x (1 - discount)``, exact (not rounded)."""
+        return _WIDE.multiply(self.standard_rate, _WIDE.subtract(Decimal(1), self.tier(commitment).discount))
 
 
 def _fill_codes(data: Any, key: str) -> Any:
@@ -342,7 +410,7 @@ def _canonical(value: Any) -> Any:
 
 
 # Sections a version may lack (None). Each later capability adds its own name here.
-OPTIONAL_SECTIONS = ("credits", "creators", "alerts", "routing")
+OPTIONAL_SECTIONS = ("credits", "creators", "alerts", "routing", "contracts")
 
 
 class CatalogVersion(_Frozen):
@@ -363,6 +431,8 @@ class CatalogVersion(_Frozen):
     """``[versions.alerts]``; ``None`` = the defaults."""
     routing: RoutingSettings | None = None
     """``[versions.routing]``; ``None`` = the defaults."""
+    contracts: CommittedUse | None = None
+    """Enterprise committed-use pricing; ``None`` in a version that does not price contracts."""
 
     @model_validator(mode="before")
     @classmethod
@@ -608,6 +678,8 @@ __all__ = [
     "DEFAULT_ROUTING_SETTINGS",
     "CatalogVersion",
     "Catalog",
+    "CommittedUse",
+    "DiscountTier",
     "CatalogError",
     "load_catalog",
     "parse_catalog",
