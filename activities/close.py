@@ -17,6 +17,7 @@ from activities import repository as repo
 from activities.push import InvoiceBusy, InvoicePusher, InvoiceRejected
 from activities.stripe_gateway import StripeError, StripeGateway
 from billing.catalog import Catalog, CatalogError, load_catalog
+from billing.conversion import decide_auto_convert
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
 from models.db import get_engine
@@ -147,26 +148,16 @@ class CloseActivities:
         return result
 
     def _maybe_convert_to_pro(self, conn, period, account, rating) -> None:
-        cmp = pricing.compare_with_pro(self.catalog, period, rating)
-        if cmp is None or cmp.alternative_total >= cmp.current_total:
-            return
-        nxt = period.next()
-        later = [t for t in repo.terms_history(conn, account.id) if t.effective_from >= nxt.start]
-        if later:
-            return  # the customer already changed terms from the next period on: theirs wins
-        reason = (f"auto-convert: {period} would have cost ${cmp.alternative_total} on Pro "
-                  f"(overage on) instead of ${cmp.current_total} on pay-as-you-go")
-        repo.change_terms(conn, account_id=account.id, effective_from=nxt.start, reason=reason,
-                          plan="pro", seats=1, overage_opt_in=True, now=self.clock())
-        repo.notify(
-            conn, account_id=account.id, kind="plan_auto_converted", dedupe_key=f"payg-to-pro:{account.id}:{period}",
-            subject="You're moving to Pro: it would have saved you money",
-            body=(f"Your pay-as-you-go usage in {period} cost ${cmp.current_total}. The same usage on Pro "
-                  f"(with overage) would have cost ${cmp.alternative_total}, so from {nxt} your account is on "
-                  "Pro with overage enabled. You can change plans at any time."),
-            payload={"period": str(period), "payg_total": str(cmp.current_total),
-                     "pro_total": str(cmp.alternative_total), "effective": nxt.start.isoformat()},
-        )
+        conv = decide_auto_convert(self.catalog, period, account.id, rating.segments, rating.usage, rating.total,
+                                   terms_changed_from_next=False)
+        if conv is None or any(t.effective_from >= conv.effective_from for t in repo.terms_history(conn, account.id)):
+            return  # Pro would not have been cheaper, or the customer already changed terms from then on
+        repo.change_terms(conn, account_id=account.id, effective_from=conv.effective_from, reason=conv.reason,
+                          plan=conv.change.plan, seats=conv.change.seats,
+                          overage_opt_in=conv.change.overage_opt_in, now=self.clock())
+        note = conv.notification
+        repo.notify(conn, account_id=account.id, kind=note.kind, dedupe_key=note.dedupe_key, subject=note.subject,
+                    body=note.body, payload=note.payload)
 
     @activity.defn(name="push_invoices")
     def push_invoices(self, inp: CloseChunkInput) -> PushChunkResult:

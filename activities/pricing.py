@@ -3,54 +3,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import Connection
 
 from activities import repository as repo
-from billing.catalog import Catalog
-from billing.money import ZERO
+from billing.catalog import Catalog, version_windows
+from billing.close import AccountRating
 from billing.periods import Period
-from billing.projection import reallocate_billable
-from billing.rating import (
-    RatedInvoice,
-    TermsSegment,
-    UsageRow,
-    pooled_included,
-    prior_period_lines,
-    rate_account,
-)
+from billing.rating import pooled_included, prior_period_lines, rate_account, with_lines
 
 # How far back a close looks for usage that arrived after its period was invoiced.
 LATE_USAGE_LOOKBACK_PERIODS = 3
-
-
-def version_windows(catalog: Catalog, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
-    """(version, from, to) for every catalog version in force during ``[start, end)``."""
-    out = []
-    versions = catalog.versions
-    for i, v in enumerate(versions):
-        v_end = versions[i + 1].effective_from if i + 1 < len(versions) else end
-        lo, hi = max(v.effective_from, start), min(v_end, end)
-        if lo < hi:
-            out.append((v.version, lo, hi))
-    return out
-
-
-@dataclass
-class AccountRating:
-    account_id: str
-    segments: list[TermsSegment]
-    usage: list[UsageRow]
-    rated: RatedInvoice
-    included: int
-    prior: dict[str, int] = field(default_factory=dict)  # source period -> late executions billed
-
-    @property
-    def total(self) -> Decimal:
-        return self.rated.total
 
 
 def rate_accounts(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str],
@@ -86,41 +50,5 @@ def add_prior_period_usage(conn: Connection, catalog: Catalog, period: Period,
         billed = repo.billed_lines(conn, account_id, source, excluding_period=period)
         lines = prior_period_lines(str(source), again.rated, billed)
         r = ratings[account_id]
-        rated = r.rated
-        extra = sum((ln.amount for ln in lines), ZERO)
-        r.rated = RatedInvoice(
-            plan=rated.plan, catalog_version=rated.catalog_version, lines=rated.lines + tuple(lines),
-            executions=rated.executions, billable_executions=rated.billable_executions,
-            subtotal=rated.subtotal + extra, total=rated.total + extra,
-            sandbox_executions=rated.sandbox_executions, byok_executions=rated.byok_executions,
-            platform_cost=rated.platform_cost,
-        )
+        r.rated = with_lines(r.rated, lines)
         r.prior[str(source)] = late
-
-
-@dataclass(frozen=True)
-class PlanComparison:
-    current_total: Decimal
-    alternative_total: Decimal
-    alternative_plan: str
-
-    @property
-    def saving(self) -> Decimal:
-        return self.current_total - self.alternative_total
-
-
-def compare_with_pro(catalog: Catalog, period: Period, rating: AccountRating) -> PlanComparison | None:
-    """What a pay-as-you-go account's period would have cost on Pro with overage (same usage).
-
-    Only for accounts on PAYG for the whole period. The billable split under Pro's quota is
-    re-allocated across models in proportion (per-line rounding is all that depends on the exact
-    time order: under a cent per model line).
-    """
-    segs = rating.segments
-    if len(segs) != 1 or segs[0].plan != "payg" or segs[0].start != period.start:
-        return None
-    pro = TermsSegment(period.start, period.end, "pro", 1, True, segs[0].pricing)
-    included = pooled_included(catalog, period.start, period.end, [pro])
-    rows = reallocate_billable(rating.usage, included)
-    alt = rate_account(catalog, period.start, period.end, [pro], rows)
-    return PlanComparison(current_total=rating.rated.total, alternative_total=alt.total, alternative_plan="pro")

@@ -14,8 +14,10 @@ from decimal import Decimal
 from sqlalchemy import Connection, and_, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from billing import terms as terms_rules
 from billing.catalog import CatalogVersion
 from billing.periods import Period
+from billing.terms import day_start
 from billing.rating import BilledLine, TermsSegment, UsageRow
 from models.tables import (
     account_terms,
@@ -78,10 +80,6 @@ def catalog_version_name(conn: Connection, version_id: int) -> str:
 
 
 # ---- accounts ---------------------------------------------------------------------------------------
-def day_start(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def create_account(conn: Connection, *, account_id: str, plan: str, seats: int, overage_opt_in: bool,
                    email: str | None, billing_starts_at: datetime | None, pricing: str = "executions") -> bool:
     """Insert the account and its first terms row; False when an identical one exists.
@@ -142,14 +140,10 @@ def change_terms(conn: Connection, *, account_id: str, effective_from: datetime,
                                     account_terms.c.effective_from <= start)
         .order_by(account_terms.c.effective_from.desc()).limit(1)
     ).first()
-    new_plan = plan or current.plan
-    terms = dict(
-        plan=new_plan,
-        # A plan change without --seats starts from one seat; the same plan keeps its seats.
-        seats=seats if seats is not None else (current.seats if new_plan == current.plan else 1),
-        overage_opt_in=overage_opt_in if overage_opt_in is not None else current.overage_opt_in,
-        pricing=pricing or current.pricing,
-    )
+    new = terms_rules.changed_terms(
+        terms_rules.Terms(current.plan, current.seats, current.overage_opt_in, current.pricing),
+        terms_rules.TermsChange(plan, seats, overage_opt_in, pricing))
+    terms = dict(plan=new.plan, seats=new.seats, overage_opt_in=new.overage_opt_in, pricing=new.pricing)
     stmt = pg_insert(account_terms).values(account_id=account_id, effective_from=start, reason=reason, **terms)
     stmt = stmt.on_conflict_do_update(
         index_elements=["account_id", "effective_from"],
@@ -190,19 +184,7 @@ def terms_segments(conn: Connection, account_ids: list[str], period: Period) -> 
         by_account.setdefault(r.account_id, []).append(r)
     out: dict[str, list[TermsSegment]] = {}
     for account_id, history in by_account.items():
-        segs: list[TermsSegment] = []
-        for i, r in enumerate(history):
-            nxt = history[i + 1].effective_from if i + 1 < len(history) else period.end
-            start, end = max(r.effective_from, period.start), min(nxt, period.end)
-            if start >= end:
-                continue
-            seg = TermsSegment(start=start, end=end, plan=r.plan, seats=r.seats,
-                               overage_opt_in=r.overage_opt_in, pricing=r.pricing)
-            if segs and (segs[-1].plan, segs[-1].seats, segs[-1].overage_opt_in, segs[-1].pricing) == (
-                    seg.plan, seg.seats, seg.overage_opt_in, seg.pricing):
-                segs[-1] = TermsSegment(segs[-1].start, end, seg.plan, seg.seats, seg.overage_opt_in, seg.pricing)
-            else:
-                segs.append(seg)
+        segs = terms_rules.segments(history, period)
         if segs:
             out[account_id] = segs
     return out

@@ -23,7 +23,7 @@ from activities import pricing
 from activities import repository as repo
 from activities.ingest import LineError, execution_errors, known_models, parse_execution
 from api.auth import ACCOUNT_ID, retry_once_on_lost_connection
-from billing.catalog import Catalog, Plan
+from billing.catalog import Catalog, Plan, version_windows
 from billing.entitlements import (
     MonthCounter,
     Reason,
@@ -198,7 +198,7 @@ class MeteringService:
                 conn, account.id, period.start, period.end)
             return MonthToDate(period, shown.plan, plan_now, opt_in, 0, used, None, None, True)
         included = pooled_included(catalog, period.start, period.end, segments)
-        windows = pricing.version_windows(catalog, period.start, period.end)
+        windows = version_windows(catalog, period.start, period.end)
         if (not exact and counters is not None and len(segments) == 1 and len(windows) == 1
                 and segments[0].start == period.start and segments[0].end == period.end):
             seg = segments[0]

@@ -13,8 +13,12 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from activities import pricing
 from activities import repository as repo
-from billing.catalog import Catalog, default_catalog
+from billing.catalog import Catalog, default_catalog, version_windows
+from billing.explain import PeriodExecutions
+from billing.money import round_money
 from billing.periods import Period
+from billing.projection import project_month
+from billing.rating import pooled_included
 from models.schemas import (
     ClosePeriodInput,
     ClosePeriodResult,
@@ -134,9 +138,6 @@ def invoice_preview(engine: Engine, account_id: str, at: datetime | None = None,
                     catalog: Catalog | None = None) -> InvoicePreview:
     """The open period's invoice if the month closed at ``at`` (default now), priced by exactly the
     code the close uses, with a linear month-end projection. Serves the CLI and the HTTP API."""
-    from billing.projection import project_usage
-    from billing.rating import rate_account
-
     catalog = catalog or default_catalog()
     at = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
     period = Period.of(at)
@@ -147,11 +148,7 @@ def invoice_preview(engine: Engine, account_id: str, at: datetime | None = None,
             raise repo.NotFound(f"account {account_id!r} is not billed in {period} (billing starts later)")
         pricing.add_prior_period_usage(conn, catalog, period, ratings)
     r = ratings[account_id]
-    elapsed = (at - period.start).total_seconds()
-    factor = Decimal(str((period.end - period.start).total_seconds())) / Decimal(str(elapsed)) if elapsed > 0 else Decimal(1)
-    projected_rows = project_usage(r.usage, max(factor, Decimal(1)), r.included)
-    projected = rate_account(catalog, period.start, period.end, r.segments, projected_rows)
-    prior = sum((ln.amount for ln in r.rated.lines if ln.source_period), Decimal("0.00"))
+    projected = project_month(catalog, period.start, period.end, at, r.segments, r.usage, r.included, r.rated)
     rated = r.rated
     return InvoicePreview(
         account_id=account_id,
@@ -167,7 +164,7 @@ def invoice_preview(engine: Engine, account_id: str, at: datetime | None = None,
         as_of=at,
         executions=rated.executions,
         projected_executions=projected.executions,
-        projected_total=str(projected.total + prior),
+        projected_total=str(projected.total),
         platform_cost=str(rated.platform_cost.quantize(Decimal("0.0001"))),
     )
 
@@ -175,51 +172,19 @@ def invoice_preview(engine: Engine, account_id: str, at: datetime | None = None,
 def explain_invoice(engine: Engine, account_id: str, period_text: str,
                     catalog: Catalog | None = None) -> InvoiceExplanation:
     """Each line of an invoice with the executions, rate card version and arithmetic behind it."""
-    from billing.money import round_money
-
     catalog = catalog or default_catalog()
     period = Period.parse(period_text)
     with engine.begin() as conn:
         inv = repo.find_invoice(conn, account_id, period)
         lines = repo.invoice_lines_of(conn, inv.id)
         segments = repo.terms_segments(conn, [account_id], period).get(account_id, [])
-        included = pricing.pooled_included(catalog, period.start, period.end, segments) if segments else 0
+        included = pooled_included(catalog, period.start, period.end, segments) if segments else 0
         ranked = repo.ranked_executions(conn, account_id, period.start, period.end)
-    windows = pricing.version_windows(catalog, period.start, period.end)
-    billing_start = segments[0].start if segments else period.end
-
-    def version_of(ts):
-        return next((v for v, lo, hi in windows if lo <= ts < hi), None)
-
-    def segment_of(ts):
-        return next((i for i, sg in enumerate(segments) if sg.start <= ts < sg.end), None)
-
-    evs = [e for e in ranked if e.occurred_at >= billing_start]
+    behind = PeriodExecutions(ranked, segments, version_windows(catalog, period.start, period.end), included)
 
     def matching(line):
-        kind = line.kind
-        if kind == "included_usage":
-            return [e for e in evs if not e.sandbox and e.rn <= included], f"non-sandbox executions ranked 1..{included:,}"
-        if kind == "sandbox":
-            return [e for e in evs if e.sandbox], "sandbox tries"
-        if kind in ("usage", "blocked_usage", "token_usage") and line.model:
-            sel = [e for e in evs if not e.sandbox and e.model == line.model]
-            what = [f"model {line.model}"]
-            if kind in ("usage", "blocked_usage"):
-                sel = [e for e in sel if e.rn > included]
-                what.append(f"ranked past the {included:,} included (occurred_at, event id)")
-            if kind == "token_usage":
-                sel = [e for e in sel if not e.byok]
-                what.append("platform key (not BYOK)")
-            if line.rate_version and len(windows) > 1:
-                sel = [e for e in sel if version_of(e.occurred_at) == line.rate_version]
-                what.append(f"occurred while {line.rate_version} was in force")
-            seg_idx = _segment_from_key(line.key)
-            if seg_idx is not None and seg_idx < len(segments):
-                sel = [e for e in sel if segment_of(e.occurred_at) == seg_idx]
-                what.append(f"during {segments[seg_idx].start:%Y-%m-%d}..{segments[seg_idx].end:%Y-%m-%d}")
-            return sel, ", ".join(what)
-        return [], "—"
+        found = behind.for_line(line.kind, line.model, line.rate_version, line.key)
+        return found.executions, found.description
 
     out = []
     for line in lines:
@@ -244,18 +209,6 @@ def explain_invoice(engine: Engine, account_id: str, period_text: str,
         included=included, lines=out, total=str(inv.total),
         platform_cost=str(inv.platform_cost.quantize(Decimal("0.0001"))),
     )
-
-
-def _segment_from_key(key: str) -> int | None:
-    parts = key.split("|")
-    try:
-        if parts[0] == "usage" and len(parts) >= 5 and parts[4]:
-            return int(parts[4])
-        if parts[0] == "token_usage" and len(parts) >= 5 and parts[4]:
-            return int(parts[4])
-    except ValueError:
-        return None
-    return None
 
 
 def _plain(d) -> str:
