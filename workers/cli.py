@@ -1,7 +1,8 @@
 """The ``tally`` command line: what ops and developers type.
 
-Every command reads the one Settings object (environment, then the local stack file). Errors are
-printed as one line that names what is wrong, never as a traceback.
+Each command parses its options, calls one service function (``services/``) and prints. Every
+command reads the one Settings object (environment, then the local stack file). Errors are printed as
+one line that names what is wrong, never as a traceback (``friendly``).
 """
 
 from __future__ import annotations
@@ -11,36 +12,34 @@ import functools
 import json
 import logging
 import os
-import re
 import sys
 from datetime import datetime, timezone
 from decimal import Decimal
 
 import click
 
-from models.settings import ConfigError, get_settings
-
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+from models.settings import ConfigError, Settings, get_settings
 
 
+# ---- common ------------------------------------------------------------------------------------------
 class UserError(click.ClickException):
     pass
 
 
 def friendly(fn):
-    """Turn the errors a person can act on into one clear line."""
+    """Turn the errors a person can act on into one clear line: the services' domain errors, bad
+    input, an unreachable database or Temporal. The one place the CLI maps errors."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from activities.repository import NotFound
-        from billing.catalog import CatalogError
-        from billing.periods import PeriodError
         from sqlalchemy.exc import OperationalError, ProgrammingError
         from temporalio.service import RPCError
 
+        from services.errors import ServiceError
+
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, NotFound, PeriodError, CatalogError, ValueError) as err:
+        except (ConfigError, ServiceError, ValueError) as err:
             raise UserError(str(err)) from None
         except OperationalError as err:
             raise UserError(f"cannot reach the database: {str(err.orig).strip().splitlines()[0]}") from None
@@ -55,20 +54,31 @@ def friendly(fn):
     return wrapper
 
 
-def _engine():
+def engine():
     from models.db import get_engine
 
     return get_engine(get_settings().effective_database_url())
 
 
-def _catalog():
+def catalog():
     from billing.catalog import load_catalog
 
     return load_catalog(get_settings().catalog_path)
 
 
-def _run(coro):
+def temporal(settings):
+    """What services call to reach Temporal (they connect only once the input is checked)."""
+    from workers.worker import connect
+
+    return lambda: connect(settings)
+
+
+def run(coro):
     return asyncio.run(coro)
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,34 +90,19 @@ def cli() -> None:
     """
 
 
-# ---- worker / database ------------------------------------------------------------------------------
-@cli.command()
-def worker() -> None:
-    """Run a Tally worker (all workflows and activities) until interrupted."""
-    from workers.worker import main as worker_main
-
-    worker_main()
-
-
-@cli.group()
-def db() -> None:
-    """Database schema."""
-
-
-@db.command("migrate")
-@friendly
-def db_migrate() -> None:
-    """Apply the Alembic migrations (idempotent)."""
-    from models.db import migrate
-
-    migrate(get_settings().effective_database_url())
-    click.echo("schema is up to date")
-
-
-# ---- accounts ---------------------------------------------------------------------------------------
-@cli.group()
+# ---- accounts ----------------------------------------------------------------------------------------
+@click.group()
 def accounts() -> None:
     """Customer accounts and their plans."""
+
+
+def _parse_day(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise UserError(f"{name}: expected YYYY-MM-DD, got {value!r}") from None
 
 
 @accounts.command("create")
@@ -124,39 +119,18 @@ def accounts() -> None:
 def accounts_create(account_id: str, plan: str, seats: int, overage: bool, email: str | None,
                     billing_start: str | None, pricing: str) -> None:
     """Create an account (idempotent: the same command twice is fine)."""
-    from activities import repository as repo
+    from services.accounts import create_account
 
-    if not ACCOUNT_ID.match(account_id):
-        raise UserError("account_id: 1-64 characters of letters, digits, '_', '.', ':' or '-'")
-    version = _catalog().at(datetime.now(timezone.utc))
-    plan_def = version.plan(plan)  # unknown plan -> CatalogError naming the known ones
-    if plan_def.contract:
-        raise UserError(f"plan: {plan} accounts are billed by contract; create them with a contract")
-    if seats < 1:
-        raise UserError("seats: must be at least 1")
-    if seats > 1 and not plan_def.fee_per_seat:
-        raise UserError(f"seats: only per-seat plans take seats; {plan} is billed per account")
     start = None
     if billing_start:
         try:
             start = datetime.strptime(billing_start, "%Y-%m-%d").replace(tzinfo=timezone.utc)
         except ValueError:
             raise UserError("billing-start: expected YYYY-MM-DD") from None
-    with _engine().begin() as conn:
-        created = repo.create_account(conn, account_id=account_id, plan=plan, seats=seats,
-                                      overage_opt_in=overage, email=email, billing_starts_at=start,
-                                      pricing=pricing)
+    created = create_account(engine(), account_id=account_id, plan=plan, seats=seats, overage_opt_in=overage,
+                             email=email, billing_start=start, pricing=pricing, catalog=catalog())
     click.echo(f"{'created' if created else 'exists'}: {account_id} ({plan}, seats={seats}, "
-               f"overage={'on' if overage else 'off'}, pricing={pricing})")
-
-
-def _parse_day(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise UserError(f"{name}: expected YYYY-MM-DD, got {value!r}") from None
+               f"overage={on_off(overage)}, pricing={pricing})")
 
 
 @accounts.command("change")
@@ -176,26 +150,13 @@ def accounts_change(account_id: str, plan: str | None, seats: int | None, overag
     The month is then billed in segments: each priced under its own terms, the fee and the
     included executions prorated by days.
     """
-    from activities import repository as repo
+    from services.accounts import change_account
 
-    if plan is None and seats is None and overage is None and pricing is None:
-        raise UserError("nothing to change: give --plan, --seats, --overage/--no-overage or --pricing")
-    when = _parse_day(effective, "effective") or datetime.now(timezone.utc)
-    version = _catalog().at(when)
-    with _engine().begin() as conn:
-        current = repo.get_account(conn, account_id)
-        plan_def = version.plan(plan or current.plan)
-        if plan_def.contract:
-            raise UserError(f"plan: {plan_def.code} accounts are billed by contract")
-        new_seats = seats if seats is not None else (current.seats if plan_def.code == current.plan else 1)
-        if new_seats < 1:
-            raise UserError("seats: must be at least 1")
-        if new_seats > 1 and not plan_def.fee_per_seat:
-            raise UserError(f"seats: only per-seat plans take seats; {plan_def.code} is billed per account")
-        terms = repo.change_terms(conn, account_id=account_id, effective_from=when, reason=reason, plan=plan,
-                                  seats=new_seats, overage_opt_in=overage, pricing=pricing)
-    click.echo(f"{account_id}: from {when:%Y-%m-%d} {terms['plan']}, seats={terms['seats']}, "
-               f"overage={'on' if terms['overage_opt_in'] else 'off'}, pricing={terms['pricing']}")
+    changed = change_account(engine(), account_id, plan=plan, seats=seats, overage_opt_in=overage, pricing=pricing,
+                             effective=_parse_day(effective, "effective"), reason=reason, catalog=catalog())
+    t = changed.terms
+    click.echo(f"{account_id}: from {changed.effective_from:%Y-%m-%d} {t.plan}, seats={t.seats}, "
+               f"overage={on_off(t.overage_opt_in)}, pricing={t.pricing}")
 
 
 @accounts.command("history")
@@ -203,14 +164,11 @@ def accounts_change(account_id: str, plan: str | None, seats: int | None, overag
 @friendly
 def accounts_history(account_id: str) -> None:
     """An account's terms over time (plan, seats, overage, pricing) and why each changed."""
-    from activities import repository as repo
+    from services.accounts import terms_history
 
-    with _engine().begin() as conn:
-        repo.get_account(conn, account_id)
-        rows = repo.terms_history(conn, account_id)
-    for r in rows:
+    for r in terms_history(engine(), account_id):
         click.echo(f"{r.effective_from:%Y-%m-%d}  {r.plan:<6} seats={r.seats} "
-                   f"overage={'on' if r.overage_opt_in else 'off'} pricing={r.pricing}  — {r.reason}")
+                   f"overage={on_off(r.overage_opt_in)} pricing={r.pricing}  — {r.reason}")
 
 
 @accounts.command("list")
@@ -219,18 +177,29 @@ def accounts_history(account_id: str) -> None:
 @friendly
 def accounts_list(plan: str | None, limit: int) -> None:
     """List accounts."""
-    from activities import repository as repo
+    from services.accounts import list_accounts
 
-    with _engine().begin() as conn:
-        rows = repo.list_accounts(conn, plan=plan, limit=limit)
+    rows = list_accounts(engine(), plan=plan, limit=limit)
     click.echo(f"{'account':<24} {'plan':<8} {'seats':>5} {'overage':<7} {'stripe customer':<20} email")
     for r in rows:
-        click.echo(f"{r.id:<24} {r.plan:<8} {r.seats:>5} {('on' if r.overage_opt_in else 'off'):<7} "
+        click.echo(f"{r.id:<24} {r.plan:<8} {r.seats:>5} {on_off(r.overage_opt_in):<7} "
                    f"{(r.stripe_customer_id or '-'):<20} {r.email or '-'}")
 
 
-# ---- usage ------------------------------------------------------------------------------------------
-@cli.group()
+@accounts.command("billing-link")
+@click.argument("account_id")
+@click.option("--hours", type=int, default=None, help="Validity (default: TALLY_BILLING_LINK_HOURS, 24).")
+@click.option("--base-url", default=None, help="API base URL users reach (default: TALLY_API_PUBLIC_URL).")
+@friendly
+def accounts_billing_link(account_id: str, hours: int | None, base_url: str | None) -> None:
+    """Print a signed link to the account's billing page (anyone holding it can view the page)."""
+    from services.accounts import account_billing_link
+
+    click.echo(account_billing_link(engine(), get_settings(), account_id, hours=hours, base_url=base_url))
+
+
+# ---- usage -------------------------------------------------------------------------------------------
+@click.group()
 def usage() -> None:
     """Metered executions."""
 
@@ -247,11 +216,10 @@ def usage_ingest(file: str, show_rejections: int) -> None:
     sandbox, cost_usd, occurred_at (ISO 8601 with time zone). Duplicate event ids are counted and
     skipped; bad lines are rejected with their line number and reason while good lines load.
     """
-    from activities.ingest import ingest_file, known_models
+    from services.ingest import ingest_jsonl
 
-    settings = get_settings()
     source = sys.stdin.buffer if file == "-" else file
-    report = ingest_file(settings.effective_database_url(), source, known_models(_catalog()))
+    report = ingest_jsonl(get_settings().effective_database_url(), source, catalog())
     rate = report.lines / report.seconds if report.seconds else 0
     click.echo(f"accepted {report.accepted:,}  duplicate {report.duplicates:,}  rejected {report.rejected:,}"
                f"  ({report.lines:,} lines in {report.seconds:.2f} s, {rate:,.0f}/s)")
@@ -261,24 +229,47 @@ def usage_ingest(file: str, show_rejections: int) -> None:
         click.echo(f"  … and {report.rejected - show_rejections:,} more rejected lines")
 
 
-# ---- the close --------------------------------------------------------------------------------------
-def _check_period_now(period_text: str):
-    from billing.periods import Period
+# ---- close -------------------------------------------------------------------------------------------
+class CloseProgressBar:
+    """A progress bar on stderr fed by the close's progress query; appears once the close knows how
+    many accounts it bills."""
 
-    period = Period.parse(period_text)
-    settings = get_settings()
-    now = datetime.now(timezone.utc)
-    closes_at = period.closes_at(settings.late_usage_grace_hours)
-    if now < closes_at:
-        state = "has not started" if now < period.start else "is still open"
-        raise UserError(
-            f"period: {period} {state}; it can be closed from {closes_at:%Y-%m-%d %H:%M} UTC "
-            f"(period end + {settings.late_usage_grace_hours} h late-usage grace)"
-        )
-    return period
+    def __init__(self):
+        self.bar = None
+        self.last = 0
+
+    def update(self, p) -> None:
+        if p.accounts_total and self.bar is None:
+            self.bar = click.progressbar(length=p.accounts_total, label=f"closing {p.period}",
+                                         show_pos=True, file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        if self.bar is not None and p.accounts_done > self.last:
+            self.bar.update(p.accounts_done - self.last)
+            self.last = p.accounts_done
+
+    def complete(self) -> None:
+        if self.bar is not None:
+            self.bar.update(max(0, self.bar.length - self.last))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
-@cli.command("close")
+async def close_with_progress(settings: Settings, period, **options):
+    """The close of ``period`` (``services.close.run_close``) with a progress bar while it runs."""
+    from services.close import run_close
+
+    bar = CloseProgressBar()
+    try:
+        result = await run_close(temporal(settings), settings, period, on_progress=bar.update, **options)
+        bar.complete()
+        return result
+    finally:
+        bar.close()
+
+
+@click.command("close")
 @click.option("--period", required=True, metavar="YYYY-MM", help="The calendar month (UTC) to close.")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the close to finish.")
 @click.option("--chunk-size", type=int, default=None, help="Accounts per chunk workflow.")
@@ -290,14 +281,14 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
 
     Re-running a finished close changes nothing; running it while it runs attaches to that run.
     """
-    from workers.operations import run_close
+    from services.close import closable_period, close_workflow_id
 
-    p = _check_period_now(period)
     settings = get_settings()
-    result = _run(run_close(settings, str(p), wait=wait, chunk_size=chunk_size, parallel=parallel,
-                            push=not no_stripe, progress=True))
+    p = closable_period(period, datetime.now(timezone.utc), settings.late_usage_grace_hours)
+    result = run(close_with_progress(settings, p, wait=wait, chunk_size=chunk_size, parallel=parallel,
+                                     push=not no_stripe))
     if result is None:
-        click.echo(f"started close-{p}; follow it at {settings.temporal_ui_url}")
+        click.echo(f"started {close_workflow_id(p)}; follow it at {settings.temporal_ui_url}")
         return
     click.echo(
         f"closed {result.period}: {result.accounts:,} accounts in {result.chunks} chunks; "
@@ -308,11 +299,11 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
     for f in result.failed:
         click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}): {f.error}")
     click.echo(f"Temporal UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
-               f"/workflows/close-{result.period}")
+               f"/workflows/{close_workflow_id(result.period)}")
 
 
-# ---- invoices ---------------------------------------------------------------------------------------
-@cli.group()
+# ---- invoices ----------------------------------------------------------------------------------------
+@click.group()
 def invoices() -> None:
     """Invoices produced by the close."""
 
@@ -323,12 +314,9 @@ def invoices() -> None:
 @friendly
 def invoices_list(period: str, status: str | None) -> None:
     """List the period's invoices."""
-    from activities import repository as repo
-    from billing.periods import Period
+    from services.invoices import list_invoices
 
-    p = Period.parse(period)
-    with _engine().begin() as conn:
-        rows = repo.list_invoices(conn, p, status)
+    rows = list_invoices(engine(), period, status)
     click.echo(f"{'account':<24} {'plan':<6} {'status':<12} {'executions':>10} {'total':>12}  stripe invoice")
     for r in rows:
         click.echo(f"{r.account_id:<24} {r.plan:<6} {r.status:<12} {r.executions:>10,} {r.total:>12,}  "
@@ -343,9 +331,9 @@ def invoices_list(period: str, status: str | None) -> None:
 @friendly
 def invoices_show(account_id: str, period: str, as_json: bool) -> None:
     """Show one invoice with its lines."""
-    from workers.operations import invoice_view
+    from services.invoices import invoice_view
 
-    view = invoice_view(_engine(), account_id, period)
+    view = invoice_view(engine(), account_id, period)
     if as_json:
         click.echo(json.dumps(view.model_dump(), indent=2))
         return
@@ -365,7 +353,7 @@ def invoices_show(account_id: str, period: str, as_json: bool) -> None:
 @friendly
 def invoices_preview(account_id: str, at_text: str | None, as_json: bool) -> None:
     """The open period's invoice as it would be if the month closed now, with a month-end projection."""
-    from workers.operations import invoice_preview
+    from services.invoices import invoice_preview
 
     at = None
     if at_text:
@@ -375,7 +363,7 @@ def invoices_preview(account_id: str, at_text: str | None, as_json: bool) -> Non
             raise UserError(f"at: {at_text!r} is not an ISO 8601 timestamp") from None
         if at.tzinfo is None:
             raise UserError("at: add a time zone (Z or +00:00)")
-    view = invoice_preview(_engine(), account_id, at, _catalog())
+    view = invoice_preview(engine(), account_id, at, catalog())
     if as_json:
         click.echo(view.model_dump_json(indent=2))
         return
@@ -394,9 +382,9 @@ def invoices_preview(account_id: str, at_text: str | None, as_json: bool) -> Non
 @friendly
 def invoices_explain(account_id: str, period: str, as_json: bool) -> None:
     """Each line with the executions, rate card version and arithmetic behind it."""
-    from workers.operations import explain_invoice
+    from services.invoices import explain_invoice
 
-    ex = explain_invoice(_engine(), account_id, period, _catalog())
+    ex = explain_invoice(engine(), account_id, period, catalog())
     if as_json:
         click.echo(ex.model_dump_json(indent=2))
         return
@@ -418,15 +406,16 @@ def invoices_explain(account_id: str, period: str, as_json: bool) -> None:
 @friendly
 def invoices_retry(account_id: str, period: str) -> None:
     """Retry pushing one invoice to Stripe (never creates a second Stripe invoice)."""
-    from workers.operations import retry_invoice
+    from services.invoices import retry_invoice
 
-    res = _run(retry_invoice(get_settings(), _engine(), account_id, period))
+    settings = get_settings()
+    res = run(retry_invoice(temporal(settings), settings, engine(), account_id, period))
     what = "was already in Stripe" if res.already_pushed else f"is now {res.status}"
     click.echo(f"invoice {res.invoice_id} ({account_id} {period}) {what}: {res.stripe_invoice_id or '-'}")
 
 
-# ---- reports ----------------------------------------------------------------------------------------
-@cli.group()
+# ---- reports -----------------------------------------------------------------------------------------
+@click.group()
 def report() -> None:
     """Reports over closed periods."""
 
@@ -441,22 +430,18 @@ def report_margin(period: str, by: str) -> None:
     By model, revenue is what usage and token lines charged for that model, and cost is the LLM cost
     of the executions behind those lines.
     """
-    from activities import repository as repo
-    from billing.periods import Period
+    from services.reports import margin
 
-    with _engine().begin() as conn:
-        rows = repo.margin_report(conn, Period.parse(period), by)
+    rows = margin(engine(), period, by)
     click.echo(f"{by:<24} {'invoices':>8} {'executions':>12} {'revenue':>12} {'LLM cost':>12} {'margin':>12} {'%':>7}")
     for r in rows:
-        revenue = r.revenue if r.revenue is not None else Decimal("0.00")
-        cost = (r.cost or Decimal(0)).quantize(Decimal("0.01"))
-        pct = f"{(revenue - cost) / revenue * 100:.1f}" if revenue else "-"
-        click.echo(f"{str(r.key):<24} {r.invoices:>8,} {int(r.executions or 0):>12,} {revenue:>12,} {cost:>12,} "
-                   f"{revenue - cost:>12,} {pct:>7}")
+        pct = "-" if r.margin_percent is None else f"{r.margin_percent:.1f}"
+        click.echo(f"{str(r.key):<24} {r.invoices:>8,} {r.executions:>12,} {r.revenue:>12,} {r.cost:>12,} "
+                   f"{r.margin:>12,} {pct:>7}")
 
 
-# ---- schedules --------------------------------------------------------------------------------------
-@cli.group()
+# ---- schedules ---------------------------------------------------------------------------------------
+@click.group()
 def schedules() -> None:
     """Temporal Schedules that start the recurring jobs."""
 
@@ -467,25 +452,82 @@ def schedules_apply() -> None:
     """Create or update the schedules (idempotent)."""
     from workers.schedules import apply_schedules
 
-    for line in _run(apply_schedules(get_settings())):
+    for line in run(apply_schedules(get_settings())):
         click.echo(line)
 
 
-# ---- demo -------------------------------------------------------------------------------------------
-@cli.command()
+# ---- demo --------------------------------------------------------------------------------------------
+@click.command()
 @click.option("--accounts", "n_accounts", type=int, default=300, show_default=True)
 @click.option("--executions", "n_executions", type=int, default=300_000, show_default=True)
 @click.option("--period", default=None, metavar="YYYY-MM", help="Default: the latest closable month.")
 @friendly
 def demo(n_accounts: int, n_executions: int, period: str | None) -> None:
     """Start the local stack, seed a realistic month, close it through Temporal, print a summary."""
-    from workers.demo import run_demo
-
     run_demo(get_settings(), n_accounts=n_accounts, n_executions=n_executions, period=period)
 
 
-# ---- metering API -----------------------------------------------------------------------------------
-@cli.command("api")
+def run_demo(settings: Settings, *, n_accounts: int, n_executions: int, period: str | None) -> None:
+    import asyncio
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from billing.periods import Period
+    from models.db import get_engine
+    from services.close import close_workflow_id
+    from services.reports import period_summary
+    from workers.demo import latest_closable_period, seed_month, stripe_invoice_count
+    from workers.devstack import stack_up
+    from workers.schedules import apply_schedules
+
+    click.echo("== local stack")
+    stack_up(settings, echo=lambda m: click.echo(f"   {m}"))
+    get_settings.cache_clear()
+    settings = get_settings()  # now with the stack's addresses
+
+    p = Period.parse(period) if period else latest_closable_period(
+        datetime.now(timezone.utc), settings.late_usage_grace_hours)
+    click.echo(f"== seeding {p}: {n_accounts:,} accounts, {n_executions:,} executions")
+    created, total_accounts, report = seed_month(settings, p, n_accounts, n_executions)
+    click.echo(f"   accounts: {created} new, {total_accounts - created} already there")
+    click.echo(f"   executions: accepted {report.accepted:,}, duplicate {report.duplicates:,}, "
+               f"rejected {report.rejected:,} ({report.lines / max(report.seconds, 1e-9):,.0f} lines/s)")
+
+    click.echo("== schedules")
+    for line in asyncio.run(apply_schedules(settings)):
+        click.echo(f"   {line}")
+
+    click.echo(f"== monthly close {p} (Temporal workflow {close_workflow_id(p)})")
+    result = asyncio.run(close_with_progress(settings, p))
+
+    summary = period_summary(get_engine(settings.effective_database_url()), p)
+    totals, converted = summary.totals, summary.auto_conversions
+    click.echo("")
+    click.echo(f"{'plan':<8} {'accounts':>8} {'charged':>8} {'executions':>12} {'total':>14} {'in Stripe':>9}")
+    grand = Decimal("0.00")
+    for t in totals:
+        grand += t.total
+        click.echo(f"{t.plan:<8} {t.accounts:>8,} {t.invoices:>8,} {t.executions:>12,} "
+                   f"{'$' + format(t.total, ',.2f'):>14} {t.pushed:>9,}")
+    click.echo(f"{'all':<8} {sum(t.accounts for t in totals):>8,} {sum(t.invoices for t in totals):>8,} "
+               f"{sum(t.executions for t in totals):>12,} {'$' + format(grand, ',.2f'):>14} "
+               f"{sum(t.pushed for t in totals):>9,}")
+    click.echo("")
+    click.echo(f"this run: {result.invoices_rated:,} invoices rated, {result.pushed:,} pushed to Stripe, "
+               f"{result.already_pushed:,} already there, {result.invoices_frozen:,} left as they were, "
+               f"{len(result.failed)} failed, {result.stripe_calls:,} Stripe calls")
+    click.echo(f"pay-as-you-go accounts moved to Pro from {p.next()} (Pro would have been cheaper): {converted}")
+    click.echo(f"Stripe invoices for {p}: {stripe_invoice_count(settings, p):,} "
+               f"({'emulator ' + settings.effective_stripe()[1] if not settings.stripe_api_key else 'Stripe test mode'})")
+    ui = settings.temporal_ui_url
+    click.echo(f"Temporal UI: {ui}/namespaces/{settings.temporal_namespace}/workflows/{close_workflow_id(p)}")
+    click.echo(f"   find one account's run: {ui}/namespaces/{settings.temporal_namespace}/workflows"
+               f"?query=BillingPeriod%3D%27{p}%27")
+    click.echo("Try: tally invoices list --period " + str(p) + " | tally invoices show demo-0001 --period " + str(p))
+
+
+# ---- api ---------------------------------------------------------------------------------------------
+@click.command("api")
 @click.option("--host", default=None, help="Interface to bind (default: TALLY_API_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: TALLY_API_PORT, 8000).")
 @click.option("--workers", type=int, default=None, help="uvicorn worker processes (default: TALLY_API_WORKERS, 1).")
@@ -497,7 +539,8 @@ def api_command(host: str | None, port: int | None, workers: int | None) -> None
     serve(host, port, workers)
 
 
-@cli.group()
+# ---- platforms ---------------------------------------------------------------------------------------
+@click.group()
 def platforms() -> None:
     """Platforms that call the API, and their API keys."""
 
@@ -507,14 +550,9 @@ def platforms() -> None:
 @friendly
 def platforms_create(name: str) -> None:
     """Create a platform and print its API key (shown once; only its hash is stored)."""
-    from activities import metering
-    from api.auth import hash_key, new_api_key
+    from services.platforms import create_platform
 
-    if not ACCOUNT_ID.match(name):
-        raise UserError("name: 1-64 characters of letters, digits, '_', '.', ':' or '-'")
-    key = new_api_key()
-    with _engine().begin() as conn:
-        metering.create_platform(conn, name, hash_key(key))
+    key = create_platform(engine(), name)
     click.echo(f"created platform {name}; its API key (shown only now, keep it secret):")
     click.echo(key)
 
@@ -524,13 +562,9 @@ def platforms_create(name: str) -> None:
 @friendly
 def platforms_rotate_key(name: str) -> None:
     """Replace a platform's API key; the old one stops working within 30 s."""
-    from activities import metering
-    from api.auth import hash_key, new_api_key
+    from services.platforms import rotate_key
 
-    key = new_api_key()
-    with _engine().begin() as conn:
-        if not metering.rotate_platform_key(conn, name, hash_key(key)):
-            raise UserError(f"name: no platform {name!r}")
+    key = rotate_key(engine(), name)
     click.echo(f"new API key of {name} (shown only now):")
     click.echo(key)
 
@@ -539,10 +573,9 @@ def platforms_rotate_key(name: str) -> None:
 @friendly
 def platforms_list() -> None:
     """List platforms and how many accounts each has."""
-    from activities import metering
+    from services.platforms import list_platforms
 
-    with _engine().begin() as conn:
-        rows = metering.list_platforms(conn)
+    rows = list_platforms(engine())
     click.echo(f"{'platform':<24} {'accounts':>8}  created")
     for r in rows:
         click.echo(f"{r.name:<24} {r.accounts:>8,}  {r.created_at:%Y-%m-%d %H:%M}")
@@ -554,35 +587,38 @@ def platforms_list() -> None:
 @friendly
 def platforms_attach(name: str, account_ids: tuple[str, ...]) -> None:
     """Attach accounts to a platform (its key then reaches them through the API)."""
-    from activities import metering
+    from services.platforms import attach_accounts
 
-    with _engine().begin() as conn:
-        platform = metering.platform_by_name(conn, name)
-        if platform is None:
-            raise UserError(f"name: no platform {name!r}")
-        for account_id in account_ids:
-            try:
-                metering.assign_platform(conn, account_id, platform.id)
-            except LookupError as err:
-                raise UserError(str(err)) from None
-    click.echo(f"attached {len(account_ids):,} account(s) to {name}")
+    n = attach_accounts(engine(), name, list(account_ids))
+    click.echo(f"attached {n:,} account(s) to {name}")
 
 
-@accounts.command("billing-link")
-@click.argument("account_id")
-@click.option("--hours", type=int, default=None, help="Validity (default: TALLY_BILLING_LINK_HOURS, 24).")
-@click.option("--base-url", default=None, help="API base URL users reach (default: TALLY_API_PUBLIC_URL).")
+# ---- db ----------------------------------------------------------------------------------------------
+@click.command()
+def worker() -> None:
+    """Run a Tally worker (all workflows and activities) until interrupted."""
+    from workers.worker import main as worker_main
+
+    worker_main()
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("migrate")
 @friendly
-def accounts_billing_link(account_id: str, hours: int | None, base_url: str | None) -> None:
-    """Print a signed link to the account's billing page (anyone holding it can view the page)."""
-    from activities import repository as repo
-    from api.auth import billing_link
+def db_migrate() -> None:
+    """Apply the Alembic migrations (idempotent)."""
+    from models.db import migrate
 
-    settings = get_settings()
-    with _engine().begin() as conn:
-        repo.get_account(conn, account_id)
-    click.echo(billing_link(base_url or settings.api_url, settings.effective_api_secret(), account_id,
-                            hours or settings.billing_link_hours))
+    migrate(get_settings().effective_database_url())
+    click.echo("schema is up to date")
+
+
+for _command in (worker, db, accounts, usage, close, invoices, report, schedules, demo, api_command, platforms):
+    cli.add_command(_command)
 
 
 def _mount_optional_groups() -> None:
