@@ -10,10 +10,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import pricing
-from activities import repository as repo
-from activities.push import InvoiceBusy, InvoicePusher, InvoiceRejected
 from activities.deps import Deps
+from activities.push import InvoiceBusy, InvoiceNotFound, InvoicePusher, InvoiceRejected
 from billing.catalog import Catalog, CatalogError
+from billing.close import AccountOutcome, decide
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
 from gateways.stripe import StripeError, StripeGateway
@@ -30,6 +30,8 @@ from models.schemas import (
     PushInvoiceResult,
     RateChunkResult,
 )
+from repositories import accounts, catalog_versions, invoices, notifications
+
 
 
 class CloseActivities:
@@ -75,8 +77,8 @@ class CloseActivities:
             )
         version = self.catalog.at(period.start)
         with self.engine.begin() as conn:
-            repo.ensure_catalog_version(conn, version)
-            n = repo.count_billable_accounts(conn, period)
+            catalog_versions.ensure_catalog_version(conn, version)
+            n = accounts.count_billable_accounts(conn, period)
         return PeriodCheck(period=str(period), period_start=period.start, period_end=period.end,
                            accounts=n, catalog_version=version.version)
 
@@ -84,7 +86,7 @@ class CloseActivities:
     def list_account_chunks(self, inp: ListChunksInput) -> ChunkPage:
         period = self._period(inp.period)
         with self.engine.begin() as conn:
-            chunks, cursor = repo.account_chunks(conn, period, inp.after, inp.chunk_size, inp.max_chunks)
+            chunks, cursor = accounts.account_chunks(conn, period, inp.after, inp.chunk_size, inp.max_chunks)
         return ChunkPage(
             chunks=[AccountRange(after=a, upto=u, count=n) for a, u, n in chunks], next_cursor=cursor
         )
@@ -98,68 +100,57 @@ class CloseActivities:
         invoice was final. Invoices already pushed (or final) are left untouched, so re-running a
         close changes nothing. Pay-as-you-go accounts that would have paid less on Pro are moved to
         Pro from the next period, with a notification (both idempotent).
+
+        Load the facts (``pricing.load_chunk``), decide each account in ``billing.close`` (pure),
+        write the outcome.
         """
         period = self._period(inp.period)
-        result = RateChunkResult()
         with self.engine.begin() as conn:
-            version_ids = {v.version: repo.ensure_catalog_version(conn, v)
+            version_ids = {v.version: catalog_versions.ensure_catalog_version(conn, v)
                            for v in self.catalog.versions_overlapping(period.start, period.end)}
-            accts = repo.accounts_in_range(conn, period, inp.accounts.after, inp.accounts.upto)
-            result.account_ids = [a.id for a in accts]
-            statuses = repo.invoice_statuses(conn, period, result.account_ids)
-            to_rate = [a for a in accts if statuses.get(a.id) in (None, "draft")]
-            result.frozen = len(accts) - len(to_rate)
             try:
-                ratings = pricing.rate_accounts(conn, self.catalog, period, [a.id for a in to_rate])
-                pricing.add_prior_period_usage(conn, self.catalog, period, ratings)
+                chunk = pricing.load_chunk(conn, self.catalog, period, inp.accounts.after, inp.accounts.upto)
+                outcomes = {a: decide(self.catalog, period, f) for a, f in chunk.facts.items()}
             except (RatingError, CatalogError) as err:
                 raise ApplicationError(f"rating {period}: {err}", type=Failure.RATING_ERROR, non_retryable=True) from err
-            total = Decimal("0.00")
-            items = []
-            for account in to_rate:
-                rating = ratings.get(account.id)
-                if rating is None:
-                    continue
-                primary = self.catalog.version(rating.rated.catalog_version)
-                items.append(dict(
-                    account=account, rated=rating.rated, adjustments=rating.prior,
-                    catalog_version_id=version_ids.get(primary.version) or repo.ensure_catalog_version(conn, primary),
-                ))
-            written = repo.write_rated_invoices(conn, period=period, items=items, version_ids=version_ids)
-            for it in items:
-                account, rating = it["account"], ratings[it["account"].id]
-                if account.id not in written:
-                    result.frozen += 1
-                    continue
-                result.rated += 1
-                if written[account.id][1] == "no_charge":
-                    result.no_charge += 1
-                total += rating.total
-                self._maybe_convert_to_pro(conn, period, account, rating)
-            result.total = total
-        return result
+            return self._write(conn, period, chunk, outcomes, version_ids)
 
-    def _maybe_convert_to_pro(self, conn, period, account, rating) -> None:
-        cmp = pricing.compare_with_pro(self.catalog, period, rating)
-        if cmp is None or cmp.alternative_total >= cmp.current_total:
-            return
-        nxt = period.next()
-        later = [t for t in repo.terms_history(conn, account.id) if t.effective_from >= nxt.start]
-        if later:
-            return  # the customer already changed terms from the next period on: theirs wins
-        reason = (f"auto-convert: {period} would have cost ${cmp.alternative_total} on Pro "
-                  f"(overage on) instead of ${cmp.current_total} on pay-as-you-go")
-        repo.change_terms(conn, account_id=account.id, effective_from=nxt.start, reason=reason,
-                          plan="pro", seats=1, overage_opt_in=True, now=self.clock())
-        repo.notify(
-            conn, account_id=account.id, kind="plan_auto_converted", dedupe_key=f"payg-to-pro:{account.id}:{period}",
-            subject="You're moving to Pro: it would have saved you money",
-            body=(f"Your pay-as-you-go usage in {period} cost ${cmp.current_total}. The same usage on Pro "
-                  f"(with overage) would have cost ${cmp.alternative_total}, so from {nxt} your account is on "
-                  "Pro with overage enabled. You can change plans at any time."),
-            payload={"period": str(period), "payg_total": str(cmp.current_total),
-                     "pro_total": str(cmp.alternative_total), "effective": nxt.start.isoformat()},
-        )
+    def _write(self, conn, period: Period, chunk: pricing.ChunkFacts, outcomes: dict[str, AccountOutcome],
+               version_ids: dict[str, int]) -> RateChunkResult:
+        """The invoices that are still drafts, then the auto-conversions of the accounts whose invoice
+        was written."""
+        result = RateChunkResult(account_ids=[a.id for a in chunk.accounts],
+                                 frozen=len(chunk.accounts) - len(chunk.to_rate))
+        items = []
+        for account in chunk.to_rate:
+            outcome = outcomes.get(account.id)
+            if outcome is None:
+                continue
+            primary = self.catalog.version(outcome.rating.rated.catalog_version)
+            items.append(dict(
+                account=account, rated=outcome.rating.rated, adjustments=outcome.rating.prior,
+                catalog_version_id=(version_ids.get(primary.version)
+                                    or catalog_versions.ensure_catalog_version(conn, primary)),
+            ))
+        written = invoices.write_rated_invoices(conn, period=period, items=items, version_ids=version_ids)
+        total = Decimal("0.00")
+        for it in items:
+            account, outcome = it["account"], outcomes[it["account"].id]
+            if account.id not in written:
+                result.frozen += 1
+                continue
+            result.rated += 1
+            if written[account.id][1] == "no_charge":
+                result.no_charge += 1
+            total += outcome.rating.total
+            if outcome.conversion is not None:
+                auto, note = outcome.conversion.auto, outcome.conversion.auto.notification
+                accounts.append_terms(conn, account_id=account.id, effective_from=auto.effective_from,
+                                      terms=outcome.conversion.terms, reason=auto.reason, now=self.clock())
+                notifications.notify(conn, account_id=account.id, kind=note.kind, dedupe_key=note.dedupe_key,
+                                     subject=note.subject, body=note.body, payload=note.payload)
+        result.total = total
+        return result
 
     @activity.defn(name="push_invoices")
     def push_invoices(self, inp: CloseChunkInput) -> PushChunkResult:
@@ -171,8 +162,8 @@ class CloseActivities:
         """
         period = self._period(inp.period)
         with self.engine.begin() as conn:
-            ids = repo.pushable_invoice_ids(conn, period, inp.accounts.after, inp.accounts.upto)
-            already = repo.count_pushed(conn, period, inp.accounts.after, inp.accounts.upto)
+            ids = invoices.pushable_invoice_ids(conn, period, inp.accounts.after, inp.accounts.upto)
+            already = invoices.count_pushed(conn, period, inp.accounts.after, inp.accounts.upto)
         pusher = InvoicePusher(self.engine, self.gateway, self.clock)
         result = PushChunkResult(already_pushed=already)
         transient: list[str] = []
@@ -220,7 +211,7 @@ class CloseActivities:
             outcome = pusher.push(inp.invoice_id)
         except InvoiceRejected as err:
             raise ApplicationError(str(err), type=Failure.INVOICE_REJECTED, non_retryable=True) from err
-        except repo.NotFound as err:
+        except InvoiceNotFound as err:
             raise ApplicationError(str(err), type=Failure.NOT_FOUND, non_retryable=True) from err
         return PushInvoiceResult(
             invoice_id=outcome.invoice_id,
@@ -233,13 +224,13 @@ class CloseActivities:
     # ---- helpers --------------------------------------------------------------------------------
     def _failure(self, invoice_id: int, error: str) -> InvoiceFailure:
         with self.engine.begin() as conn:
-            inv = repo.get_invoice(conn, invoice_id)
+            inv = invoices.get_invoice(conn, invoice_id)
         return InvoiceFailure(invoice_id=invoice_id, account_id=inv.account_id, error=error)
 
     def _give_up(self, invoice_id: int, error: str) -> None:
         with self.engine.begin() as conn:
-            repo.set_invoice_status(conn, invoice_id, "push_failed",
-                                    from_statuses=("draft", "pushing"), error=error)
+            invoices.set_invoice_status(conn, invoice_id, "push_failed",
+                                        from_statuses=("draft", "pushing"), error=error)
 
     def all(self) -> list:
         return [self.check_period, self.list_account_chunks, self.rate_accounts, self.push_invoices,

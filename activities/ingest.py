@@ -12,7 +12,7 @@ a crash leaves whole batches or nothing, and re-running the same file is harmles
 - the general way COPYs the batch into a temporary staging table, rejects unknown accounts and
   moves the rows into ``executions`` skipping known event ids (an event id seen before, in this file
   or an earlier one, is a duplicate); the same statement counts the rows it inserted into the
-  counters (``activities.metering.COUNT_INSERTED``).
+  counters (``repositories.usage.COUNT_INSERTED``).
 
 Either way the counters grow by exactly the rows inserted. Memory stays flat in the file size (one
 batch of lines at a time). The HTTP API validates its items with the same ``parse_execution``.
@@ -30,9 +30,9 @@ from typing import IO, Iterable, Iterator
 import orjson
 import psycopg
 
-from activities.metering import ADD_COUNTS, COUNT_INSERTED, INSERTED_COLUMNS
 from billing.catalog import Catalog
 from models.db import libpq_url
+from repositories.usage import ADD_COUNTS, COUNT_INSERTED, INSERTED_COLUMNS
 
 BATCH_LINES = 100_000
 MAX_LISTED_REJECTIONS = 200

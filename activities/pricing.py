@@ -1,126 +1,103 @@
-"""Pricing accounts for a period from the database: the one path the close, the invoice preview and
-``invoices explain`` share, so a preview and the close can never disagree on the same data."""
+"""Pricing accounts for a period from the database: the one path the close, the invoice preview,
+``invoices explain`` and the API's month-to-date charges share, so none of them can disagree with the
+close on the same data.
+
+Here the facts are LOADED (terms, usage ranked against the pooled quota, late usage and what was
+billed for it); ``billing.close`` DECIDES (pure). The included quota is computed between the two
+queries because the database ranks executions against it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from activities import repository as repo
-from billing.catalog import Catalog
-from billing.money import ZERO
+from billing import close, conversion
+from billing import terms as terms_rules
+from billing.catalog import Catalog, version_windows
+from billing.close import AccountFacts, AccountRating, ConversionFacts, LateUsage
 from billing.periods import Period
-from billing.projection import reallocate_billable
-from billing.rating import (
-    RatedInvoice,
-    TermsSegment,
-    UsageRow,
-    pooled_included,
-    prior_period_lines,
-    rate_account,
-)
+from billing.rating import TermsSegment, pooled_included
+from repositories import accounts, invoices, usage
 
 # How far back a close looks for usage that arrived after its period was invoiced.
 LATE_USAGE_LOOKBACK_PERIODS = 3
 
+__all__ = ["LATE_USAGE_LOOKBACK_PERIODS", "AccountRating", "ChunkFacts", "terms_segments", "load_facts",
+           "load_chunk", "rate_accounts"]
 
-def version_windows(catalog: Catalog, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
-    """(version, from, to) for every catalog version in force during ``[start, end)``."""
-    out = []
-    versions = catalog.versions
-    for i, v in enumerate(versions):
-        v_end = versions[i + 1].effective_from if i + 1 < len(versions) else end
-        lo, hi = max(v.effective_from, start), min(v_end, end)
-        if lo < hi:
-            out.append((v.version, lo, hi))
+
+def terms_segments(conn: Connection, account_ids: list[str], period: Period) -> dict[str, list[TermsSegment]]:
+    """Each account's terms over the period as whole-day segments (accounts whose billing starts
+    later are absent)."""
+    out = {}
+    for account_id, history in accounts.terms_histories(conn, account_ids, before=period.end).items():
+        segs = terms_rules.segments(history, period)
+        if segs:
+            out[account_id] = segs
     return out
 
 
-@dataclass
-class AccountRating:
-    account_id: str
-    segments: list[TermsSegment]
-    usage: list[UsageRow]
-    rated: RatedInvoice
-    included: int
-    prior: dict[str, int] = field(default_factory=dict)  # source period -> late executions billed
-
-    @property
-    def total(self) -> Decimal:
-        return self.rated.total
-
-
-def rate_accounts(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str],
-                  usage_end: datetime | None = None) -> dict[str, AccountRating]:
-    """Rate each account's period; usage up to ``usage_end`` (default: the period end).
-
-    Accounts with no terms in force during the period (billing not started) are left out.
-    """
-    segments = repo.terms_segments(conn, account_ids, period)
+def load_facts(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str],
+               usage_end: datetime | None = None, late_usage: bool = False) -> dict[str, AccountFacts]:
+    """What rating each account's period needs: its segments, its usage up to ``usage_end`` (default:
+    the period end) ranked against its pooled quota, and with ``late_usage`` the earlier periods that
+    received executions after their invoice was final. Accounts not billed in the period are absent."""
+    segments = terms_segments(conn, account_ids, period)
     included = {a: pooled_included(catalog, period.start, period.end, segs) for a, segs in segments.items()}
     end = min(usage_end or period.end, period.end)
-    rows = repo.usage_rows(conn, period.start, end, segments, included,
-                           version_windows(catalog, period.start, period.end)) if end > period.start else {}
+    rows = usage.usage_rows(conn, period.start, end, segments, included,
+                            version_windows(catalog, period.start, period.end)) if end > period.start else {}
+    late = _late_usage(conn, catalog, period, list(segments)) if late_usage else {}
     return {
-        a: AccountRating(a, segments[a], rows.get(a, []),
-                         rate_account(catalog, period.start, period.end, segments[a], rows.get(a, [])),
-                         included[a])
+        a: AccountFacts(a, segments[a], rows.get(a, []), included[a], late.get(a, ()))
         for a in account_ids if a in segments
     }
 
 
-def add_prior_period_usage(conn: Connection, catalog: Catalog, period: Period,
-                           ratings: dict[str, AccountRating]) -> None:
-    """Append prior-period lines for usage that arrived after its period was invoiced.
-
-    The earlier period is re-rated with everything known now (its own terms and rate cards) and
-    billed by difference, so nothing is lost and nothing is billed twice.
-    """
-    for account_id, source, late in repo.late_usage(conn, list(ratings), period, LATE_USAGE_LOOKBACK_PERIODS):
-        again = rate_accounts(conn, catalog, source, [account_id]).get(account_id)
+def _late_usage(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str]) -> dict[str, list]:
+    out: dict[str, list[LateUsage]] = {}
+    for account_id, source, late in usage.late_usage(conn, account_ids, period, LATE_USAGE_LOOKBACK_PERIODS):
+        again = load_facts(conn, catalog, source, [account_id]).get(account_id)
         if again is None:
             continue
-        billed = repo.billed_lines(conn, account_id, source, excluding_period=period)
-        lines = prior_period_lines(str(source), again.rated, billed)
-        r = ratings[account_id]
-        rated = r.rated
-        extra = sum((ln.amount for ln in lines), ZERO)
-        r.rated = RatedInvoice(
-            plan=rated.plan, catalog_version=rated.catalog_version, lines=rated.lines + tuple(lines),
-            executions=rated.executions, billable_executions=rated.billable_executions,
-            subtotal=rated.subtotal + extra, total=rated.total + extra,
-            sandbox_executions=rated.sandbox_executions, byok_executions=rated.byok_executions,
-            platform_cost=rated.platform_cost,
-        )
-        r.prior[str(source)] = late
+        billed = invoices.billed_lines(conn, account_id, source, excluding_period=period)
+        out.setdefault(account_id, []).append(LateUsage(source, late, again.segments, again.usage, billed))
+    return out
 
 
 @dataclass(frozen=True)
-class PlanComparison:
-    current_total: Decimal
-    alternative_total: Decimal
-    alternative_plan: str
-
-    @property
-    def saving(self) -> Decimal:
-        return self.current_total - self.alternative_total
+class ChunkFacts:
+    accounts: list  # every billable account of the range (rows)
+    to_rate: list  # those whose invoice is absent or still a draft, in id order
+    facts: dict[str, AccountFacts]  # by account id, for the accounts billed in the period
 
 
-def compare_with_pro(catalog: Catalog, period: Period, rating: AccountRating) -> PlanComparison | None:
-    """What a pay-as-you-go account's period would have cost on Pro with overage (same usage).
+def load_chunk(conn: Connection, catalog: Catalog, period: Period, after: str | None, upto: str) -> ChunkFacts:
+    """Everything the close decides a range of accounts on: which invoices can still be written,
+    each account's rating facts with late usage, and for pay-as-you-go accounts what the auto-convert
+    decision needs (terms already changed from the next period, a final invoice there)."""
+    in_range = accounts.accounts_in_range(conn, period, after, upto)
+    statuses = invoices.invoice_statuses(conn, period, [a.id for a in in_range])
+    to_rate = [a for a in in_range if statuses.get(a.id) in (None, "draft")]
+    facts = load_facts(conn, catalog, period, [a.id for a in to_rate], late_usage=True)
+    eligible = [a for a, f in facts.items() if conversion.eligible(period, f.segments)]
+    if eligible:
+        nxt = period.next()
+        changed = accounts.accounts_with_terms_from(conn, eligible, nxt.start)
+        invoiced = invoices.invoiced_from(conn, eligible, nxt)
+        starts = {a.id: a.billing_starts_at for a in to_rate}
+        for a in eligible:
+            facts[a] = replace(facts[a], conversion=ConversionFacts(starts[a], a in changed, a in invoiced))
+    return ChunkFacts(in_range, to_rate, facts)
 
-    Only for accounts on PAYG for the whole period. The billable split under Pro's quota is
-    re-allocated across models in proportion (per-line rounding is all that depends on the exact
-    time order: under a cent per model line).
-    """
-    segs = rating.segments
-    if len(segs) != 1 or segs[0].plan != "payg" or segs[0].start != period.start:
-        return None
-    pro = TermsSegment(period.start, period.end, "pro", 1, True, segs[0].pricing)
-    included = pooled_included(catalog, period.start, period.end, [pro])
-    rows = reallocate_billable(rating.usage, included)
-    alt = rate_account(catalog, period.start, period.end, [pro], rows)
-    return PlanComparison(current_total=rating.rated.total, alternative_total=alt.total, alternative_plan="pro")
+
+def rate_accounts(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str],
+                  usage_end: datetime | None = None, late_usage: bool = False) -> dict[str, AccountRating]:
+    """Rate each account's period with usage up to ``usage_end``; with ``late_usage``, plus
+    prior-period lines for usage that arrived after an earlier invoice was final (as the close
+    does). Accounts not billed in the period are left out."""
+    facts = load_facts(conn, catalog, period, account_ids, usage_end, late_usage)
+    return {a: close.rate(catalog, period, f) for a, f in facts.items()}

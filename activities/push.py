@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from activities import repository as repo
 from billing.periods import Period
 from gateways.stripe import (
     LineItem,
@@ -30,10 +29,16 @@ from gateways.stripe import (
     StripeUnreachable,
 )
 from gateways.stripe.ledger import StripeLedger
+from repositories import accounts, invoices, locks
+from repositories.invoices import PUSHABLE_STATUSES
 
 
 class InvoiceBusy(RuntimeError):
     """Another process holds this invoice's push lock right now (retry later)."""
+
+
+class InvoiceNotFound(LookupError):
+    """The invoice (or its account) named in the input does not exist."""
 
 
 class InvoiceRejected(RuntimeError):
@@ -67,13 +72,9 @@ class InvoicePusher:
     # ---- the push ---------------------------------------------------------------------------------
     def push(self, invoice_id: int) -> PushOutcome:
         """Push one invoice. Uses exactly one database connection, which also holds the lock."""
+        lock = f"tally-invoice-push:{invoice_id}"
         with self.engine.connect() as lock_conn:
-            got = lock_conn.execute(
-                text("SELECT pg_try_advisory_lock(hashtextextended('tally-invoice-push:' || :id, 0))"),
-                {"id": str(invoice_id)},
-            ).scalar()
-            lock_conn.commit()
-            if not got:
+            if not locks.try_lock(lock_conn, lock):
                 raise InvoiceBusy(f"invoice {invoice_id} is being pushed by another worker")
             before = self.gateway.thread_calls()
             try:
@@ -81,22 +82,22 @@ class InvoicePusher:
                 outcome.stripe_calls = self.gateway.thread_calls() - before
                 return outcome
             finally:
-                lock_conn.execute(
-                    text("SELECT pg_advisory_unlock(hashtextextended('tally-invoice-push:' || :id, 0))"),
-                    {"id": str(invoice_id)},
-                )
-                lock_conn.commit()
+                locks.unlock(lock_conn, lock)
 
     def _push_locked(self, conn: Connection, invoice_id: int) -> PushOutcome:
         with conn.begin():
-            inv = repo.get_invoice(conn, invoice_id)
+            inv = invoices.get_invoice(conn, invoice_id)
+            if inv is None:
+                raise InvoiceNotFound(f"no invoice {invoice_id}")
             if inv.status in ("open", "paid", "void"):
                 return PushOutcome(invoice_id, inv.status, inv.stripe_invoice_id, already_pushed=True)
             if inv.status == "no_charge":
                 return PushOutcome(invoice_id, inv.status, None, already_pushed=False)
-            repo.set_invoice_status(conn, invoice_id, "pushing", from_statuses=repo.PUSHABLE_STATUSES)
-            account = repo.get_account(conn, inv.account_id)
-            lines = repo.invoice_lines_of(conn, invoice_id)
+            invoices.set_invoice_status(conn, invoice_id, "pushing", from_statuses=PUSHABLE_STATUSES)
+            account = accounts.get_account(conn, inv.account_id)
+            if account is None:
+                raise InvoiceNotFound(f"no account {inv.account_id!r} for invoice {invoice_id}")
+            lines = invoices.invoice_lines_of(conn, invoice_id)
         period = Period.parse(inv.period)
         try:
             customer_id = account.stripe_customer_id or self._ensure_customer(conn, account)
@@ -105,16 +106,16 @@ class InvoicePusher:
             self._finalize(conn, inv, stripe_invoice_id)
         except StripeRejected as err:
             with conn.begin():
-                repo.set_invoice_status(conn, invoice_id, "push_failed", from_statuses=("pushing",),
+                invoices.set_invoice_status(conn, invoice_id, "push_failed", from_statuses=("pushing",),
                                         error=str(err))
             raise InvoiceRejected(f"invoice {invoice_id} ({inv.account_id} {inv.period}): {err}") from err
         except (StripeFailed, StripeUnreachable) as err:
             with conn.begin():
-                repo.set_invoice_status(conn, invoice_id, "pushing", from_statuses=("pushing",),
+                invoices.set_invoice_status(conn, invoice_id, "pushing", from_statuses=("pushing",),
                                         error=str(err))
             raise
         with conn.begin():
-            repo.set_invoice_status(conn, invoice_id, "open", from_statuses=("pushing",),
+            invoices.set_invoice_status(conn, invoice_id, "open", from_statuses=("pushing",),
                                     stripe_invoice_id=stripe_invoice_id)
         return PushOutcome(invoice_id, "open", stripe_invoice_id, already_pushed=False)
 
@@ -125,7 +126,7 @@ class InvoicePusher:
             lookup=lambda: self.gateway.customers.find(account.id),
         )
         with conn.begin():
-            repo.set_stripe_customer(conn, account.id, customer_id)
+            accounts.set_stripe_customer(conn, account.id, customer_id)
         return customer_id
 
     def _create_invoice(self, conn: Connection, inv, customer_id: str) -> str:
@@ -136,7 +137,7 @@ class InvoicePusher:
             lookup=lambda: self.gateway.invoices.find(customer_id, ref),
         )
         with conn.begin():
-            repo.set_stripe_invoice_id(conn, inv.id, stripe_invoice_id)
+            invoices.set_stripe_invoice_id(conn, inv.id, stripe_invoice_id)
         return stripe_invoice_id
 
     def _add_lines(self, conn: Connection, inv, stripe_invoice_id: str, lines, period: Period) -> None:

@@ -18,10 +18,9 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy import Engine, create_engine
 from starlette.responses import Response
 
-from activities import repository as repo
-from api.auth import BadLink, Platform, PlatformKeys, check_billing_token
+from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
-from api.errors import ApiError, install_error_handlers, invalid, not_found, unauthorized
+from api.errors import ApiError, install_error_handlers, invalid, unauthorized
 from api.schemas import (
     MAX_BATCH,
     Entitlement,
@@ -33,14 +32,16 @@ from api.schemas import (
     InvoiceList,
     UsageReport,
 )
-from api.service import AccountNotFound, MeteringService
 from billing.catalog import Catalog, load_catalog
 from billing.errors import BillingError
 from billing.periods import Period
-from models.db import sqlalchemy_url
+from models.db import database_reachable, sqlalchemy_url
 from models.schemas import InvoicePreview, InvoiceView
 from models.settings import Settings, get_settings
-from workers import operations
+from services.accounts import BadLink, check_billing_token
+from services.invoices import account_invoices, invoice_preview, invoice_view
+from services.metering import MeteringService
+from services.platforms import Platform
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 422)}
@@ -136,19 +137,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             raise unauthorized("Authorization: unknown API key")
         return found
 
-    def owned(platform_id: int, account_id: str) -> None:
-        try:
-            service.owned_account(platform_id, account_id)
-        except AccountNotFound as err:
-            raise not_found(str(err)) from None
-
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Response:
         """Liveness and database reachability; no authentication."""
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+        if not database_reachable(engine):
             return _json({"ok": False, "database": "unreachable"}, 503)
         return _json({"ok": True, "database": "ok"})
 
@@ -179,10 +171,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """May this account start an execution of `model` now? With the reason, the included
         executions left and the month-to-date charges (what the close would bill so far)."""
         started = time.perf_counter()
-        try:
-            resp = _json(service.entitlement(who.id, account_id, model, sandbox))
-        except AccountNotFound as err:
-            raise not_found(str(err)) from None
+        resp = _json(service.entitlement(who.id, account_id, model, sandbox))
         resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return resp
 
@@ -191,43 +180,28 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
               group_by: Literal["agent", "model", "day", "skill"] = "model",
               who: Platform = Depends(platform)) -> Response:
         """Executions, tokens and charges of a period, grouped by agent, model, day (UTC) or skill."""
-        p = _period(period)
-        try:
-            return _json(service.usage(who.id, account_id, p, group_by))
-        except AccountNotFound as err:
-            raise not_found(str(err)) from None
+        return _json(service.usage(who.id, account_id, _period(period), group_by))
 
     @app.get("/v1/accounts/{account_id}/invoices", response_model=InvoiceList, tags=["invoices"], responses=ERRORS)
     def list_invoices(account_id: str, who: Platform = Depends(platform)) -> InvoiceList:
         """The account's invoices, newest first (each as `tally invoices show --json` prints it)."""
-        owned(who.id, account_id)
-        views = [operations.invoice_view(engine, account_id, p) for p in service.invoice_periods(account_id)]
-        return InvoiceList(account_id=account_id, invoices=views)
+        service.owned_account(who.id, account_id)
+        return InvoiceList(account_id=account_id, invoices=account_invoices(engine, account_id))
 
     @app.get("/v1/accounts/{account_id}/invoices/preview", response_model=InvoicePreview, tags=["invoices"],
              responses=ERRORS)
     def preview_invoice(account_id: str, at: str | None = Query(None, description="ISO 8601 instant; default now"),
                         who: Platform = Depends(platform)) -> InvoicePreview:
         """The open period's invoice as if the month closed at `at`, with a month-end projection."""
-        owned(who.id, account_id)
-        ts = _instant(at, "at") or service.clock()
-        try:
-            return operations.invoice_preview(engine, account_id, ts, catalog=catalog)
-        except repo.NotFound as err:
-            raise not_found(str(err)) from None
-        except BillingError as err:
-            raise invalid(err.field or "at", err.message) from None
+        service.owned_account(who.id, account_id)
+        return invoice_preview(engine, account_id, _instant(at, "at") or service.clock(), catalog=catalog)
 
     @app.get("/v1/accounts/{account_id}/invoices/{period}", response_model=InvoiceView, tags=["invoices"],
              responses=ERRORS)
     def show_invoice(account_id: str, period: str, who: Platform = Depends(platform)) -> InvoiceView:
         """One invoice with its lines (the shape of `tally invoices show --json`)."""
-        owned(who.id, account_id)
-        p = _period(period)
-        try:
-            return operations.invoice_view(engine, account_id, str(p))
-        except repo.NotFound as err:
-            raise not_found(str(err)) from None
+        service.owned_account(who.id, account_id)
+        return invoice_view(engine, account_id, str(_period(period)))
 
     @app.get("/accounts/{account_id}/billing", response_class=HTMLResponse, tags=["billing page"],
              responses=ERRORS)
@@ -241,12 +215,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             except BadLink as err:
                 raise ApiError(401, "unauthorized", str(err), field="token") from None
         else:
-            owned(sync_platform(creds).id, account_id)
-        try:
-            html = render_billing_page(service.billing_page(account_id))
-        except AccountNotFound as err:
-            raise not_found(str(err)) from None
-        return HTMLResponse(html, headers={
+            service.owned_account(sync_platform(creds).id, account_id)
+        return HTMLResponse(render_billing_page(service.billing_page(account_id)), headers={
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",

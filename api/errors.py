@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from services.errors import Conflict, InvalidInput, NotFound, ServiceError
+
 log = logging.getLogger("tally.api")
 
 
@@ -40,6 +42,17 @@ def invalid(field: str, reason: str, status: int = 422) -> ApiError:
     return ApiError(status, "invalid_request", f"{field}: {reason}", field=field)
 
 
+def from_service(err: ServiceError) -> ApiError:
+    """The services' domain errors as API errors: the one place they are mapped."""
+    if isinstance(err, NotFound):
+        return not_found(err.message)
+    if isinstance(err, InvalidInput):
+        return invalid(err.field, err.reason) if err.field else ApiError(422, "invalid_request", err.reason)
+    if isinstance(err, Conflict):
+        return ApiError(409, "conflict", err.message)
+    return ApiError(500, "internal", "internal error; it has been logged")
+
+
 def error_response(status: int, type: str, message: str, field: str | None = None,
                    headers: dict[str, str] | None = None) -> Response:
     body = orjson.dumps({"error": {"type": type, "message": message, "field": field}})
@@ -47,7 +60,7 @@ def error_response(status: int, type: str, message: str, field: str | None = Non
 
 
 _HTTP_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type"}
 
 
 def _validation_message(err: dict) -> tuple[str, str]:
@@ -65,6 +78,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.type, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> Response:
+        err = from_service(exc)
+        if err.status >= 500:
+            log.error("operation failed on %s %s: %s", request.method, request.url.path, exc.message)
+        return error_response(err.status, err.type, err.message, err.field, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:

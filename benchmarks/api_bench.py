@@ -42,7 +42,7 @@ import orjson
 import psycopg
 
 from activities.ingest import ingest_file, known_models
-from api.auth import hash_key, new_api_key
+from services.platforms import hash_key, new_api_key
 from benchmarks import floors
 from benchmarks.dataset import bench_accounts, write_dataset
 from benchmarks.stack import BenchStack, install_signal_handlers
@@ -73,24 +73,23 @@ def month_so_far(now: datetime) -> types.SimpleNamespace:
 
 
 def create_accounts(url: str, accounts: list[dict], platform_id: int) -> None:
-    from activities import repository as repo
     from models.db import get_engine
+    from services.accounts import NewAccount, create_missing_accounts
 
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    with get_engine(url).begin() as conn:
-        for a in accounts:
-            repo.create_account(conn, account_id=a["id"], plan=a["plan"], seats=a["seats"],
-                                overage_opt_in=a["overage"], email=a["email"], billing_starts_at=start)
+    engine = get_engine(url)
+    create_missing_accounts(engine, [NewAccount(a["id"], a["plan"], a["seats"], a["overage"], a["email"])
+                                     for a in accounts], datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE accounts SET platform_id = %(p)s", {"p": platform_id})
 
 
 def create_platform(url: str) -> tuple[int, str]:
-    from activities import metering
     from models.db import get_engine
+    from repositories import platforms
 
     key = new_api_key()
     with get_engine(url).begin() as conn:
-        return metering.create_platform(conn, "bench", hash_key(key)), key
+        return platforms.create_platform(conn, "bench", hash_key(key)), key
 
 
 def batches_of(jsonl: Path, size: int) -> list[bytes]:

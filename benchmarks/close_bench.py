@@ -8,7 +8,7 @@
 1. Ingest: a synthetic month (``benchmarks.dataset``) as JSONL, loaded with
    ``activities.ingest.ingest_file`` (validation + duplicate detection); the same rows by plain COPY into
    ``executions_floor (LIKE executions INCLUDING ALL)``; then the same file again (all duplicates).
-2. Close: ``workers.operations.run_close`` through Postgres, the Temporal dev server, the Stripe
+2. Close: ``services.close.run_close`` through Postgres, the Temporal dev server, the Stripe
    emulator and one worker, each in its own process. Wall time, invoices pushed, Stripe calls per
    invoice (emulator ``/_emulator/stats``), worker peak RSS (``VmHWM``), CPU seconds per process, and
    the time the chunk activities took (from the Temporal histories).
@@ -71,17 +71,15 @@ def n(x: float) -> str:
 
 # ---- data ---------------------------------------------------------------------------------------------
 def create_accounts(database_url: str, accounts: list[dict], period: Period) -> float:
-    """Through ``repository.create_account`` (so whatever else an account needs is written too),
-    one transaction. Returns seconds."""
-    from activities import repository as repo
+    """Through ``services.accounts.create_missing_accounts`` (so whatever else an account needs is
+    written too), one transaction. Returns seconds."""
     from models.db import get_engine
+    from services.accounts import NewAccount, create_missing_accounts
 
     started = time.perf_counter()
-    start = billing_start(period)
-    with get_engine(database_url).begin() as conn:
-        for a in accounts:
-            repo.create_account(conn, account_id=a["id"], plan=a["plan"], seats=a["seats"],
-                                overage_opt_in=a["overage"], email=a["email"], billing_starts_at=start)
+    create_missing_accounts(get_engine(database_url),
+                            [NewAccount(a["id"], a["plan"], a["seats"], a["overage"], a["email"]) for a in accounts],
+                            billing_start(period))
     return time.perf_counter() - started
 
 
@@ -197,9 +195,11 @@ async def close_period(settings: Settings, period: str, *, chunk_size: int, para
     """Run the close and wait for it, echoing the first activity failure the worker logs. Temporal
     retries a failing activity for a long time, so the wait ends when no invoice has moved for
     ``stall`` seconds (CloseStalled) or after ``timeout``."""
-    from workers.operations import run_close
+    from services.close import run_close
+    from workers.worker import connect
 
-    task = asyncio.ensure_future(run_close(settings, period, chunk_size=chunk_size, parallel=parallel))
+    task = asyncio.ensure_future(run_close(lambda: connect(settings), settings, period, chunk_size=chunk_size,
+                                           parallel=parallel))
     deadline = time.monotonic() + timeout
     offset = worker_log.stat().st_size if worker_log and worker_log.exists() else 0
     warned = False

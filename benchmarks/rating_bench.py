@@ -21,10 +21,10 @@ from pathlib import Path
 import psycopg
 
 from activities import pricing
-from activities import repository as repo
 from billing.catalog import default_catalog
 from billing.periods import Period
 from models.db import get_engine, libpq_url, migrate
+from repositories import accounts as account_rows
 from workers.demo import MODEL_MIX
 
 PERIOD = Period.parse("2026-10")
@@ -58,9 +58,10 @@ def load(url: str, accounts: int, executions: int, seed: int = 5) -> None:
     with engine.begin() as conn:
         for i in range(accounts):
             plan = ("pro", "team", "payg")[i % 3]
-            repo.create_account(conn, account_id=f"r-{i:06d}", plan=plan, seats=2 if plan == "team" else 1,
-                                overage_opt_in=True, email=None, billing_starts_at=PERIOD.start - timedelta(days=40),
-                                pricing="tokens" if i % 2 else "executions")
+            account_rows.create_account(conn, account_id=f"r-{i:06d}", plan=plan, seats=2 if plan == "team" else 1,
+                                        overage_opt_in=True, email=None,
+                                        billing_starts_at=PERIOD.start - timedelta(days=40),
+                                        pricing="tokens" if i % 2 else "executions")
     models, weights = list(MODEL_MIX), list(MODEL_MIX.values())
     span = (PERIOD.end - PERIOD.start).total_seconds()
     with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:

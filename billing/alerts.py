@@ -397,7 +397,7 @@ def check_trend(projected_total: Decimal, trailing_totals: Sequence[Decimal], *,
 # =============================================================================================
 @dataclass(frozen=True)
 class Notice:
-    """One row of the notifications outbox (``activities.repository.notify``) plus its HTML body.
+    """One row of the notifications outbox (``repositories.notifications.notify``) plus its HTML body.
 
     ``dedupe_key`` is stable for the event it reports: writing the same notice twice (a retry, a
     re-ingest, two concurrent writers) leaves one row. ``payload`` holds the figures, JSON-safe.

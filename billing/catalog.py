@@ -594,6 +594,19 @@ class Catalog(_Frozen):
         return self.versions[-1]
 
 
+def version_windows(catalog: Catalog, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """(version, from, to) for every catalog version in force during ``[start, end)``: an execution
+    is priced by the version whose window holds its ``occurred_at``."""
+    out = []
+    versions = catalog.versions
+    for i, v in enumerate(versions):
+        v_end = versions[i + 1].effective_from if i + 1 < len(versions) else end
+        lo, hi = max(v.effective_from, start), min(v_end, end)
+        if lo < hi:
+            out.append((v.version, lo, hi))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------

@@ -33,4 +33,8 @@ class RatingError(BillingError):
     """The input to rating is inconsistent (seats, executions, billable counts, plan)."""
 
 
-__all__ = ["BillingError", "MoneyError", "PeriodError", "CatalogError", "RatingError"]
+class TermsError(BillingError):
+    """An account's terms (new, or a change) break a rule: plan, seats, or the day they take effect."""
+
+
+__all__ = ["BillingError", "MoneyError", "PeriodError", "CatalogError", "RatingError", "TermsError"]

@@ -9,10 +9,13 @@ so this is good for forecasts and decisions, never for invoices: invoices are ra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
-from billing.rating import UsageRow
+from billing.catalog import Catalog
+from billing.money import ZERO
+from billing.rating import RatedInvoice, TermsSegment, UsageRow, rate_account
 
 
 def _merge(rows: Sequence[UsageRow]) -> list[UsageRow]:
@@ -102,3 +105,30 @@ def project_usage(rows: Sequence[UsageRow], factor: Decimal, included: int) -> l
         for r, n in zip(merged, counts)
     ]
     return reallocate_billable(scaled, included)
+
+
+def projection_factor(period_start: datetime, period_end: datetime, at: datetime) -> Decimal:
+    """The factor that takes usage up to ``at`` to the whole period: period length / time elapsed,
+    never below 1 (1 at the period start, where nothing has elapsed yet)."""
+    elapsed = (at - period_start).total_seconds()
+    if elapsed <= 0:
+        return Decimal(1)
+    factor = Decimal(str((period_end - period_start).total_seconds())) / Decimal(str(elapsed))
+    return max(factor, Decimal(1))
+
+
+@dataclass(frozen=True)
+class MonthProjection:
+    executions: int
+    total: Decimal
+
+
+def project_month(catalog: Catalog, period_start: datetime, period_end: datetime, at: datetime,
+                  segments: Sequence[TermsSegment], usage: Sequence[UsageRow], included: int,
+                  rated: RatedInvoice) -> MonthProjection:
+    """The month-end invoice if usage goes on at the pace so far (``rated``: the month to ``at``).
+    Prior-period lines are late usage of earlier months: carried over as they are, never scaled."""
+    factor = projection_factor(period_start, period_end, at)
+    projected = rate_account(catalog, period_start, period_end, segments, project_usage(usage, factor, included))
+    prior = sum((line.amount for line in rated.lines if line.source_period), ZERO)
+    return MonthProjection(projected.executions, projected.total + prior)

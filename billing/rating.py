@@ -12,18 +12,21 @@ the two.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from enum import Enum
+from typing import TypeVar
 
+from billing import line_keys
 from billing.catalog import Catalog, CatalogVersion, Plan
 from billing.errors import RatingError
 from billing.money import ZERO, format_rate, format_usd, round_money
 
 
 _RATING_CONTEXT = Context(prec=60, rounding=ROUND_HALF_UP)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,23 @@ def split_billable(events: Iterable[tuple[datetime, str, str]], included: int) -
         if event_id in seen:
             raise RatingError(f"duplicate event id {event_id!r}", field="event_id")
         seen.add(event_id)
-    evs.sort(key=lambda e: (e[0], e[1]))
-    executions: Counter[str] = Counter()
-    billable: Counter[str] = Counter()
-    for i, (_ts, _id, model) in enumerate(evs):
-        executions[model] += 1
-        if i >= included:
-            billable[model] += 1
+    executions = Counter(model for _ts, _id, model in evs)
+    _, past = split_at_quota(evs, included, key=lambda e: (e[0], e[1]))
+    billable = Counter(model for _ts, _id, model in past)
     return {m: ModelUsage(m, executions[m], billable[m]) for m in sorted(executions)}
+
+
+def split_at_quota(events: Iterable[T], included: int,
+                   key: Callable[[T], tuple[datetime, str]]) -> tuple[list[T], list[T]]:
+    """The billable-execution rule: non-sandbox executions in time order (``key`` gives
+    ``(occurred_at, event_id)``; ties on the instant go by event id), the first ``included`` are
+    included and the rest billable. Returns (included, billable), each in that order.
+
+    ``split_billable``, the SQL ranking of the close (``repositories.usage.usage_rows``) and
+    ``invoices explain`` (``billing.explain``) all apply this one rule; tests compare SQL with it.
+    """
+    ordered = sorted(events, key=key)
+    return ordered[:included], ordered[included:]
 
 
 def _validate_usage(catalog: CatalogVersion, usage: Sequence[ModelUsage]) -> list[ModelUsage]:
@@ -331,10 +343,6 @@ def rate_account(catalog: Catalog, period_start: datetime, period_end: datetime,
         return _rate(versions, segs, list(usage), pooled_included=sum(s.included() for s in segs))
 
 
-def _line_key(*parts: object) -> str:
-    return "|".join("" if p is None else str(p) for p in parts)
-
-
 def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list[UsageRow],
           pooled_included: int) -> RatedInvoice:
     multi_version = len(versions) > 1
@@ -358,7 +366,7 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
             if plan.fee_per_seat:
                 desc += " per seat"
         lines.append(RatedLine(LineKind.base_fee, desc, qty, unit, round_money(qty * unit),
-                               key=_line_key("base_fee", seg.index, plan.code, seg.seats)))
+                               key=line_keys.base_fee(seg.index, plan.code, seg.seats)))
 
     platform = [r for r in usage if not r.sandbox]
     total_exec = sum(r.executions for r in platform)
@@ -369,11 +377,11 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         used = total_exec - total_billable
         lines.append(RatedLine(LineKind.included_usage,
                                f"Included executions ({used:,} of {pooled_included:,})",
-                               Decimal(used), ZERO, ZERO, key=_line_key("included_usage")))
+                               Decimal(used), ZERO, ZERO, key=line_keys.included_usage()))
     sandbox = sum(r.executions for r in usage if r.sandbox)
     if sandbox:
         lines.append(RatedLine(LineKind.sandbox, f"Sandbox tries: {_n(sandbox, 'try').replace('trys', 'tries')} (not charged)",
-                               Decimal(sandbox), ZERO, ZERO, key=_line_key("sandbox")))
+                               Decimal(sandbox), ZERO, ZERO, key=line_keys.sandbox()))
 
     # 3. charges: per-execution overage/usage, or per-token; blocked executions shown at $0
     usage_lines: list[RatedLine] = []
@@ -404,7 +412,7 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         usage_lines.append(RatedLine(
             LineKind.usage, f"{label} — {model}{where}: {_n(n)} × {format_rate(rate)}",
             Decimal(n), rate, amount, model,
-            key=_line_key("usage", model, version, rate, seg_index), version=version,
+            key=line_keys.usage(model, version, rate, seg_index), version=version,
             executions=n, cost=_cost(versions[version], model, rows),
         ))
     for (model, version, seg_index), rows in sorted(tokens.items(), key=lambda kv: str(kv[0])):
@@ -428,7 +436,7 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
                 LineKind.token_usage,
                 f"{model} {direction} tokens{where}: {qty:,} × {format_rate(per_m)} per 1M",
                 Decimal(qty), unit, amount, model,
-                key=_line_key("token_usage", model, version, direction, seg_index), version=version,
+                key=line_keys.token_usage(model, version, direction, seg_index), version=version,
                 direction=direction, executions=n if direction == "input" else 0,
                 cost=cost if direction == "input" else ZERO,
             ))
@@ -437,7 +445,7 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         n = blocked[model]
         lines.append(RatedLine(
             LineKind.blocked_usage, f"Blocked beyond included quota — {model}: {_n(n)} (not billed)",
-            Decimal(n), ZERO, ZERO, model, key=_line_key("blocked_usage", model), executions=n,
+            Decimal(n), ZERO, ZERO, model, key=line_keys.blocked_usage(model), executions=n,
         ))
 
     # 4. usage cap (pay-as-you-go): the period's usage charge never exceeds it
@@ -447,7 +455,7 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         if capped_charge > cap:
             adj = round_money(cap - capped_charge)
             lines.append(RatedLine(LineKind.cap_adjustment, f"{capped[0].plan.name} cap ({format_usd(cap)})",
-                                   Decimal(1), adj, adj, key=_line_key("cap_adjustment")))
+                                   Decimal(1), adj, adj, key=line_keys.cap_adjustment()))
 
     subtotal = round_money(sum((line.amount for line in lines), ZERO))
     if subtotal < 0:  # pragma: no cover - impossible by construction (cap > 0, prices >= 0)
@@ -528,6 +536,14 @@ def prior_period_lines(source_period: str, rerated: RatedInvoice, billed: Sequen
         return out
 
 
+def with_lines(rated: RatedInvoice, extra: Sequence[RatedLine]) -> RatedInvoice:
+    """The invoice with ``extra`` lines (prior-period usage) appended and its totals moved by their
+    amounts; everything else (plan, counts, platform cost) is this period's."""
+    amount = sum((line.amount for line in extra), ZERO)
+    return replace(rated, lines=rated.lines + tuple(extra), subtotal=rated.subtotal + amount,
+                   total=rated.total + amount)
+
+
 __all__ = [
     "ModelUsage",
     "AccountTerms",
@@ -543,4 +559,6 @@ __all__ = [
     "rate_account",
     "pooled_included",
     "prior_period_lines",
+    "split_at_quota",
+    "with_lines",
 ]

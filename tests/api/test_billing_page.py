@@ -12,9 +12,9 @@ import pytest
 
 from activities.close import CloseActivities
 from activities.deps import Deps
-from api.auth import billing_link
 from billing.money import format_usd
 from models.schemas import AccountRange, CloseChunkInput
+from services.accounts import billing_link
 from tests.api.conftest import NOW
 from tests.factories import OCT_START, event, ingest
 

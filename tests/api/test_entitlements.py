@@ -9,11 +9,13 @@ from decimal import Decimal
 import pytest
 
 from activities import pricing
-from api.service import MeteringService
-from activities import metering
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import get_engine
+from repositories import platforms, usage
+from services.accounts import change_terms
+from services.invoices import invoice_preview
+from services.metering import MeteringService
 from tests.api.conftest import NOW
 from tests.factories import OCT_START, event, events, ingest
 
@@ -153,8 +155,6 @@ SCENARIOS = [
 @pytest.mark.parametrize("plan,seats,overage,pricing_mode,n,models,byok_every,from_counters", SCENARIOS)
 def test_month_to_date_charges_equal_the_close_and_the_preview(api, plan, seats, overage, pricing_mode, n, models,
                                                                byok_every, from_counters):
-    from workers.operations import invoice_preview
-
     key = api.platform("p")
     api.account("acct", plan, platform="p", seats=seats, overage=overage, pricing=pricing_mode)
     docs = []
@@ -170,7 +170,7 @@ def test_month_to_date_charges_equal_the_close_and_the_preview(api, plan, seats,
     assert invoice_preview(get_engine(api.database_url), "acct", NOW).total == str(expected)
     service = MeteringService(get_engine(api.database_url), load_catalog(), clock=lambda: NOW)
     with get_engine(api.database_url).connect() as conn:
-        account, counters = metering.account_with_counters(conn, "acct", metering.platform_by_name(conn, "p").id,
+        account, counters = usage.account_with_counters(conn, "acct", platforms.platform_by_name(conn, "p").id,
                                                            OCTOBER)
         fast = service.month_to_date(conn, account, counters, NOW)
         exact = service.month_to_date(conn, account, counters, NOW, exact=True)
@@ -180,14 +180,12 @@ def test_month_to_date_charges_equal_the_close_and_the_preview(api, plan, seats,
 
 
 def test_a_mid_month_plan_change_is_rated_by_segments_like_the_close(api):
-    from activities import repository as repo
-
     key = api.platform("p")
     api.account("up", "free", platform="p")
     load(api, "up", 80)
     with get_engine(api.database_url).begin() as conn:
-        repo.change_terms(conn, account_id="up", effective_from=datetime(2026, 10, 16, tzinfo=timezone.utc),
-                          reason="upgrade", plan="pro", overage_opt_in=False, now=NOW)
+        change_terms(conn, account_id="up", effective_from=datetime(2026, 10, 16, tzinfo=timezone.utc),
+                     reason="upgrade", plan="pro", overage_opt_in=False, now=NOW)
     e = check(api, key, "up")
     assert e["plan"] == "pro" and e["allowed"]
     assert Decimal(e["month_to_date_charges"]) == close_total(api, "up")

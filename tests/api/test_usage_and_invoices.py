@@ -15,9 +15,9 @@ from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import get_engine
 from models.schemas import AccountRange, CloseChunkInput
+from services.invoices import invoice_preview, invoice_view
 from tests.api.conftest import NOW
 from tests.factories import OCT_START, event, ingest
-from workers.operations import invoice_preview, invoice_view
 
 SEPT = datetime(2026, 9, 1, tzinfo=timezone.utc)
 

@@ -144,10 +144,14 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
         free = json.loads(tally("invoices", "show", "free-e2e", "--period", PERIOD, "--json").stdout)
         assert (free["status"], free["total"], free["stripe_invoice_id"]) == ("no_charge", "0.00", None)
 
-        # Running the close again changes nothing.
-        again = tally("close", "--period", PERIOD).stdout
-        assert "0 rated" in again and "3 already final" in again, again
-        assert "pushed 0, already in Stripe 2" in again, again
+        # Closing the month again reports THE close of the month (one workflow), and changes nothing.
+        again = tally("close", "--period", PERIOD)
+        assert f"close-{PERIOD} already finished" in again.stderr, again.stderr
+        assert again.stdout == closed, again.stdout
+        # An explicit re-run is a new run of the same workflow id that finds every invoice final.
+        rerun = tally("close", "--period", PERIOD, "--rerun").stdout
+        assert "0 rated" in rerun and "3 already final" in rerun, rerun
+        assert "pushed 0, already in Stripe 2" in rerun, rerun
         assert json.loads(tally("invoices", "show", "pro-e2e", "--period", PERIOD, "--json").stdout) == shown
         assert tally("invoices", "list", "--period", PERIOD).stdout == listing
 
@@ -165,3 +169,51 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
             shutil.rmtree(home, ignore_errors=True)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not home.exists()
+
+
+def test_scheduled_and_manual_close_of_a_month_are_one_workflow(tmp_path):
+    """Apply the schedule, trigger it, then `tally close` the same month: one close-YYYY-MM run, which
+    the schedule's launcher started and the CLI attached to (or found finished)."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    from workflows.close import previous_period
+
+    home = Path(tempfile.mkdtemp(prefix="tally-e2e-"))
+    tally = Tally(home)
+    tally.env["TALLY_LATE_USAGE_GRACE_HOURS"] = "0"  # the month before today is closable whatever today is
+    period = previous_period(datetime.now(timezone.utc))
+    try:
+        tally("dev", "up", timeout=180)
+        tally("accounts", "create", "sched-e2e", "--plan", "pro", "--billing-start", f"{period}-01")
+        tally("schedules", "apply")
+        address = json.loads((home / "stack.json").read_text())["temporal_address"]
+
+        async def trigger_and_find_launcher() -> str:
+            client = await Client.connect(address)
+            await client.get_schedule_handle("monthly-close").trigger()
+            deadline = asyncio.get_running_loop().time() + 60
+            while asyncio.get_running_loop().time() < deadline:
+                async for wf in client.list_workflows("WorkflowType = 'ScheduledClose'"):
+                    return wf.id
+                await asyncio.sleep(0.2)
+            raise AssertionError("the schedule started no ScheduledClose within 60 s")
+
+        launcher = asyncio.run(trigger_and_find_launcher())
+        assert launcher.startswith("monthly-close-")
+
+        closed = tally("close", "--period", period)
+        assert f"closed {period}: 1 accounts" in closed.stdout, closed.stdout
+        assert f"close-{period} already" in closed.stderr, closed.stderr  # attached, or found finished
+
+        async def close_runs() -> list:
+            client = await Client.connect(address)
+            return [wf async for wf in client.list_workflows(f"WorkflowId = 'close-{period}'")]
+
+        runs = asyncio.run(close_runs())
+        assert len(runs) == 1, [(r.id, r.run_id) for r in runs]
+        assert runs[0].parent_id == launcher  # the schedule's launcher started it; the CLI only attached
+    finally:
+        tally("dev", "down", "--purge", ok=False, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)

@@ -10,13 +10,13 @@ import pytest
 import stripe
 from temporalio.client import WorkflowFailureError
 
-from activities import repository as repo
 from activities.close import CloseActivities
 from activities.deps import Deps
 from billing.periods import Period
 from models.db import get_engine
 from models.schemas import ClosePeriodInput, ClosePeriodResult
 from models.settings import EMULATOR_API_KEY
+from repositories import invoices
 from tests.factories import OCT_START, create_account, event, events, ingest
 from workers.worker import build_worker
 from workflows.close import ClosePeriodWorkflow
@@ -75,7 +75,7 @@ async def run_close(env, settings, period: str = "2026-10", deps=None,
 
 def db_invoices(url: str) -> dict:
     with get_engine(url).begin() as conn:
-        return {r.account_id: r for r in repo.list_invoices(conn, OCT)}
+        return {r.account_id: r for r in invoices.list_invoices(conn, OCT)}
 
 
 def assert_one_stripe_invoice_per_charged_account(settings, emulator) -> None:
@@ -108,7 +108,7 @@ async def test_close_bills_every_plan_and_pushes_one_stripe_invoice_per_charged_
     assert_one_stripe_invoice_per_charged_account(settings, emulator)
     # Stripe holds exactly our lines, amount by amount.
     with get_engine(settings.database_url).begin() as conn:
-        ours = [str(line.amount) for line in repo.invoice_lines_of(conn, invs["pro-optin"].id)]
+        ours = [str(line.amount) for line in invoices.invoice_lines_of(conn, invs["pro-optin"].id)]
     lines = stripe_client(emulator).v1.invoices.line_items.list(invs["pro-optin"].stripe_invoice_id,
                                                              params={"limit": 100})
     assert [f"{Decimal(line.amount) / 100:.2f}" for line in lines.data] == ours

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from activities import repository as repo
 from billing.periods import Period
 from models.db import get_engine
+from repositories import accounts
+from services.accounts import change_terms
 from workers.demo import seed_month
 
 
@@ -15,8 +16,8 @@ def test_seeding_twice_adds_nothing_even_after_an_account_changed_plan(settings)
     created, total, report = seed_month(settings, period, 20, 2_000)
     assert (created, total, report.accepted, report.rejected) == (20, 20, 2_000, 0)
     with get_engine(settings.database_url).begin() as conn:
-        payg = next(a for a in repo.list_accounts(conn) if a.plan == "payg")
-        repo.change_terms(conn, account_id=payg.id, effective_from=datetime(2026, 11, 1, tzinfo=timezone.utc),
-                          reason="auto-convert: test", plan="pro", overage_opt_in=True)
+        payg = next(a for a in accounts.list_accounts(conn) if a.plan == "payg")
+        change_terms(conn, account_id=payg.id, effective_from=datetime(2026, 11, 1, tzinfo=timezone.utc),
+                     reason="auto-convert: test", plan="pro", overage_opt_in=True)
     created, total, report = seed_month(settings, period, 20, 2_000)
     assert (created, total, report.accepted, report.duplicates) == (0, 20, 0, 2_000)

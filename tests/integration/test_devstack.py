@@ -1,7 +1,7 @@
 """`tally dev up/status/down` against real processes (embedded Postgres, Temporal dev server, the Stripe
 emulator, the worker and the API), each run in a temporary TALLY_HOME on free ports.
 
-The CLI is driven as a subprocess (`python -m workers.cli_dev`), as a developer would run it. Every
+The CLI is driven as a subprocess (`python -m workers.cli dev`), as a developer would run it. Every
 process started here is killed at the end, even when a test fails.
 """
 
@@ -71,7 +71,7 @@ def stack_env(home: Path) -> dict[str, str]:
 
 def dev(env: dict[str, str], *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli_dev", *args],
+        [sys.executable, "-m", "workers.cli", "dev", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 

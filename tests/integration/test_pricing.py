@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from activities import repository as repo
 from activities.close import CloseActivities
 from activities.deps import Deps
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import get_engine
 from models.schemas import AccountRange, CloseChunkInput
+from repositories import accounts, invoices, notifications, reports
+from services.accounts import change_terms
+from services.invoices import explain_invoice, invoice_preview
 from tests.factories import OCT_START, create_account, event, events, ingest
-from workers.operations import explain_invoice, invoice_preview
 
 OCT = Period.parse("2026-10")
 SEP = Period.parse("2026-09")
@@ -41,8 +42,8 @@ def close(acts: CloseActivities, period: Period = OCT, push: bool = False):
 
 def invoice(url: str, account_id: str, period: Period = OCT):
     with get_engine(url).begin() as conn:
-        inv = repo.find_invoice(conn, account_id, period)
-        return inv, repo.invoice_lines_of(conn, inv.id)
+        inv = invoices.find_invoice(conn, account_id, period)
+        return inv, invoices.invoice_lines_of(conn, inv.id)
 
 
 @pytest.fixture
@@ -139,8 +140,8 @@ def test_plan_change_on_the_10th_prorates_fee_and_quota_and_prices_each_segment_
     url = settings.database_url
     create_account(url, "up", "free")
     with get_engine(url).begin() as conn:
-        repo.change_terms(conn, account_id="up", effective_from=datetime(2026, 10, 10, tzinfo=timezone.utc),
-                          reason="upgrade", plan="pro", overage_opt_in=True)
+        change_terms(conn, account_id="up", effective_from=datetime(2026, 10, 10, tzinfo=timezone.utc),
+                     reason="upgrade", plan="pro", overage_opt_in=True)
     # 150 executions on the free days (1st-9th), 3,500 on the pro days.
     ingest(url, events("up", 150, step=timedelta(minutes=60), models=("claude-haiku",)))
     ingest(url, events("up", 3_500, start=datetime(2026, 10, 10, tzinfo=timezone.utc), step=timedelta(minutes=6),
@@ -162,8 +163,8 @@ def test_team_seat_change_mid_month_prorates_seat_fee_and_quota(settings, acts):
     url = settings.database_url
     create_account(url, "tm", "team", seats=2)
     with get_engine(url).begin() as conn:
-        repo.change_terms(conn, account_id="tm", effective_from=datetime(2026, 10, 16, tzinfo=timezone.utc),
-                          reason="more seats", seats=4)
+        change_terms(conn, account_id="tm", effective_from=datetime(2026, 10, 16, tzinfo=timezone.utc),
+                     reason="more seats", seats=4)
     ingest(url, events("tm", 10))
     close(acts)
     inv, lines = invoice(url, "tm")
@@ -220,10 +221,10 @@ def test_payg_account_that_would_have_paid_less_on_pro_moves_to_pro_next_period_
     ingest(url, events("light", 300))  # PAYG: $3; Pro would be $29
     close(acts)
     with get_engine(url).begin() as conn:
-        heavy = repo.terms_history(conn, "heavy")
-        light = repo.terms_history(conn, "light")
-        notes = repo.notifications_for(conn, "heavy")
-        acct = repo.get_account(conn, "heavy")
+        heavy = accounts.terms_history(conn, "heavy")
+        light = accounts.terms_history(conn, "light")
+        notes = notifications.notifications_for(conn, "heavy")
+        acct = accounts.get_account(conn, "heavy")
     assert [(t.plan, t.overage_opt_in, t.effective_from) for t in heavy][-1] == (
         "pro", True, datetime(2026, 11, 1, tzinfo=timezone.utc))
     assert "auto-convert" in heavy[-1].reason and "$44.00" in heavy[-1].reason
@@ -270,8 +271,8 @@ def test_margin_report_sets_llm_cost_beside_revenue_by_plan_and_model(settings, 
                        cost_usd="0.50") for i in range(5)])  # BYOK: the customer's key, not our cost
     close(acts)
     with get_engine(url).begin() as conn:
-        by_plan = {r.key: r for r in repo.margin_report(conn, OCT, "plan")}
-        by_model = {r.key: r for r in repo.margin_report(conn, OCT, "model")}
+        by_plan = {r.key: r for r in reports.margin_report(conn, OCT, "plan")}
+        by_model = {r.key: r for r in reports.margin_report(conn, OCT, "model")}
     assert by_plan["payg"].revenue == Decimal("0.15") and by_plan["payg"].cost == Decimal("1.00")
     assert by_model["claude-opus"].revenue == Decimal("0.10") and by_model["claude-opus"].cost == Decimal("1.00")
     assert by_model["claude-haiku"].revenue == Decimal("0.05") and by_model["claude-haiku"].cost == 0

@@ -13,8 +13,8 @@ from activities import pricing
 from billing.catalog import default_catalog
 from billing.periods import Period
 from models.db import get_engine
+from services.invoices import invoice_preview
 from tests.factories import OCT_START, create_account, event, ingest
-from workers.operations import invoice_preview
 
 OCT = Period.parse("2026-10")
 MODELS = ("claude-haiku", "gpt-4o", "claude-opus", "deepseek-r1")

@@ -1,32 +1,24 @@
-"""What the API does, without HTTP: record executions, answer entitlements, report usage.
+"""What the API reads about an account, without HTTP: entitlements, live usage, the billing page;
+and the batches of executions it records (``services.ingest``).
 
-Every query is in ``activities.metering`` (ours) or ``activities.repository`` / ``activities.pricing``
-(the close's). Month-to-date charges are rated by the close's own rater, so what the API shows and
-what the close bills cannot drift apart.
+Month-to-date charges are rated by the close's own pricing path (``activities.pricing`` and
+``billing.close``), so what the API shows and what the close bills cannot drift apart.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Callable
 
-import psycopg
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
-from activities import metering
 from activities import pricing
-from activities import repository as repo
-from activities.ingest import LineError, execution_errors, known_models, parse_execution
-from api.auth import ACCOUNT_ID, retry_once_on_lost_connection
-from billing.catalog import Catalog, Plan
+from billing.catalog import Catalog, Plan, version_windows
 from billing.entitlements import (
     MonthCounter,
-    Reason,
     bills_overage,
     decide,
     non_sandbox_executions,
@@ -36,14 +28,18 @@ from billing.errors import BillingError
 from billing.money import ZERO
 from billing.periods import Period
 from billing.rating import RatedInvoice, included_executions, pooled_included, rate_account
+from models.db import retry_once_on_lost_connection
+from repositories import accounts, invoices, platforms, usage
+from services.errors import NotFound
+from services.ingest import BatchRecorder
+from services.inputs import ACCOUNT_ID
 
-RECORD_ATTEMPTS = 3
 # An account's terms segments for the month are reused while the account row is unchanged
-# (repository.change_terms updates it) and for at most this long.
+# (repositories.accounts.append_terms updates it) and for at most this long.
 SEGMENTS_CACHE_SECONDS = 300.0
 
 
-class AccountNotFound(LookupError):
+class AccountNotFound(NotFound):
     def __init__(self, account_id: str):
         super().__init__(f"no account {account_id!r}")
 
@@ -63,82 +59,22 @@ class MonthToDate:
     exact: bool  # rated from the executions table (else from the counters)
 
 
-def _is_transient(err: DBAPIError) -> bool:
-    return err.connection_invalidated or isinstance(
-        err.orig, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
-
-
 class MeteringService:
     def __init__(self, engine: Engine, catalog: Catalog, clock: Callable[[], datetime] | None = None,
                  ingest_concurrency: int = 1):
         self.engine = engine
         self.catalog = catalog
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.models = known_models(catalog)
-        # Validating a batch is pure Python: one at a time per process, so the GIL is never split
-        # between several batches while a small request (an entitlement check) waits for it.
-        self._validating = threading.Lock()
-        # Batch inserts running at once in this process: more only queue up in Postgres, where they
-        # compete for CPU with the small reads entitlement checks make.
-        self._inserting = threading.BoundedSemaphore(ingest_concurrency)
+        self.recorder = BatchRecorder(engine, catalog, ingest_concurrency)
         self._segments: dict[tuple, tuple[list, float]] = {}
 
     def _read(self):
         """A connection for reads: autocommit, so no BEGIN/ROLLBACK round trips."""
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
-    # ---- recording ---------------------------------------------------------------------------
     def record(self, platform_id: int, items: list) -> dict:
-        """Validate each item with the bulk path's validation, insert the good ones (idempotent by
-        event id) and count them, in one transaction. Per item: accepted, duplicate or rejected."""
-        now = self.clock()
-        results: list[dict | None] = [None] * len(items)
-        valid: list[tuple[int, tuple]] = []
-        with self._validating:
-            for i, item in enumerate(items):
-                try:
-                    valid.append((i, parse_execution(item, self.models, now)))
-                except LineError:
-                    event_id = item.get("event_id") if isinstance(item, dict) else None
-                    results[i] = _result(event_id if isinstance(event_id, str) else None, "rejected",
-                                         [{"field": e.field, "reason": e.reason}
-                                          for e in execution_errors(item, self.models, now)])
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                inserted, known = self._insert(platform_id, valid)
-                break
-            except DBAPIError as err:
-                if attempt == RECORD_ATTEMPTS or not _is_transient(err):
-                    raise
-                time.sleep(0.01 * attempt)
-        first_index: dict[str, int] = {}
-        for i, row in valid:
-            event_id, account_id = row[0], row[1]
-            if account_id not in known:
-                results[i] = _result(event_id, "rejected",
-                                     [{"field": "account_id", "reason": f"unknown account {account_id!r}"}])
-            elif event_id in first_index or event_id not in inserted:
-                results[i] = _result(event_id, "duplicate", [])
-            else:
-                first_index[event_id] = i
-                results[i] = _result(event_id, "accepted", [])
-        counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
-        for r in results:
-            counts[r["status"]] += 1
-        return {"results": results, "accepted": counts["accepted"], "duplicates": counts["duplicate"],
-                "rejected": counts["rejected"]}
-
-    def _insert(self, platform_id: int, valid: list[tuple[int, tuple]]) -> tuple[set[str], set[str]]:
-        if not valid:
-            return set(), set()
-        with self._inserting, self.engine.begin() as conn:
-            known = metering.platform_account_ids(conn, platform_id, list({row[1] for _, row in valid}))
-            rows, seen = [], set()
-            for _, row in valid:
-                if row[1] in known and row[0] not in seen:  # an id twice in one request: the first counts
-                    seen.add(row[0])
-                    rows.append(row)
-            return metering.record_executions(conn, rows), known
+        """Record a batch of the API (``services.ingest.BatchRecorder``) at this service's clock."""
+        return self.recorder.record(platform_id, items, self.clock())
 
     # ---- entitlement and month to date ---------------------------------------------------------
     @retry_once_on_lost_connection
@@ -147,7 +83,7 @@ class MeteringService:
         now = self.clock()
         period = Period.of(now)
         with self._read() as conn:
-            account, counters = metering.account_with_counters(conn, account_id, platform_id, period)
+            account, counters = usage.account_with_counters(conn, account_id, platform_id, period)
             if account is None:
                 raise AccountNotFound(account_id)
             mtd = self.month_to_date(conn, account, counters, now)
@@ -183,7 +119,7 @@ class MeteringService:
         segments = self._terms_segments(conn, account, period)
         if not segments:  # billing starts after this period: nothing is billed or blocked yet
             plan = catalog.at(now).plan(account.plan)
-            used = non_sandbox_executions(counters) if counters is not None else metering.count_non_sandbox(
+            used = non_sandbox_executions(counters) if counters is not None else usage.count_non_sandbox(
                 conn, account.id, period.start, period.end)
             return MonthToDate(period, account.plan, None, account.overage_opt_in,
                                0 if plan.contract else included_executions(plan, account.seats), used,
@@ -194,11 +130,11 @@ class MeteringService:
         shown = current or segments[-1]
         opt_in = shown.overage_opt_in
         if any(p.contract for p in plans):  # enterprise: the contract bills it, not the rater
-            used = non_sandbox_executions(counters) if counters is not None else metering.count_non_sandbox(
+            used = non_sandbox_executions(counters) if counters is not None else usage.count_non_sandbox(
                 conn, account.id, period.start, period.end)
             return MonthToDate(period, shown.plan, plan_now, opt_in, 0, used, None, None, True)
         included = pooled_included(catalog, period.start, period.end, segments)
-        windows = pricing.version_windows(catalog, period.start, period.end)
+        windows = version_windows(catalog, period.start, period.end)
         if (not exact and counters is not None and len(segments) == 1 and len(windows) == 1
                 and segments[0].start == period.start and segments[0].end == period.end):
             seg = segments[0]
@@ -219,7 +155,7 @@ class MeteringService:
         hit = self._segments.get(key)
         if hit and hit[1] > now:
             return hit[0]
-        segments = repo.terms_segments(conn, [account.id], period).get(account.id, [])
+        segments = pricing.terms_segments(conn, [account.id], period).get(account.id, [])
         if len(self._segments) > 100_000:
             self._segments.clear()
         self._segments[key] = (segments, now + SEGMENTS_CACHE_SECONDS)
@@ -231,12 +167,12 @@ class MeteringService:
         _check_account_id(account_id)
         period = period or Period.of(self.clock())
         with self._read() as conn:
-            if metering.account_of_platform(conn, account_id, platform_id) is None:
+            if platforms.account_of_platform(conn, account_id, platform_id) is None:
                 raise AccountNotFound(account_id)
             return self.usage_report(conn, account_id, period, group_by)
 
     def usage_report(self, conn, account_id: str, period: Period, group_by: str) -> dict:
-        groups = metering.usage_groups(conn, account_id, period.start, period.end, group_by)
+        groups = usage.usage_groups(conn, account_id, period.start, period.end, group_by)
         rated = self._rated(conn, account_id, period)
         by_model: dict[str, Decimal] = {}
         if rated is not None:
@@ -271,14 +207,14 @@ class MeteringService:
     def owned_account(self, platform_id: int, account_id: str):
         _check_account_id(account_id)
         with self._read() as conn:
-            account = metering.account_of_platform(conn, account_id, platform_id)
+            account = platforms.account_of_platform(conn, account_id, platform_id)
         if account is None:
             raise AccountNotFound(account_id)
         return account
 
     def invoice_periods(self, account_id: str) -> list[str]:
         with self._read() as conn:
-            return metering.invoice_periods(conn, account_id)
+            return invoices.invoice_periods(conn, account_id)
 
     # ---- the billing page ----------------------------------------------------------------------------
     @retry_once_on_lost_connection
@@ -289,20 +225,16 @@ class MeteringService:
         now = self.clock()
         period = Period.of(now)
         with self._read() as conn:
-            account = metering.get_account(conn, account_id)
+            account = accounts.get_account(conn, account_id)
             if account is None:
                 raise AccountNotFound(account_id)
             mtd = self.month_to_date(conn, account, None, now, exact=True)
-            days = metering.usage_groups(conn, account_id, period.start, period.end, "day")
-            agents = metering.usage_groups(conn, account_id, period.start, period.end, "agent")
+            days = usage.usage_groups(conn, account_id, period.start, period.end, "day")
+            agents = usage.usage_groups(conn, account_id, period.start, period.end, "agent")
             by_model = self.usage_report(conn, account_id, period, "model")
-            past = [r for r in metering.account_invoices(conn, account_id) if r.period != str(period)]
+            past = [r for r in invoices.account_invoices(conn, account_id) if r.period != str(period)]
         return {"account": account, "now": now, "period": period, "mtd": mtd, "days": days, "agents": agents,
                 "models": by_model["groups"], "totals": by_model["totals"], "invoices": past}
-
-
-def _result(event_id: str | None, status: str, errors: list[dict]) -> dict:
-    return {"event_id": event_id, "status": status, "errors": errors}
 
 
 def _check_account_id(account_id: str) -> None:
@@ -310,4 +242,4 @@ def _check_account_id(account_id: str) -> None:
         raise AccountNotFound(account_id)  # cannot exist: account ids are checked at creation
 
 
-__all__ = ["MeteringService", "AccountNotFound", "MonthToDate", "Reason"]
+__all__ = ["MeteringService", "AccountNotFound", "MonthToDate"]

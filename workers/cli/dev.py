@@ -1,6 +1,6 @@
 """`tally dev up|down|status`: the local dev stack (see workers/devstack.py).
 
-Mounted into the main CLI with ``cli.add_command(dev)``; also runnable as ``python -m workers.cli_dev``.
+Mounted into the main CLI (``workers.cli``); without an installed ``tally``: ``python -m workers.cli dev``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,3 @@ def status(as_json: bool) -> None:
     else:
         _print_status(statuses)
     raise SystemExit(0 if all(s.ok for s in statuses) else 1)
-
-
-if __name__ == "__main__":
-    dev(prog_name="tally dev")

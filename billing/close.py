@@ -1,0 +1,119 @@
+"""What the monthly close decides for one account (pure), from facts loaded beforehand in one place
+(``activities.pricing.load_facts``): its invoice, rated segment by segment at the rate cards in force,
+plus prior-period lines for usage that arrived after an earlier invoice was final; and whether it
+moves from pay-as-you-go to Pro from the next period.
+
+The preview, ``invoices explain``'s totals and the API's month-to-date charges rate through
+``rate`` too, so none of them can disagree with the close on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from billing.catalog import Catalog
+from billing.conversion import AutoConversion, decide_auto_convert
+from billing.periods import Period
+from billing.rating import (
+    BilledLine,
+    RatedInvoice,
+    TermsSegment,
+    UsageRow,
+    prior_period_lines,
+    rate_account,
+    with_lines,
+)
+from billing.terms import Terms, decide_change, terms_of
+
+
+@dataclass(frozen=True)
+class LateUsage:
+    """Executions of an earlier, already invoiced period that arrived after its invoice was final."""
+
+    period: Period
+    executions: int  # not billed yet
+    segments: Sequence[TermsSegment]  # that period's terms
+    usage: Sequence[UsageRow]  # all of that period's usage known now
+    billed: Sequence[BilledLine]  # what its own and later invoices billed for it
+
+
+@dataclass(frozen=True)
+class ConversionFacts:
+    """What the PAYG auto-convert decision needs beyond the rating (loaded for eligible accounts)."""
+
+    billing_starts_at: datetime
+    terms_changed_from_next: bool  # the account has terms from the next period on
+    invoiced_from_next: bool  # an invoice of the next period (or later) is already final
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    account_id: str
+    segments: Sequence[TermsSegment]
+    usage: Sequence[UsageRow]
+    included: int  # the pooled quota the usage was ranked against
+    late: Sequence[LateUsage] = ()
+    conversion: ConversionFacts | None = None
+
+
+@dataclass
+class AccountRating:
+    account_id: str
+    segments: list[TermsSegment]
+    usage: list[UsageRow]
+    rated: RatedInvoice
+    included: int
+    prior: dict[str, int] = field(default_factory=dict)  # source period -> late executions billed
+
+    @property
+    def total(self) -> Decimal:
+        return self.rated.total
+
+
+@dataclass(frozen=True)
+class Conversion:
+    auto: AutoConversion
+    terms: Terms  # the account's terms from ``auto.effective_from``
+
+
+@dataclass(frozen=True)
+class AccountOutcome:
+    rating: AccountRating
+    conversion: Conversion | None
+
+
+def rate(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountRating:
+    """The account's invoice for the period, with a prior-period line per line key whose late usage
+    changed what an earlier period should have billed (billed by difference: never twice)."""
+    rated = rate_account(catalog, period.start, period.end, facts.segments, facts.usage)
+    prior: dict[str, int] = {}
+    for late in facts.late:
+        again = rate_account(catalog, late.period.start, late.period.end, late.segments, late.usage)
+        rated = with_lines(rated, prior_period_lines(str(late.period), again, late.billed))
+        prior[str(late.period)] = late.executions
+    return AccountRating(facts.account_id, list(facts.segments), list(facts.usage), rated, facts.included, prior)
+
+
+def decide(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountOutcome:
+    """Rate the account and decide its PAYG auto-convert (checked like any change of terms: a next
+    period whose invoice is final refuses it with ``TermsError``)."""
+    rating = rate(catalog, period, facts)
+    conv = facts.conversion
+    if conv is None:
+        return AccountOutcome(rating, None)
+    auto = decide_auto_convert(catalog, period, facts.account_id, rating.segments, rating.usage, rating.total,
+                               conv.terms_changed_from_next)
+    if auto is None:
+        return AccountOutcome(rating, None)
+    terms = decide_change(version=catalog.at(auto.effective_from), account_id=facts.account_id,
+                          billing_starts_at=conv.billing_starts_at, effective_from=auto.effective_from,
+                          current=terms_of(rating.segments[-1]), change=auto.change,
+                          invoiced=conv.invoiced_from_next)
+    return AccountOutcome(rating, Conversion(auto, terms))
+
+
+__all__ = ["LateUsage", "ConversionFacts", "AccountFacts", "AccountRating", "Conversion", "AccountOutcome",
+           "rate", "decide"]

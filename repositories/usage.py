@@ -1,0 +1,330 @@
+"""Executions and what is counted of them (``executions``, ``usage_counters``): recording, the
+month-to-date counters, usage by agent/model/day, the close's ranked aggregation and late usage.
+
+Every insert into ``executions`` counts the rows it really inserted into ``usage_counters`` in the
+same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_INSERTED`` /
+``ADD_COUNTS`` from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, text
+
+from billing.entitlements import MonthCounter
+from billing.periods import Period
+from billing.rating import TermsSegment, UsageRow
+
+_COUNTER_COLUMNS = "account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd"
+_ADD_TO_COUNTERS = """
+ON CONFLICT (account_id, period, model, byok, sandbox) DO UPDATE SET
+    executions = u.executions + EXCLUDED.executions,
+    input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+    output_tokens = u.output_tokens + EXCLUDED.output_tokens,
+    cost_usd = u.cost_usd + EXCLUDED.cost_usd,
+    updated_at = now()
+"""
+# Counts the rows of a data-modifying CTE named ``ins`` (``RETURNING account_id, occurred_at, model,
+# byok, sandbox, input_tokens, output_tokens, cost_usd``) into usage_counters. ``ins`` holds only the
+# rows this statement actually inserted (ON CONFLICT DO NOTHING leaves duplicates out), so whoever
+# wins an event id counts it, once. The counter rows are locked in key order (ORDER BY), so two
+# concurrent batches never deadlock on them.
+COUNT_INSERTED = f"""
+INSERT INTO usage_counters AS u ({_COUNTER_COLUMNS})
+SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox,
+       count(*), sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0)
+FROM ins
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+{_ADD_TO_COUNTERS}"""
+# The same for counts already aggregated per counter key, in a relation ``ins`` with the counter
+# columns: the bulk path's COPY fast path, whose COPY inserted every row it counts.
+ADD_COUNTS = f"""
+INSERT INTO usage_counters AS u ({_COUNTER_COLUMNS})
+SELECT {_COUNTER_COLUMNS} FROM ins
+ORDER BY 1, 2, 3, 4, 5
+{_ADD_TO_COUNTERS}"""
+INSERTED_COLUMNS = "account_id, occurred_at, model, byok, sandbox, input_tokens, output_tokens, cost_usd"
+
+
+# ---- recording executions -----------------------------------------------------------------------
+_RECORD = text(
+    f"""
+    WITH batch AS (
+        SELECT * FROM unnest(
+            CAST(:event_id AS text[]), CAST(:account_id AS text[]), CAST(:agent_id AS text[]),
+            CAST(:skill_id AS text[]), CAST(:model AS text[]), CAST(:input_tokens AS bigint[]),
+            CAST(:output_tokens AS bigint[]), CAST(:byok AS boolean[]), CAST(:sandbox AS boolean[]),
+            CAST(:cost_usd AS numeric[]), CAST(:occurred_at AS timestamptz[])
+        ) AS b(event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
+               byok, sandbox, cost_usd, occurred_at)
+    ), ins AS (
+        INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens,
+                                output_tokens, byok, sandbox, cost_usd, occurred_at)
+        SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
+               byok, sandbox, cost_usd, occurred_at
+        FROM batch
+        ORDER BY event_id  -- one lock order for every writer: overlapping batches cannot deadlock
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id, {INSERTED_COLUMNS}
+    ), counted AS ({COUNT_INSERTED})
+    SELECT event_id FROM ins
+    """
+)
+
+_RECORD_KEYS = ("event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens",
+                "byok", "sandbox", "cost_usd", "occurred_at")
+
+
+def record_executions(conn: Connection, rows: list[tuple]) -> set[str]:
+    """Insert executions (rows in ``activities.ingest.FIELDS`` order, unique event ids, accounts
+    known) and count the inserted ones into usage_counters, in one statement. Returns the event ids
+    actually inserted; the others were recorded before (duplicates)."""
+    if not rows:
+        return set()
+    columns = list(zip(*rows))
+    params = {key: list(col) for key, col in zip(_RECORD_KEYS, columns)}
+    return set(conn.execute(_RECORD, params).scalars())
+
+
+# ---- reading counters and usage -----------------------------------------------------------------
+_SNAPSHOT = """
+SELECT a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
+       a.updated_at, c.model, c.byok, c.sandbox, c.executions, c.input_tokens, c.output_tokens, c.cost_usd
+FROM accounts a
+LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
+WHERE a.id = %(id)s AND a.platform_id = %(platform_id)s
+"""
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    id: str
+    plan: str
+    seats: int
+    overage_opt_in: bool
+    pricing: str
+    status: str
+    billing_starts_at: datetime
+    created_at: datetime
+    updated_at: datetime  # moves whenever the account's terms change (accounts.append_terms)
+
+
+def account_with_counters(conn: Connection, account_id: str, platform_id: int, period: Period):
+    """(account, its counters for the period) in one indexed query; (None, []) when the account does
+    not exist or belongs to another platform. The entitlement hot path: run on the driver connection
+    (a prepared statement, no ORM result processing)."""
+    with conn.connection.driver_connection.cursor() as cur:
+        rows = cur.execute(_SNAPSHOT, {"id": account_id, "platform_id": platform_id,
+                                       "period": str(period)}).fetchall()
+    if not rows:
+        return None, []
+    counters = [MonthCounter(r[9], r[10], r[11], int(r[12]), int(r[13]), int(r[14]), Decimal(r[15]))
+                for r in rows if r[9] is not None]
+    return AccountSnapshot(*rows[0][:9]), counters
+
+
+def counters_of(conn: Connection, account_ids: list[str] | None = None, period: Period | None = None):
+    """Raw counter rows (tests and ops checks)."""
+    q = "SELECT account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd " \
+        "FROM usage_counters WHERE true"
+    params: dict = {}
+    if account_ids is not None:
+        q += " AND account_id = ANY(CAST(:ids AS text[]))"
+        params["ids"] = account_ids
+    if period is not None:
+        q += " AND period = :period"
+        params["period"] = str(period)
+    return conn.execute(text(q + " ORDER BY 1, 2, 3, 4, 5"), params).all()
+
+
+_GROUP_KEYS = {
+    "agent": "agent_id",
+    "model": "model",
+    "skill": "skill_id",
+    "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    key: str | None
+    executions: int  # non-sandbox: what counts against the quota and is billed
+    sandbox_executions: int
+    byok_executions: int
+    input_tokens: int
+    output_tokens: int
+
+
+def usage_groups(conn: Connection, account_id: str, start: datetime, end: datetime, group_by: str) -> list[UsageGroup]:
+    """One account's executions of ``[start, end)`` grouped by agent, model, skill or UTC day
+    (an index range scan on (account_id, occurred_at))."""
+    key = _GROUP_KEYS[group_by]  # KeyError for anything else: callers validate group_by first
+    rows = conn.execute(text(
+        f"""
+        SELECT {key} AS key,
+               count(*) FILTER (WHERE NOT sandbox) AS executions,
+               count(*) FILTER (WHERE sandbox) AS sandbox_executions,
+               count(*) FILTER (WHERE byok AND NOT sandbox) AS byok_executions,
+               coalesce(sum(input_tokens), 0) AS input_tokens,
+               coalesce(sum(output_tokens), 0) AS output_tokens
+        FROM executions
+        WHERE account_id = :a AND occurred_at >= :start AND occurred_at < :end
+        GROUP BY 1
+        ORDER BY 1 NULLS LAST
+        """
+    ), {"a": account_id, "start": start, "end": end})
+    return [UsageGroup(r.key, r.executions, r.sandbox_executions, r.byok_executions, int(r.input_tokens),
+                       int(r.output_tokens)) for r in rows]
+
+
+def count_non_sandbox(conn: Connection, account_id: str, start: datetime, end: datetime) -> int:
+    return conn.execute(text(
+        "SELECT count(*) FROM executions WHERE account_id = :a AND occurred_at >= :start "
+        "AND occurred_at < :end AND NOT sandbox"
+    ), {"a": account_id, "start": start, "end": end}).scalar_one()
+
+
+# ---- the close's aggregation --------------------------------------------------------------------------
+_USAGE_ROWS_SQL = text(
+    """
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
+    ), seg AS (
+        SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
+                             CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
+            AS s(account_id, idx, starts, ends)
+    ), ver AS (
+        SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
+                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
+    ), base AS (
+        SELECT e.account_id, e.event_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens,
+               e.cost_usd, e.occurred_at, a.included
+        FROM executions e JOIN acct a ON a.account_id = e.account_id
+        WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
+    ), totals AS (
+        SELECT account_id, count(*) FILTER (WHERE NOT sandbox) AS n FROM base GROUP BY account_id
+    ), ranked AS (
+        -- Only accounts past a positive quota need the time order (a sort); the others are all
+        -- included (under quota) or all billable (no quota).
+        SELECT b.account_id, b.model, b.byok, b.sandbox, b.input_tokens, b.output_tokens, b.cost_usd,
+               b.occurred_at, NOT b.sandbox AND b.included = 0 AS billable
+        FROM base b JOIN totals t ON t.account_id = b.account_id
+        WHERE t.n <= b.included OR b.included = 0
+        UNION ALL
+        SELECT b.account_id, b.model, b.byok, b.sandbox, b.input_tokens, b.output_tokens, b.cost_usd,
+               b.occurred_at,
+               NOT b.sandbox AND row_number() OVER (PARTITION BY b.account_id, b.sandbox
+                                                    ORDER BY b.occurred_at, b.event_id COLLATE "C") > b.included
+        FROM base b JOIN totals t ON t.account_id = b.account_id
+        WHERE t.n > b.included AND b.included > 0
+    )
+    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, r.billable,
+           count(*) AS executions,
+           coalesce(sum(r.input_tokens), 0) AS input_tokens,
+           coalesce(sum(r.output_tokens), 0) AS output_tokens,
+           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
+           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
+           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out
+    FROM ranked r
+    JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
+    JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    """
+)
+
+
+def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
+               included: dict[str, int], versions: list[tuple[str, datetime, datetime]]) -> dict[str, list[UsageRow]]:
+    """Aggregated usage of ``[start, end)`` per account, split by terms segment, the catalog version in
+    force when each execution occurred, model, BYOK, sandbox and billable (past the account's pooled
+    included quota in time order: occurred_at, then event id; sandbox tries never count). The
+    ranking is ``billing.rating.split_at_quota`` in SQL; property tests compare the two."""
+    ids = [a for a in included if a in segments]
+    if not ids:
+        return {}
+    seg_account, seg_index, seg_start, seg_end = [], [], [], []
+    for a in ids:
+        for i, sg in enumerate(segments[a]):
+            seg_account.append(a)
+            seg_index.append(i)
+            seg_start.append(sg.start)
+            seg_end.append(sg.end)
+    rows = conn.execute(_USAGE_ROWS_SQL, {
+        "ids": ids, "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids],
+        "seg_account": seg_account, "seg_index": seg_index, "seg_start": seg_start, "seg_end": seg_end,
+        "ver_name": [v[0] for v in versions], "ver_start": [v[1] for v in versions],
+        "ver_end": [v[2] for v in versions], "start": start, "end": end,
+    })
+    out: dict[str, list[UsageRow]] = {}
+    for r in rows:
+        out.setdefault(r.account_id, []).append(UsageRow(
+            segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
+            executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
+            cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in),
+            uncosted_output_tokens=int(r.uncosted_out),
+        ))
+    return out
+
+
+def period_executions(conn: Connection, account_id: str, start: datetime, end: datetime):
+    """One account's executions of ``[start, end)`` (event id, occurred_at, model, BYOK, sandbox) in
+    time order: what ``billing.explain`` sorts into included, billable and sandbox like the rating."""
+    return conn.execute(text(
+        """
+        SELECT event_id, occurred_at, model, byok, sandbox
+        FROM executions
+        WHERE account_id = :a AND occurred_at >= :start AND occurred_at < :end
+        ORDER BY occurred_at, event_id COLLATE "C"
+        """
+    ), {"a": account_id, "start": start, "end": end}).all()
+
+
+# ---- late usage ---------------------------------------------------------------------------------------
+_LATE_SQL = text(
+    """
+    WITH billed AS (
+        SELECT i.account_id, i.period, i.period_start, i.period_end,
+               i.executions + i.sandbox_executions + coalesce((
+                   SELECT sum(pa.executions) FROM prior_period_adjustments pa
+                   JOIN invoices j ON j.id = pa.invoice_id
+                   WHERE pa.account_id = i.account_id AND pa.source_period = i.period AND j.period <> :period
+               ), 0) AS billed
+        FROM invoices i
+        WHERE i.account_id = ANY(CAST(:ids AS text[])) AND i.period >= :since AND i.period < :period
+          AND i.status IN ('open', 'paid', 'void', 'no_charge')
+    ), candidates AS (
+        -- usage_counters (kept exact at ingest) make the common case cheap: only periods whose
+        -- counters exceed what was billed are counted precisely (executions before the account's
+        -- billing start are in the counters but never billed).
+        SELECT b.* FROM billed b
+        WHERE (SELECT coalesce(sum(c.executions), 0) FROM usage_counters c
+               WHERE c.account_id = b.account_id AND c.period = b.period) > b.billed
+    )
+    SELECT b.account_id, b.period, b.billed, n.now_count
+    FROM candidates b
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS now_count FROM executions e JOIN accounts a ON a.id = e.account_id
+        WHERE e.account_id = b.account_id AND e.occurred_at >= b.period_start AND e.occurred_at < b.period_end
+          AND e.occurred_at >= a.billing_starts_at
+    ) n
+    WHERE n.now_count > b.billed
+    ORDER BY b.account_id, b.period
+    """
+)
+
+
+def late_usage(conn: Connection, account_ids: list[str], period: Period, lookback_periods: int):
+    """(account, earlier period, executions not yet billed) for usage that arrived after its period
+    was invoiced, looking back ``lookback_periods`` months."""
+    if not account_ids:
+        return []
+    since = period
+    for _ in range(lookback_periods):
+        since = since.previous()
+    rows = conn.execute(_LATE_SQL, {"ids": account_ids, "since": str(since), "period": str(period)})
+    return [(r.account_id, Period.parse(r.period), r.now_count - r.billed) for r in rows]

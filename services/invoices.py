@@ -1,0 +1,192 @@
+"""Invoices: list, view, preview (the open month as if it closed now), explain, retry a failed push."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine
+from temporalio.client import WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+
+from activities import pricing
+from billing.catalog import Catalog, default_catalog, version_windows
+from billing.explain import PeriodExecutions
+from billing.money import round_money
+from billing.periods import Period
+from billing.projection import project_month
+from billing.rating import pooled_included
+from models.schemas import (
+    InvoiceExplanation,
+    InvoiceLineView,
+    InvoicePreview,
+    InvoiceView,
+    LineExplanation,
+    PushInvoiceInput,
+    PushInvoiceResult,
+)
+from models.settings import Settings
+from repositories import catalog_versions, invoices, usage
+from services.accounts import require_account
+from services.errors import Conflict, NotFound, OperationFailed, refused_input, root_cause
+from services.inputs import parse_period
+from services.temporal import TemporalClient
+from workflows.close import BILLING_ACCOUNT_IDS, BILLING_PERIOD, PushInvoiceWorkflow
+
+
+def require_invoice(conn: Connection, account_id: str, period: Period):
+    inv = invoices.find_invoice(conn, account_id, period)
+    if inv is None:
+        require_account(conn, account_id)  # a missing account is the better message
+        raise NotFound(f"no invoice for account {account_id!r} in {period} (has the close run?)")
+    return inv
+
+
+def list_invoices(engine: Engine, period_text: str, status: str | None = None) -> list:
+    """The period's invoices by account (rows of ``invoices``)."""
+    period = parse_period(period_text)
+    with engine.begin() as conn:
+        return invoices.list_invoices(conn, period, status)
+
+
+def _plain(d: Decimal) -> str:
+    """A Decimal without trailing zeros beyond what it means (5000.0000 -> 5000, 0.00500000 -> 0.005)."""
+    return format(d.normalize(), "f")
+
+
+def _line_view(kind, model, description, quantity, unit_price, amount) -> InvoiceLineView:
+    return InvoiceLineView(kind=kind, model=model, description=description, quantity=_plain(quantity),
+                           unit_price=_plain(unit_price), amount=str(amount))
+
+
+def invoice_view(engine: Engine, account_id: str, period_text: str) -> InvoiceView:
+    """One invoice with its lines: what `tally invoices show --json` prints and the API returns."""
+    period = parse_period(period_text)
+    with engine.begin() as conn:
+        inv = require_invoice(conn, account_id, period)
+        lines = invoices.invoice_lines_of(conn, inv.id)
+        version = catalog_versions.catalog_version_name(conn, inv.catalog_version_id)
+    return InvoiceView(
+        account_id=inv.account_id,
+        period=inv.period,
+        status=inv.status,
+        plan=inv.plan,
+        catalog_version=version,
+        lines=[_line_view(line.kind, line.model, line.description, line.quantity, line.unit_price, line.amount)
+               for line in lines],
+        subtotal=str(inv.subtotal),
+        total=str(inv.total),
+        stripe_invoice_id=inv.stripe_invoice_id,
+    )
+
+
+def account_invoices(engine: Engine, account_id: str) -> list[InvoiceView]:
+    """Every invoice of the account, newest first."""
+    with engine.begin() as conn:
+        periods = invoices.invoice_periods(conn, account_id)
+    return [invoice_view(engine, account_id, p) for p in periods]
+
+
+def invoice_preview(engine: Engine, account_id: str, at: datetime | None = None,
+                    catalog: Catalog | None = None) -> InvoicePreview:
+    """The open period's invoice if the month closed at ``at`` (default now), priced by exactly the
+    code the close uses, with a linear month-end projection."""
+    catalog = catalog or default_catalog()
+    at = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    with refused_input("at"):
+        period = Period.of(at)
+        with engine.begin() as conn:
+            require_account(conn, account_id)
+            ratings = pricing.rate_accounts(conn, catalog, period, [account_id], usage_end=at, late_usage=True)
+            if account_id not in ratings:
+                raise NotFound(f"account {account_id!r} is not billed in {period} (billing starts later)")
+        r = ratings[account_id]
+        projected = project_month(catalog, period.start, period.end, at, r.segments, r.usage, r.included, r.rated)
+    rated = r.rated
+    return InvoicePreview(
+        account_id=account_id,
+        period=str(period),
+        status="preview",
+        plan=rated.plan,
+        catalog_version=rated.catalog_version,
+        lines=[_line_view(ln.kind.value, ln.model, ln.description, ln.quantity, ln.unit_price, ln.amount)
+               for ln in rated.lines],
+        subtotal=str(rated.subtotal),
+        total=str(rated.total),
+        stripe_invoice_id=None,
+        as_of=at,
+        executions=rated.executions,
+        projected_executions=projected.executions,
+        projected_total=str(projected.total),
+        platform_cost=str(rated.platform_cost.quantize(Decimal("0.0001"))),
+    )
+
+
+def explain_invoice(engine: Engine, account_id: str, period_text: str,
+                    catalog: Catalog | None = None) -> InvoiceExplanation:
+    """Each line of an invoice with the executions, rate card version and arithmetic behind it; the
+    executions are selected by the rating's own rule (``billing.explain``)."""
+    catalog = catalog or default_catalog()
+    period = parse_period(period_text)
+    with engine.begin() as conn:
+        inv = require_invoice(conn, account_id, period)
+        lines = invoices.invoice_lines_of(conn, inv.id)
+        segments = pricing.terms_segments(conn, [account_id], period).get(account_id, [])
+        executions = usage.period_executions(conn, account_id, period.start, period.end)
+    with refused_input():
+        included = pooled_included(catalog, period.start, period.end, segments) if segments else 0
+        behind = PeriodExecutions(executions, segments, version_windows(catalog, period.start, period.end), included)
+    out = []
+    for line in lines:
+        exact = line.quantity * line.unit_price
+        arithmetic = (f"{_plain(line.quantity)} × {_plain(line.unit_price)} = {_plain(exact)}"
+                      f" → {line.amount} (rounded half-up to the cent)")
+        if line.source_period:
+            arithmetic = f"re-rated {line.source_period} minus what was billed for it: {line.amount}"
+            sel, selection = [], "late executions of " + line.source_period
+        else:
+            if line.kind == "base_fee" and round_money(exact) != line.amount:
+                arithmetic += " (prorated)"
+            found = behind.for_line(line.kind, line.model, line.rate_version, line.key)
+            sel, selection = found.executions, found.description
+        out.append(LineExplanation(
+            position=line.position, kind=line.kind, description=line.description, arithmetic=arithmetic,
+            rate_version=line.rate_version, executions=len(sel),
+            first_events=[e.event_id for e in sel[:3]], last_events=[e.event_id for e in sel[-3:]] if len(sel) > 3 else [],
+            selection=selection,
+        ))
+    return InvoiceExplanation(
+        account_id=account_id, period=str(period), status=inv.status,
+        terms=[f"{s.start:%Y-%m-%d}..{s.end:%Y-%m-%d}: {s.plan} seats={s.seats} overage={'on' if s.overage_opt_in else 'off'} "
+               f"pricing={s.pricing}" for s in segments],
+        included=included, lines=out, total=str(inv.total),
+        platform_cost=str(inv.platform_cost.quantize(Decimal("0.0001"))),
+    )
+
+
+async def retry_invoice(temporal: TemporalClient, settings: Settings, engine: Engine, account_id: str,
+                        period_text: str) -> PushInvoiceResult:
+    """Push one invoice to Stripe again (``push-invoice-<id>``; a running retry is joined). Never
+    creates a second Stripe invoice. ``temporal`` connects to Temporal once the invoice is found."""
+    period = parse_period(period_text)
+    with engine.begin() as conn:
+        inv = require_invoice(conn, account_id, period)
+    if inv.status == "no_charge":
+        raise Conflict(f"invoice {inv.id} ({account_id} {period}) has nothing to charge; "
+                       "it is never sent to Stripe")
+    client = await temporal()
+    handle = await client.start_workflow(
+        PushInvoiceWorkflow.run,
+        PushInvoiceInput(invoice_id=inv.id),
+        id=f"push-invoice-{inv.id}",
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(BILLING_PERIOD, str(period)),
+            SearchAttributePair(BILLING_ACCOUNT_IDS, [account_id]),
+        ]),
+    )
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        raise OperationFailed(f"retry of invoice {inv.id} failed: {root_cause(err)}") from None
