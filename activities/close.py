@@ -19,7 +19,7 @@ from activities.stripe_gateway import StripeError, StripeGateway
 from billing.catalog import Catalog, CatalogError, load_catalog
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
-from models.db import get_engine
+from models.db import get_engine, worker_pool
 from models.schemas import (
     AccountRange,
     ChunkPage,
@@ -46,10 +46,9 @@ class CloseActivities:
 
     @cached_property
     def engine(self):
-        # Each invoice push holds one connection (it carries the push lock); chunks push in parallel.
-        s = self.settings
-        return get_engine(s.effective_database_url(),
-                          pool_size=max(5, s.stripe_concurrency * s.close_parallel_chunks + 4))
+        # Sized in models.db.worker_pool (one connection per concurrent invoice push, plus a few).
+        pool_size, max_overflow = worker_pool(self.settings)
+        return get_engine(self.settings.effective_database_url(), pool_size=pool_size, max_overflow=max_overflow)
 
     @cached_property
     def catalog(self) -> Catalog:
