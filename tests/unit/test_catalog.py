@@ -50,7 +50,7 @@ def _walk(obj):
         yield obj
 
 
-def test_loads_default_and_path():
+def test_packaged_catalog_loads_by_default_and_from_a_path_alike():
     c = load_catalog()
     assert len(c.versions) == 1
     v = c.versions[0]
@@ -101,11 +101,11 @@ def test_models_match_brief(v):
     assert explicit == {"deepseek-r1", "ollama-local"}
 
 
-def test_credit_cost(v):
+def test_credit_costs_per_execution_match_the_brief(v):
     assert v.credit_cost == {"fast": 1, "standard": 5, "heavy": 25, "sandbox": 2, "byok": 1}
 
 
-def test_unknown_plan_and_model(v):
+def test_unknown_plan_or_model_error_lists_the_known_ones(v):
     with pytest.raises(CatalogError) as ei:
         v.plan("gold")
     assert str(ei.value) == "plan: unknown plan 'gold'; known plans: free, pro, team, payg, enterprise"
@@ -131,7 +131,7 @@ def test_prices_as_strings_become_decimal():
     assert c.versions[0].plan("pro").overage_rate == D("0.005")
 
 
-def test_python_float_rejected():
+def test_python_float_price_is_rejected():
     with pytest.raises(ValidationError, match="floats are not accepted"):
         Plan(code="x", name="X", monthly_fee=0.1, included_executions=1)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="floats are not accepted"):
@@ -139,7 +139,7 @@ def test_python_float_rejected():
                  cost_output_per_mtok=D(1))
 
 
-def test_models_are_frozen(v):
+def test_catalog_entries_cannot_be_changed_in_place(v):
     with pytest.raises(ValidationError):
         v.plan("pro").monthly_fee = D(1)  # type: ignore[misc]
 
@@ -174,7 +174,7 @@ def test_at_boundary_belongs_to_new_version():
         c.version("nope")
 
 
-def test_at_before_first_and_naive():
+def test_at_refuses_instants_before_the_first_version_and_naive_ones():
     c = load_catalog()
     with pytest.raises(CatalogError, match="no catalog version in force"):
         c.at(datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC))
@@ -182,7 +182,7 @@ def test_at_before_first_and_naive():
         c.at(datetime(2026, 5, 1))
 
 
-def test_versions_overlapping():
+def test_versions_overlapping_lists_versions_in_force_during_a_window():
     c = _two_versions()
     ids = lambda vs: [v.version for v in vs]  # noqa: E731
     jun = (datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC))
@@ -195,7 +195,7 @@ def test_versions_overlapping():
         c.versions_overlapping(jul[1], jul[0])
 
 
-def test_versions_must_be_strictly_increasing():
+def test_versions_must_have_strictly_increasing_effective_dates():
     text = _version_block("b", "2026-07-01T00:00:00Z") + "\n" + _version_block("a", "2026-01-01T00:00:00Z")
     with pytest.raises(CatalogError) as ei:
         parse_catalog(text, "cat.toml")
@@ -206,13 +206,13 @@ def test_versions_must_be_strictly_increasing():
         parse_catalog(same)
 
 
-def test_version_ids_unique():
+def test_version_ids_must_be_unique():
     text = _version_block("a", "2026-01-01T00:00:00Z") + "\n" + _version_block("a", "2026-07-01T00:00:00Z")
     with pytest.raises(CatalogError, match=r"versions\[1\]\.version: duplicate version id 'a'"):
         parse_catalog(text)
 
 
-def test_at_least_one_version():
+def test_catalog_needs_at_least_one_version():
     with pytest.raises(CatalogError, match="versions"):
         parse_catalog("versions = []")
     with pytest.raises(CatalogError, match="versions"):
@@ -252,7 +252,7 @@ def test_bad_file_names_file_field_and_reason(tmp_path, old, new, field, reason)
     assert "Tuple should have" not in msg
 
 
-def test_bad_toml_and_missing_file(tmp_path):
+def test_broken_toml_and_missing_file_name_the_file(tmp_path):
     bad = tmp_path / "broken.toml"
     bad.write_text("[[versions]\n")
     with pytest.raises(CatalogError, match=r"broken\.toml: not valid TOML"):

@@ -21,7 +21,7 @@ D = Decimal
         ("123456789012345678901234567890.125", "123456789012345678901234567890.13"),
     ],
 )
-def test_round_money_half_up(x, expected):
+def test_round_money_rounds_half_away_from_zero_to_two_places(x, expected):
     r = round_money(D(x))
     assert r == D(expected)
     assert r.as_tuple().exponent == -2
@@ -46,7 +46,7 @@ def test_round_money_rejects_float_and_nan():
         round_money(D("Infinity"))
 
 
-def test_cents_round_trip():
+def test_cents_round_trip_exactly():
     assert CENT == D("0.01")
     assert to_cents(D("29.01")) == 2901
     assert to_cents(D("-70.00")) == -7000
@@ -71,7 +71,7 @@ def test_to_cents_requires_whole_cents():
     ("text", "expected"),
     [("12.50", "12.50"), (" 3 ", "3"), ("$1,234.50", "1234.50"), ("0.005", "0.005"), ("1000", "1000"), (D("2.5"), "2.5"), (7, "7")],
 )
-def test_parse_money_ok(text, expected):
+def test_parse_money_accepts_plain_grouped_and_dollar_amounts(text, expected):
     assert parse_money(text) == D(expected)
 
 
@@ -90,14 +90,14 @@ def test_parse_money_rejects_float_naming_field():
         parse_money(D("NaN"))
 
 
-def test_parse_money_negative():
+def test_parse_money_refuses_negatives_unless_allowed():
     with pytest.raises(MoneyError, match="amount: must not be negative"):
         parse_money("-1.00")
     assert parse_money("-1.00", allow_negative=True) == D("-1.00")
     assert parse_money("-0") == 0
 
 
-def test_format_usd():
+def test_format_usd_groups_thousands_and_puts_the_sign_first():
     assert format_usd(D("1234.5")) == "$1,234.50"
     assert format_usd(D("0")) == "$0.00"
     assert format_usd(D("-70")) == "-$70.00"
