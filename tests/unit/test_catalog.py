@@ -259,3 +259,141 @@ def test_broken_toml_and_missing_file_name_the_file(tmp_path):
         load_catalog(bad)
     with pytest.raises(CatalogError, match="cannot read"):
         load_catalog(tmp_path / "missing.toml")
+
+
+# ---- the digest is a stored identity: it must never change for the same content ------------------------
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The machine's time zone must not leak into anything the catalog computes."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_digest_of_the_packaged_version_is_pinned_because_databases_store_it(tokyo):
+    # catalog_versions rows keep this digest; a changed canonical form would make every stored version
+    # look edited and be refused.
+    v = load_catalog().versions[0]
+    assert v.digest() == "7de49c3b6d55491f432157ce9e138bf30c35d157a0c1ea2ddae2a4ac8401729c"
+    assert v.canonical_json().startswith(
+        '{"credit_cost":{"byok":1,"fast":1,"heavy":25,"sandbox":2,"standard":5},"currency":"usd",'
+        '"effective_from":"2026-01-01T00:00:00+00:00","markup":"2","models":{"claude-haiku":{"code":"claude-haiku",'
+        '"cost_input_per_mtok":"0.25","cost_output_per_mtok":"1.25","display_name":"Claude Haiku","model_class":"fast"')
+    assert '"usage_cap":"50"' in v.canonical_json() and '"monthly_fee":"0"' in v.canonical_json()
+
+
+def test_canonical_form_keeps_text_unescaped_and_every_digit_of_a_price():
+    text = (CATALOG_TEXT.replace('display_name = "Claude Haiku"', 'display_name = "Modèle Haiku"')
+            .replace("cost_input_per_mtok = 0.25", "cost_input_per_mtok = 0.123456789012345678901234567890123")
+            .replace("cost_output_per_mtok = 1.25", "cost_output_per_mtok = 1.00"))
+    canonical = parse_catalog(text).versions[0].canonical_json()
+    assert '"display_name":"Modèle Haiku"' in canonical
+    assert '"cost_input_per_mtok":"0.123456789012345678901234567890123"' in canonical
+    assert '"cost_output_per_mtok":"1"' in canonical
+
+
+# ---- exact errors --------------------------------------------------------------------------------------
+def test_versions_lookup_errors_name_the_field(tokyo):
+    c = _two_versions()
+    with pytest.raises(CatalogError) as ei:
+        c.version("nope")
+    assert str(ei.value) == "catalog_version: unknown catalog version 'nope'; known: 2026-01-01.1, 2026-07-01.1"
+    with pytest.raises(CatalogError) as ei:
+        c.at(datetime(2026, 5, 1))
+    assert str(ei.value) == "ts: must be a timezone-aware datetime, got datetime.datetime(2026, 5, 1, 0, 0)"
+    with pytest.raises(CatalogError) as ei:
+        c.at(datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert str(ei.value) == ("ts: no catalog version in force at 2025-12-31T23:59:59+00:00; the first "
+                             "(2026-01-01.1) is effective from 2026-01-01T00:00:00+00:00")
+    with pytest.raises(CatalogError) as ei:
+        c.versions[0].model("gpt-5")
+    assert ei.value.field == "model"
+
+
+def test_zoneinfo_instants_find_their_version():
+    from zoneinfo import ZoneInfo
+
+    assert _two_versions().at(datetime(2026, 7, 1, 2, 0, tzinfo=ZoneInfo("Europe/Paris"))).version == "2026-07-01.1"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        (datetime(2026, 7, 1), datetime(2026, 8, 1, tzinfo=UTC),
+         "start: must be a timezone-aware datetime, got datetime.datetime(2026, 7, 1, 0, 0)"),
+        (datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 8, 1),
+         "end: must be a timezone-aware datetime, got datetime.datetime(2026, 8, 1, 0, 0)"),
+        ("2026-07-01", datetime(2026, 8, 1, tzinfo=UTC), "start: must be a timezone-aware datetime, got '2026-07-01'"),
+        (datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC),
+         "end: must be after start (2026-07-01T00:00:00+00:00), got 2026-07-01T00:00:00+00:00"),
+    ],
+)
+def test_versions_overlapping_rejects_a_bad_window_naming_the_bound(start, end, message):
+    with pytest.raises(CatalogError) as ei:
+        _two_versions().versions_overlapping(start, end)
+    assert str(ei.value) == message
+
+
+def test_versions_overlapping_with_three_versions_ends_each_at_the_next():
+    text = "\n".join([_version_block("jan", "2026-01-01T00:00:00Z"), _version_block("jul", "2026-07-01T00:00:00Z"),
+                      _version_block("oct", "2026-10-01T00:00:00Z")])
+    c = parse_catalog(text)
+    aug = [v.version for v in c.versions_overlapping(datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))]
+    assert aug == ["jul"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("monthly_fee = 29.00", "monthly_fee = true", "versions[0].plans.pro.monthly_fee: must be a decimal amount, not a boolean"),
+        ("monthly_fee = 29.00", 'monthly_fee = "NaN"', "versions[0].plans.pro.monthly_fee: Input should be a finite number"),
+        ('[versions.plans.pro]\n', '[versions.plans."json-lines"]\n  monthly_fee = -1\n  name = "J"\n  included_executions = 1\n'
+                                   '[versions.plans.pro]\n',
+         'versions[0].plans.json-lines.monthly_fee: must not be negative, got -1'),
+        ('[versions.plans.pro]\n', '[versions.plans."pro[eu]"]\n  monthly_fee = -1\n  name = "P"\n  included_executions = 1\n'
+                                   '[versions.plans.pro]\n',
+         'versions[0].plans.pro[eu].monthly_fee: must not be negative, got -1'),
+    ],
+)
+def test_bad_value_messages_name_the_path_exactly(old, new, message):
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog(CATALOG_TEXT.replace(old, new, 1))
+    assert str(ei.value) == f"<catalog>: invalid catalog: {message}"
+    assert ei.value.field == message.split(": ", 1)[0]
+
+
+def test_python_float_message_says_how_to_write_a_price():
+    with pytest.raises(ValidationError) as ei:
+        Plan(code="x", name="X", monthly_fee=0.1, included_executions=1)  # type: ignore[arg-type]
+    assert ('floats are not accepted for prices (0.1); write a decimal such as "0.005" '
+            "(the TOML loader reads bare decimals exactly)") in str(ei.value)
+
+
+def test_a_markup_of_one_and_a_cap_of_one_dollar_are_valid():
+    c = parse_catalog(CATALOG_TEXT.replace("markup = 2 ", "markup = 1 ").replace("usage_cap = 50.00", "usage_cap = 1.00"))
+    assert c.versions[0].markup == 1 and c.versions[0].plan("payg").usage_cap == D("1.00")
+
+
+def test_malformed_tables_are_catalog_errors_listing_every_problem():
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog("versions = [1]")
+    assert str(ei.value) == ("<catalog>: invalid catalog: versions[0]: Input should be a valid dictionary or "
+                             "instance of CatalogVersion")
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog('[[versions]]\nversion = "a"\n[versions.plans]\npro = 5')
+    assert str(ei.value).startswith("<catalog>: invalid catalog: versions[0].effective_from: Field required; "
+                                    "versions[0].markup: Field required; versions[0].plans.pro: Input should be")
+    assert ei.value.field == "versions[0].effective_from"
+
+
+def test_packaged_catalog_that_cannot_be_read_names_its_path(monkeypatch):
+    import billing.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "DEFAULT_CATALOG_FILE", "missing.toml")
+    with pytest.raises(CatalogError) as ei:
+        load_catalog()
+    assert str(ei.value).startswith(str(Path(catalog_module.__file__).parent / "missing.toml") + ": cannot read: ")

@@ -4,6 +4,7 @@ import pytest
 
 from billing.errors import PeriodError
 from billing.periods import UTC, Period
+from tests.unit.helpers import assert_error
 
 
 def test_parse_and_str_round_trip_yyyy_mm():
@@ -96,3 +97,63 @@ def test_periods_order_chronologically_and_are_hashable_values():
     assert len({Period(2026, 1), Period.parse("2026-01")}) == 1
     with pytest.raises(AttributeError):
         Period(2026, 1).month = 2  # type: ignore[misc]
+
+
+# ---- exact errors and limits --------------------------------------------------------------------------
+HINT = "expected 'YYYY-MM' with a month from 01 to 12, e.g. '2026-10'"
+
+
+@pytest.mark.parametrize(
+    ("call", "message", "field"),
+    [
+        (lambda: Period.parse(202610), f"period: {HINT}; got int 202610", "period"),
+        (lambda: Period.parse("2026-13"), f"period: {HINT}; got '2026-13'", "period"),
+        (lambda: Period.parse("2026-00"), f"period: {HINT}; got '2026-00'", "period"),
+        (lambda: Period(2026, 13), f"period: month must be 1-12, got 13; {HINT}", "period"),
+        (lambda: Period("2026", 1), "period: year must be an int, got '2026'", "period"),
+        (lambda: Period(2026, True), "period: month must be an int, got True", "period"),
+        (lambda: Period(0, 1), "period: year must be 0001-9998, got 0", "period"),
+        (lambda: Period(9999, 1), "period: year must be 0001-9998, got 9999", "period"),
+        (lambda: Period.of("2026-10-01"), "ts: must be a datetime, not str", "ts"),
+        (lambda: Period.of(datetime(2026, 10, 5)),
+         "ts: must be timezone-aware (naive datetime 2026-10-05T00:00:00 is ambiguous)", "ts"),
+        (lambda: Period(2026, 10).contains(datetime(2026, 10, 5)),
+         "ts: must be timezone-aware (naive datetime 2026-10-05T00:00:00 is ambiguous)", "ts"),
+        (lambda: Period(2026, 10).closes_at(-1), "grace_hours: must be a non-negative int, got -1", "grace_hours"),
+        (lambda: Period(2026, 10).closes_at(True), "grace_hours: must be a non-negative int, got True", "grace_hours"),
+        (lambda: Period(2026, 10).closes_at(1.5), "grace_hours: must be a non-negative int, got 1.5", "grace_hours"),
+    ],
+)
+def test_period_errors_name_the_field_and_the_reason(call, message, field):
+    assert_error(PeriodError, call, message, field)
+
+
+def test_years_0001_to_9998_and_every_month_are_valid():
+    assert Period(1, 1).start == datetime(1, 1, 1, tzinfo=UTC)
+    assert Period(9998, 12).start == datetime(9998, 12, 1, tzinfo=UTC)
+    assert [Period.parse(f"2026-{m:02d}").month for m in range(1, 13)] == list(range(1, 13))
+
+
+def test_default_grace_is_48_hours():
+    assert Period(2026, 10).closes_at() == datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def test_zoneinfo_datetimes_are_aware_and_compared_as_instants():
+    from zoneinfo import ZoneInfo
+
+    paris = datetime(2026, 11, 1, 0, 30, tzinfo=ZoneInfo("Europe/Paris"))  # = 2026-10-31 23:30 UTC
+    assert Period.of(paris) == Period(2026, 10)
+    assert Period(2026, 10).contains(paris)
+
+
+def test_period_of_does_not_depend_on_the_machine_time_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert Period.of(datetime(2026, 10, 31, 20, 0, tzinfo=UTC)) == Period(2026, 10)
+        assert Period.of(datetime(2026, 10, 31, 20, 0, tzinfo=UTC)).start.tzinfo is UTC
+    finally:
+        monkeypatch.undo()
+        time.tzset()
