@@ -1,7 +1,7 @@
 """Mutation score per module from mutmut's results in ``mutants/`` (``make mutation`` prints it).
 
-score = (killed + timed out) / (mutants - equivalent). A mutant that survived or that no test ran
-counts against the score. Equivalent mutants (a change no test can observe, because the behaviour
+score = (killed + timed out) / (mutants - equivalent); raw = the same over all mutants. A mutant that
+survived or that no test ran counts against both. Equivalent mutants (a change no test can observe, because the behaviour
 is the same) are listed with their reason in ``tests/mutation/equivalent.txt`` and left out.
 
     python -m tests.mutation.report [--min 90]      # exit 1 if a module scores below --min
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no mutmut results in {args.mutants}: run `make mutation` first", file=sys.stderr)
         return 2
     print(f"{'module':<28}{'mutants':>8}{'killed':>8}{'timeout':>8}{'survived':>9}{'no test':>8}"
-          f"{'equiv.':>7}{'score':>8}")
+          f"{'equiv.':>7}{'score':>8}{'raw':>8}")
     low, stale, left = [], [], []
     for module, codes in by_module.items():
         c = Counter()
@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 left.append((name, f"exit code {code}"))
         counted = len(codes) - c["equivalent"]
         score = 100.0 * (c["killed"] + c["timeout"]) / counted if counted else 100.0
+        raw = 100.0 * (c["killed"] + c["timeout"]) / len(codes)  # equivalent mutants counted as survivors
         print(f"{module:<28}{len(codes):>8}{c['killed']:>8}{c['timeout']:>8}{c['survived']:>9}"
-              f"{c['no tests']:>8}{c['equivalent']:>7}{score:>7.1f}%")
+              f"{c['no tests']:>8}{c['equivalent']:>7}{score:>7.1f}%{raw:>7.1f}%")
         if args.min is not None and score < args.min:
             low.append(module)
     if args.survivors:

@@ -397,3 +397,28 @@ def test_packaged_catalog_that_cannot_be_read_names_its_path(monkeypatch):
     with pytest.raises(CatalogError) as ei:
         load_catalog()
     assert str(ei.value).startswith(str(Path(catalog_module.__file__).parent / "missing.toml") + ": cannot read: ")
+
+
+def test_catalog_files_are_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    import locale
+
+    import billing.catalog as catalog_module
+
+    (tmp_path / "catalog.toml").write_text(
+        CATALOG_TEXT.replace('display_name = "Claude Haiku"', 'display_name = "Modèle Haiku"'), encoding="utf-8")
+    monkeypatch.setattr(catalog_module.resources, "files", lambda package: tmp_path)
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # an ASCII locale: the default encoding would fail on "è"
+    try:
+        assert load_catalog().versions[0].model("claude-haiku").display_name == "Modèle Haiku"
+        assert load_catalog(tmp_path / "catalog.toml").versions[0].model("claude-haiku").display_name == "Modèle Haiku"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_versions_overlapping_accepts_zoneinfo_bounds():
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    found = _two_versions().versions_overlapping(datetime(2026, 7, 1, 2, tzinfo=paris), datetime(2026, 8, 1, tzinfo=paris))
+    assert [v.version for v in found] == ["2026-07-01.1"]

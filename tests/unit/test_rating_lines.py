@@ -298,3 +298,67 @@ def test_split_billable_breaks_ties_by_event_id_not_model():
     events = [(OCT.start, "a", "zeta-model"), (OCT.start, "b", "alpha-model")]
     assert split_billable(events, 1) == {"alpha-model": ModelUsage("alpha-model", 1, 1),
                                          "zeta-model": ModelUsage("zeta-model", 1, 0)}
+
+
+# ---- edges --------------------------------------------------------------------------------------------
+TINY = parse_catalog(TEXT.replace("monthly_fee = 29.00", "monthly_fee = 1.00")
+                     .replace("included_executions = 5000", "included_executions = 1"))
+
+
+def test_a_one_dollar_fee_and_a_quota_of_one_are_billed_and_shown():
+    inv = rate(whole("pro", overage_opt_in=True), [UsageRow(0, V1, "gpt-4o", executions=1),
+                                                   UsageRow(0, V1, "gpt-4o", billable=True, executions=1)], TINY)
+    assert [ln.description for ln in inv.lines] == [
+        "Pro plan — monthly fee", "Included executions (1 of 1)", "Overage — gpt-4o: 1 execution × $0.005"]
+
+
+def test_usage_lines_order_by_model_then_version_whatever_the_segment_or_input_order():
+    segments = [TermsSegment(OCT.start, MID, "pro", overage_opt_in=True), TermsSegment(MID, OCT.end, "payg")]
+    rows = [UsageRow(1, V1, "claude-haiku", billable=True, executions=2),
+            UsageRow(0, V1, "gpt-4o", billable=True, executions=1)]
+    inv = rate(segments, list(reversed(rows)))
+    assert [ln.key for ln in inv.lines if ln.kind == LineKind.usage] == [
+        "usage|claude-haiku|2026-01-01.1|0.01|1", "usage|gpt-4o|2026-01-01.1|0.005|0"]
+    tokens = [UsageRow(1, V1, "claude-haiku", executions=1, input_tokens=10),
+              UsageRow(0, V1, "gpt-4o", executions=1, input_tokens=10)]
+    for order in (tokens, list(reversed(tokens))):
+        inv = rate([TermsSegment(OCT.start, MID, "pro", pricing="tokens"),
+                    TermsSegment(MID, OCT.end, "payg", pricing="tokens")], order)
+        assert [ln.key for ln in inv.lines if ln.kind == LineKind.token_usage] == [
+            "token_usage|claude-haiku|2026-01-01.1|input|1", "token_usage|gpt-4o|2026-01-01.1|input|0"]
+
+
+def test_a_line_costs_the_sum_of_its_platform_key_rows_and_nothing_for_byok_whatever_their_order():
+    rows = [UsageRow(0, V1, "gpt-4o", byok=True, billable=True, executions=1, cost=D("7")),
+            UsageRow(0, V1, "gpt-4o", billable=True, executions=1, cost=D("0.25"))]
+    assert rate(whole("payg"), rows).lines[0].cost == D("0.25")
+    rows = [UsageRow(0, V1, "gpt-4o", executions=1, input_tokens=5, cost=D("1")),
+            UsageRow(0, V1, "gpt-4o", billable=True, executions=1, input_tokens=5, cost=D("2"))]
+    assert rate(whole("pro", pricing="tokens", overage_opt_in=True), rows).lines[2].cost == D("3")
+
+
+def test_platform_cost_is_a_decimal_even_without_usage():
+    inv = rate(whole("pro"), [])
+    assert isinstance(inv.platform_cost, Decimal) and inv.platform_cost == 0
+
+
+def test_prior_period_lines_skip_fee_and_informational_lines_of_the_rerated_period():
+    before = rate(whole("pro", overage_opt_in=True), [UsageRow(0, V1, "gpt-4o", executions=5000),
+                                                      UsageRow(0, V1, "gpt-4o", billable=True, executions=2)])
+    after = rate(whole("pro", overage_opt_in=True), [UsageRow(0, V1, "gpt-4o", executions=5000),
+                                                     UsageRow(0, V1, "gpt-4o", billable=True, executions=5)])
+    billed = [BilledLine(ln.key, ln.quantity, ln.amount) for ln in before.lines]
+    assert [(ln.key, ln.quantity, ln.amount) for ln in prior_period_lines("2026-09", after, billed)] == [
+        ("usage|gpt-4o|2026-01-01.1|0.005|", D(3), D("0.02"))]  # 0.03 now, 0.01 billed then
+
+
+def test_split_billable_refuses_a_time_zone_without_an_offset():
+    from datetime import tzinfo
+
+    class NoOffset(tzinfo):
+        def utcoffset(self, dt):
+            return None
+
+    with pytest.raises(RatingError) as ei:
+        split_billable([(datetime(2026, 10, 1, tzinfo=NoOffset()), "a", "m")], 0)
+    assert ei.value.field == "occurred_at"
