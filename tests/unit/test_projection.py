@@ -59,18 +59,18 @@ def test_reallocation_without_a_quota_makes_every_platform_execution_billable():
 
 def test_projection_scales_counts_tokens_and_cost_and_spreads_rounding_by_largest_remainder():
     rows = [row("gpt-4o", 2, tin=10, tout=7, cost=D("1.0"), uin=5, uout=10),
-            row("claude-haiku", 3, tin=100, tout=11, cost=D("0.5"))]
+            row("claude-haiku", 3, tin=100, tout=12, cost=D("0.5"))]
     # x1.3: 2.6 and 3.9 executions, 6.5 in all -> 6: floors 2 + 3, the one left to the larger remainder
     assert project_usage(rows, D("1.3"), 10) == [
         row("gpt-4o", 2, tin=13, tout=9, cost=D("1.30"), uin=6, uout=13),
-        row("claude-haiku", 4, tin=130, tout=14, cost=D("0.65")),
+        row("claude-haiku", 4, tin=130, tout=15, cost=D("0.65")),  # 15.6 tokens round down
     ]
     # the same projection past a quota of 3: half of each row is billable
     assert project_usage(rows, D("1.3"), 3) == [
         row("gpt-4o", 1, tin=7, tout=5, cost=D("0.650"), uin=3, uout=7),
         row("gpt-4o", 1, billable=True, tin=6, tout=4, cost=D("0.650"), uin=3, uout=6),
-        row("claude-haiku", 2, tin=65, tout=7, cost=D("0.325")),
-        row("claude-haiku", 2, billable=True, tin=65, tout=7, cost=D("0.325")),
+        row("claude-haiku", 2, tin=65, tout=8, cost=D("0.325")),
+        row("claude-haiku", 2, billable=True, tin=65, tout=7, cost=D("0.325")),  # 7.5 tokens round down
     ]
 
 
