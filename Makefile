@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast bench up down status clean
+.PHONY: install demo test test-fast mutation bench up down status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest tests/unit tests/emulator
 
+# Mutation testing (docs/testing.md): slow, so not part of `make test`. A clean run each time (mutmut
+# keeps a mutant's verdict even after the tests change); prints the score per module.
+mutation: install
+	rm -rf mutants
+	$(BIN)/mutmut run > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }
+	@tail -c 300 mutants.log | tr '\r' '\n' | tail -2
+	$(BIN)/python -m tests.mutation.report $(MUTATION_ARGS)
+
 bench: install
 	$(BIN)/python -m benchmarks.close_bench $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.rating_bench
@@ -39,4 +47,4 @@ status: install
 
 clean:
 	-$(BIN)/tally dev down --purge
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info mutants mutants.log

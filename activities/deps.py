@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from billing.catalog import Catalog, load_catalog
-from models.db import get_engine
+from models.db import get_engine, worker_pool
 from models.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,10 +44,9 @@ class Deps:
 
     @cached_property
     def engine(self) -> Engine:
-        # An invoice push holds one connection for its advisory lock; chunks push in parallel.
-        s = self.settings
-        return get_engine(s.effective_database_url(),
-                          pool_size=max(5, s.stripe_concurrency * s.close_parallel_chunks + 4))
+        # Sized in models.db.worker_pool: one connection per concurrent invoice push, plus a few.
+        pool_size, max_overflow = worker_pool(self.settings)
+        return get_engine(self.settings.effective_database_url(), pool_size=pool_size, max_overflow=max_overflow)
 
     @cached_property
     def stripe(self) -> StripeGateway:

@@ -93,18 +93,20 @@ def _batch_items(body: bytes) -> list:
     raise invalid("body", 'must be one execution object or {"executions": [...]}')
 
 
-def api_engine(url: str) -> Engine:
-    """The API's connection pool. No pre-ping (a round trip before every request): a connection
-    the server dropped fails one query, is discarded, and the service retries once on a new one."""
-    return create_engine(sqlalchemy_url(url), pool_size=10, max_overflow=10, pool_pre_ping=False,
-                         pool_recycle=1800, pool_use_lifo=True)
+def api_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+    """The API's connection pool (per process; TALLY_API_DB_POOL_SIZE / _MAX_OVERFLOW). No pre-ping
+    (a round trip before every request): a connection the server dropped fails one query, is
+    discarded, and the service retries once on a new one."""
+    return create_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=max_overflow,
+                         pool_pre_ping=False, pool_recycle=1800, pool_use_lifo=True)
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None, catalog: Catalog | None = None,
                clock: Callable[[], datetime] | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
-    engine = engine or api_engine(settings.effective_database_url())
+    engine = engine or api_engine(settings.effective_database_url(), settings.api_db_pool_size,
+                                  settings.api_db_max_overflow)
     catalog = catalog or load_catalog(settings.catalog_path)
     service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency)
     keys = PlatformKeys(engine)

@@ -9,11 +9,15 @@ from __future__ import annotations
 import functools
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from models.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,11 +36,13 @@ def libpq_url(url: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def get_engine(url: str, pool_size: int = 10) -> Engine:
+def get_engine(url: str, pool_size: int = 10, max_overflow: int | None = None) -> Engine:
+    """A process-wide engine; at most ``pool_size + max_overflow`` connections (overflow defaults to
+    ``pool_size``)."""
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
         future=True,
     )
@@ -68,6 +74,18 @@ def retry_once_on_lost_connection(fn):
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def worker_pool(settings: Settings) -> tuple[int, int]:
+    """``(pool_size, max_overflow)`` of a worker's engine.
+
+    Each concurrent invoice push holds one connection (it carries the push lock) and a close pushes
+    ``close_parallel_chunks`` chunks at once, ``stripe_concurrency`` invoices each: the pool holds
+    that many plus 4 for the other activities, unless ``TALLY_DB_POOL_SIZE`` says otherwise. The sum
+    is what docs/deployment.md counts per worker replica.
+    """
+    size = settings.db_pool_size or max(5, settings.stripe_concurrency * settings.close_parallel_chunks + 4)
+    return size, settings.db_max_overflow
 
 
 def alembic_config(url: str):

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     )
     billing_link_hours: int = Field(default=24, ge=1, description="How long a billing-page link stays valid.")
     api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
+    # Connection pools: docs/deployment.md adds them up against Postgres' max_connections.
+    db_pool_size: int | None = Field(
+        default=None, ge=1,
+        description="Connections in a worker's pool; unset: stripe_concurrency x close_parallel_chunks + 4.",
+    )
+    db_max_overflow: int = Field(default=4, ge=0, description="Extra connections a worker may open past its pool.")
+    api_db_pool_size: int = Field(default=10, ge=1, description="Connections in each API process's pool.")
+    api_db_max_overflow: int = Field(default=10, ge=0, description="Extra connections an API process may open.")
     close_chunk_size: int = Field(default=100, description="Accounts per close child workflow.")
     close_parallel_chunks: int = Field(default=4, description="Chunk workflows running at once.")
     late_usage_grace_hours: int = 48

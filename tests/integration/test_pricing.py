@@ -159,6 +159,28 @@ def test_plan_change_on_the_10th_prorates_fee_and_quota_and_prices_each_segment_
     assert inv.total == Decimal("20.58") + cents(Decimal(73) * Decimal("0.005"))
 
 
+def test_execution_at_the_exact_instant_of_a_plan_change_is_priced_by_the_new_terms(settings, acts):
+    """Terms segments are [start, end): the change's first instant belongs to the new terms, the
+    instant before it to the old ones."""
+    url = settings.database_url
+    change = datetime(2026, 10, 10, tzinfo=timezone.utc)
+    create_account(url, "switch", "pro", overage=True)
+    with get_engine(url).begin() as conn:
+        repo.change_terms(conn, account_id="switch", effective_from=change, reason="to payg", plan="payg")
+    # pooled quota: round(5,000 x 9/31) = 1,452 on the Pro days + 0 on the PAYG days: fill it first
+    ingest(url, events("switch", 1_452, step=timedelta(minutes=8), models=("claude-haiku",)))
+    ingest(url, [event("switch", 9_001, change - timedelta(microseconds=1), "gpt-4o"),
+                 event("switch", 9_002, change, "claude-opus")])
+    close(acts)
+    _, lines = invoice(url, "switch")
+    usage = {ln.model: ln for ln in lines if ln.kind == "usage"}
+    assert set(usage) == {"gpt-4o", "claude-opus"}
+    assert (usage["gpt-4o"].quantity, usage["gpt-4o"].unit_price) == (1, Decimal("0.005"))  # Pro overage
+    assert "Oct 1–9" in usage["gpt-4o"].description
+    assert (usage["claude-opus"].quantity, usage["claude-opus"].unit_price) == (1, Decimal("0.01"))  # PAYG
+    assert "Oct 10–31" in usage["claude-opus"].description
+
+
 def test_team_seat_change_mid_month_prorates_seat_fee_and_quota(settings, acts):
     url = settings.database_url
     create_account(url, "tm", "team", seats=2)

@@ -1,17 +1,20 @@
-"""Properties on real Postgres: how events are batched never changes the invoice, and the preview at
-period end is the close."""
+"""Properties on real Postgres: how events are batched never changes the invoice, the preview at
+period end is the close, and the ranking SQL bills the executions the pure rule does."""
 
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from activities import pricing
-from billing.catalog import default_catalog
+from services import accounts as account_service
+from billing.catalog import default_catalog, parse_catalog
 from billing.periods import Period
+from billing.rating import split_billable
 from models.db import get_engine
 from services.invoices import invoice_preview
 from tests.factories import OCT_START, create_account, event, ingest
@@ -19,6 +22,7 @@ from tests.factories import OCT_START, create_account, event, ingest
 OCT = Period.parse("2026-10")
 MODELS = ("claude-haiku", "gpt-4o", "claude-opus", "deepseek-r1")
 _ids = itertools.count()
+BASE_CATALOG = Path(__file__).resolve().parents[2] / "billing" / "catalog.toml"
 
 event_specs = st.lists(
     st.tuples(st.integers(0, 31 * 24 * 60 - 1), st.sampled_from(MODELS), st.booleans(), st.booleans(),
@@ -67,27 +71,73 @@ def test_preview_at_the_end_of_the_month_equals_what_the_close_rates(clean_db, s
     assert [(ln.kind, ln.description, ln.amount) for ln in pv.lines] == [(k, d, str(a)) for k, d, q, a in lines]
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(event_specs, st.sampled_from(["free", "pro", "payg"]), st.integers(0, 60))
-def test_database_ranking_bills_the_same_executions_as_the_reference_rule(clean_db, specs, plan, same_instant):
-    """usage_rows (SQL row_number) agrees with billing.rating.split_billable (pure reference),
-    including ties on occurred_at broken by event id."""
-    from billing.rating import split_billable
+# ---- the ranking SQL against the pure rule, on the ranked branch ----------------------------------
+# Quotas small enough for a few dozen events to cross them, so the database's time-order ranking
+# (row_number over occurred_at, event_id COLLATE "C") decides which executions are billable.
+SMALL_QUOTAS = parse_catalog(
+    BASE_CATALOG.read_text()
+    .replace("included_executions = 100\n", "included_executions = 3\n")
+    .replace("included_executions = 5000\n", "included_executions = 5\n")
+    .replace("included_executions = 25000 ", "included_executions = 2 "),
+    "catalog with small quotas",
+)
+# A few instants only, so executions tie on occurred_at and the event id decides; two of them sit on
+# either side of the plan change below.
+CHANGE = OCT.start + timedelta(days=12)
+INSTANTS = (OCT.start + timedelta(days=2), OCT.start + timedelta(days=2, microseconds=1),
+            CHANGE - timedelta(microseconds=1), CHANGE, OCT.start + timedelta(days=25))
+# Upper and lower case, digits and punctuation: C order ("B" < "_" < "a") differs from a natural-
+# language collation, and Python compares strings the way COLLATE "C" does.
+EVENT_IDS = st.text(alphabet="aAbB09-_.", min_size=1, max_size=4)
+ranked_events = st.lists(
+    st.tuples(EVENT_IDS, st.sampled_from(INSTANTS), st.sampled_from(MODELS), st.booleans(),
+              st.sampled_from([False, False, False, True])),  # (id, when, model, byok, sandbox)
+    min_size=1, max_size=30, unique_by=lambda e: e[0],
+)
+ranked_terms = st.tuples(
+    st.sampled_from([("free", 1), ("pro", 1), ("team", 1), ("team", 3)]),
+    st.booleans(),  # overage opt-in
+    st.sampled_from([None, ("payg", 1), ("team", 2), ("pro", 1)]),  # terms from CHANGE on, if any
+)
 
-    account = f"rk-{next(_ids)}"
-    create_account(clean_db, account, plan)
-    docs = docs_for(account, specs)
-    for d in docs[:same_instant]:  # many executions at one instant: the event id decides
-        d["occurred_at"] = docs[0]["occurred_at"]
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(ranked_events, ranked_terms), min_size=2, max_size=2))
+def test_database_ranking_bills_the_same_executions_as_the_reference_rule(clean_db, accounts):
+    """usage_rows (SQL row_number per account) bills exactly the executions that
+    billing.rating.split_billable (the pure rule) does: past the account's pooled included quota in
+    (occurred_at, event id) order, ties broken by the event id in C order, sandbox tries never
+    ranked, BYOK ranked like any other execution, per model and segment."""
+    n = next(_ids)
+    docs, ids = [], []
+    for k, (specs, ((plan, seats), overage, later)) in enumerate(accounts):
+        account = f"rk{n}-{k}"
+        ids.append(account)
+        create_account(clean_db, account, plan, seats=seats, overage=overage)
+        if later is not None:
+            with get_engine(clean_db).begin() as conn:
+                account_service.change_terms(conn, account_id=account, effective_from=CHANGE, reason="test",
+                                  plan=later[0], seats=later[1])
+        docs += [event(account, 0, when, model, event_id=f"{account}:{eid}", byok=byok, sandbox=sandbox)
+                 for eid, when, model, byok, sandbox in specs]
     ingest(clean_db, docs)
     with get_engine(clean_db).begin() as conn:
-        r = pricing.rate_accounts(conn, default_catalog(), OCT, [account])[account]
-    sql: dict[str, int] = {}
-    for row in r.usage:
-        if row.billable:
-            sql[row.model] = sql.get(row.model, 0) + row.executions
-    from datetime import datetime
-
-    platform = [(datetime.fromisoformat(d["occurred_at"]), d["event_id"], d["model"]) for d in docs if not d["sandbox"]]
-    ref = {m: u.billable for m, u in split_billable(platform, r.included).items() if u.billable}
-    assert sql == ref
+        rated = pricing.rate_accounts(conn, SMALL_QUOTAS, OCT, ids)
+    for account in ids:
+        r = rated[account]
+        sql: dict[tuple, int] = {}
+        for row in r.usage:
+            if row.billable:
+                key = (row.model, row.byok, row.segment)
+                sql[key] = sql.get(key, 0) + row.executions
+        mine = [d for d in docs if d["account_id"] == account]
+        platform = []
+        for d in mine:
+            when = datetime.fromisoformat(d["occurred_at"])
+            if not d["sandbox"]:
+                platform.append((when, d["event_id"], (d["model"], d["byok"], 0 if when < CHANGE or
+                                                        len(r.segments) == 1 else 1)))
+        ref = {key: u.billable for key, u in split_billable(platform, r.included).items() if u.billable}
+        assert sql == ref, f"{account}: included {r.included}"
+        assert sum(ref.values()) == max(0, len(platform) - r.included)
+        assert r.rated.sandbox_executions == sum(1 for d in mine if d["sandbox"])

@@ -50,7 +50,7 @@ def _walk(obj):
         yield obj
 
 
-def test_loads_default_and_path():
+def test_packaged_catalog_loads_by_default_and_from_a_path_alike():
     c = load_catalog()
     assert len(c.versions) == 1
     v = c.versions[0]
@@ -101,11 +101,11 @@ def test_models_match_brief(v):
     assert explicit == {"deepseek-r1", "ollama-local"}
 
 
-def test_credit_cost(v):
+def test_credit_costs_per_execution_match_the_brief(v):
     assert v.credit_cost == {"fast": 1, "standard": 5, "heavy": 25, "sandbox": 2, "byok": 1}
 
 
-def test_unknown_plan_and_model(v):
+def test_unknown_plan_or_model_error_lists_the_known_ones(v):
     with pytest.raises(CatalogError) as ei:
         v.plan("gold")
     assert str(ei.value) == "plan: unknown plan 'gold'; known plans: free, pro, team, payg, enterprise"
@@ -131,7 +131,7 @@ def test_prices_as_strings_become_decimal():
     assert c.versions[0].plan("pro").overage_rate == D("0.005")
 
 
-def test_python_float_rejected():
+def test_python_float_price_is_rejected():
     with pytest.raises(ValidationError, match="floats are not accepted"):
         Plan(code="x", name="X", monthly_fee=0.1, included_executions=1)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="floats are not accepted"):
@@ -139,7 +139,7 @@ def test_python_float_rejected():
                  cost_output_per_mtok=D(1))
 
 
-def test_models_are_frozen(v):
+def test_catalog_entries_cannot_be_changed_in_place(v):
     with pytest.raises(ValidationError):
         v.plan("pro").monthly_fee = D(1)  # type: ignore[misc]
 
@@ -174,7 +174,7 @@ def test_at_boundary_belongs_to_new_version():
         c.version("nope")
 
 
-def test_at_before_first_and_naive():
+def test_at_refuses_instants_before_the_first_version_and_naive_ones():
     c = load_catalog()
     with pytest.raises(CatalogError, match="no catalog version in force"):
         c.at(datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC))
@@ -182,7 +182,7 @@ def test_at_before_first_and_naive():
         c.at(datetime(2026, 5, 1))
 
 
-def test_versions_overlapping():
+def test_versions_overlapping_lists_versions_in_force_during_a_window():
     c = _two_versions()
     ids = lambda vs: [v.version for v in vs]  # noqa: E731
     jun = (datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC))
@@ -195,7 +195,7 @@ def test_versions_overlapping():
         c.versions_overlapping(jul[1], jul[0])
 
 
-def test_versions_must_be_strictly_increasing():
+def test_versions_must_have_strictly_increasing_effective_dates():
     text = _version_block("b", "2026-07-01T00:00:00Z") + "\n" + _version_block("a", "2026-01-01T00:00:00Z")
     with pytest.raises(CatalogError) as ei:
         parse_catalog(text, "cat.toml")
@@ -206,13 +206,13 @@ def test_versions_must_be_strictly_increasing():
         parse_catalog(same)
 
 
-def test_version_ids_unique():
+def test_version_ids_must_be_unique():
     text = _version_block("a", "2026-01-01T00:00:00Z") + "\n" + _version_block("a", "2026-07-01T00:00:00Z")
     with pytest.raises(CatalogError, match=r"versions\[1\]\.version: duplicate version id 'a'"):
         parse_catalog(text)
 
 
-def test_at_least_one_version():
+def test_catalog_needs_at_least_one_version():
     with pytest.raises(CatalogError, match="versions"):
         parse_catalog("versions = []")
     with pytest.raises(CatalogError, match="versions"):
@@ -262,7 +262,7 @@ def test_bad_file_names_file_field_and_reason(tmp_path, old, new, field, reason)
     assert "Tuple should have" not in msg
 
 
-def test_bad_toml_and_missing_file(tmp_path):
+def test_broken_toml_and_missing_file_name_the_file(tmp_path):
     bad = tmp_path / "broken.toml"
     bad.write_text("[[versions]\n")
     with pytest.raises(CatalogError, match=r"broken\.toml: not valid TOML"):
@@ -314,3 +314,167 @@ def test_a_changed_price_is_not_an_added_section():
     pro = bare.plans["pro"].model_copy(update={"monthly_fee": D("30.00")})
     changed = v.model_copy(update={"plans": {**v.plans, "pro": pro}})
     assert not changed.only_adds_sections_to(bare.digest(), recorded_sections=set())
+
+# ---- the digest is a stored identity: it must never change for the same content ------------------------
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The machine's time zone must not leak into anything the catalog computes."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_digest_of_the_packaged_version_is_pinned_because_databases_store_it(tokyo):
+    # catalog_versions rows keep this digest; a changed canonical form would make every stored version
+    # look edited and be refused. (The version as recorded before it gained its optional sections.)
+    from billing.catalog import OPTIONAL_SECTIONS
+
+    v = load_catalog().versions[0].model_copy(update={name: None for name in OPTIONAL_SECTIONS})
+    assert v.digest() == "7de49c3b6d55491f432157ce9e138bf30c35d157a0c1ea2ddae2a4ac8401729c"
+    assert v.canonical_json().startswith(
+        '{"credit_cost":{"byok":1,"fast":1,"heavy":25,"sandbox":2,"standard":5},"currency":"usd",'
+        '"effective_from":"2026-01-01T00:00:00+00:00","markup":"2","models":{"claude-haiku":{"code":"claude-haiku",'
+        '"cost_input_per_mtok":"0.25","cost_output_per_mtok":"1.25","display_name":"Claude Haiku","model_class":"fast"')
+    assert '"usage_cap":"50"' in v.canonical_json() and '"monthly_fee":"0"' in v.canonical_json()
+
+
+def test_canonical_form_keeps_text_unescaped_and_every_digit_of_a_price():
+    text = (CATALOG_TEXT.replace('display_name = "Claude Haiku"', 'display_name = "Modèle Haiku"')
+            .replace("cost_input_per_mtok = 0.25", "cost_input_per_mtok = 0.123456789012345678901234567890123")
+            .replace("cost_output_per_mtok = 1.25", "cost_output_per_mtok = 1.00"))
+    canonical = parse_catalog(text).versions[0].canonical_json()
+    assert '"display_name":"Modèle Haiku"' in canonical
+    assert '"cost_input_per_mtok":"0.123456789012345678901234567890123"' in canonical
+    assert '"cost_output_per_mtok":"1"' in canonical
+
+
+# ---- exact errors --------------------------------------------------------------------------------------
+def test_versions_lookup_errors_name_the_field(tokyo):
+    c = _two_versions()
+    with pytest.raises(CatalogError) as ei:
+        c.version("nope")
+    assert str(ei.value) == "catalog_version: unknown catalog version 'nope'; known: 2026-01-01.1, 2026-07-01.1"
+    with pytest.raises(CatalogError) as ei:
+        c.at(datetime(2026, 5, 1))
+    assert str(ei.value) == "ts: must be a timezone-aware datetime, got datetime.datetime(2026, 5, 1, 0, 0)"
+    with pytest.raises(CatalogError) as ei:
+        c.at(datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert str(ei.value) == ("ts: no catalog version in force at 2025-12-31T23:59:59+00:00; the first "
+                             "(2026-01-01.1) is effective from 2026-01-01T00:00:00+00:00")
+    with pytest.raises(CatalogError) as ei:
+        c.versions[0].model("gpt-5")
+    assert ei.value.field == "model"
+
+
+def test_zoneinfo_instants_find_their_version():
+    from zoneinfo import ZoneInfo
+
+    assert _two_versions().at(datetime(2026, 7, 1, 2, 0, tzinfo=ZoneInfo("Europe/Paris"))).version == "2026-07-01.1"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        (datetime(2026, 7, 1), datetime(2026, 8, 1, tzinfo=UTC),
+         "start: must be a timezone-aware datetime, got datetime.datetime(2026, 7, 1, 0, 0)"),
+        (datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 8, 1),
+         "end: must be a timezone-aware datetime, got datetime.datetime(2026, 8, 1, 0, 0)"),
+        ("2026-07-01", datetime(2026, 8, 1, tzinfo=UTC), "start: must be a timezone-aware datetime, got '2026-07-01'"),
+        (datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC),
+         "end: must be after start (2026-07-01T00:00:00+00:00), got 2026-07-01T00:00:00+00:00"),
+    ],
+)
+def test_versions_overlapping_rejects_a_bad_window_naming_the_bound(start, end, message):
+    with pytest.raises(CatalogError) as ei:
+        _two_versions().versions_overlapping(start, end)
+    assert str(ei.value) == message
+
+
+def test_versions_overlapping_with_three_versions_ends_each_at_the_next():
+    text = "\n".join([_version_block("jan", "2026-01-01T00:00:00Z"), _version_block("jul", "2026-07-01T00:00:00Z"),
+                      _version_block("oct", "2026-10-01T00:00:00Z")])
+    c = parse_catalog(text)
+    aug = [v.version for v in c.versions_overlapping(datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))]
+    assert aug == ["jul"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("monthly_fee = 29.00", "monthly_fee = true", "versions[0].plans.pro.monthly_fee: must be a decimal amount, not a boolean"),
+        ("monthly_fee = 29.00", 'monthly_fee = "NaN"', "versions[0].plans.pro.monthly_fee: Input should be a finite number"),
+        ('[versions.plans.pro]\n', '[versions.plans."json-lines"]\n  monthly_fee = -1\n  name = "J"\n  included_executions = 1\n'
+                                   '[versions.plans.pro]\n',
+         'versions[0].plans.json-lines.monthly_fee: must not be negative, got -1'),
+        ('[versions.plans.pro]\n', '[versions.plans."pro[eu]"]\n  monthly_fee = -1\n  name = "P"\n  included_executions = 1\n'
+                                   '[versions.plans.pro]\n',
+         'versions[0].plans.pro[eu].monthly_fee: must not be negative, got -1'),
+    ],
+)
+def test_bad_value_messages_name_the_path_exactly(old, new, message):
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog(CATALOG_TEXT.replace(old, new, 1))
+    assert str(ei.value) == f"<catalog>: invalid catalog: {message}"
+    assert ei.value.field == message.split(": ", 1)[0]
+
+
+def test_python_float_message_says_how_to_write_a_price():
+    with pytest.raises(ValidationError) as ei:
+        Plan(code="x", name="X", monthly_fee=0.1, included_executions=1)  # type: ignore[arg-type]
+    assert ('floats are not accepted for prices (0.1); write a decimal such as "0.005" '
+            "(the TOML loader reads bare decimals exactly)") in str(ei.value)
+
+
+def test_a_markup_of_one_and_a_cap_of_one_dollar_are_valid():
+    c = parse_catalog(CATALOG_TEXT.replace("markup = 2 ", "markup = 1 ").replace("usage_cap = 50.00", "usage_cap = 1.00"))
+    assert c.versions[0].markup == 1 and c.versions[0].plan("payg").usage_cap == D("1.00")
+
+
+def test_malformed_tables_are_catalog_errors_listing_every_problem():
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog("versions = [1]")
+    assert str(ei.value) == ("<catalog>: invalid catalog: versions[0]: Input should be a valid dictionary or "
+                             "instance of CatalogVersion")
+    with pytest.raises(CatalogError) as ei:
+        parse_catalog('[[versions]]\nversion = "a"\n[versions.plans]\npro = 5')
+    assert str(ei.value).startswith("<catalog>: invalid catalog: versions[0].effective_from: Field required; "
+                                    "versions[0].markup: Field required; versions[0].plans.pro: Input should be")
+    assert ei.value.field == "versions[0].effective_from"
+
+
+def test_packaged_catalog_that_cannot_be_read_names_its_path(monkeypatch):
+    import billing.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "DEFAULT_CATALOG_FILE", "missing.toml")
+    with pytest.raises(CatalogError) as ei:
+        load_catalog()
+    assert str(ei.value).startswith(str(Path(catalog_module.__file__).parent / "missing.toml") + ": cannot read: ")
+
+
+def test_catalog_files_are_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    import locale
+
+    import billing.catalog as catalog_module
+
+    (tmp_path / "catalog.toml").write_text(
+        CATALOG_TEXT.replace('display_name = "Claude Haiku"', 'display_name = "Modèle Haiku"'), encoding="utf-8")
+    monkeypatch.setattr(catalog_module.resources, "files", lambda package: tmp_path)
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # an ASCII locale: the default encoding would fail on "è"
+    try:
+        assert load_catalog().versions[0].model("claude-haiku").display_name == "Modèle Haiku"
+        assert load_catalog(tmp_path / "catalog.toml").versions[0].model("claude-haiku").display_name == "Modèle Haiku"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_versions_overlapping_accepts_zoneinfo_bounds():
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    found = _two_versions().versions_overlapping(datetime(2026, 7, 1, 2, tzinfo=paris), datetime(2026, 8, 1, tzinfo=paris))
+    assert [v.version for v in found] == ["2026-07-01.1"]

@@ -4,6 +4,7 @@ import pytest
 
 from billing.errors import MoneyError
 from billing.money import CENT, format_rate, format_usd, from_cents, parse_money, round_money, to_cents
+from tests.unit.helpers import assert_error
 
 D = Decimal
 
@@ -21,7 +22,7 @@ D = Decimal
         ("123456789012345678901234567890.125", "123456789012345678901234567890.13"),
     ],
 )
-def test_round_money_half_up(x, expected):
+def test_round_money_rounds_half_away_from_zero_to_two_places(x, expected):
     r = round_money(D(x))
     assert r == D(expected)
     assert r.as_tuple().exponent == -2
@@ -46,7 +47,7 @@ def test_round_money_rejects_float_and_nan():
         round_money(D("Infinity"))
 
 
-def test_cents_round_trip():
+def test_cents_round_trip_exactly():
     assert CENT == D("0.01")
     assert to_cents(D("29.01")) == 2901
     assert to_cents(D("-70.00")) == -7000
@@ -71,7 +72,7 @@ def test_to_cents_requires_whole_cents():
     ("text", "expected"),
     [("12.50", "12.50"), (" 3 ", "3"), ("$1,234.50", "1234.50"), ("0.005", "0.005"), ("1000", "1000"), (D("2.5"), "2.5"), (7, "7")],
 )
-def test_parse_money_ok(text, expected):
+def test_parse_money_accepts_plain_grouped_and_dollar_amounts(text, expected):
     assert parse_money(text) == D(expected)
 
 
@@ -90,14 +91,14 @@ def test_parse_money_rejects_float_naming_field():
         parse_money(D("NaN"))
 
 
-def test_parse_money_negative():
+def test_parse_money_refuses_negatives_unless_allowed():
     with pytest.raises(MoneyError, match="amount: must not be negative"):
         parse_money("-1.00")
     assert parse_money("-1.00", allow_negative=True) == D("-1.00")
     assert parse_money("-0") == 0
 
 
-def test_format_usd():
+def test_format_usd_groups_thousands_and_puts_the_sign_first():
     assert format_usd(D("1234.5")) == "$1,234.50"
     assert format_usd(D("0")) == "$0.00"
     assert format_usd(D("-70")) == "-$70.00"
@@ -111,3 +112,55 @@ def test_format_rate_keeps_sub_cent():
     assert format_rate(D("79")) == "$79.00"
     assert format_rate(D("0.0030")) == "$0.003"
     assert format_rate(D("1000")) == "$1,000.00"
+
+
+# ---- exact errors: each names its field and says what was wrong --------------------------------------
+@pytest.mark.parametrize(
+    ("call", "message", "field"),
+    [
+        (lambda: round_money(0.1), "amount: must be a Decimal, not float (0.1)", "amount"),
+        (lambda: round_money(True), "amount: must be a Decimal, not bool (True)", "amount"),
+        (lambda: round_money("1.00"), "amount: must be a Decimal, not str", "amount"),
+        (lambda: round_money(D("NaN")), "amount: must be a finite number, got NaN", "amount"),
+        (lambda: to_cents(D("0.005")), "amount: 0.005 is not a whole number of cents; round it first", "amount"),
+        (lambda: from_cents(1.5), "cents: cents must be an int, not float", "cents"),
+        (lambda: from_cents(True), "cents: cents must be an int, not bool", "cents"),
+        (lambda: parse_money(0.1, field="price"),
+         "price: must be a decimal string such as '12.50', not a float (0.1); floats cannot represent money exactly",
+         "price"),
+        (lambda: parse_money(True), "amount: must be a decimal string such as '12.50', not a bool (True); "
+                                    "floats cannot represent money exactly", "amount"),
+        (lambda: parse_money(D("NaN"), field="x"), "x: must be a finite amount, got NaN", "x"),
+        (lambda: parse_money("abc", field="budget"), "budget: must be a decimal amount such as '12.50', got 'abc'",
+         "budget"),
+        (lambda: parse_money([1], field="budget"), "budget: must be a decimal string, not list", "budget"),
+        (lambda: parse_money("-2.50", field="budget"), "budget: must not be negative, got -2.50", "budget"),
+    ],
+)
+def test_money_errors_name_the_field_and_the_reason(call, message, field):
+    assert_error(MoneyError, call, message, field)
+
+
+def test_round_money_takes_whole_ints():
+    assert round_money(5) == D("5.00") and str(round_money(5)) == "5.00"
+
+
+def test_huge_amounts_round_and_convert_exactly_whatever_their_exponent():
+    # precision follows the number: 41 integer digits need more than the usual 28
+    assert round_money(D("1E+40")) == D(10) ** 40
+    assert str(round_money(D("1E+40"))) == "1" + "0" * 40 + ".00"
+    assert to_cents(D("1E+30")) == 10**32
+
+
+def test_parse_money_never_returns_negative_zero():
+    assert str(parse_money("-0.00")) == "0.00"
+    assert str(parse_money("-0", allow_negative=True)) == "0"
+
+
+def test_format_rate_keeps_every_digit_of_a_long_rate_and_signs_negatives():
+    long_rate = "0.12345678901234567890123456789012345"  # 35 significant digits
+    assert format_rate(D(long_rate)) == "$" + long_rate
+    assert format_rate(D("1." + "1" * 34)) == "$1." + "1" * 34
+    assert format_rate(D("-0.005")) == "-$0.005"
+    assert format_rate(D("0")) == "$0.00"
+    assert format_rate(D("0.000")) == "$0.00"

@@ -43,7 +43,7 @@ def check_invariants(inv: RatedInvoice) -> None:
 
 
 # ---- free --------------------------------------------------------------------------------------
-def test_free_100(cat):
+def test_free_100_executions_are_all_included_at_no_charge(cat):
     inv = rate_period(cat, AccountTerms("free"), one("claude-haiku", 100, 100))
     check_invariants(inv)
     assert inv.total == D("0.00")
@@ -54,7 +54,7 @@ def test_free_100(cat):
     assert inv.plan == "free" and inv.catalog_version == "2026-01-01.1"
 
 
-def test_free_101_one_blocked_shown(cat):
+def test_free_101st_execution_is_blocked_and_shown_at_zero(cat):
     inv = rate_period(cat, AccountTerms("free"), one("claude-haiku", 101, 100))
     check_invariants(inv)
     assert inv.total == D("0.00")
@@ -65,13 +65,13 @@ def test_free_101_one_blocked_shown(cat):
     assert inv.billable_executions == 1
 
 
-def test_free_opt_in_still_blocked(cat):
+def test_free_with_overage_opt_in_still_blocks_past_quota(cat):
     inv = rate_period(cat, AccountTerms("free", overage_opt_in=True), one("claude-haiku", 150, 100))
     assert inv.total == 0
     assert kinds(inv)[-1] == LineKind.blocked_usage and inv.lines[-1].quantity == 50
 
 
-def test_free_no_usage_no_lines(cat):
+def test_free_without_usage_has_no_lines(cat):
     inv = rate_period(cat, AccountTerms("free"), [])
     assert inv.lines == () and inv.total == 0
 
@@ -87,8 +87,10 @@ def test_free_no_usage_no_lines(cat):
         (12345, False, "29.00", None),
         (12345, True, "65.73", "36.73"),  # 7,345 x 0.005 = 36.725 -> 36.73
     ],
+    ids=["5000-fee-only", "5000-with-overage-fee-only", "5001-without-overage-blocked",
+         "5001-with-overage-bills-one-cent", "12345-without-overage-blocked", "12345-with-overage-bills-36.73"],
 )
-def test_pro(cat, n, opt_in, total, usage_amount):
+def test_pro_bills_overage_only_with_opt_in_rounding_each_line_once(cat, n, opt_in, total, usage_amount):
     inv = rate_period(cat, AccountTerms("pro", overage_opt_in=opt_in), one("gpt-4o-mini", n, 5000))
     check_invariants(inv)
     assert inv.total == D(total)
@@ -107,7 +109,7 @@ def test_pro(cat, n, opt_in, total, usage_amount):
         assert blocked == []
 
 
-def test_pro_descriptions(cat):
+def test_pro_overage_and_blocked_lines_describe_count_and_rate(cat):
     inv = rate_period(cat, AccountTerms("pro", overage_opt_in=True), [
         ModelUsage("gpt-4o-mini", 6234, 1234), ModelUsage("claude-haiku", 0, 0)])
     assert inv.lines[-1].description == "Overage — gpt-4o-mini: 1,234 executions × $0.005"
@@ -115,14 +117,14 @@ def test_pro_descriptions(cat):
     assert inv.lines[-1].description == "Blocked beyond included quota — claude-haiku: 12 executions (not billed)"
 
 
-def test_pro_under_quota(cat):
+def test_pro_under_quota_pays_the_fee_and_shows_what_was_included(cat):
     inv = rate_period(cat, AccountTerms("pro"), one("gpt-4o", 4200, 5000))
     assert inv.lines[1].description == "Included executions (4,200 of 5,000)"
     assert inv.total == D("29.00")
 
 
 # ---- team --------------------------------------------------------------------------------------
-def test_team_3_seats_opt_in(cat):
+def test_team_3_seats_with_overage_pays_seat_fees_and_overage(cat):
     inv = rate_period(cat, AccountTerms("team", seats=3, overage_opt_in=True), one("claude-sonnet", 80_000, 75_000))
     check_invariants(inv)
     assert inv.lines[0].description == "Team plan — 3 seats × $79.00"
@@ -132,19 +134,19 @@ def test_team_3_seats_opt_in(cat):
     assert inv.total == D("252.00")
 
 
-def test_team_without_opt_in_blocked(cat):
+def test_team_without_opt_in_blocks_past_pooled_quota(cat):
     inv = rate_period(cat, AccountTerms("team", seats=3), one("claude-sonnet", 80_000, 75_000))
     assert inv.total == D("237.00")
     assert kinds(inv) == [LineKind.base_fee, LineKind.included_usage, LineKind.blocked_usage]
 
 
-def test_team_one_seat(cat):
+def test_team_one_seat_pays_one_seat_fee(cat):
     inv = rate_period(cat, AccountTerms("team"), [])
     assert inv.lines[0].description == "Team plan — 1 seat × $79.00"
     assert inv.total == D("79.00")
 
 
-def test_included_executions(cat):
+def test_included_executions_multiplies_by_seats_only_for_per_seat_plans(cat):
     assert included_executions(cat.plan("team"), 3) == 75_000
     assert included_executions(cat.plan("pro"), 1) == 5000
     assert included_executions(cat.plan("payg"), 1) == 0
@@ -153,7 +155,7 @@ def test_included_executions(cat):
 
 
 # ---- payg --------------------------------------------------------------------------------------
-def test_payg_zero_no_lines(cat):
+def test_payg_without_usage_has_no_lines(cat):
     inv = rate_period(cat, AccountTerms("payg"), [])
     assert inv.lines == () and inv.total == D("0.00")
     inv = rate_period(cat, AccountTerms("payg"), [ModelUsage("gpt-4o", 0, 0)])
@@ -161,14 +163,14 @@ def test_payg_zero_no_lines(cat):
 
 
 @pytest.mark.parametrize(("n", "total"), [(1, "0.01"), (4999, "49.99"), (5000, "50.00")])
-def test_payg_under_cap(cat, n, total):
+def test_payg_under_cap_bills_a_cent_per_execution(cat, n, total):
     inv = rate_period(cat, AccountTerms("payg"), one("gpt-4o-mini", n, 0))
     check_invariants(inv)
     assert kinds(inv) == [LineKind.usage]
     assert inv.total == D(total)
 
 
-def test_payg_cap(cat):
+def test_payg_over_cap_is_capped_at_50_by_a_negative_line(cat):
     inv = rate_period(cat, AccountTerms("payg"), one("gpt-4o-mini", 12_000, 0))
     check_invariants(inv)
     assert kinds(inv) == [LineKind.usage, LineKind.cap_adjustment]
@@ -178,7 +180,7 @@ def test_payg_cap(cat):
     assert inv.total == D("50.00")
 
 
-def test_payg_cap_across_models(cat):
+def test_payg_cap_applies_to_the_sum_over_models(cat):
     usage = [ModelUsage("gpt-4o", 3000, 3000), ModelUsage("claude-haiku", 2500, 2500)]
     inv = rate_period(cat, AccountTerms("payg"), usage)
     check_invariants(inv)
@@ -218,7 +220,7 @@ def test_each_line_rounded_once_not_sum(cat):
     assert inv.total == D("29.03")
 
 
-def test_line_order(cat):
+def test_lines_come_fee_included_then_blocked(cat):
     inv = rate_period(cat, AccountTerms("pro"), [ModelUsage("gpt-4o", 5003, 3)])
     assert kinds(inv) == [LineKind.base_fee, LineKind.included_usage, LineKind.blocked_usage]
 
@@ -242,7 +244,7 @@ def test_split_billable_mixed_offsets_compare_as_instants():
     assert split_billable(events, 1)["gpt-4o"].billable == 1
 
 
-def test_split_billable_validation():
+def test_split_billable_rejects_naive_times_duplicate_ids_negative_quota():
     with pytest.raises(RatingError, match="occurred_at"):
         split_billable([(datetime(2026, 10, 1), "a", "m")], 0)
     with pytest.raises(RatingError, match="duplicate event id"):
@@ -252,12 +254,12 @@ def test_split_billable_validation():
 
 
 # ---- validation --------------------------------------------------------------------------------
-def test_enterprise_rejected(cat):
+def test_enterprise_plan_is_refused_by_per_execution_rating(cat):
     with pytest.raises(RatingError, match="enterprise accounts are billed by their contract"):
         rate_period(cat, AccountTerms("enterprise"), [])
 
 
-def test_unknown_plan_and_model(cat):
+def test_unknown_plan_or_model_is_refused(cat):
     with pytest.raises(CatalogError, match="unknown plan 'gold'"):
         rate_period(cat, AccountTerms("gold"), [])
     with pytest.raises(CatalogError, match="unknown model 'gpt-5'"):
@@ -280,7 +282,7 @@ def test_unknown_plan_and_model(cat):
         (AccountTerms("payg"), [ModelUsage("gpt-4o", True, True)], "executions"),  # type: ignore[arg-type]
     ],
 )
-def test_rating_validation(cat, terms, usage, field):
+def test_inconsistent_usage_is_refused_naming_the_field(cat, terms, usage, field):
     with pytest.raises(RatingError) as ei:
         rate_period(cat, terms, usage)
     assert ei.value.field == field
