@@ -1,7 +1,7 @@
 """The one dependency object every capability's activities are built from.
 
 A worker builds one ``Deps`` from its settings and hands it to each capability's activities factory
-(workers/registry.py). Tests pass their own engine, gateway, catalog or clock. Heavy pieces (the
+(capabilities/__init__.py). Tests pass their own engine, gateway, catalog or clock. Heavy pieces (the
 connection pool, the Stripe client, the catalog file) are created on first use, so a worker that never
 touches Stripe never builds a Stripe client.
 """

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 import orjson
 import psycopg
@@ -432,7 +432,7 @@ def _merge(conn: psycopg.Connection, batch: _Batch, fast: bool) -> tuple[int, li
 
 
 def _load_batch(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
-                now: datetime, report: IngestReport) -> None:
+                now: datetime, report: IngestReport) -> set[str]:
     """One batch, one transaction. Fresh events of known accounts (the usual export) go straight in
     with COPY; anything else (known event ids, ids repeated in the batch, unknown accounts) through
     staging. Either way the counters grow by exactly the rows inserted."""
@@ -444,9 +444,9 @@ def _load_batch(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
                     batch, done = _stream_new(conn, lines, models, now, report)
                     if done:
                         report.accepted += len(batch.rows)
-                        return
+                        return set(batch.accounts())
                 if not batch.rows:
-                    return
+                    return set()
                 inserted, unknown = _merge(conn, batch, fast)
             break
         except psycopg.errors.DeadlockDetected:
@@ -457,10 +457,18 @@ def _load_batch(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
         report.reject(line_no, f"account_id: unknown account {account_id!r}")
     report.accepted += inserted
     report.duplicates += len(batch.rows) - len(unknown) - inserted
+    # The accounts that may have got new executions (a superset when some rows were duplicates).
+    return set(batch.accounts()) - {account_id for _, account_id in unknown} if inserted else set()
+
+
+BatchObserver = Callable[[set[str], datetime], None]
 
 
 def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[str],
-                 now: datetime | None = None, batch_lines: int = BATCH_LINES) -> IngestReport:
+                 now: datetime | None = None, batch_lines: int = BATCH_LINES,
+                 on_batch: BatchObserver | None = None) -> IngestReport:
+    """Load lines in batches of one transaction each; ``on_batch(accounts, now)`` is called after each
+    committed batch with the accounts that got new executions."""
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
     report = IngestReport()
@@ -468,15 +476,17 @@ def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[st
         conn.execute(_STAGING_DDL)
         conn.commit()
         for batch in _batches(lines, batch_lines):
-            _load_batch(conn, batch, models, now, report)
+            accounts = _load_batch(conn, batch, models, now, report)
+            if accounts and on_batch is not None:
+                on_batch(accounts, now)
     report.rejections.sort(key=lambda r: r.line)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def ingest_file(database_url: str, path: Path | str | IO[bytes], models: frozenset[str],
-                now: datetime | None = None) -> IngestReport:
+                now: datetime | None = None, on_batch: BatchObserver | None = None) -> IngestReport:
     if hasattr(path, "read"):
-        return ingest_lines(database_url, path, models, now)  # type: ignore[arg-type]
+        return ingest_lines(database_url, path, models, now, on_batch=on_batch)  # type: ignore[arg-type]
     with open(path, "rb") as fh:
-        return ingest_lines(database_url, fh, models, now)
+        return ingest_lines(database_url, fh, models, now, on_batch=on_batch)

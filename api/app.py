@@ -35,13 +35,15 @@ from api.schemas import (
 from billing.catalog import Catalog, load_catalog
 from billing.errors import BillingError
 from billing.periods import Period
-from models.db import database_reachable, sqlalchemy_url
+from models.db import sqlalchemy_url
 from models.schemas import InvoicePreview, InvoiceView
 from models.settings import Settings, get_settings
+from repositories.health import database_reachable
 from services.accounts import BadLink, check_billing_token
 from services.invoices import account_invoices, invoice_preview, invoice_view
 from services.metering import MeteringService
 from services.platforms import Platform
+from services.errors import InvalidInput
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 422)}
@@ -165,6 +167,29 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "too_large", f"body: larger than {MAX_BODY_BYTES:,} bytes", field="body")
         return await run_in_threadpool(lambda: _json(service.record(who.id, _batch_items(body))))
+
+    @app.post("/v1/stripe/webhooks", tags=["stripe"],
+              responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def stripe_webhook(request: Request) -> Response:
+        """Stripe's signed webhook deliveries (checkout, invoices, Connect accounts...). Authenticated by
+        the `Stripe-Signature` header (the endpoint secret, 300 s tolerance), not by a platform key.
+        Each event is handled once however often Stripe delivers it; a bad signature writes nothing."""
+        from services import webhooks
+
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"body: larger than {MAX_BODY_BYTES:,} bytes", field="body")
+        now = clock() if clock else datetime.now(timezone.utc)
+        try:
+            delivery = await run_in_threadpool(
+                webhooks.receive, engine, body, request.headers.get("stripe-signature"),
+                settings.effective_webhook_secret(), now)
+        except webhooks.WebhooksNotConfigured as err:
+            raise ApiError(503, "unavailable", err.message) from None
+        except InvalidInput as err:
+            raise invalid(err.field, err.reason, status=400) from None
+        return _json({"received": True, "id": delivery.event_id, "type": delivery.event_type,
+                      "outcome": delivery.outcome})
 
     @app.get("/v1/accounts/{account_id}/entitlement", response_model=Entitlement, tags=["accounts"],
              responses=ERRORS)

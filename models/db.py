@@ -48,16 +48,6 @@ def get_engine(url: str, pool_size: int = 10, max_overflow: int | None = None) -
     )
 
 
-def database_reachable(engine: Engine) -> bool:
-    """Does the database answer on a connection of this engine (a health check)?"""
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
-        return False
-    return True
-
-
 def retry_once_on_lost_connection(fn):
     """Run a read again on a fresh connection when the pooled one turns out dead: the API's pool does
     not ping before each checkout (a round trip on every request)."""

@@ -12,6 +12,14 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 
+# ---- usage recorded (what usage observers hear, capabilities.observe_usage) -----------------------
+class RecordedUsage(BaseModel):
+    """A committed batch of executions: the accounts that got new ones, and when it was recorded."""
+
+    account_ids: tuple[str, ...]
+    recorded_at: datetime
+
+
 # ---- monthly close ------------------------------------------------------------------------------
 class AccountRange(BaseModel):
     """Accounts with ``after < id <= upto`` in id order (``after`` None: from the first)."""

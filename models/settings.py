@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 STACK_FILE = "stack.json"
 # The emulator accepts any key of this shape; real Stripe is used only when STRIPE_API_KEY is set.
 EMULATOR_API_KEY = "sk_test_tally_emulator"
+# The endpoint secret the emulator signs webhook events with; real deployments set their own.
+EMULATOR_WEBHOOK_SECRET = "whsec_tally_emulator"
 
 
 PRODUCTION = "production"
@@ -54,6 +56,12 @@ class Settings(BaseSettings):
     )
     stripe_api_base: str | None = Field(
         default=None, description="Base URL of a Stripe-compatible server (the emulator)."
+    )
+    stripe_webhook_secret: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "TALLY_STRIPE_WEBHOOK_SECRET"),
+        description="Signing secret of the Stripe webhook endpoint (whsec_...); unset outside production: "
+                    "the emulator's.",
     )
     stripe_emulator_port: int = 12111
     stripe_max_network_retries: int = 2
@@ -146,6 +154,13 @@ class Settings(BaseSettings):
             or f"http://127.0.0.1:{self.stripe_emulator_port}"
         )
         return EMULATOR_API_KEY, base
+
+    def effective_webhook_secret(self) -> str | None:
+        """The endpoint secret webhook deliveries are verified with; None in production when unset
+        (the endpoint then refuses every delivery rather than accept unsigned ones)."""
+        if self.stripe_webhook_secret:
+            return self.stripe_webhook_secret
+        return None if self.production else EMULATOR_WEBHOOK_SECRET
 
     def effective_api_secret(self) -> bytes:
         """TALLY_API_SECRET, else a random secret created once in ``$TALLY_HOME/api-secret`` (shared by

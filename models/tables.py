@@ -244,3 +244,19 @@ usage_counters = Table(
     Column("cost_usd", Numeric(20, 8), nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Every signed Stripe webhook event received, recorded once by Stripe's event id (Stripe delivers an
+# event more than once and in no order): a redelivery is counted, never handled twice.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("livemode", Boolean, nullable=False, server_default=text("false")),
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("deliveries", Integer, nullable=False, server_default="1"),
+    Column("outcome", String(16), nullable=False),  # handled | ignored
+    Index("ix_stripe_events_type_created", "type", "created"),
+)

@@ -14,8 +14,11 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+import capabilities
 from activities.ingest import IngestReport, LineError, execution_errors, ingest_file, known_models, parse_execution
 from billing.catalog import Catalog
+from models.db import get_engine
+from models.schemas import RecordedUsage
 from repositories import platforms, usage
 
 RECORD_ATTEMPTS = 3
@@ -24,8 +27,15 @@ RECORD_ATTEMPTS = 3
 def ingest_jsonl(database_url: str, source: Path | str | IO[bytes], catalog: Catalog,
                  now: datetime | None = None) -> IngestReport:
     """Load a JSON Lines file (or stream): duplicates skipped and counted, each bad line rejected
-    with its number and reason while the good ones load, in batches of one transaction each."""
-    return ingest_file(database_url, source, known_models(catalog), now)
+    with its number and reason while the good ones load, in batches of one transaction each. After
+    each committed batch the capabilities that watch usage hear which accounts got new executions."""
+    engine = get_engine(database_url, pool_size=1)
+    try:
+        return ingest_file(database_url, source, known_models(catalog), now,
+                           on_batch=lambda accounts, at: capabilities.observe_usage(
+                               engine, catalog, RecordedUsage(account_ids=tuple(accounts), recorded_at=at)))
+    finally:
+        engine.dispose()
 
 
 def _is_transient(err: DBAPIError) -> bool:
@@ -42,6 +52,7 @@ class BatchRecorder:
 
     def __init__(self, engine: Engine, catalog: Catalog, ingest_concurrency: int = 1):
         self.engine = engine
+        self.catalog = catalog
         self.models = known_models(catalog)
         # Validating a batch is pure Python: one at a time per process, so the GIL is never split
         # between several batches while a small request (an entitlement check) waits for it.
@@ -72,6 +83,9 @@ class BatchRecorder:
                 if attempt == RECORD_ATTEMPTS or not _is_transient(err):
                     raise
                 time.sleep(0.01 * attempt)
+        if inserted:
+            accounts = tuple(sorted({row[1] for _, row in valid if row[0] in inserted and row[1] in known}))
+            capabilities.observe_usage(self.engine, self.catalog, RecordedUsage(account_ids=accounts, recorded_at=now))
         first_index: dict[str, int] = {}
         for i, row in valid:
             event_id, account_id = row[0], row[1]

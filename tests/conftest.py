@@ -21,7 +21,6 @@ import pytest
 from models.db import libpq_url, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("usage_counters", "notifications", "prior_period_adjustments", "account_terms", "invoice_lines", "invoices", "stripe_requests", "executions", "accounts", "catalog_versions", "platforms")
 
 
 def venv_binary(name: str) -> str:
@@ -82,10 +81,17 @@ def _with_database(url: str, name: str) -> str:
     return u.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def all_tables(conn) -> list[str]:
+    """Every table of the schema but Alembic's own (a capability's new tables are included as they come)."""
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                        "AND tablename <> 'alembic_version' ORDER BY tablename").fetchall()
+    return [f'"{r[0]}"' for r in rows]
+
+
 @pytest.fixture
 def clean_db(database_url):
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        conn.execute(f"TRUNCATE {', '.join(all_tables(conn))} RESTART IDENTITY CASCADE")
     return database_url
 
 

@@ -1,4 +1,4 @@
-"""The Tally worker: hosts every capability's workflows and activities (workers/registry.py) on one
+"""The Tally worker: hosts every capability's workflows and activities (capabilities/__init__.py) on one
 task queue.
 
 Run it with ``tally worker`` (or ``python -m workers.worker``); the dev stack starts one for you.
@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from activities.deps import Deps
 from models.settings import ConfigError, Settings, get_settings
-from workers import registry
+import capabilities as registry
 
 log = logging.getLogger("tally.worker")
 

@@ -1,7 +1,7 @@
 """Every custom search attribute of Tally, named once.
 
 Workflows upsert these keys; services set them when they start a workflow; the capability registry
-(workers/registry.py) says which capability uses which, and everything that registers attributes on a
+(capabilities/__init__.py) says which capability uses which, and everything that registers attributes on a
 Temporal namespace (the dev stack, the test fixtures, deploy/temporal/search-attributes.txt, checked by
 a test) reads the list from the registry. Ops query them in the Temporal UI, e.g.
 ``BillingAccountIds = 'acct_42' AND BillingPeriod = '2026-10'``.

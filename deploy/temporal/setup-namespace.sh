@@ -3,7 +3,7 @@
 #   1. waits until the frontend answers the gRPC health check,
 #   2. registers Tally's namespace (if missing) with its retention,
 #   3. registers Tally's custom search attributes on it, as listed in search-attributes.txt beside
-#      this script (generated from the capability registry, workers/registry.py; a test keeps them
+#      this script (generated from the capability registry, capabilities/__init__.py; a test keeps them
 #      equal), so the Temporal UI can answer "BillingAccountIds = 'acct_42' AND BillingPeriod = '2026-10'".
 #   4. waits until the namespace lists them, so workers start on a namespace that knows them.
 # Idempotent: an existing namespace is left as it is; creating a search attribute that already

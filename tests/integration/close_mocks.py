@@ -26,7 +26,7 @@ from models.schemas import (
     PushInvoiceResult,
     RateChunkResult,
 )
-from workers import registry
+import capabilities as registry
 
 
 def account_ids(n: int) -> list[str]:

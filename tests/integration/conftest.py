@@ -10,7 +10,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import venv_binary
-from workers import registry
+import capabilities as registry
 
 SEARCH_ATTRIBUTES = {name: key.indexed_value_type for name, key in registry.search_attributes().items()}
 

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from models.schemas import ClosePeriodInput, PushInvoiceInput
 from tests.integration.close_mocks import MockClose, account_ids, worker_for
-from workers import registry
+import capabilities as registry
 from workflows.close import (
     ClosePeriodWorkflow,
     PushInvoiceWorkflow,

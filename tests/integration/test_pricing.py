@@ -166,7 +166,7 @@ def test_execution_at_the_exact_instant_of_a_plan_change_is_priced_by_the_new_te
     change = datetime(2026, 10, 10, tzinfo=timezone.utc)
     create_account(url, "switch", "pro", overage=True)
     with get_engine(url).begin() as conn:
-        repo.change_terms(conn, account_id="switch", effective_from=change, reason="to payg", plan="payg")
+        change_terms(conn, account_id="switch", effective_from=change, reason="to payg", plan="payg")
     # pooled quota: round(5,000 x 9/31) = 1,452 on the Pro days + 0 on the PAYG days: fill it first
     ingest(url, events("switch", 1_452, step=timedelta(minutes=8), models=("claude-haiku",)))
     ingest(url, [event("switch", 9_001, change - timedelta(microseconds=1), "gpt-4o"),

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workers import registry
+import capabilities as registry
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from workers import registry
+import capabilities as registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_deploy_search_attributes_file_matches_the_registry():
     committed = (ROOT / "deploy/temporal/search-attributes.txt").read_text()
     assert committed == registry.search_attributes_file(), (
-        "regenerate: python -m workers.registry search-attributes > deploy/temporal/search-attributes.txt")
+        "regenerate: python -m capabilities search-attributes > deploy/temporal/search-attributes.txt")
 
 
 def test_each_search_attribute_is_named_in_one_python_module_only():

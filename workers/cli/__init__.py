@@ -15,7 +15,7 @@ import sys
 import click
 
 from models.settings import ConfigError, get_settings
-from workers import registry
+import capabilities as registry
 from workers.cli.accounts import accounts
 from workers.cli.api import api_command
 from workers.cli.db import db, worker

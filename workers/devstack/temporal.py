@@ -8,7 +8,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from workers import registry
+import capabilities as registry
 from workers.devstack.processes import (
     LOCAL_HOST,
     Echo,

@@ -8,7 +8,14 @@ declares, in ONE entry of ``CAPABILITIES``:
 - its Temporal Schedules (``tally schedules apply`` creates or updates them),
 - the search attributes its workflows set (the dev stack, the test fixtures and
   deploy/temporal/search-attributes.txt register exactly these),
-- its CLI groups, as ``"module:attribute"`` paths, imported only by the CLI.
+- its CLI groups, as ``"module:attribute"`` paths, imported only by the CLI,
+- its usage observers (``"module:function"``): ``fn(engine, catalog, RecordedUsage)``, called after
+  every committed batch of executions (file ingest and the HTTP API) with the accounts that got new
+  executions. They must be idempotent and catch up (book everything not yet booked for those accounts):
+  a crash between the batch and the observer is repaired by the next batch of the account,
+- its Stripe webhook handlers: event type -> ``"module:function"``: ``fn(conn, event, now)``, run in the
+  transaction that records the event once (``services/webhooks.py``); Stripe redelivers and reorders,
+  so a handler acts on the state the event names, never on its arrival order.
 
 The worker, ``tally schedules apply``, the dev stack, deploy/ and the test fixtures read this list;
 none of them names a workflow, an activity or a search attribute of their own. How to add a
@@ -18,7 +25,10 @@ capability: docs/architecture.md, "Adding a workflow".
 from __future__ import annotations
 
 import inspect
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
 from temporalio.common import SearchAttributeKey
@@ -27,9 +37,13 @@ from workflows import close as close_workflows
 from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD, kind_name
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from activities.deps import Deps
+    from billing.catalog import Catalog
+    from models.schemas import RecordedUsage
     from models.settings import Settings
-    from workers.schedules import ScheduleDef
+    from capabilities.schedules import ScheduleDef
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,8 @@ class Capability:
     schedules: Callable[[Settings], list[ScheduleDef]] = lambda _settings: []
     search_attributes: tuple[SearchAttributeKey, ...] = ()
     cli_groups: tuple[str, ...] = field(default=())
+    usage_observers: tuple[str, ...] = field(default=())
+    webhook_handlers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _close_activities(deps: Deps) -> list[Any]:
@@ -50,7 +66,7 @@ def _close_activities(deps: Deps) -> list[Any]:
 
 
 def _close_schedules(settings: Settings) -> list[ScheduleDef]:
-    from workers.schedules import monthly_close_schedule
+    from capabilities.schedules import monthly_close_schedule
 
     return [monthly_close_schedule(settings)]
 
@@ -92,15 +108,37 @@ def schedules(settings: Settings) -> list[ScheduleDef]:
     return [d for cap in CAPABILITIES for d in cap.schedules(settings)]
 
 
-def cli_groups() -> list[Any]:
-    """Each capability's Click groups, imported by path (only the CLI imports Click)."""
+def _resolve(path: str) -> Any:
     import importlib
 
-    out = []
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def cli_groups() -> list[Any]:
+    """Each capability's Click groups, imported by path (only the CLI imports Click)."""
+    return [_resolve(path) for cap in CAPABILITIES for path in cap.cli_groups]
+
+
+def observe_usage(engine: Engine, catalog: Catalog, recorded: RecordedUsage) -> None:
+    """Tell every capability that watches usage about a committed batch. An observer that fails is
+    logged, never fails the ingest (the executions are recorded): it catches up on the next batch."""
+    if not recorded.account_ids:
+        return
     for cap in CAPABILITIES:
-        for path in cap.cli_groups:
-            module, _, attr = path.partition(":")
-            out.append(getattr(importlib.import_module(module), attr))
+        for path in cap.usage_observers:
+            try:
+                _resolve(path)(engine, catalog, recorded)
+            except Exception:  # noqa: BLE001 - an observer must never lose the batch it watches
+                logging.getLogger("tally.usage").exception("usage observer %s failed; it catches up later", path)
+
+
+def webhook_handlers() -> dict[str, list[Callable]]:
+    """Stripe event type -> the handlers of every capability that acts on it."""
+    out: dict[str, list[Callable]] = {}
+    for cap in CAPABILITIES:
+        for event_type, path in cap.webhook_handlers.items():
+            out.setdefault(event_type, []).append(_resolve(path))
     return out
 
 
@@ -122,7 +160,7 @@ def search_attribute_kinds() -> dict[str, str]:
 
 
 SEARCH_ATTRIBUTES_FILE_HEADER = (
-    "# Generated from workers/registry.py by `python -m workers.registry search-attributes`; a test keeps\n"
+    "# Generated from capabilities/__init__.py by `python -m capabilities search-attributes`; a test keeps\n"
     "# it equal to the registry. Read by deploy/temporal/setup-namespace.sh (one `Name Type` a line).\n"
 )
 
@@ -131,10 +169,3 @@ def search_attributes_file() -> str:
     return SEARCH_ATTRIBUTES_FILE_HEADER + "".join(
         f"{name} {kind}\n" for name, kind in sorted(search_attribute_kinds().items()))
 
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] != ["search-attributes"]:
-        raise SystemExit("usage: python -m workers.registry search-attributes")
-    sys.stdout.write(search_attributes_file())
