@@ -41,15 +41,18 @@ def terms_segments(conn: Connection, account_ids: list[str], period: Period) -> 
 
 
 def load_facts(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str],
-               usage_end: datetime | None = None, late_usage: bool = False) -> dict[str, AccountFacts]:
+               usage_end: datetime | None = None, late_usage: bool = False,
+               known_at: datetime | None = None) -> dict[str, AccountFacts]:
     """What rating each account's period needs: its segments, its usage up to ``usage_end`` (default:
     the period end) ranked against its pooled quota, and with ``late_usage`` the earlier periods that
-    received executions after their invoice was final. Accounts not billed in the period are absent."""
+    received executions after their invoice was final. Accounts not billed in the period are absent.
+    ``known_at``: only the executions ingested by then (``invoices verify`` re-rates what a close saw)."""
     segments = terms_segments(conn, account_ids, period)
     included = {a: pooled_included(catalog, period.start, period.end, segs) for a, segs in segments.items()}
     end = min(usage_end or period.end, period.end)
     rows = usage.usage_rows(conn, period.start, end, segments, included,
-                            version_windows(catalog, period.start, period.end)) if end > period.start else {}
+                            version_windows(catalog, period.start, period.end),
+                            known_at=known_at) if end > period.start else {}
     late = _late_usage(conn, catalog, period, list(segments)) if late_usage else {}
     return {
         a: AccountFacts(a, segments[a], rows.get(a, []), included[a], late.get(a, ()))

@@ -6,6 +6,8 @@ An invoice is written (and rewritten) while it is a draft; once pushed or final 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -168,20 +170,23 @@ def invoiced_from(conn: Connection, account_ids: list[str], period: Period) -> s
     ).scalars())
 
 
-def billed_lines(conn: Connection, account_id: str, source: Period, excluding_period: Period) -> list[BilledLine]:
+def billed_lines(conn: Connection, account_id: str, source: Period, excluding_period: Period,
+                 rated_before: datetime | None = None) -> list[BilledLine]:
     """What has been billed for ``source``: its own invoice's lines plus prior-period lines for it on
-    later invoices (except the invoice of ``excluding_period``, which is being rewritten)."""
-    own = conn.execute(
-        select(invoice_lines.c.key, invoice_lines.c.quantity, invoice_lines.c.amount)
-        .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-        .where(invoices.c.account_id == account_id, invoices.c.period == str(source))
-    ).all()
-    later = conn.execute(
-        select(invoice_lines.c.key, invoice_lines.c.quantity, invoice_lines.c.amount)
-        .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-        .where(invoices.c.account_id == account_id, invoice_lines.c.source_period == str(source),
-               invoices.c.period != str(excluding_period))
-    ).all()
+    later invoices (except the invoice of ``excluding_period``, which is being rewritten); with
+    ``rated_before``, only what invoices rated before then billed."""
+    own_q = (select(invoice_lines.c.key, invoice_lines.c.quantity, invoice_lines.c.amount)
+             .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+             .where(invoices.c.account_id == account_id, invoices.c.period == str(source)))
+    later_q = (select(invoice_lines.c.key, invoice_lines.c.quantity, invoice_lines.c.amount)
+               .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+               .where(invoices.c.account_id == account_id, invoice_lines.c.source_period == str(source),
+                      invoices.c.period != str(excluding_period)))
+    if rated_before is not None:
+        own_q = own_q.where(invoices.c.rated_at < rated_before)
+        later_q = later_q.where(invoices.c.rated_at < rated_before)
+    own = conn.execute(own_q).all()
+    later = conn.execute(later_q).all()
     return [BilledLine(k, q, a) for k, q, a in [*own, *later]]
 
 

@@ -206,6 +206,7 @@ _USAGE_ROWS_SQL = text(
                e.cost_usd, e.occurred_at, a.included
         FROM executions e JOIN acct a ON a.account_id = e.account_id
         WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
+          AND (CAST(:known_at AS timestamptz) IS NULL OR e.ingested_at <= CAST(:known_at AS timestamptz))
     ), totals AS (
         SELECT account_id, count(*) FILTER (WHERE NOT sandbox) AS n FROM base GROUP BY account_id
     ), ranked AS (
@@ -239,11 +240,13 @@ _USAGE_ROWS_SQL = text(
 
 
 def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
-               included: dict[str, int], versions: list[tuple[str, datetime, datetime]]) -> dict[str, list[UsageRow]]:
+               included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
+               known_at: datetime | None = None) -> dict[str, list[UsageRow]]:
     """Aggregated usage of ``[start, end)`` per account, split by terms segment, the catalog version in
     force when each execution occurred, model, BYOK, sandbox and billable (past the account's pooled
     included quota in time order: occurred_at, then event id; sandbox tries never count). The
-    ranking is ``billing.rating.split_at_quota`` in SQL; property tests compare the two."""
+    ranking is ``billing.rating.split_at_quota`` in SQL; property tests compare the two. With
+    ``known_at``, only the executions ingested by then (what a close rating at that time saw)."""
     ids = [a for a in included if a in segments]
     if not ids:
         return {}
@@ -258,7 +261,7 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
         "ids": ids, "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids],
         "seg_account": seg_account, "seg_index": seg_index, "seg_start": seg_start, "seg_end": seg_end,
         "ver_name": [v[0] for v in versions], "ver_start": [v[1] for v in versions],
-        "ver_end": [v[2] for v in versions], "start": start, "end": end,
+        "ver_end": [v[2] for v in versions], "start": start, "end": end, "known_at": known_at,
     })
     out: dict[str, list[UsageRow]] = {}
     for r in rows:
@@ -328,3 +331,22 @@ def late_usage(conn: Connection, account_ids: list[str], period: Period, lookbac
         since = since.previous()
     rows = conn.execute(_LATE_SQL, {"ids": account_ids, "since": str(since), "period": str(period)})
     return [(r.account_id, Period.parse(r.period), r.now_count - r.billed) for r in rows]
+
+
+def arrived_between_invoices(conn: Connection, account_ids: list[str], source: Period, period: Period) -> set[str]:
+    """The accounts with executions of ``source`` ingested after their ``source`` invoice was rated and
+    by the time their ``period`` invoice was rated: what that later invoice could bill as late usage."""
+    if not account_ids:
+        return set()
+    return set(conn.execute(text(
+        """
+        SELECT DISTINCT e.account_id
+        FROM executions e
+        JOIN invoices s ON s.account_id = e.account_id AND s.period = :source
+        JOIN invoices p ON p.account_id = e.account_id AND p.period = :period
+        WHERE e.account_id = ANY(CAST(:ids AS text[]))
+          AND e.occurred_at >= :start AND e.occurred_at < :end
+          AND e.ingested_at > s.rated_at AND e.ingested_at <= p.rated_at
+        """
+    ), {"ids": account_ids, "source": str(source), "period": str(period), "start": source.start,
+        "end": source.end}).scalars())

@@ -9,13 +9,17 @@ from sqlalchemy import Connection, Engine
 from temporalio.client import WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
+from dataclasses import dataclass
+
 from activities import pricing
 from billing.catalog import Catalog, default_catalog, version_windows
 from billing.explain import PeriodExecutions
 from billing.money import round_money
 from billing.periods import Period
 from billing.projection import project_month
-from billing.rating import pooled_included
+from billing.close import rate
+from billing.rating import pooled_included, prior_period_lines, rate_account
+from billing.verify import LineDifference, compare_lines
 from models.schemas import (
     InvoiceExplanation,
     InvoiceLineView,
@@ -31,7 +35,8 @@ from services.accounts import require_account
 from services.errors import Conflict, NotFound, OperationFailed, refused_input, root_cause
 from services.inputs import parse_period
 from services.temporal import TemporalClient
-from workflows.close import BILLING_ACCOUNT_IDS, BILLING_PERIOD, PushInvoiceWorkflow
+from workflows.close import PushInvoiceWorkflow, push_invoice_workflow_id
+from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD
 
 
 def require_invoice(conn: Connection, account_id: str, period: Period):
@@ -178,7 +183,7 @@ async def retry_invoice(temporal: TemporalClient, settings: Settings, engine: En
     handle = await client.start_workflow(
         PushInvoiceWorkflow.run,
         PushInvoiceInput(invoice_id=inv.id),
-        id=f"push-invoice-{inv.id}",
+        id=push_invoice_workflow_id(inv.id),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([
@@ -190,3 +195,68 @@ async def retry_invoice(temporal: TemporalClient, settings: Settings, engine: En
         return await handle.result()
     except WorkflowFailureError as err:
         raise OperationFailed(f"retry of invoice {inv.id} failed: {root_cause(err)}") from None
+
+
+# ---- verify: would today's code bill a closed period the same? -------------------------------------
+@dataclass(frozen=True)
+class InvoiceDifferences:
+    account_id: str
+    invoice_id: int
+    status: str
+    differences: list[LineDifference]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    period: str
+    checked: int
+    differing: list[InvoiceDifferences]
+
+
+def verify_period(engine: Engine, period_text: str, catalog: Catalog | None = None) -> VerifyReport:
+    """Re-rate every invoice of the period with today's code, the catalog versions that were in force
+    and the usage known when it was rated (executions ingested by its ``rated_at``), its prior-period
+    lines included, and list each invoice whose lines would differ. Reads only; changes nothing.
+
+    Usage ingested concurrently with the close's rating can show as a difference (its transaction began
+    before the rating and committed after): such usage is billed as late usage on the next invoice."""
+    catalog = catalog or default_catalog()
+    period = parse_period(period_text)
+    differing: list[InvoiceDifferences] = []
+    with engine.begin() as conn:
+        invs = invoices.list_invoices(conn, period)
+        by_rating: dict[datetime, list] = {}
+        for inv in invs:
+            by_rating.setdefault(inv.rated_at, []).append(inv)
+        sources = [period.previous()]
+        for _ in range(pricing.LATE_USAGE_LOOKBACK_PERIODS - 1):
+            sources.append(sources[-1].previous())
+        ids = [inv.account_id for inv in invs]
+        late = {s: usage.arrived_between_invoices(conn, ids, s, period) for s in sources}
+        for rated_at, group in by_rating.items():
+            facts = pricing.load_facts(conn, catalog, period, [i.account_id for i in group], known_at=rated_at)
+            for inv in group:
+                recorded = invoices.invoice_lines_of(conn, inv.id)
+                expected = list(rate(catalog, period, facts[inv.account_id]).rated.lines) \
+                    if inv.account_id in facts else []
+                recorded_sources = {ln.source_period for ln in recorded if ln.source_period}
+                for source in sources:
+                    if str(source) in recorded_sources or inv.account_id in late[source]:
+                        expected += _prior_lines(conn, catalog, inv, source, period)
+                diffs = compare_lines(recorded, expected)
+                if diffs:
+                    differing.append(InvoiceDifferences(inv.account_id, inv.id, inv.status, diffs))
+    return VerifyReport(str(period), len(invs), differing)
+
+
+def _prior_lines(conn: Connection, catalog: Catalog, inv, source: Period, period: Period) -> list:
+    """The prior-period lines the invoice should carry for ``source``, as its close saw things."""
+    own = invoices.find_invoice(conn, inv.account_id, source)
+    if own is None or own.rated_at >= inv.rated_at or own.status not in ("open", "paid", "void", "no_charge"):
+        return []
+    facts = pricing.load_facts(conn, catalog, source, [inv.account_id], known_at=inv.rated_at).get(inv.account_id)
+    if facts is None:
+        return []
+    again = rate_account(catalog, source.start, source.end, facts.segments, facts.usage)
+    billed = invoices.billed_lines(conn, inv.account_id, source, excluding_period=period, rated_before=inv.rated_at)
+    return prior_period_lines(str(source), again, billed)

@@ -144,6 +144,9 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
         free = json.loads(tally("invoices", "show", "free-e2e", "--period", PERIOD, "--json").stdout)
         assert (free["status"], free["total"], free["stripe_invoice_id"]) == ("no_charge", "0.00", None)
 
+        verified = tally("invoices", "verify", "--period", PERIOD).stdout
+        assert f"3 invoices of {PERIOD} re-rated; 0 would differ" in verified, verified
+
         # Closing the month again reports THE close of the month (one workflow), and changes nothing.
         again = tally("close", "--period", PERIOD)
         assert f"close-{PERIOD} already finished" in again.stderr, again.stderr

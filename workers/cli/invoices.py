@@ -1,4 +1,4 @@
-"""``tally invoices``: list, show, preview, explain, retry."""
+"""``tally invoices``: list, show, preview, explain, retry, verify."""
 
 from __future__ import annotations
 
@@ -121,3 +121,31 @@ def invoices_retry(account_id: str, period: str) -> None:
     res = run(retry_invoice(temporal(settings), settings, engine(), account_id, period))
     what = "was already in Stripe" if res.already_pushed else f"is now {res.status}"
     click.echo(f"invoice {res.invoice_id} ({account_id} {period}) {what}: {res.stripe_invoice_id or '-'}")
+
+
+@invoices.command("verify")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly
+def invoices_verify(period: str, as_json: bool) -> None:
+    """Re-rate a closed period with today's code and list every invoice whose lines would differ.
+
+    Uses the catalog versions that were in force and the usage known when each invoice was rated; reads
+    only. None is expected after a refactor; exit code 1 when any invoice differs.
+    """
+    from services.invoices import verify_period
+
+    report = verify_period(engine(), period, catalog())
+    if as_json:
+        click.echo(json.dumps({"period": report.period, "checked": report.checked, "differing": [
+            {"account_id": d.account_id, "invoice_id": d.invoice_id, "status": d.status,
+             "differences": [vars(x) for x in d.differences]} for d in report.differing]}, indent=2))
+    else:
+        for d in report.differing:
+            click.echo(f"{d.account_id} (invoice {d.invoice_id}, {d.status}):")
+            for x in d.differences:
+                click.echo(f"  {x}")
+        click.echo(f"{report.checked:,} invoices of {report.period} re-rated; "
+                   f"{len(report.differing):,} would differ")
+    if report.differing:
+        raise SystemExit(1)
