@@ -262,13 +262,17 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     })
     out: dict[str, list[UsageRow]] = {}
     for r in rows:
-        out.setdefault(r.account_id, []).append(UsageRow(
-            segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
-            executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
-            cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in),
-            uncosted_output_tokens=int(r.uncosted_out),
-        ))
+        out.setdefault(r.account_id, []).append(as_usage_row(r))
     return out
+
+
+def as_usage_row(r) -> UsageRow:
+    """A row of the close's aggregation (``idx``, ``name``, model, byok, sandbox, billable, counts)."""
+    return UsageRow(
+        segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
+        executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
+        cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in), uncosted_output_tokens=int(r.uncosted_out),
+    )
 
 
 def period_executions(conn: Connection, account_id: str, start: datetime, end: datetime):
