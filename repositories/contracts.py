@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from billing.contracts import Amendment, Contract, ContractHistory, MonthReconciliation, TermSummary
 from billing.periods import Period
 from billing.rating import UsageRow
-from repositories.usage import as_usage_row
+from repositories.usage import USAGE_AGGREGATES, as_usage_row
 from models.tables import contract_amendments, contract_months, contract_summaries, contracts, invoices
 
 
@@ -171,7 +171,7 @@ def summary_of(conn: Connection, contract_id: int):
 
 # ---- executions of a span, ranked against its committed executions ----------------------------------
 _SPAN_USAGE_SQL = text(
-    """
+    f"""
     WITH span AS (
         SELECT * FROM unnest(CAST(:idx AS int[]), CAST(:account AS text[]), CAST(:starts AS timestamptz[]),
                              CAST(:ends AS timestamptz[]), CAST(:committed AS bigint[]))
@@ -189,12 +189,7 @@ _SPAN_USAGE_SQL = text(
              AND e.occurred_at >= s.starts AND e.occurred_at < s.ends AND e.occurred_at < :usage_end
     )
     SELECT r.idx, v.name, r.model, r.byok, r.sandbox, r.billable,
-           count(*) AS executions,
-           coalesce(sum(r.input_tokens), 0) AS input_tokens,
-           coalesce(sum(r.output_tokens), 0) AS output_tokens,
-           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
-           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
-           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out
+           {USAGE_AGGREGATES}
     FROM ranked r JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
     GROUP BY 1, 2, 3, 4, 5, 6
     """

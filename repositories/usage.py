@@ -189,8 +189,15 @@ def count_non_sandbox(conn: Connection, account_id: str, start: datetime, end: d
 
 
 # ---- the close's aggregation --------------------------------------------------------------------------
+# What the close counts of a group of ranked executions ``r`` (read back by ``as_usage_row``).
+USAGE_AGGREGATES = """count(*) AS executions,
+           coalesce(sum(r.input_tokens), 0) AS input_tokens,
+           coalesce(sum(r.output_tokens), 0) AS output_tokens,
+           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
+           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
+           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
 _USAGE_ROWS_SQL = text(
-    """
+    f"""
     WITH acct AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
             AS a(account_id, included, starts)
@@ -224,12 +231,7 @@ _USAGE_ROWS_SQL = text(
         WHERE t.n > b.included AND b.included > 0
     )
     SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, r.billable,
-           count(*) AS executions,
-           coalesce(sum(r.input_tokens), 0) AS input_tokens,
-           coalesce(sum(r.output_tokens), 0) AS output_tokens,
-           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
-           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
-           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out
+           {USAGE_AGGREGATES}
     FROM ranked r
     JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
     JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
