@@ -957,6 +957,22 @@ def split_enterprise_period(catalog: Catalog, period: Period, segments: Sequence
     return EnterpriseSplit(rated, tuple(sorted(spans, key=lambda sp: sp.start)))
 
 
+def check_leaving_enterprise(effective: datetime, contracts: Sequence[ContractHistory | Contract]) -> None:
+    """An enterprise account may move to another plan from 00:00 UTC of the 1st of a month on which
+    none of its contracts is in force any more (contract days are enterprise days, and a month with
+    enterprise days keeps them at its end: ``split_enterprise_period`` rates the rest before them)."""
+    effective = _require_day(effective, "effective")
+    for c in contracts:
+        h = _history(c)
+        if h.end > effective:
+            raise ContractError(f"the account is under contract {h.contract.id} until {_fmt_day(h.end)} (exclusive); "
+                                "it stays enterprise until then (terminate the contract early to end it sooner)",
+                                field="effective")
+    if effective.day != 1:
+        raise ContractError(f"an enterprise account moves to another plan from the 1st of a month, got "
+                            f"{_fmt_day(effective)}; use {_fmt_day(Period.of(effective).end)}", field="effective")
+
+
 def _model_usage(rows: Sequence[UsageRow]) -> list[ModelUsage]:
     executions: dict[str, int] = {}
     billable: dict[str, int] = {}
@@ -1060,6 +1076,7 @@ __all__ = [
     "TerminationFee",
     "UTILISATION_PLACES",
     "anniversary",
+    "check_leaving_enterprise",
     "contract_month",
     "contract_pricing",
     "create_contract",
