@@ -47,13 +47,7 @@ def month_record(row) -> ContractMonthRecord:
 
 
 def summary_record(s: TermSummary) -> ContractSummaryRecord:
-    return ContractSummaryRecord(
-        contract_id=s.contract_id, account_id=s.account, start=s.start, end=s.end,
-        terminated_early=s.terminated_early, months=s.months, committed=s.committed, used=s.used,
-        overage=s.overage, shortfall=s.shortfall, committed_charges=s.committed_charges,
-        overage_charges=s.overage_charges, termination_fee=s.termination_fee, total_charges=s.total_charges,
-        average_utilisation=s.average_utilisation, months_under_commitment=s.months_under_commitment,
-        text=rules.describe_summary(s))
+    return ContractSummaryRecord(summary=s, text=rules.describe_summary(s))
 
 
 def decide_amendment(history: ContractHistory, request, requested_at, others=()):
@@ -83,14 +77,6 @@ class ContractActivities:
     def __init__(self, deps: Deps):
         self.deps = deps
 
-    @property
-    def engine(self):
-        return self.deps.engine
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.deps.catalog
-
     def _contract(self, conn, contract_id: str, lock: bool = False):
         row = rows.get_contract(conn, int(contract_id), lock=lock) if contract_id.isdigit() else None
         if row is None:
@@ -102,7 +88,7 @@ class ContractActivities:
 
     def _load(self, conn, contract_id: str, lock: bool = False) -> ContractLoad:
         _, history = self._contract(conn, contract_id, lock)
-        return ContractLoad(contract=contract_record(history), schedule=schedule_of(history, self.catalog),
+        return ContractLoad(contract=contract_record(history), schedule=schedule_of(history, self.deps.catalog),
                             reconciled=[month_record(r) for r in rows.months_of(conn, int(contract_id))
                                         if r.reconciled_at is not None],
                             grace_hours=self.deps.settings.late_usage_grace_hours)
@@ -110,7 +96,7 @@ class ContractActivities:
     @activity.defn(name="load_contract")
     def load_contract(self, contract_id: str) -> ContractLoad:
         """The contract as stored, its months as it stands, and the months already reconciled."""
-        with self.engine.begin() as conn:
+        with self.deps.engine.begin() as conn:
             return self._load(conn, contract_id)
 
     @activity.defn(name="contract_month_status")
@@ -122,7 +108,7 @@ class ContractActivities:
             period = Period.parse(inp.period)
         except PeriodError as err:
             raise ApplicationError(str(err), type=Failure.INVALID_PERIOD, non_retryable=True) from err
-        with self.engine.begin() as conn:
+        with self.deps.engine.begin() as conn:
             row = rows.month_with_invoice(conn, int(inp.contract_id), period)
             if row is None:
                 return ContractMonthStatus(period=inp.period, final=False,
@@ -140,7 +126,7 @@ class ContractActivities:
         """Record an amendment the workflow accepted, once per update id. Checked again here, under
         the account's lock, with what the validator could not see: the account's other contracts (an
         extension must not overlap the next one). Refused: a non-retryable ``ContractRefused``."""
-        with self.engine.begin() as conn:
+        with self.deps.engine.begin() as conn:
             if rows.amendment_by_request(conn, inp.request_id) is not None:
                 return self._load(conn, inp.contract_id)
             row, _ = self._contract(conn, inp.contract_id)
@@ -159,12 +145,12 @@ class ContractActivities:
     def finish_contract_term(self, contract_id: str) -> ContractSummaryRecord:
         """Write the contract summary (totals, average utilisation, months under commitment) and queue
         the notice, in one transaction, once; a second call returns the same summary."""
-        with self.engine.begin() as conn:
+        with self.deps.engine.begin() as conn:
             row, history = self._contract(conn, contract_id)
             recs: list[MonthReconciliation] = [rows.as_reconciliation(r, row.account_id)
                                                for r in rows.months_of(conn, row.id) if r.reconciled_at is not None]
             try:
-                summary = rules.summarize_term(history, self.catalog.version(row.catalog_version), recs)
+                summary = rules.summarize_term(history, self.deps.catalog.version(row.catalog_version), recs)
             except ContractError as err:
                 raise refused(err) from err
             out = summary_record(summary)

@@ -11,6 +11,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from billing.contracts import TermSummary
+
 
 # ---- usage recorded (what usage observers hear, capabilities.observe_usage) -----------------------
 class RecordedUsage(BaseModel):
@@ -274,22 +276,9 @@ class ContractMonthRecord(BaseModel):
 
 
 class ContractSummaryRecord(BaseModel):
-    contract_id: str
-    account_id: str
-    start: datetime
-    end: datetime
-    terminated_early: bool
-    months: int
-    committed: int
-    used: int
-    overage: int
-    shortfall: int
-    committed_charges: Decimal
-    overage_charges: Decimal
-    termination_fee: Decimal
-    total_charges: Decimal
-    average_utilisation: Decimal
-    months_under_commitment: int
+    """The contract summary at term end (``billing.contracts.TermSummary``) and its text."""
+
+    summary: TermSummary
     text: str = ""
 
 
@@ -306,6 +295,9 @@ class ContractTermInput(BaseModel):
     contract_id: str
     # How often the workflow checks whether the month's close has finished, once it may have run.
     poll_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # The contract as the starter knew it (each run reloads it); lets the update validator judge an
+    # amendment from the first instant.
+    contract: ContractRecord | None = None
 
 
 class ContractMonthCheck(BaseModel):

@@ -28,7 +28,14 @@ from billing.catalog import Catalog
 from billing.contracts import ENTERPRISE_PLAN, AmendmentKind, ContractHistory
 from billing.periods import Period
 from billing.terms import Terms
-from models.schemas import AmendRequest, ContractTermInput, ContractTermState, ContractView, contract_record
+from models.schemas import (
+    AmendRequest,
+    ContractRecord,
+    ContractTermInput,
+    ContractTermState,
+    ContractView,
+    contract_record,
+)
 from models.settings import Settings
 from repositories import accounts
 from repositories import contracts as rows
@@ -50,6 +57,7 @@ class ContractCreated:
     account_id: str
     created: bool  # False: the same contract was already there (the command ran twice)
     account_created: bool = False
+    record: ContractRecord | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -80,7 +88,8 @@ def create_contract(engine: Engine, catalog: Catalog, *, account_id: str, commit
         same = next((r for r in mine if r.starts_at == start_at), None)
         if same is not None:
             if (same.commitment, same.months) == (commitment, months):
-                return ContractCreated(str(same.id), account_id, created=False)
+                return ContractCreated(str(same.id), account_id, created=False,
+                                       record=contract_record(rows.histories(conn, [same])[0]))
             raise Conflict(f"account {account_id!r} already has contract {same.id} from {start_at:%Y-%m-%d} "
                            f"({same.commitment:,} a month for {same.months} months); amend it instead")
         if account is not None:
@@ -99,7 +108,9 @@ def create_contract(engine: Engine, catalog: Catalog, *, account_id: str, commit
         if current is None or current.plan != ENTERPRISE_PLAN:
             accounts.append_terms(conn, account_id=account_id, effective_from=start_at, terms=Terms(ENTERPRISE_PLAN),
                                   reason=f"contract {row.id}", now=now)
-    return ContractCreated(str(row.id), account_id, created=True, account_created=bool(account_created))
+        record = contract_record(rows.histories(conn, [row])[0])
+    return ContractCreated(str(row.id), account_id, created=True, account_created=bool(account_created),
+                           record=record)
 
 
 def _check_can_move_to_enterprise(conn: Connection, account, start_at: datetime) -> None:
@@ -116,9 +127,8 @@ async def start_term(temporal: TemporalClient, settings: Settings, created: Cont
     """Start the contract's term workflow ``contract-<id>`` (a running or finished one is left as it
     is: starting it again is harmless). Returns its id."""
     client = await temporal()
-    inp = ContractTermInput(contract_id=created.contract_id)
-    if poll_seconds is not None:
-        inp = ContractTermInput(contract_id=created.contract_id, poll_seconds=poll_seconds)
+    inp = ContractTermInput(contract_id=created.contract_id, contract=created.record,
+                            **({"poll_seconds": poll_seconds} if poll_seconds is not None else {}))
     try:
         await client.start_workflow(
             ContractTermWorkflow.run, inp, id=created.workflow_id, task_queue=settings.task_queue,

@@ -64,8 +64,11 @@ def contract_workflow_id(contract_id: str | int) -> str:
 
 @workflow.defn(name="ContractTerm")
 class ContractTermWorkflow:
-    def __init__(self) -> None:
-        self._state = ContractTermState()
+    @workflow.init
+    def __init__(self, inp: ContractTermInput) -> None:
+        # The contract as the starter (or the previous run) knew it, so the update validator can judge
+        # an amendment that arrives before the first load finishes.
+        self._state = ContractTermState(contract=inp.contract)
         self._amended = False
 
     @workflow.query(name="state")
@@ -91,7 +94,7 @@ class ContractTermWorkflow:
             if await self._wait_for_close(inp, month.period, load.grace_hours):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._next_month() is not None:
-                    workflow.continue_as_new(inp)
+                    workflow.continue_as_new(inp.model_copy(update={"contract": self._state.contract}))
 
     async def _wait_for_close(self, inp: ContractTermInput, period_text: str, grace_hours: int) -> bool:
         """Wait until the month is reconciled (True), or until an amendment changes which month is
@@ -142,6 +145,8 @@ class ContractTermWorkflow:
     @workflow.update(name="amend")
     async def amend(self, req: AmendRequest) -> ContractLoad:
         info = workflow.current_update_info()
+        await workflow.wait_condition(lambda: self._state.contract is not None)  # started without it
+        self._validate_amend(req)
         try:
             load: ContractLoad = await workflow.execute_activity_method(
                 ContractActivities.record_contract_amendment,
@@ -159,8 +164,8 @@ class ContractTermWorkflow:
 
     @amend.validator
     def _validate_amend(self, req: AmendRequest) -> None:
-        if self._state.contract is None:
-            raise ApplicationError("the contract is still loading; try again", type=Failure.CONTRACT_REFUSED)
+        if self._state.contract is None:  # not loaded yet: the handler checks once it is
+            return
         try:
             decide_amendment(contract_history(self._state.contract), req, workflow.now())
         except ContractError as err:
