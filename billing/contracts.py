@@ -96,6 +96,9 @@ def anniversary(start: datetime, months: int) -> datetime:
     start = _require_day(start, "start")
     y, m = divmod(start.month - 1 + months, 12)
     year, month = start.year + y, m + 1
+    if year > 9998:
+        raise ContractError(f"a term of {months:,} months from {_fmt_day(start)} ends after the year 9998",
+                            field="months")
     if start.day <= calendar.monthrange(year, month)[1]:
         return datetime(year, month, start.day, tzinfo=UTC)
     return Period(year, month).end

@@ -39,7 +39,7 @@ from models.schemas import (
 from models.settings import Settings
 from repositories import accounts
 from repositories import contracts as rows
-from services.errors import Conflict, InvalidInput, NotFound, OperationFailed, refused_input
+from services.errors import Conflict, InvalidInput, NotFound, refused_input
 from services.inputs import check_id
 from services.temporal import TemporalClient
 from workflows.contracts import ContractTermWorkflow, contract_workflow_id
@@ -64,9 +64,14 @@ class ContractCreated:
         return contract_workflow_id(self.contract_id)
 
 
+MAX_COUNT = 10**12  # far above any commitment, far inside the database's integers
+
+
 def _whole(value, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(field, f"must be a whole number, got {value!r}")
+    if abs(value) > MAX_COUNT:
+        raise InvalidInput(field, f"must be at most {MAX_COUNT:,}, got {value:,}")
     return value
 
 
@@ -215,8 +220,9 @@ async def amend_contract(temporal: TemporalClient, engine: Engine, catalog: Cata
     except RPCError as err:  # the term is over (workflow finished) or was never started
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        raise OperationFailed(f"contract {contract_id}: its term workflow {contract_workflow_id(contract_id)} "
-                              "is not running (the term is over, or it was never started)") from None
+        raise Conflict(f"contract {contract_id}: its term workflow {contract_workflow_id(contract_id)} is not "
+                       "running (the term is over, or it was never started: `tally contracts create` again starts "
+                       "it)") from None
     return contract_view(engine, catalog, contract_id)
 
 

@@ -39,3 +39,15 @@ async def dev_server():
     )
     yield env
     await env.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def contract_terms(dev_server):
+    """Terminates, after the test, every contract term workflow it left running on the shared dev
+    server (each test's database numbers its contracts from 1, so ids repeat across tests)."""
+    yield
+    from temporalio.client import WorkflowExecutionStatus
+
+    async for wf in dev_server.client.list_workflows("WorkflowType = 'ContractTerm'"):
+        if wf.status == WorkflowExecutionStatus.RUNNING:
+            await dev_server.client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test over")

@@ -57,7 +57,8 @@ async def accepted_updates(handle) -> int:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_amendments_in_month_5_raise_extend_and_terminate_and_refuse_with_the_reason(dev_server, settings):
+async def test_amendments_in_month_5_raise_extend_and_terminate_and_refuse_with_the_reason(dev_server, settings,
+                                                                                            contract_terms):
     env, url = dev_server, settings.database_url
 
     async def temporal():
@@ -115,5 +116,3 @@ async def test_amendments_in_month_5_raise_extend_and_terminate_and_refuse_with_
         assert [k for k, *_ in amendments(url)] == ["raise_commitment", "extend_term", "terminate"]
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(registry.search_attributes()["BillingAccountIds"]) == ["acme"]
-        for wid in (contract_workflow_id(cid), contract_workflow_id(nxt)):
-            await env.client.get_workflow_handle(wid).terminate("test over")
