@@ -45,6 +45,9 @@ from billing.rating import LineKind, ModelUsage, RatedInvoice, RatedLine, TermsS
 
 _EXACT = Context(prec=60, rounding=ROUND_HALF_UP)
 ENTERPRISE_PLAN = "enterprise"
+CONTRACT_LINE_KINDS = frozenset({"committed_use", "committed_usage", "contract_overage", "termination_fee",
+                                 "enterprise_usage"})
+"""The invoice line kinds an enterprise account's contracts bill (``billing.rating.LineKind`` values)."""
 UTILISATION_PLACES = Decimal("0.0001")
 """Utilisation (used / committed) is reported as a fraction rounded half-up to 4 places (0.01%)."""
 
@@ -1062,6 +1065,7 @@ def rate_enterprise_account(catalog: Catalog, period: Period, split: EnterpriseS
 __all__ = [
     "Amendment",
     "AmendmentKind",
+    "CONTRACT_LINE_KINDS",
     "ENTERPRISE_PLAN",
     "EnterpriseSplit",
     "UsageSpan",

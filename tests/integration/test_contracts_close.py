@@ -168,3 +168,15 @@ async def test_a_rerun_close_changes_nothing_and_a_month_is_reconciled_once(temp
                             ).one() == (1, True)
     assert months(url)["rerun"] == (100_000, 120_000, 20_000, 0, Decimal("1.2000"), Decimal("800.00"))
     assert Period.parse(OCT).end < NOW
+
+
+def test_preview_of_a_contract_month_bills_the_whole_commitment_and_does_not_scale_it(settings):
+    from services.invoices import invoice_preview
+
+    url = settings.database_url
+    new_contract(url, "pv", 100_000, date(2026, 10, 17))
+    start = datetime(2026, 10, 17, tzinfo=timezone.utc)
+    assert ingest(url, events("pv", 100, start=start), now=NOW).rejected == 0
+    view = invoice_preview(get_engine(url), "pv", datetime(2026, 10, 25, tzinfo=timezone.utc), load_catalog())
+    assert [ln.kind for ln in view.lines] == ["committed_use", "committed_usage"]
+    assert view.total == view.projected_total == "309.68"  # 48,387 x $0.0064, whatever the pace
