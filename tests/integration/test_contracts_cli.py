@@ -124,3 +124,17 @@ async def _in_thread(fn, *args):
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+def test_an_account_under_contract_cannot_leave_enterprise_before_the_contract_ends(tally, clean_db):
+    from billing.catalog import load_catalog
+    from services.contracts import create_contract
+
+    create_contract(get_engine(clean_db), load_catalog(), account_id="acme", commitment=100_000,
+                    start=datetime(2026, 12, 1).date(), months=12)
+    before = counts(clean_db)
+    result = tally()("accounts", "change", "acme", "--plan", "pro", "--effective", "2027-06-01")
+    assert_one_line_error(result, "effective: the account is under contract 1 until 2027-12-01 (exclusive)")
+    assert counts(clean_db) == before
+    moved = tally()("accounts", "change", "acme", "--plan", "pro", "--effective", "2027-12-01")
+    assert moved.exit_code == 0, moved.output
