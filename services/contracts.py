@@ -133,7 +133,7 @@ async def start_term(temporal: TemporalClient, settings: Settings, created: Cont
     is: starting it again is harmless). Returns its id."""
     client = await temporal()
     inp = ContractTermInput(contract_id=created.contract_id, contract=created.record,
-                            **({"poll_seconds": poll_seconds} if poll_seconds is not None else {}))
+                            poll_seconds=poll_seconds or settings.contract_poll_seconds)
     try:
         await client.start_workflow(
             ContractTermWorkflow.run, inp, id=created.workflow_id, task_queue=settings.task_queue,

@@ -102,7 +102,7 @@ def contracts_show(contract_id: str, as_json: bool) -> None:
             continue
         click.echo(f"  {m.period:<8} {days:>5} {r.committed:>11,} {r.used:>11,} {r.overage:>9,} {r.shortfall:>9,} "
                    f"{_pct(r.utilisation):>11} {r.total:>11,}  {r.invoice_status}"
-                   + ("" if r.reconciled else " (not final yet)"))
+                   + ("" if r.reconciled else " (reconciliation pending)"))
     if view.summary:
         click.echo(view.summary.text)
 
