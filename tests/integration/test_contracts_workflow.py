@@ -4,6 +4,7 @@ continues as new once a month, and writes the summary once."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from datetime import datetime, timedelta, timezone
 
@@ -87,11 +88,12 @@ async def test_the_state_query_shows_the_month_it_waits_for_and_when_it_checks_n
         handle = await temporal_env.client.start_workflow(
             ContractTermWorkflow.run, ContractTermInput(contract_id="q1"), id=f"contract-q1-{queue}",
             task_queue=queue)
-        state = None
-        for _ in range(100):  # the first workflow task has to run before the state is there
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the first workflow task has to run before the state is there
             state = await handle.query(ContractTermWorkflow.state, result_type=ContractTermState)
-            if state.waiting_for:
+            if state.waiting_for or asyncio.get_running_loop().time() > deadline:
                 break
+            await asyncio.sleep(0.05)
         await handle.terminate("test over")
     first = Period.of(start)
     assert state.waiting_for == str(first) and state.next_check_at == first.end + timedelta(hours=48)
