@@ -14,6 +14,7 @@ from activities.deps import Deps
 from activities.push import InvoiceBusy, InvoiceNotFound, InvoicePusher, InvoiceRejected
 from billing.catalog import Catalog, CatalogError
 from billing.close import AccountOutcome, decide
+from billing.contracts import ContractError
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
 from gateways.stripe import StripeError, StripeGateway
@@ -31,6 +32,7 @@ from models.schemas import (
     RateChunkResult,
 )
 from repositories import accounts, catalog_versions, invoices, notifications
+from repositories import contracts as contract_months
 
 
 
@@ -111,7 +113,7 @@ class CloseActivities:
             try:
                 chunk = pricing.load_chunk(conn, self.catalog, period, inp.accounts.after, inp.accounts.upto)
                 outcomes = {a: decide(self.catalog, period, f) for a, f in chunk.facts.items()}
-            except (RatingError, CatalogError) as err:
+            except (RatingError, CatalogError, ContractError) as err:
                 raise ApplicationError(f"rating {period}: {err}", type=Failure.RATING_ERROR, non_retryable=True) from err
             return self._write(conn, period, chunk, outcomes, version_ids)
 
@@ -133,6 +135,10 @@ class CloseActivities:
                                     or catalog_versions.ensure_catalog_version(conn, primary)),
             ))
         written = invoices.write_rated_invoices(conn, period=period, items=items, version_ids=version_ids)
+        # contract accounts: the month's reconciliation is written with (and like) its invoice
+        contract_months.record_months(
+            conn, [invoice_id for invoice_id, _ in written.values()],
+            [(written[a][0], rec) for a, o in outcomes.items() if a in written for rec in o.rating.reconciliations])
         total = Decimal("0.00")
         for it in items:
             account, outcome = it["account"], outcomes[it["account"].id]

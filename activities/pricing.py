@@ -14,13 +14,14 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from billing import close, conversion
+from billing import close, contracts, conversion
 from billing import terms as terms_rules
 from billing.catalog import Catalog, version_windows
-from billing.close import AccountFacts, AccountRating, ConversionFacts, LateUsage
+from billing.close import AccountFacts, AccountRating, ConversionFacts, EnterpriseFacts, LateUsage
 from billing.periods import Period
 from billing.rating import TermsSegment, pooled_included
 from repositories import accounts, invoices, usage
+from repositories import contracts as contract_rows
 
 # How far back a close looks for usage that arrived after its period was invoiced.
 LATE_USAGE_LOOKBACK_PERIODS = 3
@@ -48,16 +49,43 @@ def load_facts(conn: Connection, catalog: Catalog, period: Period, account_ids: 
     received executions after their invoice was final. Accounts not billed in the period are absent.
     ``known_at``: only the executions ingested by then (``invoices verify`` re-rates what a close saw)."""
     segments = terms_segments(conn, account_ids, period)
-    included = {a: pooled_included(catalog, period.start, period.end, segs) for a, segs in segments.items()}
     end = min(usage_end or period.end, period.end)
-    rows = usage.usage_rows(conn, period.start, end, segments, included,
+    enterprise = _enterprise_facts(conn, catalog, period, segments, end)
+    rated = {a: (list(enterprise[a].split.rated_segments) if a in enterprise else segs)
+             for a, segs in segments.items()}
+    included = {a: pooled_included(catalog, period.start, period.end, segs) if segs else 0
+                for a, segs in rated.items()}
+    rows = usage.usage_rows(conn, period.start, end, {a: s for a, s in rated.items() if s}, included,
                             version_windows(catalog, period.start, period.end),
                             known_at=known_at) if end > period.start else {}
     late = _late_usage(conn, catalog, period, list(segments)) if late_usage else {}
     return {
-        a: AccountFacts(a, segments[a], rows.get(a, []), included[a], late.get(a, ()))
+        a: AccountFacts(a, rated[a], rows.get(a, []), included[a], late.get(a, ()), enterprise=enterprise.get(a))
         for a in account_ids if a in segments
     }
+
+
+def _enterprise_facts(conn: Connection, catalog: Catalog, period: Period, segments: dict[str, list[TermsSegment]],
+                      usage_end: datetime) -> dict[str, EnterpriseFacts]:
+    """The accounts with enterprise days in the period: how they split between the rater and their
+    contracts (``billing.contracts``), and each span's executions ranked against its commitment."""
+    candidates = [a for a, segs in segments.items()
+                  if any(catalog.at(s.start).plan(s.plan).contract for s in segs)]
+    if not candidates:
+        return {}
+    rows = contract_rows.contracts_of(conn, candidates, starting_before=period.end)
+    by_account: dict[str, list] = {}
+    for h in contract_rows.histories(conn, rows):
+        by_account.setdefault(h.contract.account, []).append(h)
+    splits = {a: contracts.split_enterprise_period(catalog, period, segments[a], by_account.get(a, []))
+              for a in candidates}
+    spans = [(a, sp) for a in candidates for sp in splits[a].spans]
+    usage_of = contract_rows.span_usage(conn, [(a, sp.start, sp.end, sp.committed) for a, sp in spans],
+                                        version_windows(catalog, period.start, period.end), usage_end)
+    per_account: dict[str, list] = {a: [] for a in candidates}
+    for (a, _), rows_ in zip(spans, usage_of):
+        per_account[a].append(rows_)
+    return {a: EnterpriseFacts(splits[a], per_account[a]) for a in candidates}
 
 
 def _late_usage(conn: Connection, catalog: Catalog, period: Period, account_ids: list[str]) -> dict[str, list]:
@@ -67,7 +95,8 @@ def _late_usage(conn: Connection, catalog: Catalog, period: Period, account_ids:
         if again is None:
             continue
         billed = invoices.billed_lines(conn, account_id, source, excluding_period=period)
-        out.setdefault(account_id, []).append(LateUsage(source, late, again.segments, again.usage, billed))
+        out.setdefault(account_id, []).append(LateUsage(source, late, again.segments, again.usage, billed,
+                                                        again.enterprise))
     return out
 
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
+from api.contracts import add_contract_routes
 from api.errors import ApiError, install_error_handlers, invalid, unauthorized
 from api.schemas import (
     MAX_BATCH,
@@ -44,6 +45,7 @@ from services.invoices import account_invoices, invoice_preview, invoice_view
 from services.metering import MeteringService
 from services.platforms import Platform
 from services.errors import InvalidInput
+from services.temporal import TemporalClient, connect
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 422)}
@@ -104,7 +106,7 @@ def api_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None, catalog: Catalog | None = None,
-               clock: Callable[[], datetime] | None = None) -> FastAPI:
+               clock: Callable[[], datetime] | None = None, temporal: TemporalClient | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
     engine = engine or api_engine(settings.effective_database_url(), settings.api_db_pool_size,
@@ -260,5 +262,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.openapi_schema = schema
         return schema
 
+    add_contract_routes(app, engine=engine, catalog=catalog, settings=settings, metering=service, platform=platform,
+                        temporal=temporal or (lambda: connect(settings)))
     app.openapi = openapi
     return app

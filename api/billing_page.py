@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 
@@ -62,7 +63,7 @@ def render_billing_page(data: dict) -> str:
     period: Period = data["period"]
     bars, slot, peak = chart_bars(period, data["days"])
     return _env().get_template("billing.html").render(
-        **data, bars=bars, slot=slot, peak=peak,
+        **data, bars=bars, slot=slot, peak=peak, one_day=timedelta(days=1),
         chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT, chart_bottom=CHART_BOTTOM,
         label_days=[d for d in range(1, period.days + 1) if d == 1 or d % 5 == 0],
     )

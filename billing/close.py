@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from billing import contracts
 from billing.catalog import Catalog
 from billing.conversion import AutoConversion, decide_auto_convert
 from billing.periods import Period
@@ -38,6 +39,16 @@ class LateUsage:
     segments: Sequence[TermsSegment]  # that period's terms
     usage: Sequence[UsageRow]  # all of that period's usage known now
     billed: Sequence[BilledLine]  # what its own and later invoices billed for it
+    enterprise: EnterpriseFacts | None = None  # that period's enterprise days, if any
+
+
+@dataclass(frozen=True)
+class EnterpriseFacts:
+    """An account's enterprise days in the period (``billing.contracts``): how the period splits
+    between the rater and the contracts, and the executions of each span (``span_usage[i]``)."""
+
+    split: contracts.EnterpriseSplit
+    span_usage: Sequence[Sequence[UsageRow]]
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class AccountFacts:
     included: int  # the pooled quota the usage was ranked against
     late: Sequence[LateUsage] = ()
     conversion: ConversionFacts | None = None
+    enterprise: EnterpriseFacts | None = None  # segments/usage/included then cover only the rated days
 
 
 @dataclass
@@ -67,6 +79,7 @@ class AccountRating:
     rated: RatedInvoice
     included: int
     prior: dict[str, int] = field(default_factory=dict)  # source period -> late executions billed
+    reconciliations: tuple[contracts.MonthReconciliation, ...] = ()  # contract months billed
 
     @property
     def total(self) -> Decimal:
@@ -88,13 +101,23 @@ class AccountOutcome:
 def rate(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountRating:
     """The account's invoice for the period, with a prior-period line per line key whose late usage
     changed what an earlier period should have billed (billed by difference: never twice)."""
-    rated = rate_account(catalog, period.start, period.end, facts.segments, facts.usage)
+    rated, recs = _rate_own(catalog, period, facts.segments, facts.usage, facts.enterprise)
     prior: dict[str, int] = {}
     for late in facts.late:
-        again = rate_account(catalog, late.period.start, late.period.end, late.segments, late.usage)
+        again, _ = _rate_own(catalog, late.period, late.segments, late.usage, late.enterprise)
         rated = with_lines(rated, prior_period_lines(str(late.period), again, late.billed))
         prior[str(late.period)] = late.executions
-    return AccountRating(facts.account_id, list(facts.segments), list(facts.usage), rated, facts.included, prior)
+    return AccountRating(facts.account_id, list(facts.segments), list(facts.usage), rated, facts.included, prior,
+                         recs)
+
+
+def _rate_own(catalog: Catalog, period: Period, segments: Sequence[TermsSegment], usage: Sequence[UsageRow],
+              enterprise: EnterpriseFacts | None) -> tuple[RatedInvoice, tuple]:
+    """The period's own lines: the rater's, then (enterprise days) the contracts' (billing.contracts)."""
+    if enterprise is None:
+        return rate_account(catalog, period.start, period.end, segments, usage), ()
+    rated = rate_account(catalog, period.start, period.end, segments, usage) if segments else None
+    return contracts.rate_enterprise_account(catalog, period, enterprise.split, rated, enterprise.span_usage)
 
 
 def decide(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountOutcome:
@@ -102,7 +125,7 @@ def decide(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountOutc
     period whose invoice is final refuses it with ``TermsError``)."""
     rating = rate(catalog, period, facts)
     conv = facts.conversion
-    if conv is None:
+    if conv is None or facts.enterprise is not None:
         return AccountOutcome(rating, None)
     auto = decide_auto_convert(catalog, period, facts.account_id, rating.segments, rating.usage, rating.total,
                                conv.terms_changed_from_next)
@@ -115,5 +138,5 @@ def decide(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountOutc
     return AccountOutcome(rating, Conversion(auto, terms))
 
 
-__all__ = ["LateUsage", "ConversionFacts", "AccountFacts", "AccountRating", "Conversion", "AccountOutcome",
+__all__ = ["LateUsage", "EnterpriseFacts", "ConversionFacts", "AccountFacts", "AccountRating", "Conversion", "AccountOutcome",
            "rate", "decide"]

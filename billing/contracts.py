@@ -41,9 +41,13 @@ from billing.catalog import Catalog, CatalogVersion, CommittedUse
 from billing.errors import BillingError, CatalogError
 from billing.money import ZERO, format_rate, format_usd, round_money
 from billing.periods import UTC, Period
-from billing.rating import ModelUsage
+from billing.rating import LineKind, ModelUsage, RatedInvoice, RatedLine, TermsSegment, UsageRow, llm_cost
 
 _EXACT = Context(prec=60, rounding=ROUND_HALF_UP)
+ENTERPRISE_PLAN = "enterprise"
+CONTRACT_LINE_KINDS = frozenset({"committed_use", "committed_usage", "contract_overage", "termination_fee",
+                                 "enterprise_usage"})
+"""The invoice line kinds an enterprise account's contracts bill (``billing.rating.LineKind`` values)."""
 UTILISATION_PLACES = Decimal("0.0001")
 """Utilisation (used / committed) is reported as a fraction rounded half-up to 4 places (0.01%)."""
 
@@ -95,6 +99,9 @@ def anniversary(start: datetime, months: int) -> datetime:
     start = _require_day(start, "start")
     y, m = divmod(start.month - 1 + months, 12)
     year, month = start.year + y, m + 1
+    if year > 9998:
+        raise ContractError(f"a term of {months:,} months from {_fmt_day(start)} ends after the year 9998",
+                            field="months")
     if start.day <= calendar.monthrange(year, month)[1]:
         return datetime(year, month, start.day, tzinfo=UTC)
     return Period(year, month).end
@@ -881,9 +888,189 @@ def describe_summary(s: TermSummary) -> str:
     ])
 
 
+
+# --------------------------------------------------------------------------------------------
+# The close: an enterprise account's calendar month (its part of ``billing.close``'s decision)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UsageSpan:
+    """Days of an enterprise account's period whose executions are counted on their own.
+
+    A contract month (``contract`` set): its executions in time order, the first ``committed`` within
+    the commitment, the rest above it (``billable``). Enterprise days no contract covers (``contract``
+    None, ``committed`` 0): every execution is billed at the standard rate of ``version``.
+    """
+
+    start: datetime
+    end: datetime
+    committed: int
+    version: CatalogVersion
+    contract: ContractHistory | None = None
+
+
+@dataclass(frozen=True)
+class EnterpriseSplit:
+    """How the close bills an account's period that has enterprise days: ``rated_segments`` (the
+    days on another plan, rated by ``billing.rating``) and ``spans`` (the enterprise days)."""
+
+    rated_segments: tuple[TermsSegment, ...]
+    spans: tuple[UsageSpan, ...]
+
+
+def _subtract(spans: list[tuple[datetime, datetime]], cut: tuple[datetime, datetime]) -> list[tuple[datetime, datetime]]:
+    out = []
+    for s, e in spans:
+        if cut[1] <= s or e <= cut[0]:
+            out.append((s, e))
+            continue
+        if s < cut[0]:
+            out.append((s, cut[0]))
+        if cut[1] < e:
+            out.append((cut[1], e))
+    return out
+
+
+def split_enterprise_period(catalog: Catalog, period: Period, segments: Sequence[TermsSegment],
+                            contracts: Sequence[ContractHistory]) -> EnterpriseSplit | None:
+    """Split the account's period between the rater and the contracts; None when it has no
+    enterprise day (rated as usual).
+
+    ``segments``: its terms segments over the period; ``contracts``: its stored contracts (any;
+    those without a month in the period are ignored). Every contract day must be an enterprise day
+    (a contract makes the account enterprise from its start; ``ContractError`` otherwise).
+    """
+    if not isinstance(period, Period):
+        raise ContractError(f"must be a Period, got {period!r}", field="period")
+    enterprise = [s for s in segments if catalog.at(s.start).plan(s.plan).contract]
+    if not enterprise:
+        return None
+    rated = tuple(s for s in segments if s not in enterprise)
+    free = [(s.start, s.end) for s in enterprise]
+    spans: list[UsageSpan] = []
+    for h in sorted((_history(c) for c in contracts), key=lambda h: h.start):
+        version = catalog.version(h.contract.catalog_version)
+        month = contract_month(h, version, period)
+        if month is None:
+            continue
+        if not any(s <= month.start and month.end <= e for s, e in free):
+            raise ContractError(f"contract {h.contract.id} bills {_fmt_day(month.start)} to "
+                                f"{_fmt_day(month.end)} (exclusive) but the account is not on the enterprise "
+                                "plan on all of those days", field="segments")
+        free = _subtract(free, (month.start, month.end))
+        spans.append(UsageSpan(month.start, month.end, month.committed, version, h))
+    for s, e in free:
+        spans.append(UsageSpan(s, e, 0, catalog.at(s)))
+    return EnterpriseSplit(rated, tuple(sorted(spans, key=lambda sp: sp.start)))
+
+
+def check_leaving_enterprise(effective: datetime, contracts: Sequence[ContractHistory | Contract]) -> None:
+    """An enterprise account may move to another plan from 00:00 UTC of the 1st of a month on which
+    none of its contracts is in force any more (contract days are enterprise days, and a month with
+    enterprise days keeps them at its end: ``split_enterprise_period`` rates the rest before them)."""
+    effective = _require_day(effective, "effective")
+    for c in contracts:
+        h = _history(c)
+        if h.end > effective:
+            raise ContractError(f"the account is under contract {h.contract.id} until {_fmt_day(h.end)} (exclusive); "
+                                "it stays enterprise until then (terminate the contract early to end it sooner)",
+                                field="effective")
+    if effective.day != 1:
+        raise ContractError(f"an enterprise account moves to another plan from the 1st of a month, got "
+                            f"{_fmt_day(effective)}; use {_fmt_day(Period.of(effective).end)}", field="effective")
+
+
+def _model_usage(rows: Sequence[UsageRow]) -> list[ModelUsage]:
+    executions: dict[str, int] = {}
+    billable: dict[str, int] = {}
+    for r in rows:
+        if r.sandbox:
+            continue
+        executions[r.model] = executions.get(r.model, 0) + r.executions
+        billable[r.model] = billable.get(r.model, 0) + (r.executions if r.billable else 0)
+    return [ModelUsage(m, executions[m], billable[m]) for m in sorted(executions)]
+
+
+def _as_rated(line: ContractLine, cost: Decimal = ZERO) -> RatedLine:
+    return RatedLine(LineKind(line.kind.value), line.description, line.quantity, line.unit_price, line.amount,
+                     line.model, key=line.key, version=line.version, executions=line.executions, cost=cost)
+
+
+def _span_lines(catalog: Catalog, period: Period, span: UsageSpan,
+                rows: Sequence[UsageRow]) -> tuple[list[RatedLine], MonthReconciliation | None]:
+    def cost(pick) -> Decimal:
+        return sum((llm_cost(catalog.version(r.version), r.model, [r]) for r in rows if pick(r)), ZERO)
+
+    usage = _model_usage(rows)
+    if span.contract is not None:
+        rec = reconcile_month(span.contract, span.version, period, usage)
+        return [_as_rated(ln, cost(lambda r: not r.billable)
+                          if ln.kind is ContractLineKind.committed_usage else
+                          cost(lambda r, m=ln.model: r.billable and r.model == m)
+                          if ln.kind is ContractLineKind.contract_overage else ZERO)
+                for ln in rec.lines], rec
+    rate = contract_pricing(span.version).standard_rate
+    lines = []
+    for u in usage:
+        if not u.executions:
+            continue
+        lines.append(RatedLine(
+            LineKind.enterprise_usage,
+            f"Enterprise, no contract in force ({_span_label(span.start, span.end)}) — {u.model}: "
+            f"{_n(u.executions)} × {format_rate(rate)}",
+            Decimal(u.executions), rate, round_money(_EXACT.multiply(Decimal(u.executions), rate)), u.model,
+            key=f"enterprise_usage|{_fmt_day(span.start)}|{u.model}", version=span.version.version,
+            executions=u.executions, cost=cost(lambda r, m=u.model: r.model == m)))
+    return lines, None
+
+
+def rate_enterprise_account(catalog: Catalog, period: Period, split: EnterpriseSplit,
+                            rated: RatedInvoice | None,
+                            span_usage: Sequence[Sequence[UsageRow]]) -> tuple[RatedInvoice, tuple[MonthReconciliation, ...]]:
+    """The account's invoice for the period: ``rated`` (the rater's invoice for
+    ``split.rated_segments``, None without any) followed by each span's lines in time order, and the
+    reconciliation of each contract month. ``span_usage[i]``: the executions of ``split.spans[i]``
+    aggregated like the close's usage rows (``billable``: ranked past the span's committed
+    executions; every non-sandbox execution for a span without a contract).
+    """
+    if len(span_usage) != len(split.spans):
+        raise ContractError(f"needs usage for each of the {len(split.spans)} spans, got {len(span_usage)}",
+                            field="span_usage")
+    lines: list[RatedLine] = list(rated.lines) if rated is not None else []
+    recs = []
+    for span, rows in zip(split.spans, span_usage):
+        span_lines, rec = _span_lines(catalog, period, span, rows)
+        lines += span_lines
+        if rec is not None:
+            recs.append(rec)
+    spans_rows = [r for rows in span_usage for r in rows]
+    platform = [r for r in spans_rows if not r.sandbox]
+    total = round_money(sum((ln.amount for ln in lines), ZERO))
+    # The invoice's plan and version: those of the last days of the period.
+    enterprise_last = rated is None or split.spans[-1].end >= split.rated_segments[-1].end
+    return RatedInvoice(
+        plan=ENTERPRISE_PLAN if enterprise_last else rated.plan,
+        catalog_version=split.spans[-1].version.version if enterprise_last else rated.catalog_version,
+        lines=tuple(lines),
+        executions=(rated.executions if rated else 0) + sum(r.executions for r in platform),
+        billable_executions=(rated.billable_executions if rated else 0)
+        + sum(r.executions for r in platform if r.billable),
+        subtotal=total, total=total,
+        sandbox_executions=(rated.sandbox_executions if rated else 0)
+        + sum(r.executions for r in spans_rows if r.sandbox),
+        byok_executions=(rated.byok_executions if rated else 0) + sum(r.executions for r in platform if r.byok),
+        platform_cost=(rated.platform_cost if rated else ZERO)
+        + sum((llm_cost(catalog.version(r.version), r.model, [r]) for r in platform), ZERO),
+    ), tuple(recs)
+
 __all__ = [
     "Amendment",
     "AmendmentKind",
+    "CONTRACT_LINE_KINDS",
+    "ENTERPRISE_PLAN",
+    "EnterpriseSplit",
+    "UsageSpan",
+    "rate_enterprise_account",
+    "split_enterprise_period",
     "CommitmentSegment",
     "Contract",
     "ContractError",
@@ -896,6 +1083,7 @@ __all__ = [
     "TerminationFee",
     "UTILISATION_PLACES",
     "anniversary",
+    "check_leaving_enterprise",
     "contract_month",
     "contract_pricing",
     "create_contract",

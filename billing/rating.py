@@ -54,6 +54,13 @@ class LineKind(str, Enum):
     token_usage = "token_usage"
     sandbox = "sandbox"
     prior_period_usage = "prior_period_usage"
+    # enterprise accounts (billing/contracts.py): a contract month's lines, and enterprise days
+    # that no contract covers
+    committed_use = "committed_use"
+    committed_usage = "committed_usage"
+    contract_overage = "contract_overage"
+    termination_fee = "termination_fee"
+    enterprise_usage = "enterprise_usage"
 
 
 @dataclass(frozen=True)
@@ -493,8 +500,12 @@ def _cost(version: CatalogVersion, model: str, rows: Sequence[UsageRow]) -> Deci
     return total
 
 
+llm_cost = _cost  # the same rule for lines priced outside this module (billing.contracts)
+
+
 # ---- late usage: prior-period lines ---------------------------------------------------------------
-PRIOR_KINDS = frozenset({"usage", "token_usage", "blocked_usage", "cap_adjustment"})
+PRIOR_KINDS = frozenset({"usage", "token_usage", "blocked_usage", "cap_adjustment", "contract_overage",
+                         "enterprise_usage"})
 
 
 @dataclass(frozen=True)
@@ -561,4 +572,5 @@ __all__ = [
     "prior_period_lines",
     "split_at_quota",
     "with_lines",
+    "llm_cost",
 ]

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from temporalio.common import SearchAttributeKey
 
 from workflows import close as close_workflows
+from workflows import contracts as contract_workflows
 from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD, kind_name
 
 if TYPE_CHECKING:
@@ -71,6 +72,12 @@ def _close_schedules(settings: Settings) -> list[ScheduleDef]:
     return [monthly_close_schedule(settings)]
 
 
+def _contract_activities(deps: Deps) -> list[Any]:
+    from activities.contracts import ContractActivities
+
+    return [ContractActivities(deps)]
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -80,6 +87,15 @@ CAPABILITIES: tuple[Capability, ...] = (
         schedules=_close_schedules,
         search_attributes=(BILLING_PERIOD, BILLING_ACCOUNT_IDS),
         cli_groups=("workers.cli.close:close", "workers.cli.invoices:invoices"),
+    ),
+    Capability(
+        name="contracts",
+        description="enterprise committed-use contracts: one workflow per term (contract-<id>) reconciles each "
+                    "month after its close, takes amendments as updates and writes the term summary",
+        workflows=contract_workflows.WORKFLOWS,
+        activities=_contract_activities,
+        search_attributes=(BILLING_ACCOUNT_IDS, BILLING_PERIOD),
+        cli_groups=("workers.cli.contracts:contracts",),
     ),
 )
 

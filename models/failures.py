@@ -17,6 +17,7 @@ class Failure:
     INVOICE_REJECTED = "InvoiceRejected"  # Stripe refused the invoice (4xx): ops must look
     NOT_FOUND = "NotFound"  # the invoice/account named in the input does not exist
     STRIPE_TRANSIENT = "StripeTransient"  # some invoices not pushed yet; Temporal retries the activity
+    CONTRACT_REFUSED = "ContractRefused"  # a contract rule refused an amendment (or the stored contract)
 
 
 class PushBudget:

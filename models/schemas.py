@@ -11,6 +11,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from billing.contracts import TermSummary
+
 
 # ---- usage recorded (what usage observers hear, capabilities.observe_usage) -----------------------
 class RecordedUsage(BaseModel):
@@ -219,3 +221,169 @@ class InvoiceExplanation(BaseModel):
     lines: list[LineExplanation]
     total: str
     platform_cost: str
+
+
+# ---- committed-use contracts (workflow ``contract-<id>``, `tally contracts`, the API) -------------------
+class ContractAmendmentRecord(BaseModel):
+    kind: str  # raise_commitment | extend_term | terminate
+    requested_at: datetime
+    effective: datetime
+    commitment: int | None = None
+    extra_months: int | None = None
+
+
+class ContractRecord(BaseModel):
+    """A stored contract and its accepted amendments (``billing.contracts.ContractHistory``)."""
+
+    id: str
+    account_id: str
+    commitment: int
+    start: datetime
+    months: int
+    catalog_version: str
+    amendments: list[ContractAmendmentRecord] = Field(default_factory=list)
+
+
+class ScheduledMonth(BaseModel):
+    """A contract month as the contract stands (``billing.contracts.term_months``)."""
+
+    period: str
+    number: int
+    start: datetime
+    end: datetime
+    committed: int
+    last: bool = False
+
+
+class ContractMonthRecord(BaseModel):
+    """A contract month's reconciliation as the close recorded it with the invoice."""
+
+    period: str
+    number: int
+    start: datetime
+    end: datetime
+    committed: int
+    used: int
+    overage: int
+    shortfall: int
+    utilisation: Decimal
+    committed_charge: Decimal
+    overage_charge: Decimal
+    termination_fee: Decimal
+    total: Decimal
+    invoice_status: str
+    reconciled: bool  # the term workflow took it as final
+
+
+class ContractSummaryRecord(BaseModel):
+    """The contract summary at term end (``billing.contracts.TermSummary``) and its text."""
+
+    summary: TermSummary
+    text: str = ""
+
+
+class ContractLoad(BaseModel):
+    """What the term workflow holds of its contract (reloaded at the start of every run)."""
+
+    contract: ContractRecord
+    schedule: list[ScheduledMonth]
+    reconciled: list[ContractMonthRecord] = Field(default_factory=list)
+    grace_hours: int = 48
+
+
+class ContractTermInput(BaseModel):
+    contract_id: str
+    # How often the workflow checks whether the month's close has finished, once it may have run.
+    poll_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # The contract as the starter knew it (each run reloads it); lets the update validator judge an
+    # amendment from the first instant.
+    contract: ContractRecord | None = None
+
+
+class ContractMonthCheck(BaseModel):
+    contract_id: str
+    period: str
+
+
+class ContractMonthStatus(BaseModel):
+    period: str
+    final: bool
+    reason: str
+    month: ContractMonthRecord | None = None
+
+
+class AmendRequest(BaseModel):
+    """An ops amendment (the workflow's ``amend`` update): raise the commitment, extend the term, or
+    terminate early. Requested at the workflow's current time."""
+
+    kind: str  # raise_commitment | extend_term | terminate
+    commitment: int | None = None
+    extra_months: int | None = None
+
+
+class RecordAmendmentInput(BaseModel):
+    contract_id: str
+    request_id: str  # the update's id: recording it twice records it once
+    requested_at: datetime
+    request: AmendRequest
+
+
+class ContractTermState(BaseModel):
+    """The ``state`` query of ``contract-<id>``: what ops see in the Temporal UI."""
+
+    contract: ContractRecord | None = None
+    commitment_now: int | None = None
+    end: datetime | None = None
+    terminated: bool = False
+    schedule: list[ScheduledMonth] = Field(default_factory=list)
+    reconciled: list[ContractMonthRecord] = Field(default_factory=list)
+    waiting_for: str | None = None  # the month whose close it waits for
+    next_check_at: datetime | None = None
+    checks: int = 0  # checks of the waited month so far
+    last_check: str | None = None
+    summary: ContractSummaryRecord | None = None
+    finished: bool = False
+
+
+class ContractView(BaseModel):
+    """A contract as `tally contracts show --json` prints it and the API returns it."""
+
+    id: str
+    account_id: str
+    workflow_id: str
+    catalog_version: str
+    start: datetime
+    end: datetime
+    months: int
+    commitment: int  # as signed
+    commitment_now: int
+    discount: Decimal
+    rate: Decimal  # per committed execution, now
+    standard_rate: Decimal
+    terminated: bool
+    amendments: list[ContractAmendmentRecord]
+    schedule: list[ScheduledMonth]
+    recorded: list[ContractMonthRecord]
+    summary: ContractSummaryRecord | None = None
+
+
+def contract_history(record: ContractRecord):
+    """The record as the rules see it (``billing.contracts.ContractHistory``; amendments re-checked)."""
+    from billing.contracts import Amendment, Contract, ContractHistory
+
+    return ContractHistory(
+        Contract(record.account_id, record.commitment, record.start, record.months, record.catalog_version,
+                 record.id),
+        tuple(Amendment(a.kind, a.requested_at, a.effective, commitment=a.commitment, extra_months=a.extra_months)
+              for a in record.amendments))
+
+
+def contract_record(history) -> ContractRecord:
+    """A ``billing.contracts.ContractHistory`` as a record that crosses process boundaries."""
+    c = history.contract
+    return ContractRecord(
+        id=c.id, account_id=c.account, commitment=c.commitment, start=c.start, months=c.months,
+        catalog_version=c.catalog_version,
+        amendments=[ContractAmendmentRecord(kind=a.kind.value, requested_at=a.requested_at, effective=a.effective,
+                                            commitment=a.commitment, extra_months=a.extra_months)
+                    for a in history.amendments])

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     close_parallel_chunks: int = Field(default=4, description="Chunk workflows running at once.")
     late_usage_grace_hours: int = 48
     catalog_path: Path | None = Field(default=None, description="Override the catalog data file.")
+    contract_poll_seconds: int = Field(
+        default=3600, ge=1, le=86_400,
+        description="How often a contract's term workflow checks whether its month's close has finished.")
 
     # ---- derived -------------------------------------------------------------------------
     @property

@@ -260,3 +260,86 @@ stripe_events = Table(
     Column("outcome", String(16), nullable=False),  # handled | ignored
     Index("ix_stripe_events_type_created", "type", "created"),
 )
+
+# ---- enterprise committed-use contracts (billing/contracts.py) ------------------------------------
+# A contract as signed: ``ends_at`` is the exclusive end as amended (extensions, early termination),
+# kept with every amendment for lookups; the rules replay the amendments (contract_amendments).
+contracts = Table(
+    "contracts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), ForeignKey("accounts.id"), nullable=False),
+    Column("commitment", BigInteger, nullable=False),  # executions per month, as signed
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("months", Integer, nullable=False),  # as signed
+    Column("catalog_version", String(64), nullable=False),  # the version that prices the whole term
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("account_id", "starts_at"),
+    CheckConstraint("commitment > 0 AND months > 0 AND ends_at > starts_at", name="positive_term"),
+)
+
+# Accepted amendments in the order they were accepted; ``request_id`` (the Temporal update id) makes
+# recording one idempotent.
+contract_amendments = Table(
+    "contract_amendments",
+    metadata,
+    Column("contract_id", BigInteger, ForeignKey("contracts.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("request_id", String(255), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("effective", DateTime(timezone=True), nullable=False),
+    Column("commitment", BigInteger),
+    Column("extra_months", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('raise_commitment', 'extend_term', 'terminate')", name="kind_known"),
+)
+
+# The monthly reconciliation of a contract month, written by the close with the invoice that bills it
+# (rewritten while that invoice is a draft, never after); ``reconciled_at``: when the contract's term
+# workflow took it as final.
+contract_months = Table(
+    "contract_months",
+    metadata,
+    Column("contract_id", BigInteger, ForeignKey("contracts.id"), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("committed", BigInteger, nullable=False),
+    Column("used", BigInteger, nullable=False),
+    Column("overage", BigInteger, nullable=False),
+    Column("shortfall", BigInteger, nullable=False),
+    Column("utilisation", Numeric(12, 4), nullable=False),
+    Column("committed_charge", MONEY, nullable=False),
+    Column("overage_charge", MONEY, nullable=False),
+    Column("termination_fee", MONEY, nullable=False),
+    Column("total", MONEY, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("reconciled_at", DateTime(timezone=True)),
+    Index("ix_contract_months_invoice_id", "invoice_id"),
+)
+
+# The contract summary at term end, written once by the term workflow.
+contract_summaries = Table(
+    "contract_summaries",
+    metadata,
+    Column("contract_id", BigInteger, ForeignKey("contracts.id"), primary_key=True),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("terminated_early", Boolean, nullable=False),
+    Column("months", Integer, nullable=False),
+    Column("committed", BigInteger, nullable=False),
+    Column("used", BigInteger, nullable=False),
+    Column("overage", BigInteger, nullable=False),
+    Column("shortfall", BigInteger, nullable=False),
+    Column("committed_charges", MONEY, nullable=False),
+    Column("overage_charges", MONEY, nullable=False),
+    Column("termination_fee", MONEY, nullable=False),
+    Column("total_charges", MONEY, nullable=False),
+    Column("average_utilisation", Numeric(12, 4), nullable=False),
+    Column("months_under_commitment", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

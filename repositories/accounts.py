@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.periods import Period
@@ -69,7 +69,8 @@ def set_stripe_customer(conn: Connection, account_id: str, customer_id: str) -> 
 
 # ---- the accounts a close bills -----------------------------------------------------------------------
 def _billable_accounts(period: Period):
-    return and_(accounts.c.billing_starts_at < period.end, accounts.c.plan != "enterprise")
+    # Enterprise accounts too: their contracts are billed by the close (billing.contracts).
+    return accounts.c.billing_starts_at < period.end
 
 
 def count_billable_accounts(conn: Connection, period: Period) -> int:

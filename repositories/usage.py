@@ -189,8 +189,15 @@ def count_non_sandbox(conn: Connection, account_id: str, start: datetime, end: d
 
 
 # ---- the close's aggregation --------------------------------------------------------------------------
+# What the close counts of a group of ranked executions ``r`` (read back by ``as_usage_row``).
+USAGE_AGGREGATES = """count(*) AS executions,
+           coalesce(sum(r.input_tokens), 0) AS input_tokens,
+           coalesce(sum(r.output_tokens), 0) AS output_tokens,
+           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
+           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
+           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
 _USAGE_ROWS_SQL = text(
-    """
+    f"""
     WITH acct AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
             AS a(account_id, included, starts)
@@ -225,12 +232,7 @@ _USAGE_ROWS_SQL = text(
         WHERE t.n > b.included AND b.included > 0
     )
     SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, r.billable,
-           count(*) AS executions,
-           coalesce(sum(r.input_tokens), 0) AS input_tokens,
-           coalesce(sum(r.output_tokens), 0) AS output_tokens,
-           coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
-           coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
-           coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out
+           {USAGE_AGGREGATES}
     FROM ranked r
     JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
     JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
@@ -265,13 +267,17 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     })
     out: dict[str, list[UsageRow]] = {}
     for r in rows:
-        out.setdefault(r.account_id, []).append(UsageRow(
-            segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
-            executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
-            cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in),
-            uncosted_output_tokens=int(r.uncosted_out),
-        ))
+        out.setdefault(r.account_id, []).append(as_usage_row(r))
     return out
+
+
+def as_usage_row(r) -> UsageRow:
+    """A row of the close's aggregation (``idx``, ``name``, model, byok, sandbox, billable, counts)."""
+    return UsageRow(
+        segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
+        executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
+        cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in), uncosted_output_tokens=int(r.uncosted_out),
+    )
 
 
 def period_executions(conn: Connection, account_id: str, start: datetime, end: datetime):

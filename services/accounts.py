@@ -23,7 +23,8 @@ from billing.terms import (
     new_account_terms,
     require_some_change,
 )
-from repositories import accounts, invoices
+from billing.contracts import check_leaving_enterprise
+from repositories import accounts, contracts, invoices
 from services.errors import Conflict, NotFound, refused_input
 from services.inputs import check_id
 
@@ -134,6 +135,9 @@ def change_terms(conn: Connection, *, account_id: str, effective_from: datetime,
             effective_from=start, change=change, invoiced=invoiced,
             current=None if current is None else Terms(current.plan, current.seats, current.overage_opt_in,
                                                        current.pricing))
+    if current is not None and terms.plan != current.plan and catalog.at(start).plan(current.plan).contract:
+        with refused_input():  # contract days are enterprise days (billing.contracts)
+            check_leaving_enterprise(start, contracts.histories(conn, contracts.contracts_of(conn, [account_id])))
     accounts.append_terms(conn, account_id=account_id, effective_from=start, terms=terms, reason=reason, now=now)
     return terms
 

@@ -16,8 +16,9 @@ from billing.catalog import Catalog, default_catalog, version_windows
 from billing.explain import PeriodExecutions
 from billing.money import round_money
 from billing.periods import Period
-from billing.projection import project_month
 from billing.close import rate
+from billing.contracts import CONTRACT_LINE_KINDS
+from billing.projection import MonthProjection, project_month
 from billing.rating import pooled_included, prior_period_lines, rate_account
 from billing.verify import LineDifference, compare_lines
 from models.schemas import (
@@ -106,7 +107,11 @@ def invoice_preview(engine: Engine, account_id: str, at: datetime | None = None,
             if account_id not in ratings:
                 raise NotFound(f"account {account_id!r} is not billed in {period} (billing starts later)")
         r = ratings[account_id]
-        projected = project_month(catalog, period.start, period.end, at, r.segments, r.usage, r.included, r.rated)
+        # a contract's lines (billing.contracts) are not scaled: the committed use is the whole month's already
+        kept = sum((ln.amount for ln in r.rated.lines if ln.kind.value in CONTRACT_LINE_KINDS), Decimal(0))
+        projected = project_month(catalog, period.start, period.end, at, r.segments, r.usage, r.included, r.rated) \
+            if r.segments else MonthProjection(r.rated.executions, Decimal(0))
+        projected = MonthProjection(max(projected.executions, r.rated.executions), projected.total + kept)
     rated = r.rated
     return InvoicePreview(
         account_id=account_id,

@@ -30,6 +30,7 @@ from billing.periods import Period
 from billing.rating import RatedInvoice, included_executions, pooled_included, rate_account
 from models.db import retry_once_on_lost_connection
 from repositories import accounts, invoices, platforms, usage
+from services.contracts import month_commitment
 from services.errors import NotFound
 from services.ingest import BatchRecorder
 from services.inputs import ACCOUNT_ID
@@ -129,10 +130,12 @@ class MeteringService:
         plan_now = catalog.at(current.start).plan(current.plan) if current else None
         shown = current or segments[-1]
         opt_in = shown.overage_opt_in
-        if any(p.contract for p in plans):  # enterprise: the contract bills it, not the rater
+        if any(p.contract for p in plans):  # enterprise: its contract bills it (rated only when exact)
             used = non_sandbox_executions(counters) if counters is not None else usage.count_non_sandbox(
                 conn, account.id, period.start, period.end)
-            return MonthToDate(period, shown.plan, plan_now, opt_in, 0, used, None, None, True)
+            rating = pricing.rate_accounts(conn, catalog, period, [account.id]).get(account.id) if exact else None
+            return MonthToDate(period, shown.plan, plan_now, opt_in, 0, used,
+                               rating.rated.total if rating else None, rating.rated if rating else None, True)
         included = pooled_included(catalog, period.start, period.end, segments)
         windows = version_windows(catalog, period.start, period.end)
         if (not exact and counters is not None and len(segments) == 1 and len(windows) == 1
@@ -233,8 +236,9 @@ class MeteringService:
             agents = usage.usage_groups(conn, account_id, period.start, period.end, "agent")
             by_model = self.usage_report(conn, account_id, period, "model")
             past = [r for r in invoices.account_invoices(conn, account_id) if r.period != str(period)]
+            contract = month_commitment(conn, self.catalog, account_id, now)
         return {"account": account, "now": now, "period": period, "mtd": mtd, "days": days, "agents": agents,
-                "models": by_model["groups"], "totals": by_model["totals"], "invoices": past}
+                "models": by_model["groups"], "totals": by_model["totals"], "invoices": past, "contract": contract}
 
 
 def _check_account_id(account_id: str) -> None:

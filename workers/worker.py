@@ -13,35 +13,14 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.deps import Deps
 from models.settings import ConfigError, Settings, get_settings
+from services.temporal import TemporalUnreachable, connect  # noqa: F401 - also imported from here
 import capabilities as registry
 
 log = logging.getLogger("tally.worker")
-
-
-class TemporalUnreachable(ConnectionError):
-    """No Temporal frontend answers at the configured address."""
-
-
-async def connect(settings: Settings) -> Client:
-    address = settings.effective_temporal_address()
-    try:
-        return await Client.connect(
-            address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-        )
-    except RuntimeError as err:
-        if "connect" not in str(err).lower():
-            raise
-        raise TemporalUnreachable(
-            f"cannot reach Temporal at {address} (set TEMPORAL_ADDRESS, or start the local stack "
-            "with `tally dev up`)"
-        ) from None
 
 
 def build_worker(client: Client, settings: Settings, deps: Deps | None = None,

@@ -67,12 +67,32 @@ class LiveApi:
         return account_id
 
 
+class _NoWorkflows:
+    """A Temporal client with no workflows: starting one does nothing, reaching one finds none (the API
+    tests never dial a Temporal server; tests/integration/test_contracts_api.py runs the real one)."""
+
+    async def start_workflow(self, *args, **kwargs):
+        return None
+
+    def get_workflow_handle_for(self, *args, **kwargs):
+        return self
+
+    async def execute_update(self, *args, **kwargs):
+        from temporalio.service import RPCError, RPCStatusCode
+
+        raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
+
+
+async def no_temporal():
+    return _NoWorkflows()
+
+
 @pytest.fixture(scope="session")
 def api_server(database_url, tmp_path_factory):
     clock = Clock()
     settings = Settings(home=tmp_path_factory.mktemp("tally-api-home"), database_url=database_url,
                         api_secret="test-secret-for-billing-links")
-    app = create_app(settings, clock=clock)
+    app = create_app(settings, clock=clock, temporal=no_temporal)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)

