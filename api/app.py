@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
+from api.routing import add_routing_routes
 from api.errors import ApiError, install_error_handlers, invalid, unauthorized
 from api.schemas import (
     MAX_BATCH,
@@ -248,6 +249,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
         })
+
+    add_routing_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
 
     def openapi() -> dict:
         """The generated document plus the execution schemas the raw-body route reads."""

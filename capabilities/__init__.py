@@ -81,6 +81,13 @@ CAPABILITIES: tuple[Capability, ...] = (
         search_attributes=(BILLING_PERIOD, BILLING_ACCOUNT_IDS),
         cli_groups=("workers.cli.close:close", "workers.cli.invoices:invoices"),
     ),
+    Capability(
+        name="routing",
+        description="dynamic model routing: quality scores, POST /v1/route, the savings report",
+        workflows=(),
+        activities=lambda _deps: [],
+        cli_groups=("workers.cli.routing:routing",),
+    ),
 )
 
 

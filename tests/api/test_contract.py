@@ -70,4 +70,8 @@ def test_no_generated_request_makes_the_api_fail(contract, mode):
         # Stripe's webhook endpoint is authenticated by Stripe's signature, which no generator can forge.
         signed_by_stripe = {op.label for op in operations if op.path.startswith("/v1/stripe/")}
         assert signed_by_stripe and all(statuses[(label, 400)] for label in signed_by_stripe), statuses
-        assert {op.label for op in operations if "{period}" not in op.path} - signed_by_stripe <= reached, statuses
+        # A route needs an account of this platform named in its JSON body and a CSV import a header line:
+        # no generator finds them (tests/api/test_routing_api.py reaches both).
+        body_named = {"POST /v1/route", "POST /v1/routing/scores"}
+        assert {op.label for op in operations if "{period}" not in op.path} - signed_by_stripe - body_named <= reached, \
+            statuses
