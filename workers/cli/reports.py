@@ -68,3 +68,47 @@ def report_routing(period: str, as_json: bool) -> None:
                    f"{sum(r.saved_price for r in rows):>10,} {sum(r.saved_cost for r in rows):>10,}")
     else:
         click.echo(f"no routed executions in {period}")
+
+
+@report.command("usage")
+@click.option("--period", required=True, metavar="YYYY-MM")
+@click.option("--months", type=int, default=3, show_default=True, help="This many months up to PERIOD (trends).")
+@click.option("--json", "as_json", is_flag=True, help="Every figure as JSON.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the page with its charts (SVG, no JavaScript, works offline) to this file.")
+@friendly
+def report_usage(period: str, months: int, as_json: bool, html_file: str | None) -> None:
+    """The seed's "data to collect": executions per user per month (median, p95, p99, histogram), tokens
+    per execution by skill category and model, model mix, BYOK adoption, the tier conversion funnel,
+    churn by usage decile, and platform cost, revenue and margin per tier. All accounts; every figure
+    from SQL over the months' executions and the terms history (sandbox tries left out).
+    """
+    import json
+
+    from services.analytics import to_json, usage_analytics
+    from workers.cli.common import catalog
+
+    if as_json and html_file:
+        raise click.UsageError("--json and --html: choose one")
+    data = usage_analytics(engine(), catalog(), period, months)
+    if as_json:
+        click.echo(json.dumps(to_json(data), indent=2))
+        return
+    if html_file:
+        from pathlib import Path
+
+        from api.analytics_page import render_analytics_page
+
+        Path(html_file).write_text(render_analytics_page(data, "all accounts"), encoding="utf-8")
+        click.echo(f"wrote {html_file}")
+        return
+    from api.analytics_page import TABLES, cell, table_rows
+
+    for _tid, title, path, fields in TABLES:
+        rows = table_rows(data, path)
+        click.echo(f"\n{title}")
+        widths = [max([len(f)] + [len(cell(r[f])) for r in rows]) for f in fields]
+        click.echo("  ".join(f.replace("_", " ").ljust(w) for f, w in zip(fields, widths)))
+        for r in rows:
+            click.echo("  ".join(cell(r[f]).rjust(w) if isinstance(r[f], (int, float)) or r[f] is None
+                                 or not isinstance(r[f], str) else cell(r[f]).ljust(w) for f, w in zip(fields, widths)))
