@@ -8,6 +8,7 @@ reads is in the tables, printed from the same JSON as ``tally report usage --jso
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -24,6 +25,11 @@ STYLE = Style(background="transparent", plot_background="transparent", foregroun
               foreground_strong="#1d2330", foreground_subtle="#c9cedb", colors=PALETTE,
               font_family="system-ui, sans-serif", label_font_size=11, major_label_font_size=11,
               legend_font_size=11, title_font_size=13, value_font_size=10)
+
+
+# pygal always writes its config into an inline <script> for its optional tooltips (js=[] only drops the
+# script it would fetch): the page needs none, so it is cut out and the SVG is plain drawing.
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ def _chart(kind, id: str, title: str, x_labels: list[str], series: list[tuple[st
         values = [_num(v) for v in values]
         points += sum(v is not None for v in values)
         chart.add(name, values)
-    return Chart(id, title, Markup(chart.render(is_unicode=True)), points)
+    return Chart(id, title, Markup(_SCRIPT.sub("", chart.render(is_unicode=True))), points)
 
 
 def build_charts(data: dict) -> list[Chart]:

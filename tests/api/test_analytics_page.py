@@ -54,7 +54,8 @@ def test_the_analytics_page_renders_every_chart_with_data_and_its_tables_match_t
             response = page.goto(f"{api.url}/ops/usage?period=2026-10&months=3", wait_until="load")
             assert response is not None and response.status == 200
             assert "default-src 'none'" in response.headers["content-security-policy"]
-            assert requests == [response.url]  # nothing else fetched: no CDN, no script, works offline
+            assert requests == [response.url]  # nothing else fetched: no CDN, works offline
+            assert page.locator("script").count() == 0
 
             for chart in CHARTS:
                 figure = page.locator(f"#chart-{chart}")
