@@ -1,10 +1,10 @@
 """The seed's "data to collect" (usage analytics), in SQL over the months' executions and the terms
 history; nothing loads a month of executions into Python.
 
-``load_usage`` scans the window's executions ONCE into a temporary table (``analytics_usage``, dropped
-at commit): two grouping sets, per (month, account, model, BYOK, catalog version) and per (week, model).
-Every measure but the tokens per execution (percentiles need the executions themselves) reads that
-small table. Call everything in one transaction.
+``load_usage`` scans the window's executions ONCE into small temporary tables (dropped at commit):
+``analytics_usage`` per account, model, BYOK, month and catalog version, ``analytics_weeks`` per week
+and model, ``analytics_cost`` per account, model, BYOK and version of the report's month. Every measure but the tokens per execution (percentiles need the executions themselves)
+reads them. Call everything in one transaction.
 
 Sandbox tries are left out throughout: they are not executions a plan counts or charges, and they cost
 the platform nothing (docs/decisions.md, "Platform cost"). An account is a "user" of a month when it
@@ -13,7 +13,8 @@ has at least one execution in it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, text
 
@@ -21,42 +22,103 @@ PLAN_RANK = {"free": 0, "payg": 1, "pro": 2, "team": 3, "enterprise": 4}
 # Executions per user per month: histogram bucket lower bounds (the plans' quotas are edges: free 100,
 # pro 5,000, team 25,000 a seat).
 HISTOGRAM_EDGES = (1, 11, 101, 1001, 5001, 25001, 100001)
+WORK_MEM = "64MB"  # for the report's transaction: the scan's hash tables and the percentiles' sorts in memory
 
 _SCOPE = "(CAST(:platform_id AS integer) IS NULL OR a.platform_id = CAST(:platform_id AS integer))"
 
 
-def _version_case(versions: list[tuple[str, datetime, datetime]]) -> tuple[str, dict]:
-    """A CASE naming the catalog version in force at ``e.occurred_at`` (windows from version_windows)."""
-    parts, params = [], {}
-    for i, (name, _start, end) in enumerate(versions):
-        parts.append(f"WHEN e.occurred_at < :ver_end_{i} THEN :ver_name_{i}")
-        params[f"ver_end_{i}"], params[f"ver_name_{i}"] = end, name
-    return ("CASE " + " ".join(parts) + " END") if parts else "NULL", params
+@dataclass(frozen=True)
+class Interval:
+    """A piece of the scanned window inside one month, one week and one catalog version."""
+
+    start: datetime
+    end: datetime
+    month: str  # YYYY-MM
+    week: date  # the Monday that starts its ISO week
+    version: str | None
+
+
+def intervals(start: datetime, end: datetime, versions: list[tuple[str, datetime, datetime]]) -> list[Interval]:
+    """``[start, end)`` cut at every month start, week start (Monday 00:00 UTC) and catalog version start."""
+    cuts = {start, end} | {v[1] for v in versions}
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < end:
+        if day.day == 1 or day.weekday() == 0:
+            cuts.add(day)
+        day += timedelta(days=1)
+    points = sorted(c for c in cuts if start <= c <= end)
+    return [Interval(lo, hi, f"{lo.year:04d}-{lo.month:02d}", (lo - timedelta(days=lo.weekday())).date(),
+                     _version_at(versions, lo)) for lo, hi in zip(points, points[1:])]
+
+
+def _version_at(versions: list[tuple[str, datetime, datetime]], at: datetime) -> str | None:
+    return next((v[0] for v in versions if v[1] <= at < v[2]), None)
 
 
 def load_usage(conn: Connection, start: datetime, end: datetime, versions: list[tuple[str, datetime, datetime]],
-               platform_id: int | None) -> None:
-    """One scan of ``[start, end)``'s executions (sandbox tries left out) into ``analytics_usage``."""
-    version, params = _version_case(versions)
+               costed_from: datetime, platform_id: int | None) -> None:
+    """One scan of ``[start, end)``'s executions (sandbox tries left out) into three small tables:
+    ``analytics_usage`` (executions per account, model, BYOK, month and catalog version),
+    ``analytics_weeks`` (per week and model) and ``analytics_cost`` (from ``costed_from`` on, per
+    account, model, BYOK and version: recorded costs, and the tokens of executions without one).
+
+    The scan groups by plain columns (account, model, BYOK) and counts each interval with a FILTER,
+    then unnests the intervals: grouping by time expressions instead makes the planner expect a group
+    per row and sort the whole window."""
+    pieces = intervals(start, end, versions)
+    costed = [v for v in versions if v[2] > costed_from]
+    params: dict = {"start": start, "end": end, "platform_id": platform_id}
+    counts, cost, uin, uout = [], [], [], []
+    for i, iv in enumerate(pieces):
+        params[f"s{i}"], params[f"e{i}"] = iv.start, iv.end
+        counts.append(f"count(*) FILTER (WHERE e.occurred_at >= :s{i} AND e.occurred_at < :e{i})")
+    for j, (_name, v_start, v_end) in enumerate(costed):
+        params[f"cs{j}"], params[f"ce{j}"] = max(v_start, costed_from), v_end
+        inside = f"e.occurred_at >= :cs{j} AND e.occurred_at < :ce{j}"
+        cost.append(f"coalesce(sum(e.cost_usd) FILTER (WHERE {inside}), 0)")
+        uin.append(f"coalesce(sum(e.input_tokens) FILTER (WHERE {inside} AND e.cost_usd IS NULL), 0)")
+        uout.append(f"coalesce(sum(e.output_tokens) FILTER (WHERE {inside} AND e.cost_usd IS NULL), 0)")
+    params.update(i_month=[iv.month for iv in pieces], i_week=[iv.week for iv in pieces],
+                  i_version=[iv.version for iv in pieces], c_version=[v[0] for v in costed])
     scope = "" if platform_id is None else f"JOIN accounts a ON a.id = e.account_id AND {_SCOPE}"
-    conn.execute(text("DROP TABLE IF EXISTS analytics_usage"))
+    arrays = lambda items: f"ARRAY[{', '.join(items)}]::numeric[]" if items else "ARRAY[]::numeric[]"  # noqa: E731
+    intervals_sql = """CROSS JOIN unnest(CAST(:i_month AS text[]), CAST(:i_week AS date[]),
+                                        CAST(:i_version AS text[])) WITH ORDINALITY AS i(month, week, version, idx)"""
+    # The scan's groups are few (accounts x models x BYOK) but its rows many: hash them in parallel
+    # (the planner would sort the window), in memory.
+    conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    conn.execute(text("SET LOCAL enable_sort = off"))
+    for table in ("analytics_scan", "analytics_usage", "analytics_weeks", "analytics_cost"):
+        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    conn.execute(text(f"""
+        CREATE TEMP TABLE analytics_scan ON COMMIT DROP AS
+        SELECT e.account_id, e.model, e.byok, ARRAY[{', '.join(counts)}] AS n,
+               {arrays(cost)} AS cost, {arrays(uin)} AS uin, {arrays(uout)} AS uout
+        FROM executions e {scope}
+        WHERE e.occurred_at >= :start AND e.occurred_at < :end AND NOT e.sandbox
+        GROUP BY 1, 2, 3
+    """), params)
+    conn.execute(text("SET LOCAL enable_sort = on"))
     conn.execute(text(f"""
         CREATE TEMP TABLE analytics_usage ON COMMIT DROP AS
-        SELECT GROUPING(account_id) = 0 AS by_account, month, account_id, model, byok, version, week,
-               count(*) AS executions,
-               sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-               coalesce(sum(cost_usd), 0) AS recorded_cost,
-               coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0) AS uncosted_input,
-               coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0) AS uncosted_output
-        FROM (
-            SELECT e.account_id, e.model, e.byok, e.input_tokens, e.output_tokens, e.cost_usd,
-                   to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, {version} AS version,
-                   date_trunc('week', e.occurred_at AT TIME ZONE 'UTC')::date AS week
-            FROM executions e {scope}
-            WHERE e.occurred_at >= :start AND e.occurred_at < :end AND NOT e.sandbox
-        ) x
-        GROUP BY GROUPING SETS ((month, account_id, model, byok, version), (week, model))
-    """), {**params, "start": start, "end": end, "platform_id": platform_id})
+        SELECT g.account_id, g.model, g.byok, i.month, i.version, sum(g.n[i.idx]) AS executions
+        FROM analytics_scan g {intervals_sql}
+        WHERE g.n[i.idx] > 0
+        GROUP BY 1, 2, 3, 4, 5
+    """), params)
+    conn.execute(text(f"""
+        CREATE TEMP TABLE analytics_weeks ON COMMIT DROP AS
+        SELECT i.week, g.model, sum(g.n[i.idx]) AS executions
+        FROM analytics_scan g {intervals_sql}
+        WHERE g.n[i.idx] > 0
+        GROUP BY 1, 2
+    """), params)
+    conn.execute(text("""
+        CREATE TEMP TABLE analytics_cost ON COMMIT DROP AS
+        SELECT g.account_id, g.model, g.byok, c.version, g.cost[c.idx] AS recorded_cost,
+               g.uin[c.idx] AS uncosted_input, g.uout[c.idx] AS uncosted_output
+        FROM analytics_scan g CROSS JOIN unnest(CAST(:c_version AS text[])) WITH ORDINALITY AS c(version, idx)
+    """), params)
 
 
 # ---- 1. executions per user per month --------------------------------------------------------------------------
@@ -64,7 +126,7 @@ def executions_per_user(conn: Connection) -> list:
     """Per month: users, executions, mean, median, p95, p99 and max executions per user."""
     return conn.execute(text("""
         WITH per AS (
-            SELECT month, account_id, sum(executions) AS n FROM analytics_usage WHERE by_account GROUP BY 1, 2
+            SELECT month, account_id, sum(executions) AS n FROM analytics_usage GROUP BY 1, 2
         )
         SELECT month, count(*) AS users, sum(n) AS executions, avg(n) AS mean, max(n) AS max,
                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY n::float8) AS pct
@@ -76,7 +138,7 @@ def executions_histogram(conn: Connection, month: str) -> dict[int, int]:
     """Users of ``month`` per bucket of executions (1-based index into HISTOGRAM_EDGES)."""
     rows = conn.execute(text("""
         WITH per AS (
-            SELECT account_id, sum(executions) AS n FROM analytics_usage WHERE by_account AND month = :m GROUP BY 1
+            SELECT account_id, sum(executions) AS n FROM analytics_usage WHERE month = :m GROUP BY 1
         )
         SELECT width_bucket(n, CAST(:edges AS bigint[])) AS bucket, count(*) FROM per GROUP BY 1
     """), {"m": month, "edges": list(HISTOGRAM_EDGES)})
@@ -107,14 +169,13 @@ def tokens_per_execution(conn: Connection, start: datetime, end: datetime, platf
 def model_mix_by_week(conn: Connection) -> list:
     """(week's Monday, model, executions), weeks clipped to the window."""
     return conn.execute(text("""
-        SELECT week, model, sum(executions) AS executions FROM analytics_usage WHERE NOT by_account
-        GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT week, model, executions FROM analytics_weeks ORDER BY 1, 2
     """)).all()
 
 
 def model_mix_by_month(conn: Connection) -> list:
     return conn.execute(text("""
-        SELECT month, model, sum(executions) AS executions FROM analytics_usage WHERE by_account
+        SELECT month, model, sum(executions) AS executions FROM analytics_usage
         GROUP BY 1, 2 ORDER BY 1, 2
     """)).all()
 
@@ -125,7 +186,7 @@ def byok_adoption(conn: Connection) -> list:
     return conn.execute(text("""
         WITH per AS (
             SELECT month, account_id, sum(executions) AS n, sum(executions) FILTER (WHERE byok) AS byok
-            FROM analytics_usage WHERE by_account GROUP BY 1, 2
+            FROM analytics_usage GROUP BY 1, 2
         )
         SELECT month, count(*) AS users, count(*) FILTER (WHERE byok > 0) AS byok_users,
                sum(n) AS executions, coalesce(sum(byok), 0) AS byok_executions
@@ -184,10 +245,10 @@ def churn_by_decile(conn: Connection, base_month: str, month: str, base_end: dat
     rank = "CASE {col} " + " ".join(f"WHEN '{p}' THEN {r}" for p, r in PLAN_RANK.items()) + " END"
     return conn.execute(text(f"""
         WITH base AS (
-            SELECT account_id, sum(executions) AS n FROM analytics_usage WHERE by_account AND month = :base
+            SELECT account_id, sum(executions) AS n FROM analytics_usage WHERE month = :base
             GROUP BY 1
         ), nxt AS (
-            SELECT DISTINCT account_id FROM analytics_usage WHERE by_account AND month = :month
+            SELECT DISTINCT account_id FROM analytics_usage WHERE month = :month
         ), {_plan_at("plan_base", "base_end")}, {_plan_at("plan_now", "end")},
         ranked AS (
             SELECT b.account_id, b.n, ntile(10) OVER (ORDER BY b.n, b.account_id COLLATE "C") AS decile,
@@ -218,12 +279,12 @@ def tiers(conn: Connection, month: str, end: datetime, model_costs: list[tuple[s
             SELECT * FROM unnest(CAST(:rc_version AS text[]), CAST(:rc_model AS text[]),
                                  CAST(:rc_in AS numeric[]), CAST(:rc_out AS numeric[])) AS r(version, model, cin, cout)
         ), usage AS (
-            SELECT u.account_id, sum(u.executions) AS executions,
-                   sum(u.recorded_cost + (u.uncosted_input * coalesce(rc.cin, 0)
-                                          + u.uncosted_output * coalesce(rc.cout, 0)) / 1000000)
-                       FILTER (WHERE NOT u.byok) AS cost
-            FROM analytics_usage u LEFT JOIN rc ON rc.version = u.version AND rc.model = u.model
-            WHERE u.by_account AND u.month = :month GROUP BY 1
+            SELECT account_id, sum(executions) AS executions FROM analytics_usage WHERE month = :month GROUP BY 1
+        ), cost AS (
+            SELECT c.account_id, sum(c.recorded_cost + (c.uncosted_input * coalesce(rc.cin, 0)
+                                                       + c.uncosted_output * coalesce(rc.cout, 0)) / 1000000) AS cost
+            FROM analytics_cost c LEFT JOIN rc ON rc.version = c.version AND rc.model = c.model
+            WHERE NOT c.byok GROUP BY 1
         ), inv AS (
             SELECT i.account_id, i.plan, i.total FROM invoices i
             JOIN accounts a ON a.id = i.account_id AND {_SCOPE}
@@ -232,8 +293,9 @@ def tiers(conn: Connection, month: str, end: datetime, model_costs: list[tuple[s
         per AS (
             SELECT coalesce(u.account_id, inv.account_id) AS account_id,
                    coalesce(inv.plan, pn.plan) AS plan, coalesce(u.executions, 0) AS executions,
-                   coalesce(u.cost, 0) AS cost, inv.total AS revenue
+                   coalesce(c.cost, 0) AS cost, inv.total AS revenue
             FROM usage u FULL JOIN inv ON inv.account_id = u.account_id
+            LEFT JOIN cost c ON c.account_id = u.account_id
             LEFT JOIN plan_now pn ON pn.account_id = coalesce(u.account_id, inv.account_id)
         )
         SELECT plan, count(*) AS accounts, sum(executions) AS executions, count(revenue) AS invoices,

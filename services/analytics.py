@@ -82,7 +82,7 @@ def usage_analytics(engine: Engine, catalog: Catalog, period_text: str, months: 
                    for v in catalog.versions for code, m in v.models.items()]
     month_names = [str(m) for m in w.months]
     with engine.begin() as conn:
-        repo.load_usage(conn, scan_start, p.end, versions, platform_id)
+        repo.load_usage(conn, scan_start, p.end, versions, p.start, platform_id)
         per_user = repo.executions_per_user(conn)
         histogram = repo.executions_histogram(conn, str(p))
         tokens = repo.tokens_per_execution(conn, p.start, p.end, platform_id)
