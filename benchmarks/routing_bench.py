@@ -18,9 +18,7 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
-import multiprocessing
 import os
 import platform as platform_mod
 import random
@@ -39,12 +37,14 @@ import psycopg
 from activities.ingest import ingest_file, known_models
 from benchmarks.api_bench import (
     TARGET_HTTP,
+    Probe,
     batches_of,
     create_accounts,
     create_platform,
     month_so_far,
     pct,
     post_all,
+    probe_requests,
     say,
     start_api,
     stop,
@@ -82,51 +82,18 @@ def route_settings(url: str, account_ids: list[str]) -> None:
 
 
 def probe_routes(base: str, key: str, account_ids: list[str], pause: float, stop_event, results) -> None:
-    """In its own process: sequential routes on one keep-alive connection until ``stop_event``."""
-    host, port = base.split("//", 1)[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    rnd = random.Random(9)
-    latencies, server_ms, errors = [], [], 0
-    while not stop_event.is_set():
+    """In its own process: sequential routes (half with an expected token count) until ``stop_event``."""
+    def make(rnd: random.Random):
         body = {"account_id": rnd.choice(account_ids), "skill_id": rnd.choice(SKILLS)}
         if rnd.random() < 0.5:
             body.update(expected_input_tokens=rnd.randint(100, 5000), expected_output_tokens=rnd.randint(50, 1000))
-        t = time.perf_counter()
-        conn.request("POST", "/v1/route", body=orjson.dumps(body), headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        latencies.append((time.perf_counter() - t) * 1000)
-        timing = resp.getheader("Server-Timing", "")
-        if "dur=" in timing:
-            server_ms.append(float(timing.split("dur=")[1]))
-        errors += resp.status != 200
-        stop_event.wait(pause)
-    conn.close()
-    results.put((latencies, server_ms, errors))
+        return "POST", "/v1/route", orjson.dumps(body)
+
+    probe_requests(base, key, make, pause, stop_event, results)
 
 
-class RouteProbe:
-    def __init__(self, base: str, key: str, account_ids: list[str], pause: float):
-        ctx = multiprocessing.get_context("spawn")
-        self.stop = ctx.Event()
-        self.results = ctx.Queue()
-        self.proc = ctx.Process(target=probe_routes, args=(base, key, account_ids, pause, self.stop, self.results),
-                                daemon=True)
-        self.latencies: list[float] = []
-        self.server_ms: list[float] = []
-        self.errors = 0
-
-    def __enter__(self) -> "RouteProbe":
-        self.proc.start()
-        time.sleep(1.0)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.latencies, self.server_ms, self.errors = self.results.get(timeout=60)
-        self.proc.join(timeout=10)
-        self.latencies, self.server_ms = self.latencies[20:], self.server_ms[20:]  # warm-up
+def route_probe(base: str, key: str, account_ids: list[str], pause: float) -> Probe:
+    return Probe(base, key, account_ids, pause, target=probe_routes)
 
 
 def route_figures(stack: BenchStack, args, workdir: Path) -> dict:
@@ -156,15 +123,15 @@ def route_figures(stack: BenchStack, args, workdir: Path) -> dict:
     api, base, log = start_api(url, workdir, args.api_workers)
     try:
         say(f"route: api {base}, {imported.accepted} scores; warming up ...")
-        with RouteProbe(base, key, ids, pause=0.001):
+        with route_probe(base, key, ids, pause=0.001):
             time.sleep(2)
-        with RouteProbe(base, key, ids, pause=0.002) as idle:
+        with route_probe(base, key, ids, pause=0.002) as idle:
             time.sleep(3)
         full, paced = bodies[:len(bodies) - args.paced_batches], bodies[len(bodies) - args.paced_batches:]
-        with RouteProbe(base, key, ids, pause=args.probe_pause_ms / 1000) as busy:
+        with route_probe(base, key, ids, pause=args.probe_pause_ms / 1000) as busy:
             http_s, http_accepted, failed, _ = post_all(base, key, full, args.clients)
         rate = TARGET_HTTP / args.batch
-        with RouteProbe(base, key, ids, pause=args.probe_pause_ms / 1000) as paced_probe:
+        with route_probe(base, key, ids, pause=args.probe_pause_ms / 1000) as paced_probe:
             paced_s, paced_accepted, paced_failed, _ = post_all(base, key, paced, args.clients, per_second=rate)
     finally:
         stop(api)
