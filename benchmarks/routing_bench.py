@@ -196,7 +196,8 @@ def analytics_figures(stack: BenchStack, args, workdir: Path) -> dict:
         r = time.perf_counter() - t
         with engine.begin() as conn:
             t = time.perf_counter()
-            repo.load_usage(conn, start, ANALYTICS_PERIOD.end, [("v", start, ANALYTICS_PERIOD.end)], None)
+            repo.load_usage(conn, start, ANALYTICS_PERIOD.end, [("v", start, ANALYTICS_PERIOD.end)],
+                           ANALYTICS_PERIOD.start, None)
             s = time.perf_counter() - t
             t = time.perf_counter()
             repo.tokens_per_execution(conn, ANALYTICS_PERIOD.start, ANALYTICS_PERIOD.end, None)
