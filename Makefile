@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python -m benchmarks.rating_bench
 	$(BIN)/python -m benchmarks.api_bench
 	$(BIN)/python -m benchmarks.contracts_bench
+	$(BIN)/python -m benchmarks.routing_bench
 
 up: install
 	$(BIN)/tally dev up

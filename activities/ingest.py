@@ -39,21 +39,22 @@ MAX_LISTED_REJECTIONS = 200
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_TOKENS = 10**12  # per execution; keeps monthly sums far inside bigint
 MAX_COST = Decimal(10) ** 10  # executions.cost_usd is NUMERIC(18, 8)
+MAX_DECISION_ID = 2**63 - 1  # executions.routing_decision_id is a bigint
 COST_QUANTUM = Decimal("1E-8")
 
 FIELDS = (
     "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens", "byok",
-    "sandbox", "cost_usd", "occurred_at",
+    "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
 )
 COLUMNS = (
     "line_no", "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens",
-    "output_tokens", "byok", "sandbox", "cost_usd", "occurred_at",
+    "output_tokens", "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
 )
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     line_no bigint, event_id text, account_id text, agent_id text, skill_id text, model text,
     input_tokens bigint, output_tokens bigint, byok boolean, sandbox boolean, cost_usd numeric,
-    occurred_at timestamptz
+    occurred_at timestamptz, routed_model text, routing_decision_id bigint
 ) ON COMMIT DELETE ROWS
 """
 _COPY = f"COPY ingest_staging ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -64,9 +65,9 @@ RETURNING s.line_no, s.account_id
 """
 _INSERT_EXECUTIONS = """
 INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-                        byok, sandbox, cost_usd, occurred_at)
+                        byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id)
 SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-       byok, sandbox, cost_usd, occurred_at
+       byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id
 FROM ingest_staging s
 """
 # The general merge: duplicates (earlier files, this file, concurrent writers) are skipped by the
@@ -225,6 +226,22 @@ def _model(obj: dict, models: frozenset[str]) -> str:
     return model
 
 
+def _routing(obj: dict, models: frozenset[str]) -> tuple[str | None, int | None]:
+    """The routing decision an execution followed (``POST /v1/route``): both fields or neither."""
+    routed, decision = obj.get("routed_model"), obj.get("routing_decision_id")
+    if routed is None and decision is None:
+        return None, None
+    if decision is None:
+        raise LineError("routing_decision_id: required with routed_model (the id POST /v1/route answered)")
+    if isinstance(decision, bool) or not isinstance(decision, int) or not 0 < decision <= MAX_DECISION_ID:
+        raise LineError("routing_decision_id: must be a positive whole number (the id POST /v1/route answered)")
+    if routed is None:
+        raise LineError("routed_model: required with routing_decision_id (the model the route chose)")
+    if not isinstance(routed, str) or routed not in models:
+        raise LineError(f"routed_model: unknown model {routed!r}")
+    return routed, decision
+
+
 def parse_line(raw: bytes, models: frozenset[str], now: datetime) -> tuple:
     """One JSONL line -> a staging row (without line number). Raises LineError naming the field."""
     try:
@@ -252,12 +269,15 @@ def parse_execution(obj: object, models: frozenset[str], now: datetime) -> tuple
         skill_id, model = get("skill_id"), get("model")
         tin, tout = get("input_tokens", 0), get("output_tokens", 0)
         byok, sandbox = get("byok", False), get("sandbox", False)
-        if (type(model) is str and model in models and _plain_text(event_id, 128) and _plain_text(account_id, 64)
+        routed, decision = get("routed_model"), get("routing_decision_id")
+        if ((routed is None and decision is None or type(routed) is str and routed in models
+             and type(decision) is int and 0 < decision <= MAX_DECISION_ID)
+                and type(model) is str and model in models and _plain_text(event_id, 128) and _plain_text(account_id, 64)
                 and _plain_text(agent_id, 128) and (skill_id is None or _plain_text(skill_id, 128))
                 and type(tin) is int and 0 <= tin <= MAX_TOKENS and type(tout) is int and 0 <= tout <= MAX_TOKENS
                 and type(byok) is bool and type(sandbox) is bool and get("cost_usd") is None):
             return (event_id, account_id, agent_id, skill_id, model, tin, tout, byok, sandbox, None,
-                    _timestamp(obj, now))
+                    _timestamp(obj, now), routed, decision)
     return _checked_execution(obj, models, now)
 
 
@@ -277,6 +297,7 @@ def _checked_execution(obj: object, models: frozenset[str], now: datetime) -> tu
         _flag(obj, "sandbox"),
         _cost(obj),
         _timestamp(obj, now),
+        *_routing(obj, models),
     )
 
 
@@ -297,6 +318,7 @@ def execution_errors(obj: object, models: frozenset[str], now: datetime) -> list
         lambda: _flag(obj, "sandbox"),
         lambda: _cost(obj),
         lambda: _timestamp(obj, now),
+        lambda: _routing(obj, models),
     )
     errors = []
     for check in checks:
@@ -326,7 +348,8 @@ def known_models(catalog: Catalog) -> frozenset[str]:
 _NO_COST = Decimal(0)
 # COPY ... (FORMAT BINARY) column types of FIELDS: psycopg's C dumpers write them, and Postgres
 # parses no text (about a third cheaper on both sides than text COPY).
-_BINARY_TYPES = ["text", "text", "text", "text", "text", "int8", "int8", "bool", "bool", "numeric", "timestamptz"]
+_BINARY_TYPES = ["text", "text", "text", "text", "text", "int8", "int8", "bool", "bool", "numeric", "timestamptz",
+                 "text", "int8"]
 
 
 @dataclass

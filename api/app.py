@@ -18,10 +18,12 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy import Engine, create_engine
 from starlette.responses import Response
 
+from api.analytics import add_analytics_routes
 from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
 from api.contracts import add_contract_routes
 from api.errors import ApiError, install_error_handlers, invalid, unauthorized
+from api.routing import add_routing_routes
 from api.schemas import (
     MAX_BATCH,
     Entitlement,
@@ -250,6 +252,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
         })
+
+    add_routing_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
+    add_analytics_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
 
     def openapi() -> dict:
         """The generated document plus the execution schemas the raw-body route reads."""

@@ -27,6 +27,9 @@ class ExecutionIn(BaseModel):
     sandbox: bool = Field(default=False, description="A sandbox try: never counts against the quota.")
     cost_usd: str | float | None = Field(default=None, description="Our LLM cost of the execution (decimal).")
     occurred_at: datetime = Field(description="ISO 8601 with a time zone, at most 5 minutes in the future.")
+    routed_model: str | None = Field(default=None, max_length=64,
+                                     description="The model POST /v1/route chose (with routing_decision_id).")
+    routing_decision_id: int | None = Field(default=None, ge=1, description="The id POST /v1/route answered.")
 
 
 class ExecutionBatchIn(BaseModel):

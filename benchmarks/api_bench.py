@@ -153,16 +153,23 @@ def probe_entitlements(base: str, key: str, account_ids: list[str], pause: float
     """In its own process (so this process' posting threads cannot delay it): sequential entitlement
     checks on one keep-alive connection (plain http.client: the figure is the server's, not a client
     library's) until ``stop`` is set; sends back latencies (ms) and errors."""
+    models = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
+    probe_requests(base, key, lambda rnd: ("GET", f"/v1/accounts/{rnd.choice(account_ids)}/entitlement"
+                                                  f"?model={rnd.choice(models)}", None), pause, stop, results)
+
+
+def probe_requests(base: str, key: str, make_request, pause: float, stop, results) -> None:
+    """Sequential requests ``make_request(rng) -> (method, path, body)`` on one keep-alive connection
+    until ``stop`` is set; puts (latencies ms, Server-Timing ms, errors) on ``results``."""
     host, port = base.split("//", 1)[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     rnd = random.Random(7)
-    models = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
     latencies, server_ms, errors = [], [], 0
     while not stop.is_set():
-        path = f"/v1/accounts/{rnd.choice(account_ids)}/entitlement?model={rnd.choice(models)}"
+        method, path, body = make_request(rnd)
         t = time.perf_counter()
-        conn.request("GET", path, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         resp.read()
         latencies.append((time.perf_counter() - t) * 1000)
@@ -190,12 +197,12 @@ def warm_up(base: str, key: str, account_ids: list[str], rounds: int = 3) -> Non
 class Probe:
     """Entitlement latency measured from a separate process while something runs."""
 
-    def __init__(self, base: str, key: str, account_ids: list[str], pause: float):
+    def __init__(self, base: str, key: str, account_ids: list[str], pause: float, target=probe_entitlements):
         ctx = multiprocessing.get_context("spawn")
         self.stop = ctx.Event()
         self.results = ctx.Queue()
-        self.proc = ctx.Process(target=probe_entitlements, args=(base, key, account_ids, pause, self.stop,
-                                                                  self.results), daemon=True)
+        self.proc = ctx.Process(target=target, args=(base, key, account_ids, pause, self.stop, self.results),
+                                daemon=True)
         self.latencies: list[float] = []
         self.server_ms: list[float] = []
         self.errors = 0

@@ -291,7 +291,13 @@ def route(version: CatalogVersion, skill: str, scores: Mapping[str, Decimal], mi
 # =============================================================================================
 @dataclass(frozen=True)
 class RoutedExecution:
-    """An execution that ran on a routed model, with the model that would have run without routing."""
+    """An execution that ran on a routed model, with the model that would have run without routing.
+
+    Or ``executions`` of them that share everything but their tokens (account, skill, models, BYOK,
+    and the month and catalog version of ``occurred_at``), with their tokens summed: prices are
+    linear in tokens, so a group prices exactly as its executions one by one, and the shell can
+    aggregate a month in SQL instead of loading it row by row.
+    """
 
     account_id: str
     skill: str
@@ -303,6 +309,7 @@ class RoutedExecution:
     input_tokens: int
     output_tokens: int
     byok: bool = False
+    executions: int = 1
 
 
 @dataclass(frozen=True)
@@ -338,16 +345,17 @@ def routing_savings(catalog: Catalog, executions: Iterable[RoutedExecution]) -> 
             _text(getattr(e, name), name)
         inp = check_count(e.input_tokens, "input_tokens", RoutingError)
         out = check_count(e.output_tokens, "output_tokens", RoutingError)
+        n = check_count(e.executions, "executions", RoutingError)
         ts = e.occurred_at
         if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
             raise RoutingError(f"must be a timezone-aware datetime, got {ts!r}", field="occurred_at")
         key = (e.account_id, str(Period.of(ts)), e.skill)
         acc = sums.setdefault(key, [0, 0, Decimal(0), Decimal(0), Decimal(0), Decimal(0)])
-        acc[0] += 1
+        acc[0] += n
         v = catalog.at(ts)
         routed, default = _model(v, e.model, "model"), _model(v, e.default_model, "default_model")
         if e.byok:
-            acc[1] += 1
+            acc[1] += n
             continue
         for i, (m, user_price) in enumerate(((default, True), (routed, True), (default, False), (routed, False)),
                                             start=2):

@@ -97,6 +97,13 @@ CAPABILITIES: tuple[Capability, ...] = (
         search_attributes=(BILLING_ACCOUNT_IDS, BILLING_PERIOD),
         cli_groups=("workers.cli.contracts:contracts",),
     ),
+    Capability(
+        name="routing",
+        description="dynamic model routing: quality scores, POST /v1/route, the savings report",
+        workflows=(),
+        activities=lambda _deps: [],
+        cli_groups=("workers.cli.routing:routing",),
+    ),
 )
 
 

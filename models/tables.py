@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -343,3 +343,72 @@ contract_summaries = Table(
     Column("months_under_commitment", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# ---- model routing (capability "routing": billing/routing.py, services/routing.py) -------------------
+# Quality scores of behavioural test runs: one row per (skill, model, run). Every run is kept; the score
+# in force per skill and model is the newest measured_at (then the greater suite id, in C order).
+quality_scores = Table(
+    "quality_scores",
+    metadata,
+    Column("skill", String(128), primary_key=True),
+    Column("model", String(64), primary_key=True),
+    Column("measured_at", DateTime(timezone=True), primary_key=True),
+    Column("suite_id", String(128), primary_key=True),
+    Column("score", Numeric(5, 2), nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("score >= 0 AND score <= 100", name="score_range"),
+)
+
+# What the platform tells Tally about a skill: its category (analytics) and the model it runs on
+# without routing (the savings report's counterfactual).
+skills = Table(
+    "skills",
+    metadata,
+    Column("skill_id", String(128), primary_key=True),
+    Column("category", String(64)),
+    Column("default_model", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Per account: the quality slider (0 cheapest .. 1 best quality) and the providers it holds its own
+# keys for (BYOK), as the platform reports them. No row: slider 0, platform keys.
+account_routing = Table(
+    "account_routing",
+    metadata,
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("slider", Numeric(4, 3), nullable=False, server_default="0"),
+    Column("byok_providers", ARRAY(String(32)), nullable=False, server_default=text("'{}'")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("slider >= 0 AND slider <= 1", name="slider_range"),
+)
+
+# Every answer of POST /v1/route; executions that followed one carry its id.
+routing_decisions = Table(
+    "routing_decisions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("skill", String(128), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("default_model", String(64)),  # the counterfactual of the savings report; None: not known
+    Column("score", Numeric(5, 2), nullable=False),
+    Column("expected_cost", Numeric, nullable=False),  # exact user price of the token mix (sub-cent)
+    Column("threshold", Numeric, nullable=False),  # effective, after the slider
+    Column("slider", Numeric(4, 3), nullable=False),
+    Column("below_threshold", Boolean, nullable=False),
+    Column("byok", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("token_mix_source", String(8), nullable=False),
+    Column("catalog_version", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("alternatives", JSONB, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Index("ix_routing_decisions_account_decided", "account_id", "decided_at"),
+)
+
+# An execution that followed a routing decision: the model routing chose and the decision's id. The
+# skill index serves the route's token mix (the skill's most recent executions).
+executions.append_column(Column("routed_model", String(64)))
+executions.append_column(Column("routing_decision_id", BigInteger))
+Index("ix_executions_skill_occurred", executions.c.skill_id, executions.c.occurred_at)

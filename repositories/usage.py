@@ -58,14 +58,16 @@ _RECORD = text(
             CAST(:event_id AS text[]), CAST(:account_id AS text[]), CAST(:agent_id AS text[]),
             CAST(:skill_id AS text[]), CAST(:model AS text[]), CAST(:input_tokens AS bigint[]),
             CAST(:output_tokens AS bigint[]), CAST(:byok AS boolean[]), CAST(:sandbox AS boolean[]),
-            CAST(:cost_usd AS numeric[]), CAST(:occurred_at AS timestamptz[])
+            CAST(:cost_usd AS numeric[]), CAST(:occurred_at AS timestamptz[]),
+            CAST(:routed_model AS text[]), CAST(:routing_decision_id AS bigint[])
         ) AS b(event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-               byok, sandbox, cost_usd, occurred_at)
+               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id)
     ), ins AS (
         INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens,
-                                output_tokens, byok, sandbox, cost_usd, occurred_at)
+                                output_tokens, byok, sandbox, cost_usd, occurred_at, routed_model,
+                                routing_decision_id)
         SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-               byok, sandbox, cost_usd, occurred_at
+               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id
         FROM batch
         ORDER BY event_id  -- one lock order for every writer: overlapping batches cannot deadlock
         ON CONFLICT (event_id) DO NOTHING
@@ -76,7 +78,7 @@ _RECORD = text(
 )
 
 _RECORD_KEYS = ("event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens",
-                "byok", "sandbox", "cost_usd", "occurred_at")
+                "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id")
 
 
 def record_executions(conn: Connection, rows: list[tuple]) -> set[str]:

@@ -38,6 +38,8 @@ optional = {
     "byok": mostly(st.booleans()),
     "sandbox": mostly(st.booleans()),
     "cost_usd": st.one_of(*[st.none()] * 8, st.just("0.0012"), values),
+    "routed_model": st.one_of(*[st.none()] * 4, *[st.sampled_from(sorted(MODELS))] * 4, values),
+    "routing_decision_id": st.one_of(*[st.none()] * 4, *[st.integers(-1, 2**63)] * 4, values),
 }
 objects = st.one_of(st.fixed_dictionaries(required, optional=optional),
                     st.fixed_dictionaries({}, optional={**required, **optional}), values)

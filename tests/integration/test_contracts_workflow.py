@@ -30,8 +30,12 @@ def test_stand_ins_carry_the_real_activity_names():
 
 
 async def next_17th(env) -> datetime:
+    """The 17th of the next 31-day month on the server's clock (the time-skipping server's clock is shared
+    by the session, so "next month" depends on the tests before): 15/31 + 16/31 of a month at the ends."""
     now = await env.get_current_time()
     p = Period.of(now).next()
+    while (p.end - p.start).days != 31:
+        p = p.next()
     return datetime(p.year, p.month, 17, tzinfo=timezone.utc)
 
 

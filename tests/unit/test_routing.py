@@ -365,3 +365,28 @@ def test_savings_add_up_and_routing_to_the_default_saves_nothing(executions):
             for e in executions]
     assert all(ln.saved_price == 0 and ln.saved_cost == 0 for ln in routing_savings(CATALOG, same))
     assert sum(ln.executions for ln in routing_savings(CATALOG, executions)) == len(executions)
+
+
+@SETTINGS
+@given(st.lists(st.builds(ex, st.sampled_from(MODELS), st.sampled_from(MODELS), st.sampled_from(["a", "b"]),
+                          tokens=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), byok=st.booleans()),
+                min_size=1, max_size=20))
+def test_a_group_of_executions_saves_exactly_what_its_executions_save_one_by_one(executions):
+    """The shell aggregates a month in SQL (tokens summed per account, skill, models, BYOK, month and
+    version) and hands the groups over: the lines must equal those of the executions one by one."""
+    groups: dict[tuple, list] = {}
+    for e in executions:
+        g = groups.setdefault((e.account_id, e.skill, e.model, e.default_model, e.byok), [0, 0, 0, e.occurred_at])
+        g[0] += 1
+        g[1] += e.input_tokens
+        g[2] += e.output_tokens
+    grouped = [RoutedExecution(a, s, at, m, d, i, o, b, n) for (a, s, m, d, b), (n, i, o, at) in groups.items()]
+    assert routing_savings(CATALOG, grouped) == routing_savings(CATALOG, executions)
+
+
+def test_a_group_counts_its_executions_and_refuses_a_negative_count():
+    lines = routing_savings(CATALOG, [RoutedExecution("a", "s", OCT14, "gpt-4o-mini", "claude-sonnet", 300_000,
+                                                      60_000, False, 3)])
+    assert (lines[0].executions, lines[0].default_price) == (3, D("3.60"))  # 3 x $1.20 at 100k/20k each
+    with pytest.raises(RoutingError, match="executions"):
+        routing_savings(CATALOG, [RoutedExecution("a", "s", OCT14, "gpt-4o-mini", "gpt-4o", 1, 1, False, -1)])

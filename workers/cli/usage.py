@@ -24,7 +24,8 @@ def usage_ingest(file: str, show_rejections: int) -> None:
     """Load executions from a JSON Lines file (one execution per line).
 
     Fields: event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens, byok,
-    sandbox, cost_usd, occurred_at (ISO 8601 with time zone). Duplicate event ids are counted and
+    sandbox, cost_usd, occurred_at (ISO 8601 with time zone), and for a routed execution routed_model
+    and routing_decision_id (both, from POST /v1/route). Duplicate event ids are counted and
     skipped; bad lines are rejected with their line number and reason while good lines load.
     """
     from services.ingest import ingest_jsonl
