@@ -27,7 +27,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from billing.errors import BillingError
 
