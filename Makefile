@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python -m benchmarks.close_bench $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.rating_bench
 	$(BIN)/python -m benchmarks.api_bench
+	$(BIN)/python -m benchmarks.meters_bench
 
 up: install
 	$(BIN)/tally dev up

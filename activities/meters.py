@@ -7,9 +7,10 @@ Reporting one hour for a range of accounts (``report_usage``, the ``MeterReporte
 2. decide per account and meter (``billing.meters.decide_report``): nothing, the next revision with the
    difference, or an unsettled revision again, unchanged;
 3. record the new revisions ('sending') in one statement, create missing Stripe customers (the same
-   recorded call the invoice push uses), then send each event through THE recorded Stripe call
-   (``StripeLedger.perform``, subject ``usage:<account>:m<meter>:<hour>``, step ``r<revision>``), at
-   most ``stripe_concurrency`` at once and under the worker's meter-event pace;
+   recorded call the invoice push uses), then send every event through THE recorded Stripe call, in
+   its batched form (``StripeLedger.perform_batch``: subject ``usage:<account>:m<meter>:<hour>``, step
+   ``r<revision>``; keys recorded in one statement before any call, outcomes in one after), at most
+   ``stripe_concurrency`` at once and under the worker's meter-event pace;
 4. settle the revisions in one statement.
 A repeated identifier answered with a 400 is read as "already reported" (``already_done``). A revision
 whose key Stripe may have forgotten, or under which a failure was saved, is looked up in Stripe's
@@ -21,7 +22,7 @@ returned and the hour stays ``partial`` for the next run.
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -59,11 +60,12 @@ from gateways.stripe import (
     StripeGateway,
     StripeRejected,
 )
-from gateways.stripe.ledger import StripeLedger
+from gateways.stripe.ledger import Step, StripeLedger
 from models.failures import Failure, ReportBudget
 from models.schemas import (
     MAX_LISTED,
     AccountRange,
+    BeginUsageHourInput,
     ChunkPage,
     HourError,
     ListChunksInput,
@@ -92,6 +94,10 @@ def _hour(text: str) -> datetime:
         raise ApplicationError(str(err), type=Failure.HOUR_NOT_REPORTABLE, non_retryable=True) from err
 
 
+def _page(chunks: list[tuple[str | None, str, int]], cursor: str | None) -> ChunkPage:
+    return ChunkPage(chunks=[AccountRange(after=a, upto=u, count=n) for a, u, n in chunks], next_cursor=cursor)
+
+
 def _no_meters() -> ApplicationError:
     return ApplicationError("no Stripe meters are recorded yet: run `tally meters apply`",
                             type=Failure.METERS_NOT_SET_UP, non_retryable=True)
@@ -108,6 +114,9 @@ class _Event:
     customer_id: str | None = None
     outcome: str = ""  # sent | already | failed | transient
     error: str | None = None
+    called: bool = False  # a request was sent now (not: recorded before, or found by look-up)
+    duplicate: bool = False  # Stripe refused the identifier: it was reported before
+    calls: int = 0  # HTTP requests to Stripe for it (look-ups and retries included)
 
     @property
     def ident(self) -> str:
@@ -197,23 +206,26 @@ class MeterReporter:
         fresh = [e.row() for e in events if not e.send.resend]
         with self.engine.begin() as conn:
             repo.start_revisions(conn, fresh)
-        by_account: dict[str, list[_Event]] = {}
+        missing = sorted({e.account_id for e in events if customers.get(e.account_id, (None, None))[0] is None})
+        created = self._ensure_customers(missing, customers, tally)
         for e in events:
-            by_account.setdefault(e.account_id, []).append(e)
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="meter-events") as pool:
-            futures = {pool.submit(self._send_account, evs, customers.get(a, (None, None))): a
-                       for a, evs in by_account.items()}
-            pending = set(futures)
-            sent = 0
-            while pending:
-                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    created, calls = fut.result()  # failures are on the events; anything raised is a bug
-                    tally.result.customers_created += created
-                    tally.result.stripe_calls += calls
-                    sent += len(by_account[futures[fut]])
-                self.heartbeat(sent)
+            e.customer_id = customers.get(e.account_id, (None, None))[0]
+            if e.customer_id is None:
+                e.outcome, e.error = created[e.account_id]
+        ready = [e for e in events if e.customer_id is not None]
+        outcomes = StripeLedger(self.engine, self.clock).perform_batch(
+            [self._step(e) for e in ready], workers=self.concurrency, on_progress=self.heartbeat)
+        for e, o in zip(ready, outcomes):
+            if o.error is None:
+                e.outcome = "already" if e.duplicate or not e.called else "sent"
+            elif isinstance(o.error, MeterEventTooOld):
+                e.outcome, e.error = "failed", f"past Stripe's 35-day window: {o.error}"
+            elif isinstance(o.error, StripeRejected):
+                e.outcome, e.error = "failed", str(o.error)
+            else:  # failed (5xx) or no answer: the same revision is sent again later
+                e.outcome, e.error = "transient", str(o.error)
         for e in events:
+            tally.result.stripe_calls += e.calls
             if e.outcome == "sent":
                 tally.result.events += 1
             elif e.outcome == "already":
@@ -228,38 +240,51 @@ class MeterReporter:
                  ("failed" if e.outcome == "failed" else "sending"), "error": e.error}
                 for e in events])
 
-    def _send_account(self, events: list[_Event], customer: tuple[str | None, str | None]) -> tuple[int, int]:
-        """One account's events, one after another on one thread (Stripe allows one call per customer
-        and meter at a time; ``concurrency`` accounts are sent at once). Returns (customers created,
-        Stripe calls); each event's outcome is set on it."""
-        before = self.gateway.thread_calls()
-        customer_id, email = customer
-        created = 0
-        if customer_id is None:
+    def _ensure_customers(self, account_ids: list[str], customers: dict, tally: _Tally) -> dict:
+        """A Stripe customer for each account that has none yet (the invoice push's recorded call, so
+        the push finds it later). Fills ``customers``; returns account -> (outcome, error) for those that
+        could not get one."""
+        failed: dict[str, tuple[str, str]] = {}
+
+        def one(account_id: str) -> tuple[int, int]:
+            before = self.gateway.thread_calls()
             try:
-                customer_id = ensure_customer(self.engine, self.gateway, self.clock, events[0].account_id, email)
-                created = 1 if self.gateway.thread_calls() > before else 0
+                cid = ensure_customer(self.engine, self.gateway, self.clock, account_id,
+                                      customers.get(account_id, (None, None))[1])
+                customers[account_id] = (cid, None)
             except StripeError as err:
-                for e in events:
-                    e.outcome = "failed" if isinstance(err, StripeRejected) else "transient"
-                    e.error = f"no Stripe customer yet: {err}"
-                return 0, self.gateway.thread_calls() - before
-        for e in events:
-            e.customer_id = customer_id
-            self._send_one(e)
-        return created, self.gateway.thread_calls() - before
+                failed[account_id] = ("failed" if isinstance(err, StripeRejected) else "transient",
+                                      f"no Stripe customer yet: {err}")
+            calls = self.gateway.thread_calls() - before
+            return (1 if calls and account_id not in failed else 0), calls
 
-    def _send_one(self, e: _Event) -> None:
+        if account_ids:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stripe-customers") as pool:
+                for made, calls in pool.map(one, account_ids):
+                    tally.result.customers_created += made
+                    tally.result.stripe_calls += calls
+        return failed
+
+    def _step(self, e: _Event) -> Step:
         start = int(e.hour.timestamp())
-        called = duplicate = False
 
+        def counted(fn):
+            def wrapper(*args):
+                before = self.gateway.thread_calls()
+                try:
+                    return fn(*args)
+                finally:
+                    e.calls += self.gateway.thread_calls() - before
+            return wrapper
+
+        @counted
         def call(key: str) -> str:
-            nonlocal called
-            called = True
+            e.called = True
             return self.gateway.meters.report(event_name=e.meter.event_name, customer_id=e.customer_id,
                                               value=e.send.quantity, identifier=e.ident, timestamp=start,
                                               idempotency_key=key)
 
+        @counted
         def lookup() -> str | None:
             # Stripe keeps no meter event we could fetch: its summary for the customer and hour holds
             # this revision when it holds everything reported before plus this value.
@@ -267,27 +292,14 @@ class MeterReporter:
             return e.ident if held >= e.send.reported_before + e.send.quantity else None
 
         def already_done(err: StripeRejected) -> str | None:
-            nonlocal duplicate
             if isinstance(err, MeterEventDuplicate):
-                duplicate = True
+                e.duplicate = True
                 return e.ident
             return None
 
-        try:
-            StripeLedger(self.engine, self.clock).perform(
-                subject=report_subject(e.account_id, e.meter.id, e.hour), step=f"r{e.send.revision}",
-                identity=account_identity(e.account_id, e.meter.id, e.hour), call=call, lookup=lookup,
-                already_done=already_done)
-        except MeterEventTooOld as err:
-            e.outcome, e.error = "failed", f"past Stripe's 35-day window: {err}"
-            return
-        except StripeRejected as err:
-            e.outcome, e.error = "failed", str(err)
-            return
-        except StripeError as err:  # failed (5xx) or no answer: the same revision is sent again later
-            e.outcome, e.error = "transient", str(err)
-            return
-        e.outcome = "sent" if called and not duplicate else "already"
+        return Step(subject=report_subject(e.account_id, e.meter.id, e.hour), step=f"r{e.send.revision}",
+                    identity=account_identity(e.account_id, e.meter.id, e.hour), call=call, lookup=lookup,
+                    already_done=already_done)
 
 
 class MeterActivities:
@@ -343,29 +355,34 @@ class MeterActivities:
 
     # ---- one hour -------------------------------------------------------------------------------------
     @activity.defn(name="begin_usage_hour")
-    def begin_usage_hour(self, hour_text: str) -> UsageHourCheck:
-        """Refuse an hour that has not ended or is past Stripe's window (marked expired); mark it running."""
-        hour = _hour(hour_text)
+    def begin_usage_hour(self, inp: BeginUsageHourInput) -> UsageHourCheck:
+        """Refuse an hour that has not ended or is past Stripe's window (marked expired); mark it
+        running; choose the chunk size (no larger than needed to give every parallel chunk work) and
+        list the first page of chunks."""
+        hour = _hour(inp.hour)
         reason = why_not_reportable(hour, self.clock())
         with self.deps.engine.begin() as conn:
             n_meters = len(repo.all_meters(conn))
             if reason is None and n_meters:
                 repo.begin_hour(conn, hour)
+                accounts = repo.count_usage_accounts(conn, hour)
+                size = max(1, min(inp.chunk_size, -(-accounts // inp.parallel_chunks)))
+                chunks, cursor = repo.usage_chunks(conn, hour, None, size, inp.max_chunks)
             elif reason is not None and "older than" in reason and repo.hours_with_usage(conn, hour, hour + HOUR):
                 repo.mark_hours(conn, [hour], "expired", {hour: reason})
-            accounts = repo.count_usage_accounts(conn, hour) if reason is None else 0
         if reason is not None:
             raise ApplicationError(reason, type=Failure.HOUR_NOT_REPORTABLE, non_retryable=True)
         if not n_meters:
             raise _no_meters()
-        return UsageHourCheck(hour=hour_text, accounts=accounts, meters=n_meters)
+        return UsageHourCheck(hour=inp.hour, accounts=accounts, meters=n_meters, chunk_size=size,
+                              first_page=_page(chunks, cursor))
 
     @activity.defn(name="list_usage_chunks")
     def list_usage_chunks(self, inp: ListUsageChunksInput) -> ChunkPage:
         hour = _hour(inp.hour)
         with self.deps.engine.begin() as conn:
             chunks, cursor = repo.usage_chunks(conn, hour, inp.after, inp.chunk_size, inp.max_chunks)
-        return ChunkPage(chunks=[AccountRange(after=a, upto=u, count=n) for a, u, n in chunks], next_cursor=cursor)
+        return _page(chunks, cursor)
 
     @activity.defn(name="report_usage")
     def report_usage(self, inp: UsageChunkInput) -> UsageChunkResult:
@@ -416,7 +433,7 @@ class MeterActivities:
         self._period(inp.period)
         with self.deps.engine.begin() as conn:
             chunks, cursor = repo.reconcile_chunks(conn, inp.after, inp.chunk_size, inp.max_chunks)
-        return ChunkPage(chunks=[AccountRange(after=a, upto=u, count=n) for a, u, n in chunks], next_cursor=cursor)
+        return _page(chunks, cursor)
 
     @activity.defn(name="reconcile_meters")
     def reconcile_meters(self, inp: ReconcileChunkInput) -> ReconcileChunkResult:

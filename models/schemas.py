@@ -259,10 +259,20 @@ class UsageChunkResult(BaseModel):
     failed_count: int = 0
 
 
+class BeginUsageHourInput(BaseModel):
+    hour: str
+    chunk_size: int
+    parallel_chunks: int
+    max_chunks: int = 50
+
+
 class UsageHourCheck(BaseModel):
     hour: str
     accounts: int
     meters: int
+    # min(chunk_size, accounts / parallel_chunks): a small hour still uses every parallel chunk
+    chunk_size: int
+    first_page: ChunkPage
 
 
 class UsageHourProgress(BaseModel):
@@ -303,7 +313,7 @@ class UsageHourResult(BaseModel):
 
 class UsageHourInput(BaseModel):
     hour: str
-    chunk_size: int = Field(default=500, ge=1, le=10_000)
+    chunk_size: int = Field(default=200, ge=1, le=10_000)
     parallel_chunks: int = Field(default=2, ge=1, le=64)
     # Continue as new after this many chunks in one run (None: when Temporal suggests it). Tests lower it.
     chunks_per_run: int | None = Field(default=None, ge=1)
@@ -385,7 +395,7 @@ class ScheduledUsageReportResult(BaseModel):
 
 class UsageReportScheduleInput(BaseModel):
     lag_minutes: int = Field(default=15, ge=0, le=24 * 60)
-    chunk_size: int = Field(default=500, ge=1, le=10_000)
+    chunk_size: int = Field(default=200, ge=1, le=10_000)
     parallel_chunks: int = Field(default=2, ge=1, le=64)
     hours_per_plan: int = Field(default=24, ge=1, le=24 * 40)
     # None: the last hour that ended ``lag_minutes`` before the workflow started (what the schedule sends).

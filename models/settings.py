@@ -106,7 +106,7 @@ class Settings(BaseSettings):
                                                 "(executions still in flight).")
     meters_events_per_second: float = Field(
         default=100.0, ge=0, description="Meter events/s per worker (0 = no cap; Stripe live allows 1,000/s).")
-    meters_chunk_size: int = Field(default=500, ge=1, le=10_000, description="Accounts per report activity.")
+    meters_chunk_size: int = Field(default=200, ge=1, le=10_000, description="Accounts per report activity.")
     meters_parallel_chunks: int = Field(default=2, ge=1, le=64, description="Report activities at once.")
     meters_reconcile_at_close: bool = Field(
         default=True, description="The close compares Tally's totals with Stripe's meter summaries.")

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from billing.meters import format_hour, last_ended_hour
     from models.failures import Failure, ReportBudget
     from models.schemas import (
+        BeginUsageHourInput,
         ChunkPage,
         ListChunksInput,
         ListUsageChunksInput,
@@ -137,20 +138,26 @@ class UsageReportWorkflow:
         result = inp.carry or UsageHourResult(hour=inp.hour)
         self._progress = inp.progress or UsageHourProgress(hour=inp.hour)
         workflow.upsert_search_attributes([BILLING_PERIOD.value_set(inp.hour[:7])])
+        first: ChunkPage | None = None
         if inp.carry is None:
             check: UsageHourCheck = await workflow.execute_activity_method(
-                MeterActivities.begin_usage_hour, inp.hour, **QUICK)
+                MeterActivities.begin_usage_hour,
+                BeginUsageHourInput(hour=inp.hour, chunk_size=inp.chunk_size, parallel_chunks=inp.parallel_chunks,
+                                    max_chunks=PAGE_CHUNKS), **QUICK)
             self._progress.accounts_total = check.accounts
+            inp = inp.model_copy(update={"chunk_size": check.chunk_size})
+            first = check.first_page
         started = 0
         state = {"cursor": inp.cursor, "index": inp.next_index, "continue": False}
 
         async def pages():
-            nonlocal started
+            nonlocal started, first
             while True:
-                page: ChunkPage = await workflow.execute_activity_method(
+                page: ChunkPage = first or await workflow.execute_activity_method(
                     MeterActivities.list_usage_chunks,
                     ListUsageChunksInput(hour=inp.hour, after=state["cursor"], chunk_size=inp.chunk_size,
                                          max_chunks=PAGE_CHUNKS), **QUICK)
+                first = None
                 for chunk in page.chunks:
                     yield state["index"], chunk
                     state["index"] += 1

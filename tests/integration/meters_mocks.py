@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from models.failures import Failure
 from models.schemas import (
     AccountRange,
+    BeginUsageHourInput,
     ChunkPage,
     HourError,
     ListChunksInput,
@@ -75,11 +76,13 @@ class MockMeters:
                                   for h in self.expired] if inp.after is None else [])
 
     @activity.defn(name="begin_usage_hour")
-    async def begin_usage_hour(self, hour: str) -> UsageHourCheck:
-        if hour in self.expired:
-            raise ApplicationError(f"hour {hour} is older than Stripe's 35-day meter event window",
+    async def begin_usage_hour(self, inp: BeginUsageHourInput) -> UsageHourCheck:
+        if inp.hour in self.expired:
+            raise ApplicationError(f"hour {inp.hour} is older than Stripe's 35-day meter event window",
                                    type=Failure.HOUR_NOT_REPORTABLE, non_retryable=True)
-        return UsageHourCheck(hour=hour, accounts=len(self.accounts), meters=3)
+        size = max(1, min(inp.chunk_size, -(-len(self.accounts) // inp.parallel_chunks)))
+        return UsageHourCheck(hour=inp.hour, accounts=len(self.accounts), meters=3, chunk_size=size,
+                              first_page=_ranges(self.accounts, None, size, inp.max_chunks))
 
     @activity.defn(name="list_usage_chunks")
     async def list_usage_chunks(self, inp: ListUsageChunksInput) -> ChunkPage:
