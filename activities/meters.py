@@ -40,6 +40,7 @@ from billing.meters import (
     OverReported,
     Send,
     account_identity,
+    chunk_size_for,
     decide_report,
     explain_drift,
     format_hour,
@@ -357,8 +358,8 @@ class MeterActivities:
     @activity.defn(name="begin_usage_hour")
     def begin_usage_hour(self, inp: BeginUsageHourInput) -> UsageHourCheck:
         """Refuse an hour that has not ended or is past Stripe's window (marked expired); mark it
-        running; choose the chunk size (no larger than needed to give every parallel chunk work) and
-        list the first page of chunks."""
+        running; choose the chunk size (``billing.meters.chunk_size_for``: equal chunks, a multiple of
+        ``parallel_chunks`` of them) and list the first page of chunks."""
         hour = _hour(inp.hour)
         reason = why_not_reportable(hour, self.clock())
         with self.deps.engine.begin() as conn:
@@ -366,7 +367,7 @@ class MeterActivities:
             if reason is None and n_meters:
                 repo.begin_hour(conn, hour)
                 accounts = repo.count_usage_accounts(conn, hour)
-                size = max(1, min(inp.chunk_size, -(-accounts // inp.parallel_chunks)))
+                size = chunk_size_for(accounts, inp.chunk_size, inp.parallel_chunks)
                 chunks, cursor = repo.usage_chunks(conn, hour, None, size, inp.max_chunks)
             elif reason is not None and "older than" in reason and repo.hours_with_usage(conn, hour, hour + HOUR):
                 repo.mark_hours(conn, [hour], "expired", {hour: reason})

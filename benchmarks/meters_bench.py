@@ -13,7 +13,7 @@
    ``--concurrency`` Stripe requests per chunk). Wall time from start to result.
 3. Floor, same run, same concurrency (``concurrency x parallel`` threads): the same meter events posted
    straight through the SDK (an idempotency key and a new identifier each, nothing recorded anywhere)
-   to the same emulator.
+   to the same emulator, half before Tally's run and half after (a shared machine's load drifts).
 Figures: meter events/s of each and their ratio (target >= 0.8), Stripe calls per account-hour and per
 account-meter-hour with usage (at most 1), duplicates (identifiers Stripe holds twice: 0), CPU seconds
 per process, the machine's load average. Nothing is asserted.
@@ -83,7 +83,7 @@ def create_accounts(url: str, accounts: list[str]) -> None:
                             datetime(2026, 1, 1, tzinfo=UTC))
 
 
-def create_customers(client, url: str, accounts: list[str], threads: int) -> None:
+def create_customers(client, url: str, accounts: list[str], threads: int) -> dict[str, str]:
     """Every account a Stripe customer already (recorded on the account, as the invoice push does)."""
     def one(a: str) -> tuple[str, str]:
         return a, client.v1.customers.create(params={"name": a, "metadata": {"tally_account_id": a}}).id
@@ -93,6 +93,20 @@ def create_customers(client, url: str, accounts: list[str], threads: int) -> Non
     with psycopg.connect(libpq_url(url)) as conn:
         conn.execute("UPDATE accounts a SET stripe_customer_id = c.cid FROM unnest(%s::text[], %s::text[]) "
                      "AS c(aid, cid) WHERE a.id = c.aid", ([p[0] for p in pairs], [p[1] for p in pairs]))
+    return dict(pairs)
+
+
+def expected_events(docs: list[dict], customers: dict[str, str], event_names: dict[str, str]) -> list[tuple]:
+    """(customer, event name, value, hour) of every meter event the report should send, from the data."""
+    from billing.meters import HourUsage, quantities_by_meter
+
+    by_hour: dict[int, list[HourUsage]] = {}
+    for d in docs:
+        at = datetime.fromisoformat(d["occurred_at"].replace("Z", "+00:00"))
+        by_hour.setdefault(int(at.timestamp()) // 3600 * 3600, []).append(
+            HourUsage(d["account_id"], d["model"], 1, d["input_tokens"], d["output_tokens"]))
+    return sorted((customers[a], event_names[k], q, h) for h, rows in by_hour.items()
+                  for (a, k), q in quantities_by_meter(rows).items())
 
 
 def reported_shape(url: str) -> dict:
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute("VACUUM (ANALYZE) executions")
             say(f"data: {report.accepted:,} executions ({report.rejected} rejected) in {time.perf_counter() - t:.1f} s")
             t = time.perf_counter()
-            create_customers(sdk, url, accounts, threads)
+            customers = create_customers(sdk, url, accounts, threads)
             from activities.deps import utc_now
             from gateways.stripe import StripeGateway
             from repositories import meter_reports as repo
@@ -256,17 +270,39 @@ def main(argv: list[str] | None = None) -> int:
             applied = apply_meters(engine, StripeGateway(settings), catalog, utc_now)
             with engine.begin() as conn:
                 repo.start_reporting(conn, since=hours[0], scanned_until=repo.db_now(conn))
-            say(f"customers and {len(applied)} meters ready in {time.perf_counter() - t:.1f} s")
+            expected = expected_events(docs, customers, {m.key: m.event_name for m in applied})
+            say(f"customers and {len(applied)} meters ready in {time.perf_counter() - t:.1f} s; "
+                f"{len(expected):,} meter events to report")
 
+            # The floor runs in two halves, before and after Tally's run, so that the load of a shared
+            # machine drifting during the run weighs on both alike.
+            n_floor = args.floor_events or len(expected)
+            floor_events = (expected * (n_floor // max(1, len(expected)) + 1))[:n_floor]
+            halves = [floor_events[: len(floor_events) // 2], floor_events[len(floor_events) // 2:]]
+            bench_proc, emu_proc = psutil.Process(), stack.emulator.proc()
+            floor_s = floor_ok = floor_err = 0
+            cpu_floor = {"stripe-emulator": 0.0, "bench": 0.0}
+
+            def floor_half(events) -> None:
+                nonlocal floor_s, floor_ok, floor_err
+                c0 = (cpu_seconds(emu_proc), cpu_seconds(bench_proc))
+                say(f"floor: {len(events):,} meter events straight through the SDK, {threads} threads")
+                secs, ok, err = floor(sdk, events, threads)
+                floor_s, floor_ok, floor_err = floor_s + secs, floor_ok + ok, floor_err + err
+                cpu_floor["stripe-emulator"] += cpu_seconds(emu_proc) - c0[0]
+                cpu_floor["bench"] += cpu_seconds(bench_proc) - c0[1]
+
+            floor_half(halves[0])
             worker = stack.start_worker(settings)
             time.sleep(1.0)
             procs = {"worker": (worker.proc(), False), "postgres": (stack.postgres_process(), True),
-                     "stripe-emulator": (stack.emulator.proc(), False), "temporal": (stack.temporal.proc(), False),
-                     "bench": (psutil.Process(), False)}
+                     "stripe-emulator": (emu_proc, False), "temporal": (stack.temporal.proc(), False),
+                     "bench": (bench_proc, False)}
             procs = {k: v for k, v in procs.items() if v[0] is not None}
             cpu0 = {k: cpu_seconds(p, with_children=c) for k, (p, c) in procs.items()}
             stats0 = stack.emulator_stats()
-            say(f"tally: reporting {args.hours} hours (chunks of {args.chunk_size}, {args.parallel} at once, "
+            load_mid0 = os.getloadavg()
+            say(f"tally: reporting {args.hours} hours (chunks of up to {args.chunk_size}, {args.parallel} at once, "
                 f"{args.concurrency} requests each)")
             t = time.perf_counter()
             result = asyncio.run(run_report(settings, hours[0], hours[-1], args.chunk_size, args.parallel))
@@ -278,20 +314,14 @@ def main(argv: list[str] | None = None) -> int:
             posts = endpoint_delta(stats0, stats1, "POST /v1/billing/meter_events")
             all_calls = stats1["totals"]["requests"] - stats0["totals"]["requests"]
             shape = reported_shape(url)
-            events = planned_events(url)
+            same = sorted(planned_events(url)) == expected
             say(f"tally: {result.hours} hours, {result.events:,} events accepted, {result.failed_count} failed, "
-                f"in {ours_s:.1f} s")
-
+                f"in {ours_s:.1f} s; the events are {'exactly' if same else 'NOT'} the expected ones")
             try:
                 phases = asyncio.run(hour_phases(settings, hours))
             except Exception as err:  # noqa: BLE001 - a detail; the figures stand without it
                 phases = {"error": str(err)}
-            n_floor = args.floor_events or len(events)
-            floor_events = (events * (n_floor // max(1, len(events)) + 1))[:n_floor]
-            cpu0 = {k: cpu_seconds(p, with_children=c) for k, (p, c) in procs.items() if k in ("stripe-emulator", "bench")}
-            say(f"floor: {len(floor_events):,} meter events straight through the SDK, {threads} threads")
-            floor_s, floor_ok, floor_err = floor(sdk, floor_events, threads)
-            cpu_floor = {k: cpu_seconds(procs[k][0]) - cpu0[k] for k in cpu0}
+            floor_half(halves[1])
             load1 = os.getloadavg()
 
             ours_rate = result.events / ours_s if ours_s else 0.0
@@ -302,22 +332,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"{shape['account_meter_hours']:,} account-meter-hours)")
             print(f"  Tally  ScheduledUsageReport ({result.hours} hour workflows):  {ours_s:8.1f} s  "
                   f"{result.events:>9,} events  {ours_rate:8.1f} events/s")
-            print(f"  floor  SDK straight, {threads} threads:                   {floor_s:8.1f} s  "
+            print(f"  floor  SDK straight, {threads} threads (two halves):      {floor_s:8.1f} s  "
                   f"{floor_ok:>9,} events  {floor_rate:8.1f} events/s  ({floor_err} errors)")
             print(f"  ratio  {ours_rate / floor_rate if floor_rate else 0:.2f}  (target >= 0.80)")
             print(f"  Stripe calls: {all_calls:,} in all ({posts:,} meter event POSTs); per account-hour "
                   f"{all_calls / max(1, shape['account_hours']):.2f}; per account-meter-hour with usage "
                   f"{posts / max(1, shape['account_meter_hours']):.2f} (at most 1)")
             print(f"  revisions: {shape['states']}; highest revision {shape['max_revision']}; failed "
-                  f"{result.failed_count}; worker-counted Stripe calls {result.stripe_calls:,}")
+                  f"{result.failed_count}; worker-counted Stripe calls {result.stripe_calls:,}; events "
+                  f"{'identical to' if same else 'DIFFERENT from'} the {len(expected):,} expected")
             print("  CPU s (Tally run): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_ours.items()))
             print("  CPU s (floor):     " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_floor.items()))
             details = ", ".join(f"{k} {v['count']} x {v['run'] / max(1, v['count']):.2f} s"
                                 for k, v in phases.items() if isinstance(v, dict))
             print(f"  hour workflows: {phases.get('_hours_span', 0):.1f} s in all, "
                   f"{phases.get('_between_hours', 0):.1f} s between hours; activities: {details}")
-            print(f"  load average: {load0[0]:.2f} before, {load_mid[0]:.2f} after Tally's run, "
-                  f"{load1[0]:.2f} after the floor ({os.cpu_count()} CPUs)")
+            print(f"  load average: {load0[0]:.2f} at the start, {load_mid0[0]:.2f} / {load_mid[0]:.2f} before / "
+                  f"after Tally's run, {load1[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     except (KeyboardInterrupt, BenchInterrupted):
         say("interrupted; stopping what was started")
         rc = 130

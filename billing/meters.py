@@ -183,6 +183,15 @@ def quantities_by_meter(rows: Iterable[HourUsage]) -> dict[tuple[str, str], int]
     return out
 
 
+def chunk_size_for(accounts: int, largest: int, parallel: int) -> int:
+    """Accounts per chunk for an hour of ``accounts``: at most ``largest``, and as equal as can be in a
+    multiple of ``parallel`` chunks, so that no round of the fan-out runs a small last chunk alone."""
+    if accounts <= 0:
+        return max(1, largest)
+    rounds = -(-accounts // (parallel * largest))
+    return max(1, -(-accounts // (parallel * rounds)))
+
+
 # ---- identifiers ------------------------------------------------------------------------------------
 def identifier(account_id: str, meter_id: int, hour: datetime, revision: int) -> str:
     """The meter event identifier of one revision: the same for every retry and re-run, different for

@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Iterable
 
-from sqlalchemy import Connection, and_, case, func, literal_column, select, text, update
+from sqlalchemy import Connection, Integer, and_, case, cast, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.meters import HOUR, HourUsage, Revision
@@ -158,9 +158,17 @@ def revisions_for(conn: Connection, hour: datetime, after: str | None, upto: str
 
 def start_revisions(conn: Connection, rows: list[dict]) -> None:
     """Record revisions about to be sent (``account_id, meter_id, hour, revision, quantity,
-    identifier``) as 'sending'; a revision already recorded is left as it is."""
-    if rows:
-        conn.execute(pg_insert(meter_reports).on_conflict_do_nothing(), [{**r, "state": "sending"} for r in rows])
+    identifier``) as 'sending'; a revision already recorded is left as it is (one statement)."""
+    if not rows:
+        return
+    conn.execute(
+        text("INSERT INTO meter_reports (account_id, meter_id, hour, revision, quantity, identifier, state) "
+             "SELECT a, m, h, r, q, i, 'sending' FROM unnest(CAST(:a AS text[]), CAST(:m AS int[]), "
+             "CAST(:h AS timestamptz[]), CAST(:r AS int[]), CAST(:q AS bigint[]), CAST(:i AS text[])) "
+             "AS x(a, m, h, r, q, i) ON CONFLICT DO NOTHING"),
+        {"a": [r["account_id"] for r in rows], "m": [r["meter_id"] for r in rows], "h": [r["hour"] for r in rows],
+         "r": [r["revision"] for r in rows], "q": [r["quantity"] for r in rows],
+         "i": [r["identifier"] for r in rows]})
 
 
 def settle_revisions(conn: Connection, outcomes: list[dict]) -> None:
@@ -273,9 +281,14 @@ def hour_states(conn: Connection, start: datetime, end: datetime) -> dict[dateti
 
 
 def hours_to_redo(conn: Connection, after: datetime | None, end: datetime) -> list[datetime]:
-    """Hours up to ``end`` (after ``after``) a run left unfinished: partial, late or running."""
-    q = select(meter_report_hours.c.hour).where(meter_report_hours.c.state.in_(("partial", "late", "running")),
-                                                meter_report_hours.c.hour <= end)
+    """Hours up to ``end`` (after ``after``) a run left unfinished: late or running, and partial ones
+    whose last run is old enough: 1 h after the first try, then 2, 4, 8, 16 h, then daily (an event
+    Stripe keeps refusing, e.g. a model without a meter yet, must not make every run redo the hour)."""
+    h = meter_report_hours.c
+    hours = cast(func.least(func.power(2, func.least(func.greatest(h.runs - 1, 0), 5)), 24), Integer)
+    wait = func.make_interval(0, 0, 0, 0, hours)
+    due = (h.state.in_(("late", "running"))) | ((h.state == "partial") & (h.updated_at <= func.now() - wait))
+    q = select(h.hour).where(due, h.hour <= end)
     if after is not None:
         q = q.where(meter_report_hours.c.hour > after)
     return list(conn.execute(q.order_by(meter_report_hours.c.hour)).scalars())

@@ -63,9 +63,12 @@ def latest_stripe_requests(conn: Connection, pairs: list[tuple[str, str]]) -> di
 def record_stripe_requests(conn: Connection, rows: list[dict]) -> None:
     """``key, subject, step, attempt`` for each, as 'started' (one statement)."""
     if rows:
-        conn.execute(pg_insert(stripe_requests).on_conflict_do_nothing(index_elements=["idempotency_key"]),
-                     [dict(idempotency_key=r["key"], subject=r["subject"], step=r["step"], attempt=r["attempt"],
-                           state="started") for r in rows])
+        conn.execute(
+            text("INSERT INTO stripe_requests (idempotency_key, subject, step, attempt, state) "
+                 "SELECT k, s, t, a, 'started' FROM unnest(CAST(:k AS text[]), CAST(:s AS text[]), "
+                 "CAST(:t AS text[]), CAST(:a AS int[])) AS x(k, s, t, a) ON CONFLICT (idempotency_key) DO NOTHING"),
+            {"k": [r["key"] for r in rows], "s": [r["subject"] for r in rows], "t": [r["step"] for r in rows],
+             "a": [r["attempt"] for r in rows]})
 
 
 def finish_stripe_requests(conn: Connection, outcomes: list[dict]) -> None:

@@ -85,6 +85,27 @@ def _stripe_meter(m: MetersEnv, key: str) -> str:
         return conn.execute(text("SELECT stripe_meter_id FROM meters WHERE key = :k"), {"k": key}).scalar_one()
 
 
+async def test_a_partial_hour_is_retried_by_a_later_run_with_back_off_not_by_every_run(meters_env):
+    m, h = meters_env, recent_hour(3)
+    m.account("a1")
+    m.use("a1", h, 2)
+    m.emulator.add_fault(method="POST", path="/v1/billing/meter_events", kind="error_500", count=100)
+    no_sdk_retries = m.deps.__class__(m.settings.model_copy(update={"stripe_max_network_retries": 0}))
+    partial = await m.report(h, deps=no_sdk_retries)
+    assert partial.state == "partial" and m.events() == []
+    m.emulator.clear_faults()
+    m.start_reporting(h)
+
+    soon = await m.scheduled(h)  # right after: the hour waits (1 h after its first run)
+    assert soon.hours == 0 and m.events() == []
+    with m.engine.begin() as conn:
+        conn.execute(text("UPDATE meter_report_hours SET updated_at = now() - interval '61 minutes'"))
+    later = await m.scheduled(h)
+
+    assert (later.hours, later.events, later.failed_count) == (1, 3, 0)
+    assert executions_of(m.events()) == [(int(h.timestamp()), 2)]
+
+
 async def test_a_36_day_old_gap_is_refused_with_its_error_and_explained_at_reconciliation(meters_env):
     m = meters_env
     now = datetime.now(UTC)

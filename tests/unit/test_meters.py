@@ -13,6 +13,7 @@ from billing.meters import (
     HOUR,
     HourUsage,
     MeterError,
+    chunk_size_for,
     OverReported,
     Revision,
     Send,
@@ -86,6 +87,21 @@ def test_sandbox_and_byok_are_already_out_of_the_rows_and_zero_quantities_are_no
     assert quantities_by_meter(rows) == {
         ("a", "executions"): 5, ("a", "input_tokens:claude-haiku"): 100, ("a", "input_tokens:gpt-4o"): 50,
         ("a", "output_tokens:gpt-4o"): 7, ("b", "executions"): 1}
+
+
+@given(accounts=st.integers(1, 100_000), largest=st.integers(1, 1000), parallel=st.integers(1, 16))
+def test_chunks_take_the_fewest_rounds_of_the_fan_out_and_are_as_small_as_that_allows(accounts, largest, parallel):
+    size = chunk_size_for(accounts, largest, parallel)
+    chunks = -(-accounts // size)
+    fewest_rounds = -(-accounts // (parallel * largest))
+    assert 1 <= size <= largest
+    assert -(-chunks // parallel) == fewest_rounds  # no extra round for a small last chunk
+    assert (size - 1) * parallel * fewest_rounds < accounts  # a smaller size would need another round
+
+
+def test_an_hour_of_1250_accounts_in_chunks_of_200_two_at_a_time_is_8_chunks_of_157():
+    assert chunk_size_for(1250, 200, 2) == 157
+    assert chunk_size_for(250, 200, 2) == 125 and chunk_size_for(3, 200, 2) == 2
 
 
 # ---- identifiers ------------------------------------------------------------------------------------
