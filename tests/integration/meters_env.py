@@ -108,6 +108,10 @@ class MetersEnv:
         return [r for r in self.emulator.requests() if r["method"] == "POST" and r["path"] == "/v1/customers"]
 
     # ---- workflows ----------------------------------------------------------------------------------------
+    def without_sdk_retries(self) -> Deps:
+        """Dependencies whose Stripe client retries nothing: each fault reaches Tally's own retries."""
+        return Deps(self.settings.model_copy(update={"stripe_max_network_retries": 0}))
+
     def worker(self, deps: Deps | None = None):
         return build_worker(self.env.client, self.settings, deps or self.deps, fail_fast=True)
 

@@ -71,7 +71,8 @@ async def test_rerunning_an_hour_sends_nothing(meters_env):
 
     again = await m.report(h)
 
-    assert (again.events, again.already, again.stripe_calls) == (0, 0, 0)
+    assert (again.state, again.failed_count, again.events, again.already, again.stripe_calls) == (
+        "reported", 0, 0, 0, 0)
     assert len(m.meter_posts()) == posts == 3 and len(m.events()) == 3
 
 
@@ -127,9 +128,8 @@ async def test_a_lost_response_after_commit_is_answered_by_the_same_key_and_not_
     m.account("a1")
     m.use("a1", h, 3)
     m.emulator.add_fault(method="POST", path="/v1/billing/meter_events", kind="drop_after_commit", count=1)
-    no_sdk_retries = m.deps.__class__(m.settings.model_copy(update={"stripe_max_network_retries": 0}))
 
-    result = await m.report(h, deps=no_sdk_retries)
+    result = await m.report(h, deps=m.without_sdk_retries())
 
     assert (result.state, result.failed_count) == ("reported", 0)
     assert len(m.events()) == 3  # the dropped one was committed once and replayed, not sent again
@@ -157,7 +157,7 @@ async def test_status_lists_failures_and_hours_that_need_a_look(meters_env):
     m.account("a1")
     m.use("a1", h, 1)
     m.emulator.add_fault(method="POST", path="/v1/billing/meter_events", kind="error_500", count=100)
-    result = await m.report(h, deps=m.deps.__class__(m.settings.model_copy(update={"stripe_max_network_retries": 0})))
+    result = await m.report(h, deps=m.without_sdk_retries())
     assert result.state == "partial" and result.failed_count == 3
     s = meters_status(get_engine(m.settings.database_url), m.settings, datetime.now(UTC))
     assert s.unsettled_events == 3

@@ -90,8 +90,7 @@ async def test_a_partial_hour_is_retried_by_a_later_run_with_back_off_not_by_eve
     m.account("a1")
     m.use("a1", h, 2)
     m.emulator.add_fault(method="POST", path="/v1/billing/meter_events", kind="error_500", count=100)
-    no_sdk_retries = m.deps.__class__(m.settings.model_copy(update={"stripe_max_network_retries": 0}))
-    partial = await m.report(h, deps=no_sdk_retries)
+    partial = await m.report(h, deps=m.without_sdk_retries())
     assert partial.state == "partial" and m.events() == []
     m.emulator.clear_faults()
     m.start_reporting(h)
