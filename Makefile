@@ -38,6 +38,8 @@ bench: install
 	$(BIN)/python -m benchmarks.contracts_bench
 	$(BIN)/python -m benchmarks.routing_bench
 
+	$(BIN)/python -m benchmarks.meters_bench
+
 up: install
 	$(BIN)/tally dev up
 

@@ -54,6 +54,25 @@ class PushOutcome:
     stripe_calls: int = 0
 
 
+def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Callable[[], datetime],
+                    account_id: str, email: str | None) -> str:
+    """The account's Stripe customer, created once through the recorded call ``customer:<account>``
+    (step ``customer``) whoever needs it first: the invoice push or the usage report. ``db`` is an
+    Engine or a Connection outside any transaction (the push's lock holder)."""
+    customer_id = StripeLedger(db, clock).perform(
+        subject=f"customer:{account_id}", step="customer", identity=account_id,
+        call=lambda key: gateway.customers.create(account_id, email, key),
+        lookup=lambda: gateway.customers.find(account_id),
+    )
+    if isinstance(db, Engine):
+        with db.begin() as conn:
+            accounts.set_stripe_customer(conn, account_id, customer_id)
+    else:
+        with db.begin():
+            accounts.set_stripe_customer(db, account_id, customer_id)
+    return customer_id
+
+
 def _identity(inv) -> str:
     """An invoice's business identity in Stripe keys: ``<account>:<period>``."""
     return f"{inv.account_id}:{inv.period}"
@@ -120,14 +139,7 @@ class InvoicePusher:
         return PushOutcome(invoice_id, "open", stripe_invoice_id, already_pushed=False)
 
     def _ensure_customer(self, conn: Connection, account) -> str:
-        customer_id = self._ledger(conn).perform(
-            subject=f"customer:{account.id}", step="customer", identity=account.id,
-            call=lambda key: self.gateway.customers.create(account.id, account.email, key),
-            lookup=lambda: self.gateway.customers.find(account.id),
-        )
-        with conn.begin():
-            accounts.set_stripe_customer(conn, account.id, customer_id)
-        return customer_id
+        return ensure_customer(conn, self.gateway, self.clock, account.id, account.email)
 
     def _create_invoice(self, conn: Connection, inv, customer_id: str) -> str:
         ref = _identity(inv)  # also the invoice's metadata.tally_invoice_id, for look-ups

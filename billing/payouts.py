@@ -417,8 +417,9 @@ def refund_adjustments(invoice_id: str, earnings: Sequence[Earning], *, charged:
             taken[a.creator_id] = taken.get(a.creator_id, ZERO) + a.amount
     out = []
     for creator_id in sorted(earned):
-        fraction = _WIDE.divide(refunded, charged) if charged else ZERO
-        target = -round_money(_WIDE.multiply(earned[creator_id], fraction))
+        # Multiply before dividing: refunded/charged alone may not terminate (0.05/0.34), and rounding its
+        # truncation would land just under an exact half cent (0.17 x 0.05 / 0.34 = 0.025 -> 0.03, not 0.02).
+        target = -round_money(_WIDE.divide(_WIDE.multiply(earned[creator_id], refunded), charged)) if charged else ZERO
         delta = target - taken.get(creator_id, ZERO)
         if delta:
             out.append(CreatorAdjustment(id=f"refund:{invoice_id}:{refund_id}:{creator_id}", creator_id=creator_id,

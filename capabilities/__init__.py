@@ -35,7 +35,8 @@ from temporalio.common import SearchAttributeKey
 
 from workflows import close as close_workflows
 from workflows import contracts as contract_workflows
-from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD, kind_name
+from workflows import usage_report as usage_report_workflows
+from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD, METER_DRIFT, METER_FAILURES, kind_name
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -78,6 +79,18 @@ def _contract_activities(deps: Deps) -> list[Any]:
     return [ContractActivities(deps)]
 
 
+def _meter_activities(deps: Deps) -> list[Any]:
+    from activities.meters import MeterActivities
+
+    return [MeterActivities(deps)]
+
+
+def _meter_schedules(settings: Settings) -> list[ScheduleDef]:
+    from capabilities.schedules import usage_report_schedule
+
+    return [usage_report_schedule(settings)]
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -103,6 +116,16 @@ CAPABILITIES: tuple[Capability, ...] = (
         workflows=(),
         activities=lambda _deps: [],
         cli_groups=("workers.cli.routing:routing",),
+    ),
+    Capability(
+        name="usage_reporting",
+        description="every account's usage reported hourly to Stripe Billing Meters, never twice, caught up "
+                    "after outages, reconciled at close",
+        workflows=usage_report_workflows.WORKFLOWS,
+        activities=_meter_activities,
+        schedules=_meter_schedules,
+        search_attributes=(BILLING_PERIOD, METER_DRIFT, METER_FAILURES),
+        cli_groups=("workers.cli.meters:meters",),
     ),
 )
 

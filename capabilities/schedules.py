@@ -5,6 +5,10 @@
 ``monthly-close``: on the 3rd of each month at 02:00 UTC (after the 48 h late-usage grace) start
 ``ScheduledClose``, which starts the month's one close ``close-YYYY-MM`` (or finds it already started by
 hand). The workflow derives the month from its own start time, so the schedule's action never changes.
+
+``usage-report``: every hour (``TALLY_METERS_REPORT_EVERY=day``: every day), ``TALLY_METERS_LAG_MINUTES``
+after the hour, start ``ScheduledUsageReport``, which reports every hour up to the last that ended before
+the lag and catches up whatever an outage left (workflows/usage_report.py).
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleCalendarSpec,
+    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleRange,
     ScheduleSpec,
 )
 
-from models.schemas import ClosePeriodInput
+from models.schemas import ClosePeriodInput, UsageReportScheduleInput
 from models.settings import Settings
 from workflows.close import ScheduledCloseWorkflow
+from workflows.usage_report import ScheduledUsageReportWorkflow
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ def monthly_close_schedule(settings: Settings) -> ScheduleDef:
                 period=None,
                 chunk_size=settings.close_chunk_size,
                 parallel_chunks=settings.close_parallel_chunks,
+                reconcile_meters=settings.meters_reconcile_at_close,
             ),
             id="monthly-close",  # Temporal appends the scheduled time: monthly-close-<time>
             task_queue=settings.task_queue,
@@ -63,3 +70,27 @@ def monthly_close_schedule(settings: Settings) -> ScheduleDef:
     return ScheduleDef("monthly-close", "close of the previous month, 3rd 02:00 UTC", close)
 
 
+
+
+def usage_report_schedule(settings: Settings) -> ScheduleDef:
+    every = timedelta(days=1) if settings.meters_report_every == "day" else timedelta(hours=1)
+    lag = timedelta(minutes=settings.meters_lag_minutes)
+    report = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ScheduledUsageReportWorkflow.run,
+            UsageReportScheduleInput(
+                lag_minutes=settings.meters_lag_minutes,
+                chunk_size=settings.meters_chunk_size,
+                parallel_chunks=settings.meters_parallel_chunks,
+            ),
+            id="scheduled-usage-report",  # Temporal appends the scheduled time
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(hours=24),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every, offset=lag)]),
+        # One run at a time; a run catches up every hour an outage left, so missed runs are not replayed.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(hours=1)),
+    )
+    when = "every day" if settings.meters_report_every == "day" else "every hour"
+    return ScheduleDef("usage-report", f"usage reported to Stripe meters, {when} at +{settings.meters_lag_minutes} min",
+                       report)

@@ -19,6 +19,9 @@ class Failure:
     STRIPE_TRANSIENT = "StripeTransient"  # some invoices not pushed yet; Temporal retries the activity
     CONTRACT_REFUSED = "ContractRefused"  # a contract rule refused an amendment (or the stored contract)
 
+    HOUR_NOT_REPORTABLE = "HourNotReportable"  # the hour has not ended, or is past Stripe's 35-day window
+    METERS_NOT_SET_UP = "MetersNotSetUp"  # no Stripe meters recorded yet: `tally meters apply`
+
 
 class PushBudget:
     """How often the close's push activity is attempted before it gives up on an invoice.
@@ -30,3 +33,12 @@ class PushBudget:
 
     MAX_ATTEMPTS = 10
     GIVE_UP_AT = MAX_ATTEMPTS - 2
+
+
+class ReportBudget:
+    """How often a usage report's chunk activity is attempted. From ``GIVE_UP_AT`` on it stops raising
+    for transient Stripe trouble (429 storms, 5xx, no answer) and returns what failed: the hour is left
+    ``partial`` and the next scheduled run sends the rest, so one bad hour never stalls the others."""
+
+    MAX_ATTEMPTS = 6
+    GIVE_UP_AT = MAX_ATTEMPTS - 1

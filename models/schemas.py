@@ -111,6 +111,8 @@ class ClosePeriodResult(BaseModel):
     failed: list[InvoiceFailure] = Field(default_factory=list)
     stripe_calls: int = 0
     total: Decimal = Decimal("0.00")
+    # Tally's meter totals against Stripe's summaries (usage reporting), when the close reconciled them.
+    meters: MeterDriftSummary | None = None
 
     @classmethod
     def empty(cls, period: str) -> ClosePeriodResult:
@@ -145,6 +147,8 @@ class ClosePeriodInput(BaseModel):
     next_index: int = 0
     carry: ClosePeriodResult | None = None
     progress: CloseProgress | None = None
+    # After the chunks, compare Tally's meter totals with Stripe's summaries (child meters-reconcile-P).
+    reconcile_meters: bool = False
 
 
 class ScheduledCloseResult(BaseModel):
@@ -387,3 +391,290 @@ def contract_record(history) -> ContractRecord:
         amendments=[ContractAmendmentRecord(kind=a.kind.value, requested_at=a.requested_at, effective=a.effective,
                                             commitment=a.commitment, extra_months=a.extra_months)
                     for a in history.amendments])
+
+
+# ---- usage reporting to Stripe Billing Meters ---------------------------------------------------------
+class MeterEventFailure(BaseModel):
+    account_id: str
+    meter: str  # the meter's key, e.g. input_tokens:claude-haiku
+    hour: str
+    error: str
+
+
+MAX_LISTED = 50  # failures / drift lines a result carries (the rest are in the database)
+
+
+class UsageChunkInput(BaseModel):
+    hour: str  # YYYY-MM-DDTHH (UTC)
+    index: int
+    accounts: AccountRange
+
+
+class ListUsageChunksInput(BaseModel):
+    hour: str
+    after: str | None = None
+    chunk_size: int
+    max_chunks: int = 50
+
+
+class UsageChunkResult(BaseModel):
+    accounts: int = 0
+    events: int = 0  # meter events Stripe accepted in this run
+    already: int = 0  # revisions found reported before (an earlier attempt, or Stripe: duplicate identifier)
+    customers_created: int = 0
+    stripe_calls: int = 0
+    failed: list[MeterEventFailure] = Field(default_factory=list)
+    failed_count: int = 0
+
+
+class BeginUsageHourInput(BaseModel):
+    hour: str
+    chunk_size: int
+    parallel_chunks: int
+    max_chunks: int = 50
+
+
+class UsageHourCheck(BaseModel):
+    hour: str
+    accounts: int
+    meters: int
+    # min(chunk_size, accounts / parallel_chunks): a small hour still uses every parallel chunk
+    chunk_size: int
+    first_page: ChunkPage
+
+
+class UsageHourProgress(BaseModel):
+    hour: str | None = None
+    accounts_total: int = 0
+    accounts_done: int = 0
+    chunks_started: int = 0
+    chunks_done: int = 0
+    events: int = 0
+    failed: int = 0
+    finished: bool = False
+
+
+class UsageHourResult(BaseModel):
+    """What one hour's report did, over all its chunks."""
+
+    hour: str
+    state: str = "running"  # reported | partial | late (after the run: what meter_report_hours says)
+    accounts: int = 0
+    chunks: int = 0
+    events: int = 0
+    already: int = 0
+    customers_created: int = 0
+    stripe_calls: int = 0
+    failed: list[MeterEventFailure] = Field(default_factory=list)
+    failed_count: int = 0
+
+    def add_chunk(self, res: UsageChunkResult) -> None:
+        self.chunks += 1
+        self.accounts += res.accounts
+        self.events += res.events
+        self.already += res.already
+        self.customers_created += res.customers_created
+        self.stripe_calls += res.stripe_calls
+        self.failed_count += res.failed_count
+        self.failed = (self.failed + res.failed)[:MAX_LISTED]
+
+
+class UsageHourInput(BaseModel):
+    hour: str
+    chunk_size: int = Field(default=200, ge=1, le=10_000)
+    parallel_chunks: int = Field(default=2, ge=1, le=64)
+    # Continue as new after this many chunks in one run (None: when Temporal suggests it). Tests lower it.
+    chunks_per_run: int | None = Field(default=None, ge=1)
+    # Set only by continue-as-new.
+    cursor: str | None = None
+    next_index: int = 0
+    carry: UsageHourResult | None = None
+    progress: UsageHourProgress | None = None
+
+
+class HourError(BaseModel):
+    hour: str
+    error: str
+
+
+class UsagePlanInput(BaseModel):
+    target: str  # the last hour to report
+    after: str | None = None  # the hours after this one (None: the first page, which also scans for late usage)
+    max_hours: int = Field(default=24, ge=1, le=24 * 40)
+
+
+class UsagePlan(BaseModel):
+    target: str
+    hours: list[str] = Field(default_factory=list)  # to report, oldest first
+    expired: list[HourError] = Field(default_factory=list)  # usage past Stripe's window: refused
+    late: list[str] = Field(default_factory=list)  # reported hours that got executions since
+    empty: int = 0  # hours without usage, settled without a Stripe call
+    more: bool = False
+    note: str | None = None  # why nothing can be reported (no meters yet)
+
+
+class UsageScheduleProgress(BaseModel):
+    target: str | None = None
+    hours_planned: int = 0
+    hours_done: int = 0
+    current: str | None = None
+    events: int = 0
+    failed: int = 0
+    finished: bool = False
+
+
+class ScheduledUsageReportResult(BaseModel):
+    """What a scheduled run did: every hour it reported (oldest first), the hours it refused."""
+
+    target: str
+    hours: int = 0
+    first_hour: str | None = None
+    last_hour: str | None = None
+    events: int = 0
+    already: int = 0
+    stripe_calls: int = 0
+    failed_count: int = 0
+    failed: list[MeterEventFailure] = Field(default_factory=list)
+    partial_hours: list[str] = Field(default_factory=list)
+    expired: list[HourError] = Field(default_factory=list)
+    late: list[str] = Field(default_factory=list)
+    empty: int = 0
+    skipped: list[str] = Field(default_factory=list)  # already being reported by another run
+    note: str | None = None
+
+    def add_plan(self, plan: UsagePlan) -> None:
+        self.expired = (self.expired + plan.expired)[:MAX_LISTED]
+        self.late = (self.late + plan.late)[:MAX_LISTED]
+        self.empty += plan.empty
+        self.note = plan.note
+
+    def add_hour(self, res: UsageHourResult) -> None:
+        self.hours += 1
+        self.first_hour = self.first_hour or res.hour
+        self.last_hour = res.hour
+        self.events += res.events
+        self.already += res.already
+        self.stripe_calls += res.stripe_calls
+        self.failed_count += res.failed_count
+        self.failed = (self.failed + res.failed)[:MAX_LISTED]
+        if res.state != "reported":
+            self.partial_hours = (self.partial_hours + [res.hour])[:MAX_LISTED]
+
+
+class UsageReportScheduleInput(BaseModel):
+    lag_minutes: int = Field(default=15, ge=0, le=24 * 60)
+    chunk_size: int = Field(default=200, ge=1, le=10_000)
+    parallel_chunks: int = Field(default=2, ge=1, le=64)
+    hours_per_plan: int = Field(default=24, ge=1, le=24 * 40)
+    # None: the last hour that ended ``lag_minutes`` before the workflow started (what the schedule sends).
+    target: str | None = None
+    # Set only by continue-as-new.
+    cursor: str | None = None
+    carry: ScheduledUsageReportResult | None = None
+
+
+class MeterReconcileInput(BaseModel):
+    period: str
+    chunk_size: int = Field(default=100, ge=1, le=10_000)
+    parallel_chunks: int = Field(default=4, ge=1, le=64)
+
+
+class ReconcileCheck(BaseModel):
+    period: str
+    accounts: int
+    meters: int
+
+
+class ReconcileChunkInput(BaseModel):
+    period: str
+    index: int
+    accounts: AccountRange
+
+
+class MeterDriftLine(BaseModel):
+    account_id: str
+    meter: str
+    tally: int
+    reported: int
+    stripe: int | None
+    drift: int  # stripe - tally
+    unexplained: int  # stripe - reported
+    explanation: str
+
+
+class ReconcileChunkResult(BaseModel):
+    pairs: int = 0
+    drifting: int = 0
+    unexplained: int = 0
+    stripe_calls: int = 0
+    lines: list[MeterDriftLine] = Field(default_factory=list)
+
+
+class MeterDriftSummary(BaseModel):
+    """A period's comparison of Tally's totals with Stripe's meter summaries, per account and meter."""
+
+    period: str
+    pairs: int = 0  # account-meter pairs compared
+    drifting: int = 0  # pairs where Stripe's total differs from Tally's
+    unexplained: int = 0  # pairs where Stripe's total differs from what Tally reported
+    stripe_calls: int = 0
+    lines: list[MeterDriftLine] = Field(default_factory=list)  # the largest drifts
+    note: str | None = None  # why nothing was compared
+    error: str | None = None  # the reconciliation failed (the close still completed)
+
+    def add_chunk(self, res: ReconcileChunkResult) -> None:
+        self.pairs += res.pairs
+        self.drifting += res.drifting
+        self.unexplained += res.unexplained
+        self.stripe_calls += res.stripe_calls
+        self.lines = sorted(self.lines + res.lines, key=lambda d: (-abs(d.drift), d.account_id, d.meter))[:MAX_LISTED]
+
+    def headline(self) -> str:
+        if self.error:
+            return f"meter reconciliation of {self.period} failed: {self.error}"
+        if self.note:
+            return f"meters {self.period}: {self.note}"
+        return (f"meters {self.period}: {self.drifting} of {self.pairs} account-meter totals drift from Stripe "
+                f"({self.unexplained} unexplained)")
+
+
+ClosePeriodResult.model_rebuild()
+ClosePeriodInput.model_rebuild()
+
+
+class AppliedMeter(BaseModel):
+    key: str
+    event_name: str
+    stripe_meter_id: str
+    how: str  # created | found (already in Stripe) | recorded (already known to Tally)
+
+
+class HourState(BaseModel):
+    hour: str
+    state: str
+    failed: int = 0
+    error: str | None = None
+
+
+class ReconciliationState(BaseModel):
+    period: str
+    pairs: int
+    drifting: int
+    unexplained: int
+    checked_at: datetime
+
+
+class MetersStatus(BaseModel):
+    """``tally meters status``: how far reporting got and what needs a look."""
+
+    meters: int
+    reporting_since: str | None = None
+    last_reported_hour: str | None = None
+    due_through: str  # the last hour that ended before the lag: what should be reported by now
+    gaps: int = 0  # hours up to due_through never looked at (an outage the next run catches up)
+    first_gaps: list[str] = Field(default_factory=list)
+    hours_by_state: dict[str, int] = Field(default_factory=dict)
+    attention: list[HourState] = Field(default_factory=list)  # partial, late, running, expired hours
+    unsettled_events: int = 0
+    failures: list[MeterEventFailure] = Field(default_factory=list)
+    reconciliations: list[ReconciliationState] = Field(default_factory=list)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,6 +100,20 @@ class Settings(BaseSettings):
     contract_poll_seconds: int = Field(
         default=3600, ge=1, le=86_400,
         description="How often a contract's term workflow checks whether its month's close has finished.")
+
+    # ---- usage reporting to Stripe Billing Meters ----
+    meters_report_every: Literal["hour", "day"] = Field(
+        default="hour", description="How often the usage-report schedule runs (each run reports every hour "
+                                    "not reported yet).")
+    meters_lag_minutes: int = Field(default=15, ge=0, le=24 * 60,
+                                    description="Wait this long after an hour ends before reporting it "
+                                                "(executions still in flight).")
+    meters_events_per_second: float = Field(
+        default=100.0, ge=0, description="Meter events/s per worker (0 = no cap; Stripe live allows 1,000/s).")
+    meters_chunk_size: int = Field(default=200, ge=1, le=10_000, description="Accounts per report activity.")
+    meters_parallel_chunks: int = Field(default=2, ge=1, le=64, description="Report activities at once.")
+    meters_reconcile_at_close: bool = Field(
+        default=True, description="The close compares Tally's totals with Stripe's meter summaries.")
 
     # ---- derived -------------------------------------------------------------------------
     @property

@@ -412,3 +412,88 @@ routing_decisions = Table(
 executions.append_column(Column("routed_model", String(64)))
 executions.append_column(Column("routing_decision_id", BigInteger))
 Index("ix_executions_skill_occurred", executions.c.skill_id, executions.c.occurred_at)
+
+# ---- usage reporting to Stripe Billing Meters (billing/meters.py) ----------------------------------
+# Two BRIN indexes (tiny, cheap to keep up while COPY appends): executions arrive roughly in time
+# order, so "the executions of hour H" and "the executions ingested since T" read a few block ranges.
+Index("ix_executions_occurred_at_brin", executions.c.occurred_at, postgresql_using="brin")
+Index("ix_executions_ingested_at_brin", executions.c.ingested_at, postgresql_using="brin")
+
+# The Stripe meters Tally reports to (``tally meters apply``): one per quantity and model.
+meters = Table(
+    "meters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(96), nullable=False, unique=True),  # executions | input_tokens:<model> | ...
+    Column("quantity", String(16), nullable=False),
+    Column("model", String(64)),
+    Column("event_name", String(100), nullable=False, unique=True),
+    Column("stripe_meter_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# What was reported, per account, meter and hour: one row per revision (a late event adds the next
+# revision with the difference). Written 'sending' before the Stripe call (through the recorded call,
+# subject ``usage:<account>:m<meter>:<hour>``, step ``r<revision>``), settled after it.
+meter_reports = Table(
+    "meter_reports",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("meter_id", Integer, ForeignKey("meters.id"), primary_key=True),
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("quantity", BigInteger, nullable=False),  # the difference this revision reports
+    Column("identifier", String(100), nullable=False),
+    Column("state", String(16), nullable=False, server_default="sending"),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("settled_at", DateTime(timezone=True)),
+    CheckConstraint("state IN ('sending', 'reported', 'failed')", name="state_known"),
+    CheckConstraint("quantity > 0 AND revision >= 1", name="positive"),
+    Index("ix_meter_reports_hour", "hour"),
+)
+
+# Every hour a run looked at: reported, partial (some events failed: the next run retries), late
+# (executions arrived after it was reported: the next run sends the corrections), running, or expired
+# (usage older than Stripe's 35-day window that was never reported: an error for ops).
+meter_report_hours = Table(
+    "meter_report_hours",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("accounts", Integer, nullable=False, server_default="0"),
+    Column("events", Integer, nullable=False, server_default="0"),  # meter events Stripe accepted
+    Column("already", Integer, nullable=False, server_default="0"),  # found reported before
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("runs", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("state IN ('running', 'reported', 'partial', 'late', 'expired')", name="state_known"),
+)
+
+# One row: since when hours are reported (gaps are counted from there) and up to when ingested
+# executions were scanned for corrections.
+meter_report_state = Table(
+    "meter_report_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reporting_since", DateTime(timezone=True), nullable=False),
+    Column("scanned_until", DateTime(timezone=True), nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+# The close's comparison of Tally's totals with Stripe's meter summaries, per account and meter.
+meter_reconciliations = Table(
+    "meter_reconciliations",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("meter_id", Integer, ForeignKey("meters.id"), primary_key=True),
+    Column("tally", BigInteger, nullable=False),
+    Column("reported", BigInteger, nullable=False),
+    Column("stripe", BigInteger),  # NULL: Stripe could not be asked (no customer)
+    Column("drift", BigInteger, nullable=False),
+    Column("unexplained", BigInteger, nullable=False),
+    Column("explanation", Text, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

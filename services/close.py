@@ -5,14 +5,13 @@ changes nothing already invoiced); a failed or terminated close may simply be st
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from dataclasses import dataclass
 
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -24,13 +23,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from billing.periods import Period
 from models.schemas import ClosePeriodInput, ClosePeriodResult, CloseProgress
 from models.settings import Settings
-from services.errors import InvalidInput, OperationFailed, root_cause
+from services.errors import InvalidInput
 from services.inputs import parse_period
-from services.temporal import TemporalClient
+from services.temporal import TemporalClient, follow
 from workflows.close import ClosePeriodWorkflow, close_workflow_id
 from workflows.search_attributes import BILLING_PERIOD
-
-PROGRESS_POLL_SECONDS = 0.5
 
 __all__ = ["CloseStart", "close_workflow_id", "closable_period", "start_close", "wait_for_close", "run_close"]
 
@@ -65,6 +62,7 @@ async def start_close(temporal: TemporalClient, settings: Settings, period: Peri
         chunk_size=chunk_size or settings.close_chunk_size,
         parallel_chunks=parallel or settings.close_parallel_chunks,
         push_to_stripe=push,
+        reconcile_meters=settings.meters_reconcile_at_close,
     )
     running = await _status(client.get_workflow_handle(workflow_id)) == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
     try:
@@ -96,20 +94,8 @@ async def wait_for_close(handle: WorkflowHandle, period: Period | str,
                          on_progress: Callable[[CloseProgress], None] | None = None) -> ClosePeriodResult:
     """The close's result; ``on_progress`` is called with its progress (the workflow's query) about
     twice a second while it runs. A failed close raises OperationFailed with the root cause."""
-    result_task = asyncio.ensure_future(handle.result())
-    if on_progress is not None:
-        while not result_task.done():
-            try:
-                p = await handle.query(ClosePeriodWorkflow.progress, result_type=CloseProgress)
-            except Exception:  # not started yet, or finished between checks
-                p = None
-            if p is not None:
-                on_progress(p)
-            await asyncio.wait({result_task}, timeout=PROGRESS_POLL_SECONDS)
-    try:
-        return await result_task
-    except WorkflowFailureError as err:
-        raise OperationFailed(f"close {period} failed: {root_cause(err)}") from None
+    return await follow(handle, f"close {period}", query=ClosePeriodWorkflow.progress, progress_type=CloseProgress,
+                        on_progress=on_progress)
 
 
 async def run_close(temporal: TemporalClient, settings: Settings, period: Period | str, *, wait: bool = True,

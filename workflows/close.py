@@ -7,7 +7,11 @@ ClosePeriodWorkflow (id ``close-YYYY-MM``, whoever starts it: the schedule, `tal
      position, so a re-run finds the same children), at most ``parallel_chunks`` at a time;
   4. when Temporal suggests it (history near its limits) or after ``chunks_per_run`` chunks, wait for
      the running chunks and continue as new with the cursor and the totals so far: a month with a
-     million accounts is a chain of runs of the same workflow id, never one oversized history.
+     million accounts is a chain of runs of the same workflow id, never one oversized history;
+  5. with ``reconcile_meters`` (and Stripe): compare Tally's meter totals with Stripe's meter summaries
+     in the child ``meters-reconcile-YYYY-MM`` (workflows/usage_report.py); the drift is in the result
+     (``meters``), the search attribute ``MeterDrift`` and the memo ``meter_drift``; it never fails the
+     close. Guarded by ``workflow.patched("meters-reconcile-at-close")``.
 CloseChunkWorkflow: rate the range (one activity, one transaction), then push its invoices to Stripe.
 ScheduledCloseWorkflow (started by the ``monthly-close`` schedule, id ``monthly-close-<time>``): starts
   ``close-YYYY-MM`` as a child for the month before; if that close already runs or has finished (someone
@@ -47,6 +51,10 @@ with workflow.unsafe.imports_passed_through():
         ScheduledCloseResult,
     )
     from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD
+
+from workflows.usage_report import reconcile_at_close
+
+METERS_RECONCILE_PATCH = "meters-reconcile-at-close"
 
 QUICK = dict(
     start_to_close_timeout=timedelta(minutes=2),
@@ -174,6 +182,9 @@ class ClosePeriodWorkflow:
                 break
             cursor = page.next_cursor
         await drain()
+        if inp.reconcile_meters and inp.push_to_stripe and workflow.patched(METERS_RECONCILE_PATCH):
+            # 5. compare Tally's meter totals with Stripe's summaries (child meters-reconcile-YYYY-MM)
+            carry.meters = await reconcile_at_close(period, inp.chunk_size, inp.parallel_chunks)
         self._progress.finished = True
         return carry
 

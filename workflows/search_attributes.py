@@ -17,6 +17,13 @@ BILLING_PERIOD = SearchAttributeKey.for_keyword("BillingPeriod")
 BILLING_ACCOUNT_IDS = SearchAttributeKey.for_keyword_list("BillingAccountIds")
 """The accounts a run billed (close chunks, invoice pushes)."""
 
+METER_DRIFT = SearchAttributeKey.for_int("MeterDrift")
+"""Account-meter totals whose Stripe meter summary differs from Tally's (meter reconciliation, and the
+close that ran it): ``MeterDrift > 0 AND BillingPeriod = '2026-10'``."""
+
+METER_FAILURES = SearchAttributeKey.for_int("MeterFailures")
+"""Meter events an hour's usage report (or a scheduled run) could not send: ``MeterFailures > 0``."""
+
 
 def kind_name(key: SearchAttributeKey) -> str:
     """The CLI/operator name of a key's type: Keyword, KeywordList, Text, Int, Double, Bool, Datetime."""

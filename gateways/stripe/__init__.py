@@ -21,10 +21,13 @@ from gateways.stripe.core import (
 )
 from gateways.stripe.customers import Customers
 from gateways.stripe.invoices import Invoices, LineItem
+from gateways.stripe.meters import MeterEventDuplicate, Meters, MeterEventTooOld
 from models.settings import Settings
 
 __all__ = [
     "LineItem",
+    "MeterEventDuplicate",
+    "MeterEventTooOld",
     "RateLimiter",
     "StripeError",
     "StripeFailed",
@@ -41,6 +44,7 @@ class StripeGateway:
         self.core = StripeCore(settings)
         self.customers = Customers(self.core)
         self.invoices = Invoices(self.core)
+        self.meters = Meters(self.core, settings.meters_events_per_second)
 
     def thread_calls(self) -> int:
         """HTTP requests the calling thread has made to Stripe so far (retries included)."""

@@ -4,10 +4,16 @@ Meter events need an active meter for ``event_name``, the meter's customer key i
 ``stripe_customer_id``) and a whole-number value (default key ``value``; optional for ``count``), with a
 ``timestamp`` within [now - 35 days, now + 5 minutes] on the emulator clock. ``identifier`` (generated when
 absent) is unique per event name for 24 h.
+
+Event summaries, as Stripe documents them: ``start_time`` and ``end_time`` on minute boundaries (hour or UTC
+day boundaries with ``value_grouping_window=hour|day``), and they lag behind ingestion: an event counts once
+it is ``summary_lag_seconds`` old on the emulator clock (0 unless set: ``set_summary_lag(state, seconds)``,
+or ``STRIPE_EMULATOR_METER_SUMMARY_LAG`` in the environment of the emulator's process).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections import defaultdict
@@ -22,6 +28,25 @@ from ..core.state import EmulatorState, Store
 METER_PAST_WINDOW = 35 * 86400
 METER_FUTURE_WINDOW = 5 * 60
 METER_IDENTIFIER_TTL = 24 * 3600
+SUMMARY_LAG_ENV = "STRIPE_EMULATOR_METER_SUMMARY_LAG"
+WINDOW_SECONDS = {"hour": 3600, "day": 86400}
+
+
+def default_meter_settings() -> dict:
+    """The meters' own settings; reset (and a restart) go back to these."""
+    try:
+        lag = float(os.environ.get(SUMMARY_LAG_ENV, "0") or 0)
+    except ValueError:
+        lag = 0.0
+    return {"summary_lag_seconds": max(0.0, lag)}
+
+
+def set_summary_lag(st: EmulatorState, seconds: float) -> None:
+    """Event summaries count an event only once it is ``seconds`` old (real Stripe lags too)."""
+    if seconds < 0:
+        raise ValueError("the summary lag must be >= 0 seconds")
+    with st.lock:
+        st.meter_settings["summary_lag_seconds"] = float(seconds)
 
 
 def find_meter(st: EmulatorState, mid: str) -> dict:
@@ -114,8 +139,17 @@ def create_meter_event(st, req):
           "identifier": identifier, "livemode": False, "payload": payload, "timestamp": ts}
     st.meter_identifiers[(event_name, identifier)] = now
     st.meter_events.append({**ev, "_customer": customer, "_value": value})
-    st.meter_index[(event_name, customer)].append((ts, value))
+    st.meter_index[(event_name, customer)].append((ts, value, int(now)))
     return ev
+
+
+def _aligned(name: str, value: int, window: str | None) -> None:
+    step = WINDOW_SECONDS.get(window, 60)
+    if value % step:
+        unit = {"hour": "hour", "day": "day (00:00 UTC)"}.get(window, "minute")
+        extra = f" when value_grouping_window is {window}" if window else ""
+        raise StripeError(400, f"{name} must be aligned with {unit} boundaries{extra}; got {value}.",
+                          param=name)
 
 
 def meter_event_summaries(st, req):
@@ -124,10 +158,14 @@ def meter_event_summaries(st, req):
     customer = p_str(p, "customer", required=True)
     start = p_int(p, "start_time", required=True)
     end = p_int(p, "end_time", required=True)
+    window = p_enum(p, "value_grouping_window", ("hour", "day"))
+    _aligned("start_time", start, window)
+    _aligned("end_time", end, window)
     if end <= start:
         raise StripeError(400, "end_time must be after start_time.", param="end_time")
-    window = p_enum(p, "value_grouping_window", ("hour", "day"))
-    events = st.meter_index.get((m["event_name"], customer), [])
+    visible_before = st.now() - st.meter_settings["summary_lag_seconds"]
+    events = [(t, v) for t, v, created in st.meter_index.get((m["event_name"], customer), [])
+              if created <= visible_before]
     formula = m["default_aggregation"]["formula"]
 
     def aggregate(lo, hi):
@@ -138,7 +176,7 @@ def meter_event_summaries(st, req):
             return float(len(vals))
         return float(vals[-1][1]) if vals else 0.0
 
-    step = {"hour": 3600, "day": 86400}.get(window, end - start)
+    step = WINDOW_SECONDS.get(window, end - start)
     summaries = []
     lo = start
     while lo < end:
@@ -153,11 +191,11 @@ def meter_event_summaries(st, req):
 
 
 def index_meter_events(st: EmulatorState) -> dict:
-    """(event_name, customer) -> [(timestamp, value)]: what summaries read."""
+    """(event_name, customer) -> [(timestamp, value, created)]: what summaries read."""
     index: dict = defaultdict(list)
     for ev in st.meter_events:
         if ev.get("_customer") is not None:
-            index[(ev["event_name"], ev["_customer"])].append((ev["timestamp"], ev["_value"]))
+            index[(ev["event_name"], ev["_customer"])].append((ev["timestamp"], ev["_value"], ev["created"]))
     return index
 
 
@@ -180,6 +218,9 @@ resource = Resource(
         Store("meter_identifiers", counted=False, dump=lambda ids: [[e, i, t] for (e, i), t in ids.items()],
               load=lambda rows: {(e, i): t for e, i, t in rows}),
         Store("meter_index", factory=lambda: defaultdict(list), counted=False, derive=index_meter_events),
+        # not saved: the environment of the emulator's process (or a test) sets them
+        Store("meter_settings", factory=default_meter_settings, counted=False,
+              derive=lambda st: default_meter_settings()),
     ),
     operations=(
         Operation("POST", "/v1/billing/meters", create_meter),

@@ -163,7 +163,8 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
         assert re.search(r"^created schedule monthly-close\b", first, re.M), first
         assert re.search(r"^updated schedule monthly-close\b", second, re.M), second
         for out in (first, second):
-            runs = re.findall(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC", out)
+            close_line = next(ln for ln in out.splitlines() if " schedule monthly-close:" in ln)
+            runs = re.findall(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC", close_line)
             assert runs, out
             assert all((day, hh, mm) == ("03", "02", "00") for _, _, day, hh, mm in runs), out
     finally:

@@ -231,3 +231,14 @@ def test_facts_of_another_creator_are_refused():
     with pytest.raises(PayoutError) as exc:
         decide(NOV, [earning("1.00", creator="bob", payable_from=ts(2026, 11, 2))])
     assert exc.value.field == "earnings"
+
+
+def test_a_refund_landing_on_an_exact_half_cent_rounds_half_up():
+    """0.17 earned x 0.05 refunded / 0.34 charged = 0.025 exactly: takes back 0.03 (dividing first would
+    truncate 0.05/0.34 and land just under the half cent, 0.02)."""
+    from billing.payouts import Earning, refund_adjustments
+
+    earnings = [Earning("e0", "c0", "t", D("0.17"), D("0.17"), 1, (), invoice_id="inv")]
+    got = refund_adjustments("inv", earnings, charged=D("0.34"), refunded=D("0.05"), previous=[], refund_id="r0",
+                             at=datetime(2026, 10, 1, tzinfo=timezone.utc))
+    assert [a.amount for a in got] == [D("-0.03")]

@@ -184,5 +184,5 @@ def test_refunds_take_back_exactly_their_fraction_whatever_the_sequence(earned, 
                                   refund_id=f"r{k}", at=month(0).start) == []
         for e in earnings:
             total = sum((a.amount for a in previous if a.creator_id == e.creator_id), Decimal(0))
-            assert total == -round_money(e.amount * refunded / charged)
+            assert total == -_half_up_cents(Fraction(e.amount) * Fraction(refunded) / Fraction(charged))
             assert -e.amount <= total <= 0

@@ -6,6 +6,14 @@ import pytest
 
 from models.settings import ConfigError, Settings
 
+@pytest.fixture(autouse=True)
+def no_connection_settings_in_the_environment(monkeypatch):
+    """These tests describe what a deployment gives; the machine's own DATABASE_URL etc. must not leak in."""
+    for name in ("STRIPE_API_KEY", "DATABASE_URL", "TEMPORAL_ADDRESS", "TALLY_API_SECRET", "TALLY_ENV",
+                 "TALLY_DATABASE_URL", "TALLY_TEMPORAL_ADDRESS", "TALLY_STRIPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 FULL = dict(stripe_api_key="sk_live_x", database_url="postgresql://db/tally", temporal_address="temporal:7233",
             api_secret="s3cret")
 

@@ -12,15 +12,16 @@ from workers.cli.common import friendly, run, temporal
 
 class CloseProgressBar:
     """A progress bar on stderr fed by the close's progress query; appears once the close knows how
-    many accounts it bills."""
+    many accounts it bills. (Any progress with ``accounts_total``/``accounts_done``: ``label`` names it.)"""
 
-    def __init__(self):
+    def __init__(self, label=lambda p: f"closing {p.period}"):
         self.bar = None
         self.last = 0
+        self.label = label
 
     def update(self, p) -> None:
         if p.accounts_total and self.bar is None:
-            self.bar = click.progressbar(length=p.accounts_total, label=f"closing {p.period}",
+            self.bar = click.progressbar(length=p.accounts_total, label=self.label(p),
                                          show_pos=True, file=click.get_text_stream("stderr"))
             self.bar.__enter__()
         if self.bar is not None and p.accounts_done > self.last:
@@ -91,5 +92,12 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
     )
     for f in result.failed:
         click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}): {f.error}")
+    if result.meters is not None:  # usage reporting: Tally's meter totals against Stripe's
+        click.echo(result.meters.headline())
+        for d in result.meters.lines[:10]:
+            click.echo(f"  DRIFT {d.account_id} {d.meter}: tally {d.tally:,}, stripe "
+                       f"{'-' if d.stripe is None else format(d.stripe, ',')} ({d.drift:+,}): {d.explanation}")
+        if result.meters.drifting > 10:
+            click.echo(f"  ... tally meters reconcile --period {result.period} lists all {result.meters.drifting:,}")
     click.echo(f"Temporal UI: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
                f"/workflows/{close_workflow_id(result.period)}")

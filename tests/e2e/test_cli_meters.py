@@ -1,0 +1,62 @@
+"""End to end: ``tally meters`` as a person types it, against the dev stack ``tally dev up`` starts on
+free ports in a temporary ``$TALLY_HOME`` (Postgres, the Temporal dev server, the emulator, a worker)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from billing.meters import HOUR, format_hour, last_ended_hour
+from tests.e2e.test_cli_close import Tally
+
+pytestmark = pytest.mark.e2e
+
+
+def test_cli_applies_meters_reports_an_hour_once_shows_status_and_reconciles(tmp_path):
+    home = Path(tempfile.mkdtemp(prefix="tally-e2e-meters-"))
+    tally = Tally(home)
+    now = datetime.now(timezone.utc)
+    hour = last_ended_hour(now, timedelta(0)) - HOUR
+    try:
+        tally("dev", "up", timeout=180)
+        tally("accounts", "create", "m-e2e", "--plan", "payg")
+        lines = [json.dumps({
+            "event_id": f"m-{i}", "account_id": "m-e2e", "agent_id": "a", "skill_id": "s", "model": "gpt-4o",
+            "input_tokens": 100, "output_tokens": 10, "byok": False, "sandbox": False,
+            "occurred_at": (hour + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")}) for i in range(7)]
+        usage = tmp_path / "hour.jsonl"
+        usage.write_text("\n".join(lines) + "\n")
+        tally("usage", "ingest", str(usage))
+
+        first = tally("meters", "apply").stdout
+        assert "17 meters (17 created)" in first, first  # executions + 8 models x (input, output)
+        again = tally("meters", "apply").stdout
+        assert "17 meters (0 created)" in again and "recorded  executions" in again, again
+
+        reported = tally("meters", "report", "--hour", format_hour(hour)).stdout
+        assert f"hour {format_hour(hour)}: reported; 1 accounts, 3 meter events sent" in reported, reported
+        rerun = tally("meters", "report", "--hour", format_hour(hour)).stdout
+        assert "0 meter events sent, 0 already reported" in rerun, rerun
+
+        refused = tally("meters", "report", "--hour", format_hour(now - timedelta(days=40)), ok=False)
+        assert refused.returncode != 0 and "older than Stripe's 35-day" in refused.stderr, refused.stderr
+
+        status = json.loads(tally("meters", "status", "--json").stdout)
+        assert status["meters"] == 17 and status["unsettled_events"] == 0
+        assert status["last_reported_hour"] == format_hour(hour)
+        assert "last reported hour " + format_hour(hour) in tally("meters", "status").stdout
+
+        period = format_hour(hour)[:7]
+        reconciled = tally("meters", "reconcile", "--period", period).stdout
+        assert f"meters {period}: 0 of 3 account-meter totals drift from Stripe" in reconciled, reconciled
+
+        applied = tally("schedules", "apply").stdout
+        assert "schedule usage-report: usage reported to Stripe meters, every hour at +15 min" in applied, applied
+    finally:
+        tally("dev", "down", "--purge", ok=False, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
