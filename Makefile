@@ -40,6 +40,8 @@ bench: install
 
 	$(BIN)/python -m benchmarks.meters_bench
 
+	$(BIN)/python -m benchmarks.alerts_bench
+
 up: install
 	$(BIN)/tally dev up
 

@@ -44,17 +44,18 @@ COST_QUANTUM = Decimal("1E-8")
 
 FIELDS = (
     "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens", "byok",
-    "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
+    "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id", "requested_model",
 )
 COLUMNS = (
     "line_no", "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens",
     "output_tokens", "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
+    "requested_model",
 )
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
     line_no bigint, event_id text, account_id text, agent_id text, skill_id text, model text,
     input_tokens bigint, output_tokens bigint, byok boolean, sandbox boolean, cost_usd numeric,
-    occurred_at timestamptz, routed_model text, routing_decision_id bigint
+    occurred_at timestamptz, routed_model text, routing_decision_id bigint, requested_model text
 ) ON COMMIT DELETE ROWS
 """
 _COPY = f"COPY ingest_staging ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -65,9 +66,10 @@ RETURNING s.line_no, s.account_id
 """
 _INSERT_EXECUTIONS = """
 INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-                        byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id)
+                        byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id,
+                        requested_model)
 SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-       byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id
+       byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id, requested_model
 FROM ingest_staging s
 """
 # The general merge: duplicates (earlier files, this file, concurrent writers) are skipped by the
@@ -242,6 +244,16 @@ def _routing(obj: dict, models: frozenset[str]) -> tuple[str | None, int | None]
     return routed, decision
 
 
+def _requested_model(obj: dict, models: frozenset[str]) -> str | None:
+    """The model the platform asked for, when the execution ran on another one (a fallback)."""
+    if obj.get("requested_model") is None:
+        return None
+    model = _text(obj, "requested_model", 64)
+    if model not in models:
+        raise LineError(f"requested_model: unknown model {model!r}")
+    return model
+
+
 def parse_line(raw: bytes, models: frozenset[str], now: datetime) -> tuple:
     """One JSONL line -> a staging row (without line number). Raises LineError naming the field."""
     try:
@@ -275,9 +287,10 @@ def parse_execution(obj: object, models: frozenset[str], now: datetime) -> tuple
                 and type(model) is str and model in models and _plain_text(event_id, 128) and _plain_text(account_id, 64)
                 and _plain_text(agent_id, 128) and (skill_id is None or _plain_text(skill_id, 128))
                 and type(tin) is int and 0 <= tin <= MAX_TOKENS and type(tout) is int and 0 <= tout <= MAX_TOKENS
-                and type(byok) is bool and type(sandbox) is bool and get("cost_usd") is None):
+                and type(byok) is bool and type(sandbox) is bool and get("cost_usd") is None
+                and get("requested_model") is None):
             return (event_id, account_id, agent_id, skill_id, model, tin, tout, byok, sandbox, None,
-                    _timestamp(obj, now), routed, decision)
+                    _timestamp(obj, now), routed, decision, None)
     return _checked_execution(obj, models, now)
 
 
@@ -298,6 +311,7 @@ def _checked_execution(obj: object, models: frozenset[str], now: datetime) -> tu
         _cost(obj),
         _timestamp(obj, now),
         *_routing(obj, models),
+        _requested_model(obj, models),
     )
 
 
@@ -319,6 +333,7 @@ def execution_errors(obj: object, models: frozenset[str], now: datetime) -> list
         lambda: _cost(obj),
         lambda: _timestamp(obj, now),
         lambda: _routing(obj, models),
+        lambda: _requested_model(obj, models),
     )
     errors = []
     for check in checks:
@@ -349,7 +364,7 @@ _NO_COST = Decimal(0)
 # COPY ... (FORMAT BINARY) column types of FIELDS: psycopg's C dumpers write them, and Postgres
 # parses no text (about a third cheaper on both sides than text COPY).
 _BINARY_TYPES = ["text", "text", "text", "text", "text", "int8", "int8", "bool", "bool", "numeric", "timestamptz",
-                 "text", "int8"]
+                 "text", "int8", "text"]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy import Engine, create_engine
 from starlette.responses import Response
 
+from api.alerts import add_alert_routes
 from api.analytics import add_analytics_routes
 from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
@@ -255,6 +256,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     add_routing_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
     add_analytics_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
+    add_alert_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
 
     def openapi() -> dict:
         """The generated document plus the execution schemas the raw-body route reads."""

@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from billing.alerts import format_cost
 from billing.money import format_usd
 from billing.periods import Period
 
@@ -56,6 +57,7 @@ def _env() -> Environment:
     env = Environment(loader=PackageLoader("api", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["usd"] = lambda v: "—" if v is None else format_usd(Decimal(v))
     env.filters["num"] = lambda v: f"{v:,}"
+    env.filters["cost"] = format_cost  # per-execution costs (kills): to a millionth of a dollar
     return env
 
 

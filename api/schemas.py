@@ -30,6 +30,9 @@ class ExecutionIn(BaseModel):
     routed_model: str | None = Field(default=None, max_length=64,
                                      description="The model POST /v1/route chose (with routing_decision_id).")
     routing_decision_id: int | None = Field(default=None, ge=1, description="The id POST /v1/route answered.")
+    requested_model: str | None = Field(
+        default=None, max_length=64,
+        description="The model the platform asked for, when the execution ran on another one (a fallback).")
 
 
 class ExecutionBatchIn(BaseModel):

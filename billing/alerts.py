@@ -37,7 +37,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from billing.catalog import DEFAULT_ALERT_SETTINGS, AlertSettings, CatalogVersion
+from billing.catalog import DEFAULT_ALERT_SETTINGS, AlertSettings, CatalogVersion, Plan
+from billing.entitlements import MonthCounter, bills_overage
 from billing.errors import BillingError, CatalogError
 from billing.money import format_rate, format_usd
 from billing.numbers import WIDE, check_count, check_decimal, median
@@ -95,6 +96,76 @@ def budget_charges(month_to_date: RatedInvoice) -> Decimal:
     charges, the PAYG cap adjustment (negative) and late usage of earlier months billed this month.
     """
     return sum((ln.amount for ln in month_to_date.lines if ln.kind is not LineKind.base_fee), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
+class MonthUsage:
+    """What the budget ceiling needs of an account's month-to-date counters (the usage observer reads
+    it for a whole batch of accounts in one aggregated query)."""
+
+    executions: int
+    """Non-sandbox executions (they use the included quota; past it they are billable)."""
+    models: int
+    """At least the number of distinct models among them (per-execution charges have one line per
+    model, each rounded once): the shell passes its non-sandbox counter rows, a model's BYOK and
+    platform-key rows counted twice, which only widens the ceiling by half a cent."""
+    platform_tokens: tuple[tuple[str, int, int], ...] = ()
+    """``(model, input tokens, output tokens)`` of the platform-key, non-sandbox executions."""
+
+    @classmethod
+    def of(cls, counters: Sequence[MonthCounter]) -> MonthUsage:
+        platform = [c for c in counters if not c.sandbox and c.executions]
+        tokens: dict[str, list[int]] = {}
+        for c in platform:
+            if not c.byok:
+                t = tokens.setdefault(c.model, [0, 0])
+                t[0] += c.input_tokens
+                t[1] += c.output_tokens
+        return cls(sum(c.executions for c in platform), len({c.model for c in platform}),
+                   tuple((m, t[0], t[1]) for m, t in sorted(tokens.items())))
+
+
+def budget_charges_ceiling(version: CatalogVersion, plan: Plan, *, overage_opt_in: bool, pricing: str,
+                           included: int, usage: MonthUsage) -> Decimal:
+    """An upper bound of ``budget_charges`` for a month rated under ONE terms segment and ONE catalog
+    version, from the month-to-date counters alone, without rating.
+
+    The shell evaluates every account of every batch: when the ceiling is below every threshold not
+    yet noticed, nothing can cross and the account is not rated. It is the exact sum of the usage
+    charges before per-line rounding plus half a cent per possible line (each line is rounded once,
+    half-up), capped at the plan's usage cap: per execution, ``max(0, used - included) x rate`` when
+    overage is billed (else $0: blocked executions are shown at $0); per token, every platform-key,
+    non-sandbox execution's tokens at the user price (blocked ones included, which only raises it).
+    A property test pins it above the rating's own figure.
+    """
+    half_cent = Decimal("0.005")
+    if pricing == "tokens":
+        raw = Decimal(0)
+        for model, tokens_in, tokens_out in usage.platform_tokens:
+            m = version.model(model)
+            raw += WIDE.divide(WIDE.add(WIDE.multiply(Decimal(tokens_in), m.user_price_input(version.markup)),
+                                        WIDE.multiply(Decimal(tokens_out), m.user_price_output(version.markup))),
+                               PER_MILLION)
+        lines = 2 * len(usage.platform_tokens)
+    else:
+        billable = max(0, usage.executions - included)
+        if not billable or not bills_overage(plan, overage_opt_in):
+            return Decimal("0.00")
+        raw = WIDE.multiply(Decimal(billable), plan.overage_rate)
+        lines = usage.models
+    ceiling = WIDE.add(raw, WIDE.multiply(half_cent, Decimal(lines)))
+    if plan.usage_cap is not None:
+        ceiling = min(ceiling, plan.usage_cap)
+    return ceiling
+
+
+def budget_may_cross(ceiling: Decimal, budget: Decimal, already_noticed: Collection[int] = (), *,
+                     settings: AlertSettings = DEFAULT_ALERT_SETTINGS) -> bool:
+    """Could charges of at most ``ceiling`` cross a threshold not yet noticed? (``check_budget``'s own
+    comparison, on the ceiling.) False means: do not rate, nothing can be noticed. Thresholds increase,
+    so it is enough to compare with the lowest one not yet noticed."""
+    pending = [p for p in settings.budget_thresholds_percent if p not in already_noticed]
+    return bool(pending) and WIDE.multiply(ceiling, Decimal(100)) >= WIDE.multiply(budget, Decimal(pending[0]))
 
 
 @dataclass(frozen=True)
@@ -409,6 +480,8 @@ class Notice:
     text: str
     html: str
     payload: dict
+    html_body: str = ""
+    """The HTML between ``<body>`` and ``</body>`` of ``html``: what an e-mail template wraps."""
 
 
 def dedupe_key(kind: str, *parts: object) -> str:
@@ -476,6 +549,43 @@ def spike_notice(account_id: str, window_start: datetime, verdict: SpikeVerdict)
                    figures, {"account_id": account_id, "window_start": start.isoformat(), **verdict.evidence()})
 
 
+def ops_spike_notice(account_id: str, window_start: datetime, verdict: SpikeVerdict, workflow_id: str) -> Notice:
+    """The same pause, told to ops, with what to do. Key: the user's notice key with ``ops-``."""
+    user = spike_notice(account_id, window_start, verdict)
+    subject = f"[ops] Account {account_id} paused by a spike: decision needed"
+    lead = (f"{verdict.reason}. The account is paused (entitlements answer paused_anomaly) until someone "
+            f"decides in workflow {workflow_id}.")
+    rest = [f"Resume: tally anomalies resume {workflow_id} --by NAME --reason WHY. Keep it paused (e.g. a "
+            f"compromised key): tally anomalies confirm {workflow_id} --by NAME --reason WHY. "
+            "Open anomalies in the Temporal UI: AnomalyState = 'open'."]
+    figures = [("Account", account_id), ("Workflow", workflow_id),
+               ("Executions in the window", f"{verdict.window_executions:,}"),
+               ("Pause above", _num(verdict.threshold, 1))]
+    return _notice("ops_account_paused", "ops-" + user.dedupe_key, subject, [lead, *rest], figures,
+                   {**user.payload, "workflow_id": workflow_id})
+
+
+def anomaly_decision_notice(account_id: str, workflow_id: str, decision: Literal["resume", "confirm"], by: str,
+                            reason: str) -> Notice:
+    """What the user hears when a person decides on a pause. Key: the anomaly and the decision."""
+    if decision == "resume":
+        subject = f"Account {account_id} is running again"
+        lead = f"{by} reviewed the burst of executions that paused account {account_id} and resumed it: {reason}"
+        rest = ["New executions are allowed again from now on."]
+    elif decision == "confirm":
+        subject = f"Account {account_id} stays paused"
+        lead = f"{by} reviewed the burst of executions that paused account {account_id} and kept it paused: {reason}"
+        rest = ["Executions stay refused until the account is resumed; reply to this e-mail once the cause "
+                "(for example a leaked key) is fixed."]
+    else:
+        raise AlertError(f"must be 'resume' or 'confirm', got {decision!r}", field="decision")
+    figures = [("Decision", decision), ("By", by), ("Anomaly", workflow_id)]
+    return _notice("anomaly_resumed" if decision == "resume" else "anomaly_confirmed",
+                   dedupe_key(f"anomaly-{decision}", workflow_id), subject, [lead, *rest], figures,
+                   {"account_id": account_id, "workflow_id": workflow_id, "decision": decision, "by": by,
+                    "reason": reason})
+
+
 def fallback_notice(account_id: str, agent_id: str, fallback: Fallback) -> Notice:
     """The e-mail about a fallback. Key: account, agent and UTC day (once per agent per day)."""
     f = fallback
@@ -521,9 +631,10 @@ def _notice(kind: str, key: str, subject: str, paragraphs: list[str], figures: l
     e = html.escape
     rows = "".join(f"<tr><th align=\"left\">{e(label)}</th><td>{e(value)}</td></tr>" for label, value in figures)
     body = "".join(f"<p>{e(p)}</p>" for p in paragraphs)
+    fragment = f"{body}<table>{rows}</table>"
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(subject)}</title></head>"
-            f"<body>{body}<table>{rows}</table></body></html>")
-    return Notice(kind, key, subject, text, page, payload)
+            f"<body>{fragment}</body></html>")
+    return Notice(kind, key, subject, text, page, payload, fragment)
 
 
 # ---- formatting --------------------------------------------------------------------------------
@@ -539,9 +650,11 @@ def _opt(x: Decimal | None) -> str | None:
 
 
 __all__ = [
-    "AlertError", "default_budget", "budget_charges", "BudgetCheck", "check_budget",
+    "AlertError", "default_budget", "budget_charges", "MonthUsage", "budget_charges_ceiling", "budget_may_cross",
+    "BudgetCheck",
+    "check_budget",
     "LoopVerdict", "loop_verdict", "SpikeSpans", "spike_windows", "SpikeVerdict", "check_spike",
     "Fallback", "detect_fallback", "month_projection_factor", "TrendVerdict", "check_trend",
-    "Notice", "dedupe_key", "budget_notice", "loop_kill_notice", "spike_notice", "fallback_notice",
-    "trend_notice", "format_cost",
+    "Notice", "dedupe_key", "budget_notice", "loop_kill_notice", "spike_notice", "ops_spike_notice",
+    "anomaly_decision_notice", "fallback_notice", "trend_notice", "format_cost",
 ]

@@ -31,6 +31,7 @@ class Reason(str, Enum):
     account_paused = "account_paused"
     no_credits = "no_credits"  # credits-only accounts: arrives with prepaid credits
     unknown_model = "unknown_model"
+    paused_anomaly = "paused_anomaly"  # a spike paused the account until a person resumes it (billing/alerts)
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,14 @@ def bills_overage(plan: Plan, overage_opt_in: bool) -> bool:
 
 
 def decide(*, status: str, model_known: bool, sandbox: bool, plan: Plan | None, overage_opt_in: bool,
-           included: int, used: int) -> tuple[bool, Reason]:
+           included: int, used: int, paused_anomaly: bool = False) -> tuple[bool, Reason]:
     """``plan``: the plan in force now (None: the account is not billed yet, so nothing is blocked).
-    ``used``: non-sandbox executions of the period so far; the next one is number ``used + 1``."""
+    ``used``: non-sandbox executions of the period so far; the next one is number ``used + 1``.
+    ``paused_anomaly``: a spike paused the account and nobody has resumed it (sandbox tries too)."""
     if status != "active":
         return False, Reason.account_paused
+    if paused_anomaly:
+        return False, Reason.paused_anomaly
     if not model_known:
         return False, Reason.unknown_model
     if sandbox or plan is None or plan.contract or used < included:

@@ -33,10 +33,18 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from temporalio.common import SearchAttributeKey
 
+from workflows import alerts as alerts_workflows
 from workflows import close as close_workflows
 from workflows import contracts as contract_workflows
 from workflows import usage_report as usage_report_workflows
-from workflows.search_attributes import BILLING_ACCOUNT_IDS, BILLING_PERIOD, METER_DRIFT, METER_FAILURES, kind_name
+from workflows.search_attributes import (
+    ANOMALY_STATE,
+    BILLING_ACCOUNT_IDS,
+    BILLING_PERIOD,
+    METER_DRIFT,
+    METER_FAILURES,
+    kind_name,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -91,6 +99,18 @@ def _meter_schedules(settings: Settings) -> list[ScheduleDef]:
     return [usage_report_schedule(settings)]
 
 
+def _alerts_activities(deps: Deps) -> list[Any]:
+    from activities.alerts import AlertsActivities
+
+    return [AlertsActivities(deps)]
+
+
+def _alerts_schedules(settings: Settings) -> list[ScheduleDef]:
+    from capabilities.schedules import mid_month_trend_schedule, notifications_outbox_schedule
+
+    return [notifications_outbox_schedule(settings), mid_month_trend_schedule(settings)]
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -126,6 +146,17 @@ CAPABILITIES: tuple[Capability, ...] = (
         schedules=_meter_schedules,
         search_attributes=(BILLING_PERIOD, METER_DRIFT, METER_FAILURES),
         cli_groups=("workers.cli.meters:meters",),
+    ),
+    Capability(
+        name="alerts",
+        description="budgets, cost anomalies (loop kill, spike pause, fallback, trend) and the e-mail "
+                    "delivery of every notice in the outbox",
+        workflows=alerts_workflows.WORKFLOWS,
+        activities=_alerts_activities,
+        schedules=_alerts_schedules,
+        search_attributes=(ANOMALY_STATE, BILLING_ACCOUNT_IDS, BILLING_PERIOD),
+        cli_groups=("workers.cli.alerts:anomalies", "workers.cli.alerts:notifications"),
+        usage_observers=("services.alerts:on_usage",),
     ),
 )
 

@@ -94,3 +94,43 @@ def usage_report_schedule(settings: Settings) -> ScheduleDef:
     when = "every day" if settings.meters_report_every == "day" else "every hour"
     return ScheduleDef("usage-report", f"usage reported to Stripe meters, {when} at +{settings.meters_lag_minutes} min",
                        report)
+
+# ---- alerts and anomalies (workflows/alerts.py) ------------------------------------------------------
+def notifications_outbox_schedule(settings: Settings) -> ScheduleDef:
+    """``notifications-outbox``: every minute (TALLY_NOTIFICATIONS_INTERVAL_SECONDS), start the review
+    of each new anomaly and deliver the outbox by e-mail. A run still retrying an SMTP outage makes the
+    next ones skip (overlap SKIP): nothing piles up, and it all goes out once SMTP answers."""
+    from models.schemas import DeliverNotificationsInput
+    from temporalio.client import ScheduleIntervalSpec
+    from workflows.alerts import OutboxDispatchWorkflow
+
+    every = timedelta(seconds=settings.notifications_interval_seconds)
+    outbox = Schedule(
+        action=ScheduleActionStartWorkflow(
+            OutboxDispatchWorkflow.run, DeliverNotificationsInput(),
+            id="notifications-outbox",  # Temporal appends the scheduled time
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(hours=6),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+    )
+    return ScheduleDef("notifications-outbox", f"anomaly reviews and e-mail delivery, every {every.seconds} s", outbox)
+
+
+def mid_month_trend_schedule(settings: Settings) -> ScheduleDef:
+    """``mid-month-trend``: on the 16th at 00:00 UTC (the middle of a 30-day month) project every
+    account's month and warn those heading for at least 2x their usual spend (``trend-YYYY-MM``)."""
+    from workflows.alerts import ScheduledTrendCheckWorkflow
+
+    trend = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ScheduledTrendCheckWorkflow.run, settings.close_chunk_size,
+            id="mid-month-trend", task_queue=settings.task_queue, execution_timeout=timedelta(hours=24),
+        ),
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(
+            day_of_month=[ScheduleRange(16)], hour=[ScheduleRange(0)], minute=[ScheduleRange(0)],
+            second=[ScheduleRange(0)], comment="the middle of the month: projected spend against the usual")]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=2)),
+    )
+    return ScheduleDef("mid-month-trend", "spend trend warning, 16th 00:00 UTC", trend)

@@ -22,6 +22,10 @@ class Failure:
     HOUR_NOT_REPORTABLE = "HourNotReportable"  # the hour has not ended, or is past Stripe's 35-day window
     METERS_NOT_SET_UP = "MetersNotSetUp"  # no Stripe meters recorded yet: `tally meters apply`
 
+    SMTP_UNAVAILABLE = "SmtpUnavailable"  # the SMTP server cannot take mail now; retried with back-off
+    MAIL_NOT_CONFIGURED = "MailNotConfigured"  # no SMTP_URL in production: ops must set it
+    ANOMALY_DECIDED = "AnomalyDecided"  # the anomaly is no longer in a state that allows this decision
+
 
 class PushBudget:
     """How often the close's push activity is attempted before it gives up on an invoice.

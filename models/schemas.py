@@ -678,3 +678,93 @@ class MetersStatus(BaseModel):
     unsettled_events: int = 0
     failures: list[MeterEventFailure] = Field(default_factory=list)
     reconciliations: list[ReconciliationState] = Field(default_factory=list)
+
+# ---- alerts and anomalies (workflows/alerts.py) --------------------------------------------------
+class AnomalyReviewInput(BaseModel):
+    anomaly_id: int
+    account_id: str
+    workflow_id: str
+    window_start: datetime
+
+
+class AnomalyDecision(BaseModel):
+    """A person's decision on a paused account: who decides and why (both required)."""
+
+    by: str
+    reason: str
+
+
+class AnomalyDecisionInput(BaseModel):
+    anomaly_id: int
+    decision: str  # resume | confirm
+    by: str
+    reason: str
+
+
+class AnomalyView(BaseModel):
+    anomaly_id: int
+    account_id: str
+    workflow_id: str
+    state: str  # open | confirmed | resumed
+    window_start: datetime
+    window_end: datetime
+    opened_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    evidence: dict = Field(default_factory=dict)
+
+
+class ReviewsToStart(BaseModel):
+    reviews: list[AnomalyReviewInput] = Field(default_factory=list)
+
+
+class DeliverNotificationsInput(BaseModel):
+    max_messages: int = Field(default=500, ge=1, le=10_000)
+    lease_seconds: int = Field(default=300, ge=10, le=3600)
+
+
+class DeliveryResult(BaseModel):
+    sent: int = 0
+    failed: int = 0  # refused for good (a bad address): never attempted again
+    pending: int = 0  # still waiting after this run (more than max_messages)
+
+
+class OutboxDispatchResult(BaseModel):
+    reviews_started: int = 0
+    delivery: DeliveryResult = Field(default_factory=DeliveryResult)
+
+
+class TrendCheckInput(BaseModel):
+    period: str  # YYYY-MM
+    at: datetime  # the instant the month is projected from
+    chunk_size: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None  # set by continue-as-new
+    carry: TrendCheckResult | None = None
+
+
+class TrendChunkInput(BaseModel):
+    period: str
+    at: datetime
+    accounts: AccountRange
+
+
+class TrendChunkResult(BaseModel):
+    checked: int = 0
+    warned: list[str] = Field(default_factory=list)
+
+
+class TrendCheckResult(BaseModel):
+    period: str
+    at: datetime
+    checked: int = 0
+    warned: list[str] = Field(default_factory=list)
+
+
+class ScheduledTrendResult(BaseModel):
+    workflow_id: str
+    started: bool
+    result: TrendCheckResult | None = None
+
+
+TrendCheckInput.model_rebuild()

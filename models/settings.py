@@ -115,6 +115,22 @@ class Settings(BaseSettings):
     meters_reconcile_at_close: bool = Field(
         default=True, description="The close compares Tally's totals with Stripe's meter summaries.")
 
+    # ---- alerts and e-mail (docs/architecture.md "Alerts and anomalies") ----------------------
+    smtp_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SMTP_URL", "TALLY_SMTP_URL"),
+        description="smtp://[user:password@]host[:port] (STARTTLS with ?starttls=1) or smtps://...; unset: "
+                    "the local stack's SMTP sink (required in production).",
+    )
+    smtp_port: int = Field(default=2525, description="Port of the local stack's SMTP sink (`tally dev up`).")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    mail_from: str = Field(default="Tally Billing <billing@tally.localhost>", description="From: of every e-mail.")
+    ops_email: str = Field(default="ops@tally.localhost", description="Where ops notices (an account paused) go.")
+    alerts_on_ingest: bool = Field(
+        default=True, description="Evaluate budgets, spikes and fallbacks after each batch of executions.")
+    notifications_interval_seconds: int = Field(
+        default=60, ge=10, description="How often the outbox schedule delivers e-mail and starts anomaly reviews.")
+
     # ---- derived -------------------------------------------------------------------------
     @property
     def production(self) -> bool:
@@ -172,6 +188,15 @@ class Settings(BaseSettings):
             or f"http://127.0.0.1:{self.stripe_emulator_port}"
         )
         return EMULATOR_API_KEY, base
+
+    def effective_smtp_url(self) -> str:
+        """SMTP_URL, else the local stack's SMTP sink; production must set SMTP_URL."""
+        url = self.smtp_url or self.stack_state().get("smtp_url")
+        if url:
+            return url
+        if self.production:
+            raise ConfigError("no SMTP server: set SMTP_URL (smtp://user:password@host:587?starttls=1)")
+        return f"smtp://127.0.0.1:{self.smtp_port}"
 
     def effective_webhook_secret(self) -> str | None:
         """The endpoint secret webhook deliveries are verified with; None in production when unset

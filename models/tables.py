@@ -497,3 +497,101 @@ meter_reconciliations = Table(
     Column("explanation", Text, nullable=False),
     Column("checked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# ---- alerts and anomalies (issue 12; docs/architecture.md "Alerts and anomalies") ----------------
+# The model the platform asked for when an execution ran on another one (a fallback); NULL: not said.
+executions.append_column(Column("requested_model", String(64)))
+# The agent's recent executions, newest first: the loop rule's baseline (POST /v1/executions/{id}/cost).
+Index("ix_executions_account_agent_occurred", executions.c.account_id, executions.c.agent_id,
+      executions.c.occurred_at)
+# Executions that ran on another model than requested, by when they were recorded: the fallback scan
+# reads only these (a handful among millions).
+Index("ix_executions_fallback_candidates", executions.c.account_id, executions.c.ingested_at,
+      postgresql_where=text("requested_model IS NOT NULL AND requested_model <> model"))
+
+# A monthly budget the user set (absent: the plan's own monthly charge, billing.alerts.default_budget).
+account_budgets = Table(
+    "account_budgets",
+    metadata,
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("amount", MONEY, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+# Each budget threshold an account crossed in a period, once (the primary key): written in the same
+# transaction as its notice, so "at most once" holds whatever retries or concurrent writers do.
+budget_crossings = Table(
+    "budget_crossings",
+    metadata,
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("threshold", Integer, primary_key=True),  # percent of the budget
+    Column("budget", MONEY, nullable=False),
+    Column("charges", MONEY, nullable=False),
+    Column("notified", Boolean, nullable=False),  # this crossing's notice went out (the highest of its batch)
+    Column("crossed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Every execution the loop rule killed, with the evidence of the verdict (once per execution).
+execution_kills = Table(
+    "execution_kills",
+    metadata,
+    Column("execution_id", String(128), primary_key=True),
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", String(128), nullable=False),
+    Column("cost", Numeric(18, 8), nullable=False),
+    Column("baseline", Numeric(18, 8), nullable=False),
+    Column("threshold", Numeric(24, 12), nullable=False),
+    Column("multiplier", Numeric(8, 4), nullable=False),
+    Column("history_size", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("killed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_execution_kills_account_killed", "account_id", "killed_at"),
+)
+
+ANOMALY_STATES = ("open", "confirmed", "resumed")
+
+# A spike that paused an account, and the human decision on it (workflow ``anomaly-<account>-<start>``).
+# An account is paused while it has an anomaly that is open or confirmed: at most one (the partial
+# unique index), so concurrent batches that all see the spike pause it once.
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("workflow_id", String(200), nullable=False, unique=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),  # the instant it was detected
+    Column("state", String(16), nullable=False, server_default="open"),
+    Column("evidence", JSONB, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("review_started_at", DateTime(timezone=True)),  # the review workflow was started
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", Text),
+    Column("decision_reason", Text),
+    CheckConstraint(f"state IN {ANOMALY_STATES!r}", name="state_known"),
+    Index("uq_anomalies_account_unresolved", "account_id", unique=True,
+          postgresql_where=text("state IN ('open', 'confirmed')")),
+)
+
+# Where each account's fallback scan stands: executions recorded from ``scanned_from`` on are read.
+alert_cursors = Table(
+    "alert_cursors",
+    metadata,
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("fallbacks_from", DateTime(timezone=True), nullable=False),
+)
+
+# E-mail delivery of the outbox: who it goes to, the HTML part, and the delivery record. The
+# Message-ID is written before the first send and reused by every later attempt.
+notifications.append_column(Column("audience", String(16), nullable=False, server_default="account"))
+notifications.append_column(Column("html", Text))  # an HTML fragment; NULL: made from the text
+notifications.append_column(Column("message_id", String(255)))
+notifications.append_column(Column("attempts", Integer, nullable=False, server_default="0"))
+notifications.append_column(Column("claimed_until", DateTime(timezone=True)))
+notifications.append_column(Column("last_error", Text))
+notifications.append_column(Column("delivered_to", Text))
+notifications.append_column(Column("failed_at", DateTime(timezone=True)))  # given up (a permanent refusal)
+Index("ix_notifications_pending", notifications.c.id,
+      postgresql_where=text("sent_at IS NULL AND failed_at IS NULL"))

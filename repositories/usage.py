@@ -59,15 +59,15 @@ _RECORD = text(
             CAST(:skill_id AS text[]), CAST(:model AS text[]), CAST(:input_tokens AS bigint[]),
             CAST(:output_tokens AS bigint[]), CAST(:byok AS boolean[]), CAST(:sandbox AS boolean[]),
             CAST(:cost_usd AS numeric[]), CAST(:occurred_at AS timestamptz[]),
-            CAST(:routed_model AS text[]), CAST(:routing_decision_id AS bigint[])
+            CAST(:routed_model AS text[]), CAST(:routing_decision_id AS bigint[]), CAST(:requested_model AS text[])
         ) AS b(event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id)
+               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id, requested_model)
     ), ins AS (
         INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens,
                                 output_tokens, byok, sandbox, cost_usd, occurred_at, routed_model,
-                                routing_decision_id)
+                                routing_decision_id, requested_model)
         SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id
+               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id, requested_model
         FROM batch
         ORDER BY event_id  -- one lock order for every writer: overlapping batches cannot deadlock
         ON CONFLICT (event_id) DO NOTHING
@@ -78,7 +78,8 @@ _RECORD = text(
 )
 
 _RECORD_KEYS = ("event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens",
-                "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id")
+                "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
+                "requested_model")
 
 
 def record_executions(conn: Connection, rows: list[tuple]) -> set[str]:
@@ -95,7 +96,8 @@ def record_executions(conn: Connection, rows: list[tuple]) -> set[str]:
 # ---- reading counters and usage -----------------------------------------------------------------
 _SNAPSHOT = """
 SELECT a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
-       a.updated_at, c.model, c.byok, c.sandbox, c.executions, c.input_tokens, c.output_tokens, c.cost_usd
+       a.updated_at, c.model, c.byok, c.sandbox, c.executions, c.input_tokens, c.output_tokens, c.cost_usd,
+       EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id AND x.state IN ('open', 'confirmed'))
 FROM accounts a
 LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
 WHERE a.id = %(id)s AND a.platform_id = %(platform_id)s
@@ -113,6 +115,7 @@ class AccountSnapshot:
     billing_starts_at: datetime
     created_at: datetime
     updated_at: datetime  # moves whenever the account's terms change (accounts.append_terms)
+    paused_anomaly: bool = False  # a spike paused it and nobody has resumed it (anomalies)
 
 
 def account_with_counters(conn: Connection, account_id: str, platform_id: int, period: Period):
@@ -126,7 +129,7 @@ def account_with_counters(conn: Connection, account_id: str, platform_id: int, p
         return None, []
     counters = [MonthCounter(r[9], r[10], r[11], int(r[12]), int(r[13]), int(r[14]), Decimal(r[15]))
                 for r in rows if r[9] is not None]
-    return AccountSnapshot(*rows[0][:9]), counters
+    return AccountSnapshot(*rows[0][:9], paused_anomaly=rows[0][16]), counters
 
 
 def counters_of(conn: Connection, account_ids: list[str] | None = None, period: Period | None = None):

@@ -29,7 +29,7 @@ from billing.money import ZERO
 from billing.periods import Period
 from billing.rating import RatedInvoice, included_executions, pooled_included, rate_account
 from models.db import retry_once_on_lost_connection
-from repositories import accounts, invoices, platforms, usage
+from repositories import accounts, alerts, invoices, platforms, usage
 from services.contracts import month_commitment
 from services.errors import NotFound
 from services.ingest import BatchRecorder
@@ -91,7 +91,7 @@ class MeteringService:
         model_known = model in self.catalog.at(now).models
         allowed, reason = decide(status=account.status, model_known=model_known, sandbox=sandbox,
                                  plan=mtd.plan_now, overage_opt_in=mtd.overage_opt_in,
-                                 included=mtd.included, used=mtd.used)
+                                 included=mtd.included, used=mtd.used, paused_anomaly=account.paused_anomaly)
         return {
             "account_id": account_id,
             "allowed": allowed,
@@ -237,8 +237,11 @@ class MeteringService:
             by_model = self.usage_report(conn, account_id, period, "model")
             past = [r for r in invoices.account_invoices(conn, account_id) if r.period != str(period)]
             contract = month_commitment(conn, self.catalog, account_id, now)
+            kills = alerts.kills_of(conn, account_id, since=period.start)
+            paused = alerts.list_anomalies(conn, ("open", "confirmed"), account_id)
         return {"account": account, "now": now, "period": period, "mtd": mtd, "days": days, "agents": agents,
-                "models": by_model["groups"], "totals": by_model["totals"], "invoices": past, "contract": contract}
+                "models": by_model["groups"], "totals": by_model["totals"], "invoices": past, "contract": contract,
+                "kills": kills, "paused": paused}
 
 
 def _check_account_id(account_id: str) -> None:

@@ -24,6 +24,10 @@ close that ran it): ``MeterDrift > 0 AND BillingPeriod = '2026-10'``."""
 METER_FAILURES = SearchAttributeKey.for_int("MeterFailures")
 """Meter events an hour's usage report (or a scheduled run) could not send: ``MeterFailures > 0``."""
 
+ANOMALY_STATE = SearchAttributeKey.for_keyword("AnomalyState")
+"""``open`` (waiting for a person's decision), ``confirmed`` (kept paused), ``resumed``: on every
+``anomaly-<account>-<start>`` workflow. Ops find the open ones with ``AnomalyState = 'open'``."""
+
 
 def kind_name(key: SearchAttributeKey) -> str:
     """The CLI/operator name of a key's type: Keyword, KeywordList, Text, Int, Double, Bool, Datetime."""

@@ -112,6 +112,11 @@ def api(api_server, clean_db):
     """The live API with an empty database and the clock at NOW."""
     api_server.clock.now = NOW
     yield api_server
+    # The API evaluates alerts in a background thread: let it finish before the next test empties the
+    # database (services/alerts.py, EvaluationQueue).
+    from services.alerts import evaluator
+
+    evaluator(api_server.app.state.service.engine, api_server.app.state.service.catalog).queue.settle()
     for c in api_server.clients:
         c.close()
     api_server.clients.clear()

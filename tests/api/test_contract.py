@@ -36,6 +36,25 @@ def contract(api_server):
     return schema, key
 
 
+BODY_ACCOUNT = {"body": "a1"}
+
+
+def _body_properties(schema, operation) -> set[str]:
+    """The top-level properties of the operation's JSON request body (refs resolved)."""
+    body = operation.definition.raw.get("requestBody", {}).get("content", {}).get("application/json", {})
+    ref = body.get("schema", {}).get("$ref", "")
+    if not ref.startswith("#/components/schemas/"):
+        return set()
+    found = schema.raw_schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return set(found.get("properties", {}))
+
+
+def _with_body_account(case):
+    if isinstance(case.body, dict) and "account_id" in case.body:
+        case.body["account_id"] = "a1"
+    return case
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 def test_no_generated_request_makes_the_api_fail(contract, mode):
     schema, key = contract
@@ -48,8 +67,13 @@ def test_no_generated_request_makes_the_api_fail(contract, mode):
         variants = [{}]
         if "{account_id}" in operation.path:
             variants.append({"account_id": "a1"})  # an account of this platform: the handlers run for real
+        if "account_id" in _body_properties(schema, operation):
+            variants.append(BODY_ACCOUNT)  # the same, for an account named in the request body
         for path_parameters in variants:
-            strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters or None)
+            strategy = operation.as_strategy(generation_mode=mode, path_parameters=(
+                path_parameters if path_parameters and path_parameters is not BODY_ACCOUNT else None))
+            if path_parameters is BODY_ACCOUNT:
+                strategy = strategy.map(_with_body_account)
 
             @given(case=strategy)
             @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -16,7 +16,8 @@ from models.db import get_engine, worker_pool
 from models.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-SECRETS = ("STRIPE_API_KEY", "TALLY_API_SECRET", "POSTGRES_PASSWORD", "TALLY_DB_PASSWORD", "TEMPORAL_DB_PASSWORD")
+SECRETS = ("STRIPE_API_KEY", "TALLY_API_SECRET", "POSTGRES_PASSWORD", "TALLY_DB_PASSWORD", "TEMPORAL_DB_PASSWORD",
+           "SMTP_URL")
 TEMPORAL_ROLES = 4  # frontend, history, matching, worker: each opens its own pools
 ADMIN_MARGIN = 10  # psql by hand, healthchecks, temporal-sql-tool, alembic (docs/deployment.md)
 URL = "postgresql://tally:x@postgres:5432/tally"

@@ -162,6 +162,8 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
         second = tally("schedules", "apply").stdout
         assert re.search(r"^created schedule monthly-close\b", first, re.M), first
         assert re.search(r"^updated schedule monthly-close\b", second, re.M), second
+        for schedule in ("notifications-outbox", "mid-month-trend"):  # the alerts capability's
+            assert re.search(rf"^created schedule {schedule}\b", first, re.M), first
         for out in (first, second):
             close_line = next(ln for ln in out.splitlines() if " schedule monthly-close:" in ln)
             runs = re.findall(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC", close_line)

@@ -177,7 +177,7 @@ def test_up_starts_postgres_and_temporal_and_writes_stack_file(stack):
 def test_status_exits_zero_and_lists_components_when_stack_is_up(stack):
     result = dev(stack["env"], "status")
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("postgres", "temporal", "stripe", "worker", "api"):
+    for name in ("postgres", "temporal", "stripe", "worker", "api", "smtp"):
         assert name in result.stdout
 
 
@@ -205,6 +205,37 @@ def test_up_starts_the_metering_api_answering_health(stack):
     assert state["api_url"] == f"http://127.0.0.1:{port}"
     got = devstack.http_get(f"{state['api_url']}/healthz")
     assert got is not None and got[0] == 200 and json.loads(got[1]) == {"ok": True, "database": "ok"}
+
+
+def test_up_starts_an_smtp_sink_and_dev_mail_lists_what_tally_sent(stack, tmp_path):
+    """End to end through the CLI: a budget crossed by an ingested file is e-mailed by the stack's worker
+    to the stack's SMTP sink, and `tally dev mail` shows it."""
+    from datetime import datetime, timedelta, timezone
+
+    env, state = stack["env"], read_stack(stack["home"])
+    assert state["smtp_url"] == f"smtp://127.0.0.1:{env['TALLY_SMTP_PORT']}"
+    assert state["components"]["smtp"]["mode"] == "managed" and alive(state["components"]["smtp"]["pid"])
+
+    def tally(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=150)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    tally("accounts", "create", "mail-1", "--plan", "payg", "--email", "owner@mail.example")
+    tally("accounts", "budget", "mail-1", "--set", "0.10")
+    at = datetime.now(timezone.utc) - timedelta(minutes=2)
+    usage = tmp_path / "usage.jsonl"
+    usage.write_text("".join(json.dumps({"event_id": f"m-{i}", "account_id": "mail-1", "agent_id": "a", "model": "gpt-4o",
+                                         "occurred_at": (at + timedelta(seconds=i)).isoformat()}) + "\n"
+                             for i in range(10)))  # 10 x $0.01 = 100 % of $0.10
+    tally("usage", "ingest", str(usage))
+    assert "100%" in tally("accounts", "budget", "mail-1").stdout
+    assert "sent 1" in tally("notifications", "deliver").stdout
+    listed = tally("dev", "mail").stdout
+    assert "owner@mail.example" in listed and "You have used 100% of your" in listed
+    shown = tally("dev", "mail", "--show", "1").stdout
+    assert "Message-ID: <tally." in shown and "$0.10, 100% of your monthly budget of $0.10" in shown
 
 
 def test_second_up_reuses_the_running_processes(stack):
@@ -456,11 +487,13 @@ def test_an_external_component_is_recorded_and_never_started_or_stopped(scratch)
 
 def test_status_shows_external_settings_as_external_with_the_password_hidden(scratch):
     settings = Settings(home=scratch, database_url="postgresql://tally:s3cret@127.0.0.1:1/tally",
-                                 temporal_address="127.0.0.1:1", stripe_api_key="sk_test_x")  # fmt: skip
+                                 temporal_address="127.0.0.1:1", stripe_api_key="sk_test_x",
+                                 smtp_url="smtp://mailer:m41lpw@relay.example:587")  # fmt: skip
     statuses = {s.name: s for s in devstack.stack_status(settings)}
     assert {n: (s.mode, s.alive) for n, s in statuses.items()} == {
         "postgres": ("external", False), "temporal": ("external", False), "stripe": ("external", None),
-        "worker": ("stopped", False), "api": ("stopped", False),
+        "worker": ("stopped", False), "api": ("stopped", False), "smtp": ("external", None),
     }  # fmt: skip
     table = devstack.format_table(devstack.status_rows(list(statuses.values())))
     assert "s3cret" not in table and "tally:***@127.0.0.1:1" in table
+    assert "m41lpw" not in table and "smtp://mailer:***@relay.example:587" in table

@@ -26,7 +26,7 @@ def ask(plan=PRO, *, status="active", model_known=True, sandbox=False, overage_o
 # ---- decide -----------------------------------------------------------------------------------------
 def test_reason_values_are_the_api_codes():
     assert [r.value for r in Reason] == ["ok", "free_cap_reached", "plan_cap_reached_no_overage",
-                                         "account_paused", "no_credits", "unknown_model"]
+                                         "account_paused", "no_credits", "unknown_model", "paused_anomaly"]
 
 
 def test_paused_account_is_refused_even_for_a_sandbox_try_or_an_unknown_model():

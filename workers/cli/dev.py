@@ -24,7 +24,7 @@ def _print_status(statuses: list[devstack.ComponentStatus]) -> None:
 
 @click.group("dev")
 def dev() -> None:
-    """Local dev stack: embedded Postgres, Temporal dev server, Stripe emulator and a worker."""
+    """Local dev stack: embedded Postgres, Temporal dev server, Stripe emulator, an SMTP sink and a worker."""
 
 
 @dev.command("up")
@@ -68,3 +68,35 @@ def status(as_json: bool) -> None:
     else:
         _print_status(statuses)
     raise SystemExit(0 if all(s.ok for s in statuses) else 1)
+
+
+@dev.command("mail")
+@click.option("--show", "show", type=int, default=None, metavar="N", help="Print message N (1 = the oldest) whole.")
+@click.option("--html", is_flag=True, help="With --show: the HTML part instead of the plain text.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per message).")
+def mail(show: int | None, html: bool, as_json: bool) -> None:
+    """What the local SMTP sink received (oldest first): every e-mail Tally sent in dev."""
+    from workers.devstack.smtp_sink import read_mail
+
+    settings = Settings()
+    maildir = settings.stack_state().get("mail_dir") or str(settings.home / "mail")
+    messages = read_mail(maildir)
+    if show is not None:
+        if not 1 <= show <= len(messages):
+            raise click.ClickException(f"--show: there are {len(messages)} messages; give 1 to {len(messages)}")
+        m = messages[show - 1]
+        for header in ("Date", "From", "To", "Subject", "Message-ID"):
+            click.echo(f"{header}: {m.message[header]}")
+        click.echo("")
+        click.echo(m.part("html" if html else "plain"))
+        return
+    if as_json:
+        click.echo(json.dumps([{"n": i, "to": m.to, "subject": m.subject, "message_id": m.message_id,
+                                "date": str(m.message["Date"]), "kind": str(m.message.get("X-Tally-Kind", ""))}
+                               for i, m in enumerate(messages, 1)], indent=2))
+        return
+    if not messages:
+        click.echo(f"no mail in {maildir}")
+        return
+    for i, m in enumerate(messages, 1):
+        click.echo(f"{i:>4}  {str(m.message['Date'])[:25]:<25}  {m.to:<32}  {m.subject}")

@@ -60,7 +60,9 @@ from workers.devstack.processes import (
 from workers.devstack.temporal import frontend_open, start_temporal_dev_server, worker_polling
 
 POSTGRES, TEMPORAL, STRIPE, WORKER, API = "postgres", "temporal", "stripe", "worker", "api"
+SMTP = "smtp"
 EMULATOR_TIMEOUT = 30.0
+SMTP_TIMEOUT = 30.0
 WORKER_TIMEOUT = 30.0
 API_TIMEOUT = 30.0
 
@@ -380,6 +382,21 @@ def no_health_check(_ctx: Context, _rec: dict) -> str:
     return ""
 
 
+def start_smtp_sink(ctx: Context, log_file: Path, env: dict[str, str]) -> ProcessInfo:
+    """``python -m workers.devstack.smtp_sink``: accepts all mail into ``$TALLY_HOME/mail`` (``tally dev mail``)."""
+    port = ctx.settings.smtp_port
+    cmd = [sys.executable, "-m", "workers.devstack.smtp_sink", "--host", LOCAL_HOST, "--port", str(port),
+           "--maildir", str(ctx.home / "mail")]
+    return spawn_until_healthy(
+        "smtp sink", cmd, Path(log_file), env, healthy=lambda _info: port_open(LOCAL_HOST, port),
+        waiting_for=f"SMTP on {LOCAL_HOST}:{port}", timeout=SMTP_TIMEOUT,
+    )  # fmt: skip
+
+
+def smtp_health(_ctx: Context, rec: dict) -> str:
+    return "" if port_open(LOCAL_HOST, int(rec["port"])) else "SMTP port closed"
+
+
 # ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +437,7 @@ COMPONENTS: tuple[Component, ...] = (
         WORKER, start=start_stack_worker, health=no_health_check, log=in_logs("worker"),
         starting=lambda ctx: f"starting on task queue {ctx.settings.task_queue}",
         fields=lambda ctx, _rec: {"address": f"task queue {ctx.settings.task_queue}"},
-        after=(POSTGRES, TEMPORAL, STRIPE),
+        after=(POSTGRES, TEMPORAL, STRIPE, SMTP),
     ),
     Component(
         API, start=start_stack_api, health=api_health, log=in_logs("api"),
@@ -429,5 +446,13 @@ COMPONENTS: tuple[Component, ...] = (
         fields=lambda _ctx, rec: {"address": f"http://{LOCAL_HOST}:{rec['port']}"},
         publishes={"api_url": "address"},
         after=(POSTGRES,),
+    ),
+    Component(
+        SMTP, start=start_smtp_sink, health=smtp_health, log=in_logs("smtp-sink"),
+        starting=lambda ctx: f"starting SMTP sink on {LOCAL_HOST}:{ctx.settings.smtp_port}",
+        ports=(PortSetting("smtp_port"),),
+        external=External("SMTP_URL", lambda s: bool(s.smtp_url), lambda s: redact_url(s.smtp_url or "")),
+        fields=lambda ctx, rec: {"address": f"smtp://{LOCAL_HOST}:{rec['port']}", "maildir": str(ctx.home / "mail")},
+        publishes={"smtp_url": "address", "mail_dir": "maildir"},
     ),
 )
