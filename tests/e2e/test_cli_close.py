@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, venv_binary
+from workers import devstack
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +46,14 @@ class Tally:
     def __init__(self, home: Path):
         self.home = home
         self.binary = venv_binary("tally")
-        temporal, ui, emulator, api = free_ports(4)
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "STRIPE_API_KEY")
                and not k.startswith("TALLY_")}
-        env.update(TALLY_HOME=str(home), TALLY_TEMPORAL_PORT=str(temporal), TALLY_TEMPORAL_UI_PORT=str(ui),
-                   TALLY_STRIPE_EMULATOR_PORT=str(emulator), TALLY_API_PORT=str(api))
+        env["TALLY_HOME"] = str(home)
+        # Every port the stack listens on is a free one (a fixed default, such as the SMTP sink's 2525,
+        # would collide with another run on this machine).
+        ports = [p.env for c in devstack.COMPONENTS for p in c.ports]
+        env.update(zip(ports, map(str, free_ports(len(ports)))))
         self.env = env
 
     def __call__(self, *args: str, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -33,8 +33,12 @@ def month(draw):
     included = pooled_included(CATALOG, OCT.start, OCT.end, [segment])
     billable = max(0, sum(c.executions for c in counters if not c.sandbox) - included)
     rows = []
+    room = sum(c.executions for c in counters if not c.sandbox)  # what the counters not yet split can hold
     for c in counters:  # any split of the billable executions over the counters: any time order
-        part = 0 if c.sandbox else draw(st.integers(0, min(billable, c.executions)))
+        if not c.sandbox:
+            room -= c.executions
+        # at least what the later counters cannot hold, so every billable execution finds a place
+        part = 0 if c.sandbox else draw(st.integers(max(0, billable - room), min(billable, c.executions)))
         billable -= part
         share = draw(st.fractions(0, 1)) if part < c.executions else 1
         common = dict(segment=0, version=V1.version, model=c.model, byok=c.byok, sandbox=c.sandbox)
@@ -44,8 +48,7 @@ def month(draw):
         if c.executions - part:
             rows.append(UsageRow(**common, executions=c.executions - part, input_tokens=c.input_tokens - tin,
                                  output_tokens=c.output_tokens - tout))
-    if billable:  # the draws left some billable executions unplaced: put them where room is left
-        return draw(month())
+    assert billable == 0
     return segment, counters, included, rows
 
 
