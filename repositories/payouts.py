@@ -267,6 +267,20 @@ def pending_payouts(conn: Connection, period: Period, creator_ids: Sequence[str]
                         .order_by(payouts.c.id)).all()
 
 
+def destinations(conn: Connection, creator_ids: Sequence[str]) -> dict[str, str]:
+    """creator id -> connected account id (creators without one are absent)."""
+    rows = conn.execute(select(creators.c.id, creators.c.stripe_account_id).where(
+        creators.c.id.in_(list(set(creator_ids))), creators.c.stripe_account_id.is_not(None)))
+    return {r.id: r.stripe_account_id for r in rows}
+
+
+def set_destinations(conn: Connection, by_payout: dict[str, str]) -> None:
+    if by_payout:
+        conn.execute(text("UPDATE payouts p SET destination = d.dest FROM unnest(CAST(:ids AS text[]), "
+                          "CAST(:dests AS text[])) AS d(id, dest) WHERE p.id = d.id AND p.destination IS DISTINCT FROM d.dest"),
+                     {"ids": list(by_payout), "dests": list(by_payout.values())})
+
+
 def set_payout_outcomes(conn: Connection, outcomes: Sequence[dict], now: datetime) -> None:
     """``outcomes``: {id, status (paid|failed), stripe_transfer_id, failure_reason}; only a payout still
     pending (or failed, for a retry) moves: paid and cancelled are final."""
