@@ -833,6 +833,7 @@ class PayoutInput(BaseModel):
     period: str
     status: str
     reason: str | None = None
+    linger_seconds: int = 3600  # after it ends, how long a late retry is refused by the validator
 
 
 class PayoutRetry(BaseModel):

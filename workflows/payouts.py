@@ -20,7 +20,7 @@ PayoutWorkflow (id ``payout-<creator>-<YYYY-MM>``): one failed payout waiting fo
   Validators refuse a retry or cancel of a paid or cancelled payout, and empty fields, before anything
   is written to history. Two updates at once are handled one after the other. Search attribute
   ``PayoutStatus`` (failed / paid / cancelled): ``PayoutStatus = 'failed'`` lists what waits for ops.
-  A payout that ends stays open ``LINGER`` so a late retry is refused with the reason.
+  A payout that ends stays open ``linger_seconds`` (an hour) so a late retry is refused with the reason.
 Workflows only orchestrate: no database, no Stripe, no wall clock.
 """
 
@@ -69,7 +69,6 @@ OPS = dict(
                              non_retryable_error_types=[Failure.PAYOUT_DECIDED, Failure.NOT_FOUND]),
 )
 FINAL = ("paid", "cancelled")
-LINGER = timedelta(hours=1)
 MAX_FIELD = 500
 
 
@@ -190,7 +189,7 @@ class PayoutWorkflow:
         await workflow.wait_condition(lambda: self._status in FINAL)
         await workflow.wait_condition(workflow.all_handlers_finished)
         try:  # a late retry is refused by the validator with the reason, rather than "workflow completed"
-            await workflow.wait_condition(lambda: False, timeout=LINGER)
+            await workflow.wait_condition(lambda: False, timeout=timedelta(seconds=inp.linger_seconds))
         except asyncio.TimeoutError:
             pass
         await workflow.wait_condition(workflow.all_handlers_finished)
