@@ -90,3 +90,28 @@ def transfers(emulator, group: str | None = None) -> list:
 
 def transfer_posts(emulator) -> list[dict]:
     return [r for r in emulator.requests() if r["method"] == "POST" and r["path"] == "/v1/transfers"]
+
+
+# ---- Stripe webhook deliveries, signed as Stripe signs them ---------------------------------------------
+def deliver_event(settings, event_type: str, obj: dict, created: datetime, event_id: str | None = None):
+    """Deliver ``obj`` as a signed ``event_type`` event through the webhook service (which runs every
+    registered handler in the transaction that records the event once)."""
+    import json
+    import time
+    import uuid
+
+    from gateways.stripe.webhooks import sign_payload
+    from models.settings import EMULATOR_WEBHOOK_SECRET
+    from services.webhooks import receive
+
+    event = {"id": event_id or f"evt_{uuid.uuid4().hex[:16]}", "object": "event", "type": event_type,
+             "created": int(created.timestamp()), "livemode": False, "data": {"object": obj}}
+    payload = json.dumps(event).encode()
+    signature = sign_payload(payload, EMULATOR_WEBHOOK_SECRET, int(time.time()))
+    return receive(get_engine(settings.database_url), payload, signature, EMULATOR_WEBHOOK_SECRET, created)
+
+
+def invoice_paid(settings, stripe_invoice_id: str, paid_at: datetime, amount_cents: int, charge: str | None = None):
+    return deliver_event(settings, "invoice.paid", {
+        "id": stripe_invoice_id, "object": "invoice", "status": "paid", "amount_paid": amount_cents,
+        "charge": charge, "status_transitions": {"paid_at": int(paid_at.timestamp())}}, paid_at)
