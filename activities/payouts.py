@@ -49,7 +49,7 @@ TRANSFER_STEP = "transfer"
 
 def payout_view(row) -> PayoutView:
     return PayoutView(id=row.id, creator_id=row.creator_id, period=row.period, status=row.status, amount=row.amount,
-                      balance=row.balance, carried_out=row.carried_out, message=row.message,
+                      carried_in=row.carried_in, earnings=row.earnings, adjustments=row.adjustments, balance=row.balance, carried_out=row.carried_out, message=row.message,
                       destination=row.destination, stripe_transfer_id=row.stripe_transfer_id,
                       failure_reason=row.failure_reason, cancel_reason=row.cancel_reason, attempts=row.attempts)
 

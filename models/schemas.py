@@ -857,6 +857,9 @@ class PayoutView(BaseModel):
     period: str
     status: str
     amount: Decimal
+    carried_in: Decimal
+    earnings: Decimal
+    adjustments: Decimal
     balance: Decimal
     carried_out: Decimal
     message: str

@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -248,14 +249,18 @@ async def run_payouts(temporal: TemporalClient, settings: Settings, period_text:
     """``payouts-YYYY-MM`` now (a running one is joined; a finished one is reported, not run again)."""
     period = parse_period(period_text)
     client = await temporal()
-    handle = await client.start_workflow(
-        PayoutRunWorkflow.run, PayoutRunInput(period=str(period), page_size=settings.payouts_page_size,
-                                              concurrency=settings.payouts_concurrency),
-        id=payouts_workflow_id(str(period)), task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(BILLING_PERIOD, str(period))]))
-    return await follow(handle, f"payouts-{period}")
+    wid = payouts_workflow_id(str(period))
+    try:
+        handle = await client.start_workflow(
+            PayoutRunWorkflow.run, PayoutRunInput(period=str(period), page_size=settings.payouts_page_size,
+                                                  concurrency=settings.payouts_concurrency),
+            id=wid, task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(BILLING_PERIOD, str(period))]))
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle_for(PayoutRunWorkflow.run, wid)  # finished: its result, not a new run
+    return await follow(handle, wid)
 
 
 def _check_payout_id(payout_id: str) -> re.Match:
