@@ -14,6 +14,7 @@ from activities.deps import Deps
 from activities.push import InvoiceBusy, InvoiceNotFound, InvoicePusher, InvoiceRejected
 from billing.catalog import Catalog, CatalogError
 from billing.close import AccountOutcome, decide
+from billing.payouts import invoice_earnings
 from billing.contracts import ContractError
 from billing.periods import Period, PeriodError
 from billing.rating import RatingError
@@ -33,6 +34,7 @@ from models.schemas import (
 )
 from repositories import accounts, catalog_versions, invoices, notifications
 from repositories import contracts as contract_months
+from repositories import payouts as payout_rows
 
 
 
@@ -139,6 +141,7 @@ class CloseActivities:
         contract_months.record_months(
             conn, [invoice_id for invoice_id, _ in written.values()],
             [(written[a][0], rec) for a, o in outcomes.items() if a in written for rec in o.rating.reconciliations])
+        self._write_earnings(conn, period, chunk, outcomes, written)
         total = Decimal("0.00")
         for it in items:
             account, outcome = it["account"], outcomes[it["account"].id]
@@ -157,6 +160,22 @@ class CloseActivities:
                                      subject=note.subject, body=note.body, payload=note.payload)
         result.total = total
         return result
+
+    def _write_earnings(self, conn, period: Period, chunk: pricing.ChunkFacts, outcomes: dict[str, AccountOutcome],
+                        written: dict[str, tuple[int, str]]) -> None:
+        """Creators' earnings per line of each invoice written (``billing.payouts.invoice_earnings``),
+        rewritten with the draft: payable once the invoice is paid."""
+        rows = []
+        for account_id, (invoice_id, _status) in written.items():
+            facts = chunk.facts.get(account_id)
+            if facts is None or facts.premium is None:
+                continue
+            rated = outcomes[account_id].rating.rated
+            terms = self.catalog.at(period.start).creator_terms()
+            for e in invoice_earnings(str(invoice_id), rated.lines, rated.executions, facts.premium.usage,
+                                      facts.premium.skills, terms):
+                rows.append((invoice_id, account_id, period, e))
+        payout_rows.replace_invoice_earnings(conn, [i for i, _ in written.values()], rows)
 
     @activity.defn(name="push_invoices")
     def push_invoices(self, inp: CloseChunkInput) -> PushChunkResult:

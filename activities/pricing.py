@@ -17,11 +17,12 @@ from sqlalchemy import Connection
 from billing import close, contracts, conversion
 from billing import terms as terms_rules
 from billing.catalog import Catalog, version_windows
-from billing.close import AccountFacts, AccountRating, ConversionFacts, EnterpriseFacts, LateUsage
+from billing.close import AccountFacts, AccountRating, ConversionFacts, EnterpriseFacts, LateUsage, PremiumFacts
 from billing.periods import Period
 from billing.rating import TermsSegment, pooled_included
 from repositories import accounts, invoices, usage
 from repositories import contracts as contract_rows
+from repositories import payouts as payout_rows
 
 # How far back a close looks for usage that arrived after its period was invoiced.
 LATE_USAGE_LOOKBACK_PERIODS = 3
@@ -59,10 +60,24 @@ def load_facts(conn: Connection, catalog: Catalog, period: Period, account_ids: 
                             version_windows(catalog, period.start, period.end),
                             known_at=known_at) if end > period.start else {}
     late = _late_usage(conn, catalog, period, list(segments)) if late_usage else {}
+    premium = _premium_facts(conn, period, end, {a: n for a, n in included.items() if a not in enterprise},
+                             known_at)
     return {
-        a: AccountFacts(a, rated[a], rows.get(a, []), included[a], late.get(a, ()), enterprise=enterprise.get(a))
+        a: AccountFacts(a, rated[a], rows.get(a, []), included[a], late.get(a, ()), enterprise=enterprise.get(a),
+                        premium=premium.get(a))
         for a in account_ids if a in segments
     }
+
+
+def _premium_facts(conn: Connection, period: Period, usage_end: datetime, included: dict[str, int],
+                   known_at: datetime | None) -> dict[str, PremiumFacts]:
+    """The accounts that ran premium skills in the period (none, and no query, while no skill is premium);
+    enterprise accounts are left out (their contract lines are not attributed to skills)."""
+    skills = payout_rows.premium_skills_in_force(conn)
+    if not skills or usage_end <= period.start:
+        return {}
+    usage_of = payout_rows.premium_usage(conn, period.start, usage_end, included, sorted(skills), known_at)
+    return {a: PremiumFacts(rows, skills) for a, rows in usage_of.items()}
 
 
 def _enterprise_facts(conn: Connection, catalog: Catalog, period: Period, segments: dict[str, list[TermsSegment]],

@@ -9,7 +9,7 @@ The preview, ``invoices explain``'s totals and the API's month-to-date charges r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -17,9 +17,12 @@ from decimal import Decimal
 from billing import contracts
 from billing.catalog import Catalog
 from billing.conversion import AutoConversion, decide_auto_convert
+from billing.payouts import FixedPriceLine, PremiumSkill, PremiumUsage, premium_lines
 from billing.periods import Period
 from billing.rating import (
     BilledLine,
+    LineKind,
+    RatedLine,
     RatedInvoice,
     TermsSegment,
     UsageRow,
@@ -61,6 +64,15 @@ class ConversionFacts:
 
 
 @dataclass(frozen=True)
+class PremiumFacts:
+    """The account's executions of premium skills in the period (``billing.payouts.PremiumUsage``) and
+    the premium skills in force: fixed-price skills add their own invoice line."""
+
+    usage: Sequence[PremiumUsage]
+    skills: Mapping[str, PremiumSkill]
+
+
+@dataclass(frozen=True)
 class AccountFacts:
     account_id: str
     segments: Sequence[TermsSegment]
@@ -69,6 +81,7 @@ class AccountFacts:
     late: Sequence[LateUsage] = ()
     conversion: ConversionFacts | None = None
     enterprise: EnterpriseFacts | None = None  # segments/usage/included then cover only the rated days
+    premium: PremiumFacts | None = None  # premium skills run in the period (fixed-price lines, earnings)
 
 
 @dataclass
@@ -107,8 +120,16 @@ def rate(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountRating
         again, _ = _rate_own(catalog, late.period, late.segments, late.usage, late.enterprise)
         rated = with_lines(rated, prior_period_lines(str(late.period), again, late.billed))
         prior[str(late.period)] = late.executions
+    if facts.premium is not None:
+        rated = with_lines(rated, [_premium_line(f) for f in premium_lines(facts.premium.usage, facts.premium.skills,
+                                                                          rated.lines)])
     return AccountRating(facts.account_id, list(facts.segments), list(facts.usage), rated, facts.included, prior,
                          recs)
+
+
+def _premium_line(f: FixedPriceLine) -> RatedLine:
+    return RatedLine(LineKind.premium_skill, f.description, Decimal(f.quantity), f.unit_price, f.amount,
+                     key=f.line_id, executions=f.quantity)
 
 
 def _rate_own(catalog: Catalog, period: Period, segments: Sequence[TermsSegment], usage: Sequence[UsageRow],
@@ -138,5 +159,5 @@ def decide(catalog: Catalog, period: Period, facts: AccountFacts) -> AccountOutc
     return AccountOutcome(rating, Conversion(auto, terms))
 
 
-__all__ = ["LateUsage", "EnterpriseFacts", "ConversionFacts", "AccountFacts", "AccountRating", "Conversion", "AccountOutcome",
+__all__ = ["LateUsage", "EnterpriseFacts", "PremiumFacts", "ConversionFacts", "AccountFacts", "AccountRating", "Conversion", "AccountOutcome",
            "rate", "decide"]

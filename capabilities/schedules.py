@@ -134,3 +134,25 @@ def mid_month_trend_schedule(settings: Settings) -> ScheduleDef:
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=2)),
     )
     return ScheduleDef("mid-month-trend", "spend trend warning, 16th 00:00 UTC", trend)
+
+
+# ---- creator payouts (workflows/payouts.py) ---------------------------------------------------------
+def monthly_payouts_schedule(settings: Settings) -> ScheduleDef:
+    """``monthly-payouts``: on the 5th at 06:00 UTC (after the close of the 3rd has pushed the invoices)
+    start ``ScheduledPayouts``, which starts ``payouts-YYYY-MM`` for the previous month."""
+    from models.schemas import PayoutRunInput
+    from workflows.payouts import ScheduledPayoutsWorkflow
+
+    run = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ScheduledPayoutsWorkflow.run,
+            PayoutRunInput(period=None, page_size=settings.payouts_page_size, concurrency=settings.payouts_concurrency),
+            id="monthly-payouts",  # Temporal appends the scheduled time
+            task_queue=settings.task_queue, execution_timeout=timedelta(hours=24)),
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(
+            day_of_month=[ScheduleRange(5)], hour=[ScheduleRange(6)], minute=[ScheduleRange(0)],
+            second=[ScheduleRange(0)], comment="the previous month's creator payouts, after its close")]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=7)),
+    )
+    return ScheduleDef("monthly-payouts", "creator payouts of the previous month, 5th 06:00 UTC", run)
+

@@ -26,6 +26,9 @@ class Failure:
     MAIL_NOT_CONFIGURED = "MailNotConfigured"  # no SMTP_URL in production: ops must set it
     ANOMALY_DECIDED = "AnomalyDecided"  # the anomaly is no longer in a state that allows this decision
 
+    PAYOUT_DECIDED = "PayoutDecided"  # the payout is paid or cancelled: nothing to retry or cancel
+    PAYOUT_BUSY = "PayoutBusy"  # another process works on this payout now; retried shortly
+
 
 class PushBudget:
     """How often the close's push activity is attempted before it gives up on an invoice.
@@ -46,3 +49,14 @@ class ReportBudget:
 
     MAX_ATTEMPTS = 6
     GIVE_UP_AT = MAX_ATTEMPTS - 1
+
+
+class PayoutBudget:
+    """How often the payout run's transfer activity is attempted. Stripe down (no answer, 5xx, 429
+    storms): Temporal retries with back-off; from ``GIVE_UP_AT`` on the activity stops raising and marks
+    what is still unpaid ``failed`` ("Stripe unavailable ..."), each waiting for ops in its own
+    ``payout-<creator>-<YYYY-MM>`` workflow. An ops retry is attempted ``RETRY_ATTEMPTS`` times."""
+
+    MAX_ATTEMPTS = 5
+    GIVE_UP_AT = MAX_ATTEMPTS - 1
+    RETRY_ATTEMPTS = 3

@@ -768,3 +768,106 @@ class ScheduledTrendResult(BaseModel):
 
 
 TrendCheckInput.model_rebuild()
+
+
+# ---- creator payouts (workflows/payouts.py) ----------------------------------------------------------
+class PayoutRunInput(BaseModel):
+    """``payouts-YYYY-MM``: decide every creator's payout for ``period`` and pay those due, a page of
+    creators at a time (``page_size``), ``concurrency`` transfers at once."""
+
+    period: str | None = None  # the schedule's launcher: the previous month of its start
+    page_size: int = Field(default=1000, ge=1, le=10000)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    cursor: str | None = None  # set by continue-as-new
+    carry: PayoutRunResult | None = None
+
+
+class PayoutRunResult(BaseModel):
+    period: str
+    creators: int = 0
+    paid: int = 0
+    carried: int = 0
+    failed: list[str] = Field(default_factory=list)
+    amount_paid: Decimal = Decimal("0.00")
+    credit_earnings: int = 0
+
+
+class ScheduledPayoutsResult(BaseModel):
+    workflow_id: str
+    started: bool
+    result: PayoutRunResult | None = None
+
+
+class DecidePayoutsInput(BaseModel):
+    period: str
+    after: str | None = None
+    limit: int = 1000
+
+
+class DecidedPage(BaseModel):
+    """A page of creators decided: the payouts due (``to_pay``, still pending), counts, and the cursor."""
+
+    creators: int = 0
+    to_pay: list[str] = Field(default_factory=list)
+    carried: int = 0
+    next_cursor: str | None = None
+
+
+class PayPayoutsInput(BaseModel):
+    period: str
+    payout_ids: list[str]
+    concurrency: int = 16
+
+
+class PayPayoutsResult(BaseModel):
+    paid: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    amount_paid: Decimal = Decimal("0.00")
+
+
+class PayoutInput(BaseModel):
+    """``payout-<creator>-<YYYY-MM>``: one payout waiting for ops (started when it failed)."""
+
+    payout_id: str
+    creator_id: str
+    period: str
+    status: str
+    reason: str | None = None
+    linger_seconds: int = 3600  # after it ends, how long a late retry is refused by the validator
+
+
+class PayoutRetry(BaseModel):
+    by: str
+
+
+class PayoutCancel(BaseModel):
+    by: str
+    reason: str
+
+
+class PayoutActionInput(BaseModel):
+    payout_id: str
+    by: str
+    reason: str | None = None
+
+
+class PayoutView(BaseModel):
+    id: str
+    creator_id: str
+    period: str
+    status: str
+    amount: Decimal
+    carried_in: Decimal
+    earnings: Decimal
+    adjustments: Decimal
+    balance: Decimal
+    carried_out: Decimal
+    message: str
+    destination: str | None = None
+    stripe_transfer_id: str | None = None
+    failure_reason: str | None = None
+    cancel_reason: str | None = None
+    attempts: int = 0
+
+
+PayoutRunInput.model_rebuild()

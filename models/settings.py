@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     notifications_interval_seconds: int = Field(
         default=60, ge=10, description="How often the outbox schedule delivers e-mail and starts anomaly reviews.")
 
+    # ---- creator payouts (docs/architecture.md "Creator payouts") --------------------------------
+    payouts_page_size: int = Field(default=1000, ge=1, le=10_000, description="Creators decided and paid per activity.")
+    payouts_concurrency: int = Field(default=16, ge=1, le=256, description="Stripe transfers at once per run.")
+    connect_refresh_url: str = Field(default="http://localhost:8000/creators/onboarding/refresh",
+                                     description="Where Stripe sends a creator whose onboarding link expired.")
+    connect_return_url: str = Field(default="http://localhost:8000/creators/onboarding/done",
+                                    description="Where Stripe sends a creator after onboarding.")
+
     # ---- derived -------------------------------------------------------------------------
     @property
     def production(self) -> bool:

@@ -595,3 +595,116 @@ notifications.append_column(Column("delivered_to", Text))
 notifications.append_column(Column("failed_at", DateTime(timezone=True)))  # given up (a permanent refusal)
 Index("ix_notifications_pending", notifications.c.id,
       postgresql_where=text("sent_at IS NULL AND failed_at IS NULL"))
+
+# ---- creator revenue share and payouts (issue 10; docs/architecture.md "Creator payouts") -------------
+# A premium skill's creator, with the state of their Stripe Connect Express account as the last
+# ``account.updated`` webhook described it (``account_event_at``: that event's time; older ones are ignored).
+creators = Table(
+    "creators",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("stripe_account_id", String(64), unique=True),
+    Column("charges_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("payouts_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("details_submitted", Boolean, nullable=False, server_default=text("false")),
+    Column("transfers_capability", String(16), nullable=False, server_default="inactive"),
+    Column("account_event_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("transfers_capability IN ('active', 'inactive', 'pending')", name="transfers_known"),
+)
+
+# A skill its creator marked premium: ``share`` (30% of its revenue) or ``fixed`` (a price per execution
+# on the user's invoice, 70% to the creator). The close reads the terms in force when it rates.
+premium_skills = Table(
+    "premium_skills",
+    metadata,
+    Column("skill_id", String(128), primary_key=True),
+    Column("creator_id", String(64), ForeignKey("creators.id"), nullable=False),
+    Column("model", String(8), nullable=False),
+    Column("fixed_price", MONEY),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("(model = 'share' AND fixed_price IS NULL) OR (model = 'fixed' AND fixed_price > 0)",
+                    name="model_price"),
+)
+
+# What a creator earned from one source (``billing.payouts.Earning``): an invoice line (written with the
+# invoice by the close, rewritten while it is a draft) or an account's credit-funded executions of a
+# period (payable from ``payable_from``). ``skills``: [{skill_id, executions, revenue}].
+creator_earnings = Table(
+    "creator_earnings",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("creator_id", String(64), ForeignKey("creators.id"), nullable=False),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="CASCADE")),
+    Column("account_id", String(64), nullable=False),
+    Column("period", String(7), nullable=False),  # the period whose usage earned it
+    Column("source", Text, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("revenue", Numeric(24, 12), nullable=False),
+    Column("executions", BigInteger, nullable=False),
+    Column("skills", JSONB, nullable=False),
+    Column("payable_from", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_creator_earnings_creator_id", "creator_id"),
+    Index("ix_creator_earnings_invoice_id", "invoice_id"),
+)
+
+# When an invoice was paid (``invoice.paid`` webhook, or ops' mark-paid): its earnings are payable from then.
+invoice_payments = Table(
+    "invoice_payments",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="CASCADE"), primary_key=True),
+    Column("paid_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(16), nullable=False),  # webhook | ops
+    Column("stripe_charge_id", String(64)),
+    Column("amount", MONEY, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_invoice_payments_stripe_charge_id", "stripe_charge_id"),
+)
+
+# Corrections to a creator's balance (refunds, disputes), counted in the payout month of ``occurred_at``.
+creator_adjustments = Table(
+    "creator_adjustments",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("creator_id", String(64), ForeignKey("creators.id"), nullable=False),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id")),
+    Column("amount", MONEY, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_creator_adjustments_creator_id", "creator_id"),
+)
+
+PAYOUT_STATUSES = ("carried", "pending", "paid", "failed", "cancelled")
+
+# One row per creator and month (``payout-<creator>-<YYYY-MM>``): the decision (``billing.payouts.
+# decide_payout``), written once and never re-decided, and what became of its transfer.
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("creator_id", String(64), ForeignKey("creators.id"), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("carried_in", MONEY, nullable=False),
+    Column("earnings", MONEY, nullable=False),
+    Column("adjustments", MONEY, nullable=False),
+    Column("balance", MONEY, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("carried_out", MONEY, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("destination", String(64)),
+    Column("stripe_transfer_id", String(64)),
+    Column("failure_reason", Text),
+    Column("cancel_reason", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("paid_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("creator_id", "period"),
+    CheckConstraint(f"status IN {PAYOUT_STATUSES!r}", name="status_known"),
+    CheckConstraint("amount >= 0", name="amount_non_negative"),
+    Index("ix_payouts_period_status", "period", "status"),
+)

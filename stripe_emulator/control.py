@@ -148,6 +148,19 @@ def _set_account(enable: bool):
     return endpoint(set_account)
 
 
+@endpoint
+def set_balance(request, emu, payload):
+    try:
+        return _ok(emu.set_platform_balance(payload.get("available")))
+    except ValueError as exc:
+        return _bad(str(exc))
+
+
+@endpoint
+def get_balance(request, emu, payload):
+    return _ok(dict(emu.state.balance))
+
+
 def unknown(request: Request) -> Response:
     return _bad(f"Unknown control endpoint: {request.method} {request.scope['path']}", status=404)
 
@@ -165,4 +178,6 @@ mount = Mount(PREFIX, routes=[
     Route("/save", save, methods=["POST"]),
     Route("/accounts/{id}/enable", _set_account(True), methods=["POST"]),
     Route("/accounts/{id}/disable", _set_account(False), methods=["POST"]),
+    Route("/balance", get_balance, methods=["GET"]),
+    Route("/balance", set_balance, methods=["POST"]),
 ])

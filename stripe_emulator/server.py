@@ -18,6 +18,7 @@ from .core.resource import Resource
 from .core.state import EmulatorState
 from .resources import RESOURCES, all_stores
 from .resources.accounts import set_account_enabled
+from .resources.transfers import set_platform_balance
 from .responses import dumps
 
 log = logging.getLogger("stripe_emulator")
@@ -182,6 +183,11 @@ class EmulatorServer:
         with self.state.lock:
             return json.loads(dumps(set_account_enabled(self.state, account_id, charges_enabled,
                                                         payouts_enabled, transfers)))
+
+    def set_platform_balance(self, available: int | None) -> dict:
+        """The platform's available balance in cents (None: unlimited); transfers beyond it fail with
+        ``balance_insufficient``."""
+        return set_platform_balance(self.state, available)
 
     def requests(self, since: int = 0) -> list[dict]:
         return requestlog.since(self.state, since)

@@ -28,6 +28,10 @@ ANOMALY_STATE = SearchAttributeKey.for_keyword("AnomalyState")
 """``open`` (waiting for a person's decision), ``confirmed`` (kept paused), ``resumed``: on every
 ``anomaly-<account>-<start>`` workflow. Ops find the open ones with ``AnomalyState = 'open'``."""
 
+PAYOUT_STATUS = SearchAttributeKey.for_keyword("PayoutStatus")
+"""``failed`` (waiting for ops: ``tally payouts retry|cancel``), ``paid``, ``cancelled``: on every
+``payout-<creator>-<YYYY-MM>`` workflow. Ops find the failed ones with ``PayoutStatus = 'failed'``."""
+
 
 def kind_name(key: SearchAttributeKey) -> str:
     """The CLI/operator name of a key's type: Keyword, KeywordList, Text, Int, Double, Bool, Datetime."""

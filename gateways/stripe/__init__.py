@@ -19,6 +19,7 @@ from gateways.stripe.core import (
     StripeRejected,
     StripeUnreachable,
 )
+from gateways.stripe.connect import Connect
 from gateways.stripe.customers import Customers
 from gateways.stripe.invoices import Invoices, LineItem
 from gateways.stripe.meters import MeterEventDuplicate, Meters, MeterEventTooOld
@@ -45,6 +46,7 @@ class StripeGateway:
         self.customers = Customers(self.core)
         self.invoices = Invoices(self.core)
         self.meters = Meters(self.core, settings.meters_events_per_second)
+        self.connect = Connect(self.core)
 
     def thread_calls(self) -> int:
         """HTTP requests the calling thread has made to Stripe so far (retries included)."""

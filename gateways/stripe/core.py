@@ -29,9 +29,10 @@ MAX_429_RETRIES = 8
 
 
 class StripeError(RuntimeError):
-    def __init__(self, message: str, http_status: int | None = None):
+    def __init__(self, message: str, http_status: int | None = None, code: str | None = None):
         super().__init__(message)
         self.http_status = http_status
+        self.code = code  # Stripe's error code when it gave one (``balance_insufficient``, ...)
 
 
 class StripeRejected(StripeError):
@@ -151,7 +152,7 @@ def classify(op: str, err: stripe.StripeError) -> StripeError:
         return StripeRejected(f"{op}: {err.user_message or err}", 400)
     if isinstance(err, (stripe.InvalidRequestError, stripe.CardError, stripe.PermissionError,
                         stripe.AuthenticationError)):
-        return StripeRejected(f"{op}: {err.user_message or err}", status)
+        return StripeRejected(f"{op}: {err.user_message or err}", status, getattr(err, "code", None))
     if isinstance(err, stripe.APIConnectionError):
         return StripeUnreachable(f"{op}: no response from Stripe ({err})")
     if status == 409:

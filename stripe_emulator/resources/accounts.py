@@ -1,9 +1,11 @@
-"""Connect accounts: create, retrieve, update, list. New accounts are not enabled; tests enable them with
+"""Connect accounts: create, retrieve, update (``capabilities[<name>][requested]``: a requested
+capability of an account whose details are not submitted is ``pending``), list; account links (the
+onboarding URL of an account). New accounts are not enabled; tests enable them with
 ``set_account_enabled`` (the control plane's ``/_emulator/accounts/{id}/enable``)."""
 
 from __future__ import annotations
 
-from ..core.errors import find
+from ..core.errors import StripeError, find
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate
 from ..core.params import p_enum, p_metadata, p_str
@@ -27,8 +29,8 @@ def create_account(st, req):
     acct_type = p_enum(p, "type", ("express", "custom", "standard"), default="standard")
     caps = {"transfers": "inactive"}
     if isinstance(p.get("capabilities"), dict):
-        for name in p["capabilities"]:
-            caps[name] = "inactive"
+        for name, req in p["capabilities"].items():
+            caps[name] = "pending" if _requested(req) else "inactive"
     now = int(st.now())
     a = {
         "id": new_id("acct", 16), "object": "account",
@@ -48,6 +50,10 @@ def create_account(st, req):
     return a
 
 
+def _requested(req) -> bool:
+    return isinstance(req, dict) and str(req.get("requested", "")).lower() == "true"
+
+
 def get_account(st, req):
     return find_account(st, req.args["id"])
 
@@ -59,6 +65,12 @@ def update_account(st, req):
     if "email" in p:
         a["email"] = p_str(p, "email") or None
     a["metadata"] = md
+    if isinstance(p.get("capabilities"), dict):
+        for name, want in p["capabilities"].items():
+            if _requested(want):
+                a["capabilities"][name] = "active" if a["details_submitted"] else "pending"
+            elif isinstance(want, dict) and "requested" in want:
+                a["capabilities"][name] = "inactive"
     return a
 
 
@@ -83,7 +95,23 @@ def set_account_enabled(st: EmulatorState, account_id: str, charges_enabled: boo
     return a
 
 
+def create_account_link(st, req):
+    """An onboarding (or update) link for an account: a URL valid for 5 minutes, as Stripe's."""
+    p = req.params
+    a = find_account(st, p_str(p, "account", required=True), param="account")
+    link_type = p_enum(p, "type", ("account_onboarding", "account_update"), default=None)
+    if link_type is None:
+        raise StripeError(400, "Missing required param: type.", param="type", code="parameter_missing")
+    for name in ("refresh_url", "return_url"):
+        if not p_str(p, name):
+            raise StripeError(400, f"Missing required param: {name}.", param=name, code="parameter_missing")
+    now = int(st.now())
+    return {"object": "account_link", "created": now, "expires_at": now + 300,
+            "url": f"https://connect.stripe.com/setup/e/{a['id']}/{new_id('link', 12)}"}
+
+
 resource = Resource("accounts", stores=(Store("accounts"),), operations=(
+    Operation("POST", "/v1/account_links", create_account_link),
     Operation("POST", "/v1/accounts", create_account),
     Operation("GET", "/v1/accounts", list_accounts),
     Operation("GET", "/v1/accounts/{id}", get_account),

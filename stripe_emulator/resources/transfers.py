@@ -1,5 +1,11 @@
 """Connect transfers: create (``amount`` >= 1, ``currency``, a ``destination`` whose
-``capabilities.transfers`` is active), retrieve, list (filters ``destination``, ``transfer_group``)."""
+``capabilities.transfers`` is active, within the platform's available balance), retrieve, list (filters
+``destination``, ``transfer_group``, ``created``), and reversals (create, list).
+
+The platform balance (``state.balance``): ``available`` is ``None`` (unlimited, the default) or integer
+cents that each transfer takes and each reversal gives back; a transfer beyond it fails with the code
+``balance_insufficient``, as Stripe's does without ``source_transaction``. Tests set it with
+``set_platform_balance`` (the control plane's ``POST /_emulator/balance``)."""
 
 from __future__ import annotations
 
@@ -8,7 +14,21 @@ from ..core.ids import new_id
 from ..core.listing import newest_first, paginate
 from ..core.params import p_currency, p_int, p_metadata, p_str
 from ..core.resource import Operation, Resource
-from ..core.state import Store
+from ..core.state import EmulatorState, Store
+
+
+def _balance() -> dict:
+    return {"available": None}
+
+
+def set_platform_balance(st: EmulatorState, available: int | None) -> dict:
+    """Test hook: the platform's available balance in cents (None: unlimited)."""
+    if available is not None and (isinstance(available, bool) or not isinstance(available, int) or available < 0):
+        raise ValueError("available must be whole cents >= 0, or null for unlimited")
+    with st.lock:
+        st.balance["available"] = available
+        st.dirty = True
+        return dict(st.balance)
 
 
 def create_transfer(st, req):
@@ -24,6 +44,13 @@ def create_transfer(st, req):
                                "capabilities enabled: transfers, crypto_transfers, legacy_payments "
                                f"(account {dest_id} has transfers={dest['capabilities'].get('transfers')}).",
                           param="destination")
+    available = st.balance.get("available")
+    if available is not None and amount > available and not p_str(p, "source_transaction"):
+        raise StripeError(400, "You have insufficient available funds in your Stripe account. Try adding funds "
+                               "directly to your available balance by creating Top-ups.",
+                          code="balance_insufficient")
+    if available is not None:
+        st.balance["available"] = available - amount
     now = int(st.now())
     t = {
         "id": new_id("tr"), "object": "transfer", "amount": amount, "amount_reversed": 0,
@@ -54,8 +81,37 @@ def list_transfers(st, req):
     return paginate(newest_first(st.transfers, pred, p.get("created")), req, "/v1/transfers")
 
 
-resource = Resource("transfers", stores=(Store("transfers"),), operations=(
+def create_reversal(st, req):
+    """Reverse ``amount`` (default: what is left) of a transfer; the platform balance gets it back."""
+    t = find(st.transfers, "transfer", req.args["id"])
+    p = req.params
+    left = t["amount"] - t["amount_reversed"]
+    amount = p_int(p, "amount", default=left, minimum=1)
+    if amount > left:
+        raise StripeError(400, f"Amount must be no more than {left} (the transfer's amount not yet reversed).",
+                          param="amount")
+    r = {"id": new_id("trr"), "object": "transfer_reversal", "amount": amount, "created": int(st.now()),
+         "currency": t["currency"], "metadata": p_metadata(p), "transfer": t["id"],
+         "balance_transaction": new_id("txn"), "destination_payment_refund": new_id("pyr")}
+    t["amount_reversed"] += amount
+    t["reversed"] = t["amount_reversed"] == t["amount"]
+    t["reversals"]["data"].insert(0, r)
+    t["reversals"]["total_count"] += 1
+    if st.balance.get("available") is not None:
+        st.balance["available"] += amount
+    return r
+
+
+def list_reversals(st, req):
+    t = find(st.transfers, "transfer", req.args["id"])
+    return paginate(list(t["reversals"]["data"]), req, f"/v1/transfers/{t['id']}/reversals")
+
+
+resource = Resource("transfers", stores=(Store("transfers"), Store("balance", factory=_balance, counted=False)),
+                    operations=(
     Operation("POST", "/v1/transfers", create_transfer),
     Operation("GET", "/v1/transfers", list_transfers),
     Operation("GET", "/v1/transfers/{id}", get_transfer),
+    Operation("POST", "/v1/transfers/{id}/reversals", create_reversal),
+    Operation("GET", "/v1/transfers/{id}/reversals", list_reversals),
 ))
