@@ -61,6 +61,10 @@ class LineKind(str, Enum):
     contract_overage = "contract_overage"
     termination_fee = "termination_fee"
     enterprise_usage = "enterprise_usage"
+    # prepaid credits (billing/credits.py): executions credits paid for ($0, shown), and the usd
+    # balance applied to the invoice total at close (negative)
+    credit_usage = "credit_usage"
+    prepaid_balance = "prepaid_balance"
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,7 @@ class UsageRow:
     cost: Decimal = ZERO
     uncosted_input_tokens: int = 0
     uncosted_output_tokens: int = 0
+    credit_funded: bool = False  # paid with prepaid credits: shown, never charged (billing.credits)
 
 
 @dataclass(frozen=True)
@@ -395,8 +400,12 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
     blocked: dict[str, int] = {}
     per_exec: dict[tuple, list[UsageRow]] = {}
     tokens: dict[tuple, list[UsageRow]] = {}
+    funded: dict[str, int] = {}
     for r in platform:
         seg = segs[r.segment]
+        if r.credit_funded:
+            funded[r.model] = funded.get(r.model, 0) + r.executions
+            continue
         if r.billable and not seg.billed:
             blocked[r.model] = blocked.get(r.model, 0) + r.executions
             continue
@@ -453,6 +462,13 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         lines.append(RatedLine(
             LineKind.blocked_usage, f"Blocked beyond included quota — {model}: {_n(n)} (not billed)",
             Decimal(n), ZERO, ZERO, model, key=line_keys.blocked_usage(model), executions=n,
+        ))
+
+    for model in sorted(funded):
+        n = funded[model]
+        lines.append(RatedLine(
+            LineKind.credit_usage, f"Paid with prepaid credits — {model}: {_n(n)} (not billed)",
+            Decimal(n), ZERO, ZERO, model, key=line_keys.credit_usage(model), executions=n,
         ))
 
     # 4. usage cap (pay-as-you-go): the period's usage charge never exceeds it
