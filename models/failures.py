@@ -26,6 +26,8 @@ class Failure:
     MAIL_NOT_CONFIGURED = "MailNotConfigured"  # no SMTP_URL in production: ops must set it
     ANOMALY_DECIDED = "AnomalyDecided"  # the anomaly is no longer in a state that allows this decision
 
+    GRANT_NOT_FOUND = "GrantNotFound"  # a credit grant named in the input does not exist (credits)
+
 
 class PushBudget:
     """How often the close's push activity is attempted before it gives up on an invoice.

@@ -395,3 +395,16 @@ __all__ = [
     "Unbooked", "unbooked_executions", "record_bookings", "funded_executions", "ValuedConsumption",
     "consumption_with_purchase_price", "grants_needing_workflows",
 ]
+
+
+def grants_created_since(conn: Connection, since: datetime) -> list[str]:
+    return list(conn.execute(select(credit_grants.c.id).where(credit_grants.c.created_at >= since)).scalars())
+
+
+def grants_overdue(conn: Connection, grant_ids: list[str], expired_before: datetime) -> list[str]:
+    """Of ``grant_ids``, those whose ``expires_at`` is before ``expired_before`` (expiry plus grace passed)."""
+    if not grant_ids:
+        return []
+    return list(conn.execute(select(credit_grants.c.id).where(credit_grants.c.id.in_(grant_ids),
+                                                              credit_grants.c.expires_at < expired_before)
+                             .order_by(credit_grants.c.id)).scalars())

@@ -217,12 +217,6 @@ def on_checkout_expired(conn: Connection, event: dict, now: datetime) -> None:
         settle_unpaid(conn, purchase_id, "expired", _event_time(event, now), "checkout session expired")
 
 
-WEBHOOK_HANDLERS = {
-    "checkout.session.completed": "services.credits:on_checkout_completed",
-    "checkout.session.async_payment_succeeded": "services.credits:on_async_payment_succeeded",
-    "checkout.session.async_payment_failed": "services.credits:on_async_payment_failed",
-    "checkout.session.expired": "services.credits:on_checkout_expired",
-}
 
 
 @dataclass(frozen=True)
@@ -614,5 +608,32 @@ __all__ = [
     "AccountNotFound", "GrantNotFound", "PurchaseStarted", "PollResult", "GrantTimes", "grant_workflow_id", "buy",
     "settle_paid", "settle_unpaid", "poll_pending", "book_consumption", "consume_for", "on_usage", "entitlement",
     "apply_usd_at_close", "credits_view", "history", "parse_ops_amount", "ops_grant", "expire_now",
-    "set_credits_only", "grant_times", "queue_expiry_notice", "expire_grant", "WEBHOOK_HANDLERS",
+    "set_credits_only", "grant_times", "queue_expiry_notice", "expire_grant",
 ]
+
+
+async def start_grant_workflow(temporal, settings, grant_id: str, account_id: str) -> str:
+    """Start ``credit-grant-<id>`` (a running or finished one is left as it is). Returns its id."""
+    from temporalio.common import (
+        SearchAttributePair,
+        TypedSearchAttributes,
+        WorkflowIDConflictPolicy,
+        WorkflowIDReusePolicy,
+    )
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from models.schemas import CreditGrantInput
+    from workflows.credits import CreditGrantWorkflow
+    from workflows.search_attributes import BILLING_ACCOUNT_IDS
+
+    client = await temporal()
+    wid = grant_workflow_id(grant_id)
+    try:
+        await client.start_workflow(
+            CreditGrantWorkflow.run, CreditGrantInput(grant_id=grant_id, grace_hours=settings.late_usage_grace_hours),
+            id=wid, task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(BILLING_ACCOUNT_IDS, [account_id])]))
+    except WorkflowAlreadyStartedError:
+        pass
+    return wid
