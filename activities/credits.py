@@ -31,7 +31,7 @@ class CreditActivities:
         self.deps = deps
 
     @activity.defn(name="credit_grant_times")
-    def grant_times(self, grant_id: str) -> CreditGrantTimes:
+    def credit_grant_times(self, grant_id: str) -> CreditGrantTimes:
         t = service.grant_times(self.deps.engine, grant_id)
         if t is None:
             raise ApplicationError(f"no credit grant {grant_id!r}", type=Failure.GRANT_NOT_FOUND, non_retryable=True)
@@ -39,12 +39,12 @@ class CreditActivities:
                                 notice_at=t.notice_at, expired=t.expired)
 
     @activity.defn(name="credit_expiry_notice")
-    def expiry_notice(self, grant_id: str) -> bool:
+    def credit_expiry_notice(self, grant_id: str) -> bool:
         """Queue the 7-days-before notice (once per grant; nothing when nothing is left)."""
         return service.queue_expiry_notice(self.deps.engine, grant_id)
 
     @activity.defn(name="credit_expire_grant")
-    def expire_grant(self, grant_id: str) -> str:
+    def credit_expire_grant(self, grant_id: str) -> str:
         """Expire the remainder exactly once (after the pending consumption is booked); the amount."""
         try:
             return str(service.expire_grant(self.deps.engine, grant_id))
@@ -52,7 +52,7 @@ class CreditActivities:
             raise ApplicationError(str(err), type=Failure.GRANT_NOT_FOUND, non_retryable=True) from err
 
     @activity.defn(name="credit_poll_purchases")
-    def poll_purchases(self) -> CreditPollResult:
+    def credit_poll_purchases(self) -> CreditPollResult:
         """Ask Stripe about purchases pending too long (grant the paid, settle the expired), and name the
         grants created recently, whose workflows the caller makes sure exist."""
         settings = self.deps.settings
@@ -65,7 +65,7 @@ class CreditActivities:
                                 grants_to_watch=sorted(set(recent) | set(res.granted)))
 
     @activity.defn(name="credit_sweep_page")
-    def sweep_page(self, inp: CreditSweepInput) -> CreditSweepPage:
+    def credit_sweep_page(self, inp: CreditSweepInput) -> CreditSweepPage:
         """One page of grants not expired yet (id order, after ``cursor``); grants whose expiry and grace
         have passed are expired here at once (a restored database, a workflow that is gone for good)."""
         after, limit, grace = inp.cursor, inp.page_size, inp.grace_hours

@@ -73,7 +73,7 @@ class CreditGrantWorkflow:
     @workflow.run
     async def run(self, inp: CreditGrantInput) -> CreditGrantResult:
         times: CreditGrantTimes = await workflow.execute_activity_method(
-            CreditActivities.grant_times, inp.grant_id, **QUICK)
+            CreditActivities.credit_grant_times, inp.grant_id, **QUICK)
         if times.expired:
             self.state = "already expired"
             return CreditGrantResult(grant_id=inp.grant_id, already_expired=True)
@@ -84,14 +84,14 @@ class CreditGrantWorkflow:
                 await workflow.sleep(times.notice_at - workflow.now())
             self.state = "queueing the expiry notice"
             result.notice_queued = await workflow.execute_activity_method(
-                CreditActivities.expiry_notice, inp.grant_id, **QUICK)
+                CreditActivities.credit_expiry_notice, inp.grant_id, **QUICK)
         expire_after = times.expires_at + timedelta(hours=inp.grace_hours)
         if workflow.now() < expire_after:
             self.state = f"waiting for expiry plus grace at {expire_after.isoformat()}"
             await workflow.sleep(expire_after - workflow.now())
         self.state = "expiring the remainder"
         result.expired = Decimal(await workflow.execute_activity_method(
-            CreditActivities.expire_grant, inp.grant_id, **QUICK))
+            CreditActivities.credit_expire_grant, inp.grant_id, **QUICK))
         self.state = "done"
         return result
 
@@ -117,7 +117,7 @@ async def _start_grant_workflow(grant_id: str, grace_hours: int, account_id: str
 class CreditPurchasesPollWorkflow:
     @workflow.run
     async def run(self, grace_hours: int) -> CreditPollResult:
-        res: CreditPollResult = await workflow.execute_activity_method(CreditActivities.poll_purchases, **POLL)
+        res: CreditPollResult = await workflow.execute_activity_method(CreditActivities.credit_poll_purchases, **POLL)
         for grant_id in res.grants_to_watch:
             await _start_grant_workflow(grant_id, grace_hours)
         return res
@@ -131,7 +131,7 @@ class CreditGrantsSweepWorkflow:
         cursor = inp.cursor
         while True:
             page: CreditSweepPage = await workflow.execute_activity_method(
-                CreditActivities.sweep_page, inp.model_copy(update={"cursor": cursor}), **QUICK)
+                CreditActivities.credit_sweep_page, inp.model_copy(update={"cursor": cursor}), **QUICK)
             overdue += page.overdue_expired
             for grant_id in page.grant_ids:
                 checked += 1
