@@ -85,7 +85,7 @@ def add_credit_routes(app: FastAPI, *, engine: Engine, catalog: Catalog, setting
             success_url=settings.credits_checkout_success_url, cancel_url=settings.credits_checkout_cancel_url,
             purchase_id=purchase_id))
         return _json({"purchase_id": p.purchase_id, "account_id": p.account_id, "package": p.package, "unit": p.unit,
-                      "amount": str(p.amount), "price": str(p.price), "status": p.status,
+                      "amount": service.fmt(p.unit, p.amount), "price": str(p.price), "status": p.status,
                       "checkout_session_id": p.checkout_session_id, "checkout_url": p.checkout_url}, 201)
 
     @app.get("/v1/accounts/{account_id}/credits", response_model=CreditsView, tags=["credits"], responses=ERRORS)

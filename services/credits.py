@@ -178,8 +178,10 @@ def _purchase_of(session: dict) -> str | None:
 
 
 def _event_time(event: dict, now: datetime) -> datetime:
-    created = event.get("created")
-    return datetime.fromtimestamp(created, timezone.utc) if isinstance(created, int) else now
+    """When the grant starts: when Tally learned of the payment (the webhook's receipt or the poll), on
+    Tally's clock, so a grant is never dated before Tally could know of it (``event.created`` is kept
+    in the recorded event)."""
+    return now
 
 
 def _catalog() -> Catalog:
@@ -404,11 +406,17 @@ def apply_usd_at_close(conn: Connection, invoices_written: dict[str, tuple[int, 
 
 
 # ---- what people see ---------------------------------------------------------------------------------
+def fmt(unit: str | Unit, amount: Decimal) -> str:
+    """Credits as a whole number ("6000"), usd in cents ("12.50")."""
+    return f"{amount:.0f}" if Unit(unit) is Unit.credits else f"{amount:.2f}"
+
+
 def _view_grant(g: Grant, entries, audit) -> dict:
     s = rules.summarize(g, entries)
     purchase_id, granted_by = audit.get(g.id, (None, None))
-    return {"grant_id": g.id, "unit": g.unit.value, "amount": str(g.amount), "remaining": str(s.remaining),
-            "consumed": str(s.consumed + s.applied), "expired": str(s.expired), "adjusted": str(s.adjusted),
+    u = g.unit
+    return {"grant_id": g.id, "unit": u.value, "amount": fmt(u, g.amount), "remaining": fmt(u, s.remaining),
+            "consumed": fmt(u, s.consumed + s.applied), "expired": fmt(u, s.expired), "adjusted": fmt(u, s.adjusted),
             "price": str(g.price), "package": g.package, "granted_at": g.granted_at.isoformat(),
             "expires_at": g.expires_at.isoformat(), "purchase_id": purchase_id, "granted_by": granted_by,
             "reference": g.reference, "workflow_id": grant_workflow_id(g.id)}
@@ -430,14 +438,15 @@ def credits_view(engine: Engine, account_id: str, now: datetime) -> dict:
     return {
         "account_id": account.id,
         "credits_only": bool(only),
-        "balances": {u.value: {"balance": str(sums.get(u.value, (ZERO, ZERO))[0]),
-                               "spendable": str(sums.get(u.value, (ZERO, ZERO))[1])} for u in Unit},
+        "balances": {u.value: {"balance": fmt(u, sums.get(u.value, (ZERO, ZERO))[0]),
+                               "spendable": fmt(u, sums.get(u.value, (ZERO, ZERO))[1])} for u in Unit},
         "grants": [_view_grant(g, entries, audit) for g in grants],
-        "purchases": [{"purchase_id": p.id, "package": p.package, "unit": p.unit, "amount": str(p.amount),
+        "purchases": [{"purchase_id": p.id, "package": p.package, "unit": p.unit, "amount": fmt(p.unit, p.amount),
                        "price": str(p.price), "status": p.status, "created_at": p.created_at.isoformat(),
                        "settled_at": p.settled_at.isoformat() if p.settled_at else None,
                        "checkout_url": p.checkout_url} for p in purchases],
-        "consumption_per_day": [{"day": d.day.isoformat(), "unit": d.unit, "amount": str(d.used)} for d in days],
+        "consumption_per_day": [{"day": d.day.isoformat(), "unit": d.unit, "amount": fmt(d.unit, d.used)}
+                                for d in days],
         "period": str(period),
     }
 
@@ -447,7 +456,7 @@ def history(engine: Engine, account_id: str) -> list[dict]:
     with engine.connect() as conn:
         _require_account(conn, account_id)
         entries = repo.ledger_of(conn, account_id)
-    return [{"id": e.id, "grant_id": e.grant_id, "kind": e.kind.value, "unit": e.unit.value, "amount": str(e.amount),
+    return [{"id": e.id, "grant_id": e.grant_id, "kind": e.kind.value, "unit": e.unit.value, "amount": fmt(e.unit, e.amount),
              "occurred_at": e.occurred_at.isoformat(), "reference": e.reference} for e in entries]
 
 
@@ -523,7 +532,7 @@ def expire_now(engine: Engine, grant_id: str, *, by: str, reason: str, now: date
                 raise Conflict(f"grant {grant_id} has already expired")
             raise Conflict(f"grant {grant_id} has nothing left to expire")
         repo.append_entries(conn, [entry], actor=by.strip())
-    return {"grant_id": grant_id, "expired": str(-entry.amount), "unit": grant.unit.value,
+    return {"grant_id": grant_id, "expired": fmt(grant.unit, -entry.amount), "unit": grant.unit.value,
             "occurred_at": entry.occurred_at.isoformat()}
 
 

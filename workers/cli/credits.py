@@ -30,12 +30,12 @@ def credits_buy(account_id: str, package: str) -> None:
     """Start buying PACKAGE for ACCOUNT: a Stripe Checkout Session; the purchase stays pending until
     Stripe confirms the payment (webhook, or the poll), which grants the credits once."""
     from gateways.stripe import StripeGateway
-    from services.credits import buy
+    from services.credits import buy, fmt
 
     settings = get_settings()
     p = buy(engine(), catalog(), StripeGateway(settings), account_id=account_id, package=package, now=_now(),
             success_url=settings.credits_checkout_success_url, cancel_url=settings.credits_checkout_cancel_url)
-    click.echo(f"purchase {p.purchase_id} ({p.package}: {p.amount.normalize():f} {p.unit} for ${p.price}) {p.status}")
+    click.echo(f"purchase {p.purchase_id} ({p.package}: {fmt(p.unit, p.amount)} {p.unit} for ${p.price}) {p.status}")
     click.echo(f"  pay at: {p.checkout_url or '-'}  (checkout session {p.checkout_session_id})")
 
 
