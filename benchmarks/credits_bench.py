@@ -74,6 +74,18 @@ def give_credits(url: str, holders: list[dict], start: datetime) -> list[str]:
     return only
 
 
+def _prefix_event_ids(jsonl: Path, prefix: str) -> None:
+    import orjson
+
+    out = jsonl.with_suffix(".prefixed.jsonl")
+    with open(jsonl, "rb") as src, open(out, "wb") as dst:
+        for line in src:
+            doc = orjson.loads(line)
+            doc["event_id"] = prefix + doc["event_id"]
+            dst.write(orjson.dumps(doc) + b"\n")
+    out.replace(jsonl)
+
+
 def booked(url: str) -> dict[str, int]:
     with psycopg.connect(libpq_url(url)) as conn:
         return {name: conn.execute(sql).fetchone()[0] for name, sql in (
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                                            name="http-on"),
                        "off": write_dataset(workdir, off_pop, span, args.http_events, seed=32, with_copy_file=False,
                                             name="http-off")}
+            _prefix_event_ids(streams["on"].jsonl, "c-")  # the same seed made the same event ids
             bodies = {m: batches_of(s.jsonl, args.batch) for m, s in streams.items()}
             slices = {m: [b[i::args.rounds] for i in range(args.rounds)] for m, b in bodies.items()}
             idle = None
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     api, base, _log = start_api(url, workdir, args.api_workers)
                     if idle is None:
                         with Probe(base, key, only, pause=0.002) as idle:
-                            time.sleep(3)
+                            time.sleep(8)
                         say(f"entitlement (credits-only) idle: p50 {pct(idle.latencies, 50):.2f} ms, "
                             f"p99 {pct(idle.latencies, 99):.2f} ms")
                     part = slices[mode][r]

@@ -609,6 +609,9 @@ credit_accounts = Table(
     metadata,
     Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
     Column("credits_only", Boolean, nullable=False, server_default=text("false")),
+    # The consumption read every execution ingested before this (minus a margin for transactions still
+    # open then): the next booking looks only at executions ingested since (credit_bookings filters).
+    Column("booked_through", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -181,11 +181,26 @@ def append_entries(conn: Connection, entries: list[LedgerEntry], *, invoice_id: 
     """Append ledger entries; an id already written is skipped (idempotent). Returns how many were new."""
     if not entries:
         return 0
-    rows = [dict(id=e.id, account_id=e.account_id, grant_id=e.grant_id, kind=e.kind.value, unit=e.unit.value,
-                 amount=e.amount, occurred_at=e.occurred_at, reference=e.reference, invoice_id=invoice_id,
-                 actor=actor) for e in entries]
-    return len(conn.execute(pg_insert(credit_ledger).values(rows).on_conflict_do_nothing(index_elements=["id"])
-                            .returning(credit_ledger.c.id)).all())
+    return len(conn.execute(_APPEND_SQL, {
+        "id": [e.id for e in entries], "account": [e.account_id for e in entries],
+        "grant": [e.grant_id for e in entries], "kind": [e.kind.value for e in entries],
+        "unit": [e.unit.value for e in entries], "amount": [e.amount for e in entries],
+        "at": [e.occurred_at for e in entries], "ref": [e.reference for e in entries],
+        "invoice": invoice_id, "actor": actor}).all())
+
+
+_APPEND_SQL = text(
+    """
+    INSERT INTO credit_ledger (id, account_id, grant_id, kind, unit, amount, occurred_at, reference, invoice_id, actor)
+    SELECT id, account_id, grant_id, kind, unit, amount, occurred_at, reference, CAST(:invoice AS bigint),
+           CAST(:actor AS text)
+    FROM unnest(CAST(:id AS text[]), CAST(:account AS text[]), CAST(:grant AS text[]), CAST(:kind AS text[]),
+                CAST(:unit AS text[]), CAST(:amount AS numeric[]), CAST(:at AS timestamptz[]),
+                CAST(:ref AS text[])) AS x(id, account_id, grant_id, kind, unit, amount, occurred_at, reference)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
 
 
 _REMAINDERS_SQL = text(
@@ -257,53 +272,88 @@ def accounts_with_usd(conn: Connection, account_ids: list[str]) -> set[str]:
 # ---- consumption ---------------------------------------------------------------------------------------
 _UNBOOKED_SQL = text(
     """
-    WITH period AS (
-        SELECT e.event_id, e.occurred_at, e.model, e.byok, e.sandbox,
-               count(*) FILTER (WHERE NOT e.sandbox) OVER (
+    SELECT e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
+    FROM executions e
+    WHERE e.account_id = :a AND e.occurred_at >= :since AND e.occurred_at < :until
+      AND (CAST(:fresh AS timestamptz) IS NULL OR e.ingested_at >= CAST(:fresh AS timestamptz))
+      AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = :a AND b.event_id = e.event_id)
+    ORDER BY e.occurred_at, e.event_id COLLATE "C"
+    LIMIT :limit
+    """
+)
+_RANKS_SQL = text(
+    """
+    SELECT r.event_id, r.rank FROM (
+        SELECT e.event_id, count(*) FILTER (WHERE NOT e.sandbox) OVER (
                    ORDER BY e.occurred_at, e.event_id COLLATE "C"
                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rank
         FROM executions e
         WHERE e.account_id = :a AND e.occurred_at >= :period_start AND e.occurred_at < :until
-    )
-    SELECT p.event_id, p.occurred_at, p.model, p.byok, p.sandbox, p.rank
-    FROM period p
-    WHERE p.occurred_at >= :since
-      AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = :a AND b.event_id = p.event_id)
-    ORDER BY p.occurred_at, p.event_id COLLATE "C"
-    LIMIT :limit
+    ) r WHERE r.event_id = ANY(CAST(:ids AS text[]))
     """
 )
 
 
 @dataclass(frozen=True)
 class Unbooked:
-    """An execution the consumption has not decided on yet; ``rank``: its place among the period's
-    non-sandbox executions in time order (occurred_at, then event id), itself included."""
+    """An execution the consumption has not decided on yet."""
 
     event_id: str
     occurred_at: datetime
     model: str
     byok: bool
     sandbox: bool
-    rank: int
 
 
-def unbooked_executions(conn: Connection, account_id: str, *, period_start: datetime, since: datetime,
-                        until: datetime, limit: int = 5000) -> list[Unbooked]:
-    """Executions of ``[since, until)`` (``since`` inside the period that starts at ``period_start``) not
-    yet decided on, in time order, each with its rank in the period (whether it is past the quota)."""
-    rows = conn.execute(_UNBOOKED_SQL, {"a": account_id, "period_start": period_start, "since": since,
-                                        "until": until, "limit": limit})
-    return [Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox, int(r.rank)) for r in rows]
+def unbooked_executions(conn: Connection, account_id: str, *, since: datetime, until: datetime,
+                        fresh_since: datetime | None, limit: int = 5000) -> list[Unbooked]:
+    """Executions of ``[since, until)`` not yet decided on, in time order; with ``fresh_since`` only those
+    ingested from then on (the others were decided by an earlier booking)."""
+    rows = conn.execute(_UNBOOKED_SQL, {"a": account_id, "since": since, "until": until, "fresh": fresh_since,
+                                        "limit": limit})
+    return [Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox) for r in rows]
+
+
+def ranks(conn: Connection, account_id: str, period_start: datetime, until: datetime,
+          event_ids: list[str]) -> dict[str, int]:
+    """Each execution's place among the period's non-sandbox executions in time order (occurred_at,
+    then event id), itself included: whether it is past the included quota."""
+    return {r.event_id: int(r.rank) for r in conn.execute(
+        _RANKS_SQL, {"a": account_id, "period_start": period_start, "until": until, "ids": event_ids})}
+
+
+def non_sandbox_in_period(conn: Connection, account_id: str, period: str) -> int:
+    """The period's non-sandbox executions so far (the month-to-date counters)."""
+    return int(conn.execute(text(
+        "SELECT coalesce(sum(executions) FILTER (WHERE NOT sandbox), 0) FROM usage_counters "
+        "WHERE account_id = :a AND period = :p"), {"a": account_id, "p": period}).scalar())
+
+
+def booking_start(conn: Connection, account_id: str) -> tuple[datetime, datetime | None]:
+    """(the database's clock now, the account's ``booked_through``): what the booking reads from, and
+    what it records once done."""
+    row = conn.execute(text(
+        "SELECT clock_timestamp() AS now, (SELECT booked_through FROM credit_accounts WHERE account_id = :a) AS b"),
+        {"a": account_id}).one()
+    return row.now, row.b
+
+
+def set_booked_through(conn: Connection, account_id: str, at: datetime) -> None:
+    conn.execute(update(credit_accounts).where(credit_accounts.c.account_id == account_id)
+                 .values(booked_through=at))
 
 
 def record_bookings(conn: Connection, account_id: str, decided: list[tuple[str, int, bool]]) -> None:
     """Mark executions decided on: (event id, credits, funded). Idempotent."""
     if not decided:
         return
-    conn.execute(pg_insert(credit_bookings).values(
-        [dict(account_id=account_id, event_id=e, credits=c, funded=f) for e, c, f in decided])
-        .on_conflict_do_nothing(index_elements=["account_id", "event_id"]))
+    conn.execute(text(
+        """
+        INSERT INTO credit_bookings (account_id, event_id, credits, funded)
+        SELECT :a, * FROM unnest(CAST(:events AS text[]), CAST(:credits AS int[]), CAST(:funded AS boolean[]))
+        ON CONFLICT (account_id, event_id) DO NOTHING
+        """), {"a": account_id, "events": [d[0] for d in decided], "credits": [d[1] for d in decided],
+               "funded": [d[2] for d in decided]})
 
 
 # ---- what the close and payouts read ------------------------------------------------------------------
@@ -392,7 +442,8 @@ __all__ = [
     "insert_purchase", "set_checkout_session", "get_purchase", "purchases_of", "pending_purchases",
     "settle_purchase", "insert_grant", "get_grant", "grants_of", "grant_audit", "ledger_of", "append_entries",
     "grants_with_remainders", "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",
-    "Unbooked", "unbooked_executions", "record_bookings", "funded_executions", "ValuedConsumption",
+    "Unbooked", "unbooked_executions", "ranks", "non_sandbox_in_period", "booking_start", "set_booked_through",
+    "record_bookings", "funded_executions", "ValuedConsumption",
     "consumption_with_purchase_price", "grants_needing_workflows",
 ]
 

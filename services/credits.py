@@ -274,15 +274,27 @@ def _quota(conn: Connection, catalog: Catalog, account, period: Period) -> int |
     return included
 
 
+BOOKING_MARGIN = timedelta(minutes=10)  # longer than any ingest transaction stays open
+BOOKING_PAGE = 5000
+
+
 def book_consumption(conn: Connection, catalog: Catalog, account_id: str, credits_only: bool, now: datetime,
-                     grace_hours: int) -> int:
+                     grace_hours: int, *, full: bool = False) -> int:
     """Book every execution of the account not decided on yet, in time order, from the grants that
     were valid when each occurred (``billing.credits.consume_from_remainders``). Call it in a
     transaction: it takes the account's credits lock. Idempotent (decided executions are recorded in
-    ``credit_bookings``); catches up whatever an earlier failure left. Returns the entries written."""
+    ``credit_bookings``); catches up whatever an earlier failure left. Returns the entries written.
+
+    Only executions ingested since the account's last booking (minus ``BOOKING_MARGIN``, for batches
+    whose transaction was still open then) are read, so a batch costs what it brings, not the month;
+    ``full`` reads every execution the grants could pay for (the expiry does, before it expires).
+    """
     repo.lock_account(conn, account_id)
+    read_at, booked_through = repo.booking_start(conn, account_id)
+    fresh = booked_through - BOOKING_MARGIN if booked_through is not None and not full else None
     held = repo.grants_with_remainders(conn, account_id, Unit.credits)
     if not held:
+        repo.set_booked_through(conn, account_id, read_at)
         return 0
     grants = [g for g, _ in held]
     remainders = {g.id: left for g, left in held}
@@ -304,9 +316,13 @@ def book_consumption(conn: Connection, catalog: Catalog, account_id: str, credit
             if included is None:
                 continue
         while True:
-            rows = repo.unbooked_executions(conn, account_id, period_start=period.start, since=start, until=end)
+            rows = repo.unbooked_executions(conn, account_id, since=start, until=end, fresh_since=fresh,
+                                            limit=BOOKING_PAGE)
             if not rows:
                 break
+            rank: dict[str, int] = {}
+            if included > 0 and repo.non_sandbox_in_period(conn, account_id, str(period)) > included:
+                rank = repo.ranks(conn, account_id, period.start, end, [r.event_id for r in rows])
             charges, decided = [], []
             for r in rows:
                 try:
@@ -314,7 +330,7 @@ def book_consumption(conn: Connection, catalog: Catalog, account_id: str, credit
                 except CatalogError:
                     decided.append((r.event_id, 0, False))
                     continue
-                billable = not r.sandbox and (included == 0 or r.rank > included)
+                billable = not r.sandbox and (included == 0 or rank.get(r.event_id, 0) > included)
                 pays = rules.credits_pay_for(credits_only=credits_only, billable=billable, sandbox=r.sandbox,
                                              byok=r.byok, pricing=account.pricing if account else "executions")
                 if pays:
@@ -328,8 +344,9 @@ def book_consumption(conn: Connection, catalog: Catalog, account_id: str, credit
             written += repo.append_entries(conn, entries)
             decided += [(c.event_id, c.credits, c.funded) for c in outcome]
             repo.record_bookings(conn, account_id, decided)
-            if len(rows) < 5000:
+            if len(rows) < BOOKING_PAGE:
                 break
+    repo.set_booked_through(conn, account_id, read_at)
     return written
 
 
@@ -604,7 +621,7 @@ def expire_grant(engine: Engine, grant_id: str) -> Decimal:
         if grant.unit is Unit.credits:
             book_consumption(conn, _catalog(), grant.account_id, only,
                              grant.expires_at + timedelta(hours=settings.late_usage_grace_hours),
-                             settings.late_usage_grace_hours)
+                             settings.late_usage_grace_hours, full=True)
         repo.lock_account(conn, grant.account_id)
         entry = rules.expire(grant, repo.ledger_of(conn, grant.account_id, grant.id))
         if entry is None:

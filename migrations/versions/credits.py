@@ -22,6 +22,7 @@ def upgrade() -> None:
         "credit_accounts",
         sa.Column("account_id", sa.String(64), nullable=False),
         sa.Column("credits_only", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("booked_through", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE",
                                 name=op.f("fk_credit_accounts_account_id_accounts")),
