@@ -14,7 +14,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.credits import EntryKind, Grant, LedgerEntry, Unit
-from models.tables import credit_accounts, credit_bookings, credit_grants, credit_ledger, credit_purchases
+from models.tables import credit_accounts, credit_grants, credit_ledger, credit_purchases
 
 
 # ---- locking ----------------------------------------------------------------------------------------

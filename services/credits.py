@@ -27,7 +27,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Callable
 
 from sqlalchemy import Connection, Engine
 
