@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     api, base, _log = start_api(url, workdir, args.api_workers)
                     if idle is None:
                         with Probe(base, key, only, pause=0.002) as idle:
-                            time.sleep(8)
+                            time.sleep(20)  # the probe process imports for seconds on a loaded machine
                         say(f"entitlement (credits-only) idle: p50 {pct(idle.latencies, 50):.2f} ms, "
                             f"p99 {pct(idle.latencies, 99):.2f} ms")
                     part = slices[mode][r]

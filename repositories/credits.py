@@ -203,23 +203,6 @@ _APPEND_SQL = text(
 )
 
 
-_REMAINDERS_SQL = text(
-    """
-    SELECT g.id, g.account_id, g.unit, g.amount, g.price, g.package, g.reference, g.granted_at, g.expires_at,
-           s.rest
-    FROM credit_grants g
-    JOIN LATERAL (SELECT sum(l.amount) AS rest FROM credit_ledger l WHERE l.grant_id = g.id) s ON true
-    WHERE g.account_id = :a AND g.unit = :unit AND s.rest > 0
-    """
-)
-
-
-def grants_with_remainders(conn: Connection, account_id: str, unit: Unit) -> list[tuple[Grant, Decimal]]:
-    """The account's ``unit`` grants that still have something left, with what is left (their ledger
-    sums): what ``billing.credits.consume_from_remainders`` needs, without loading the whole ledger."""
-    return [(_grant(r), Decimal(r.rest)) for r in conn.execute(_REMAINDERS_SQL, {"a": account_id, "unit": unit.value})]
-
-
 _BALANCES_SQL = text(
     """
     SELECT l.unit, sum(l.amount) AS balance,
@@ -270,17 +253,6 @@ def accounts_with_usd(conn: Connection, account_ids: list[str]) -> set[str]:
 
 
 # ---- consumption ---------------------------------------------------------------------------------------
-_UNBOOKED_SQL = text(
-    """
-    SELECT e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
-    FROM executions e
-    WHERE e.account_id = :a AND e.occurred_at >= :since AND e.occurred_at < :until
-      AND (CAST(:fresh AS timestamptz) IS NULL OR e.ingested_at >= CAST(:fresh AS timestamptz))
-      AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = :a AND b.event_id = e.event_id)
-    ORDER BY e.occurred_at, e.event_id COLLATE "C"
-    LIMIT :limit
-    """
-)
 _RANKS_SQL = text(
     """
     SELECT r.event_id, r.rank FROM (
@@ -305,15 +277,6 @@ class Unbooked:
     sandbox: bool
 
 
-def unbooked_executions(conn: Connection, account_id: str, *, since: datetime, until: datetime,
-                        fresh_since: datetime | None, limit: int = 5000) -> list[Unbooked]:
-    """Executions of ``[since, until)`` not yet decided on, in time order; with ``fresh_since`` only those
-    ingested from then on (the others were decided by an earlier booking)."""
-    rows = conn.execute(_UNBOOKED_SQL, {"a": account_id, "since": since, "until": until, "fresh": fresh_since,
-                                        "limit": limit})
-    return [Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox) for r in rows]
-
-
 def ranks(conn: Connection, account_id: str, period_start: datetime, until: datetime,
           event_ids: list[str]) -> dict[str, int]:
     """Each execution's place among the period's non-sandbox executions in time order (occurred_at,
@@ -327,33 +290,6 @@ def non_sandbox_in_period(conn: Connection, account_id: str, period: str) -> int
     return int(conn.execute(text(
         "SELECT coalesce(sum(executions) FILTER (WHERE NOT sandbox), 0) FROM usage_counters "
         "WHERE account_id = :a AND period = :p"), {"a": account_id, "p": period}).scalar())
-
-
-def booking_start(conn: Connection, account_id: str) -> tuple[datetime, datetime | None]:
-    """(the database's clock now, the account's ``booked_through``): what the booking reads from, and
-    what it records once done."""
-    row = conn.execute(text(
-        "SELECT clock_timestamp() AS now, (SELECT booked_through FROM credit_accounts WHERE account_id = :a) AS b"),
-        {"a": account_id}).one()
-    return row.now, row.b
-
-
-def set_booked_through(conn: Connection, account_id: str, at: datetime) -> None:
-    conn.execute(update(credit_accounts).where(credit_accounts.c.account_id == account_id)
-                 .values(booked_through=at))
-
-
-def record_bookings(conn: Connection, account_id: str, decided: list[tuple[str, int, bool]]) -> None:
-    """Mark executions decided on: (event id, credits, funded). Idempotent."""
-    if not decided:
-        return
-    conn.execute(text(
-        """
-        INSERT INTO credit_bookings (account_id, event_id, credits, funded)
-        SELECT :a, * FROM unnest(CAST(:events AS text[]), CAST(:credits AS int[]), CAST(:funded AS boolean[]))
-        ON CONFLICT (account_id, event_id) DO NOTHING
-        """), {"a": account_id, "events": [d[0] for d in decided], "credits": [d[1] for d in decided],
-               "funded": [d[2] for d in decided]})
 
 
 # ---- what the close and payouts read ------------------------------------------------------------------
@@ -441,9 +377,9 @@ __all__ = [
     "lock_account", "ensure_credit_account", "credit_accounts_among", "entitlement_facts", "Purchase",
     "insert_purchase", "set_checkout_session", "get_purchase", "purchases_of", "pending_purchases",
     "settle_purchase", "insert_grant", "get_grant", "grants_of", "grant_audit", "ledger_of", "append_entries",
-    "grants_with_remainders", "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",
-    "Unbooked", "unbooked_executions", "ranks", "non_sandbox_in_period", "booking_start", "set_booked_through",
-    "record_bookings", "funded_executions", "ValuedConsumption",
+    "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",
+    "Unbooked", "ranks", "non_sandbox_in_period", "lock_accounts", "remainders_of", "booking_starts",
+    "unbooked_many", "record_bookings_many", "set_booked_through_many", "funded_executions", "ValuedConsumption",
     "consumption_with_purchase_price", "grants_needing_workflows",
 ]
 
@@ -459,3 +395,100 @@ def grants_overdue(conn: Connection, grant_ids: list[str], expired_before: datet
     return list(conn.execute(select(credit_grants.c.id).where(credit_grants.c.id.in_(grant_ids),
                                                               credit_grants.c.expires_at < expired_before)
                              .order_by(credit_grants.c.id)).scalars())
+
+
+# ---- the same, for many accounts at once (the usage observer books a whole batch in a few statements) ----
+def lock_accounts(conn: Connection, account_ids: list[str]) -> None:
+    """``lock_account`` for each, in id order (two bookers of overlapping sets never deadlock)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('credits:' || a, 0)) "
+                      "FROM unnest(CAST(:ids AS text[])) AS a ORDER BY a COLLATE \"C\""), {"ids": sorted(account_ids)})
+
+
+_REMAINDERS_MANY_SQL = text(
+    """
+    SELECT g.id, g.account_id, g.unit, g.amount, g.price, g.package, g.reference, g.granted_at, g.expires_at,
+           s.rest
+    FROM credit_grants g
+    JOIN LATERAL (SELECT sum(l.amount) AS rest FROM credit_ledger l WHERE l.grant_id = g.id) s ON true
+    WHERE g.account_id = ANY(CAST(:ids AS text[])) AND g.unit = :unit AND s.rest > 0
+    """
+)
+
+
+def remainders_of(conn: Connection, account_ids: list[str], unit: Unit) -> dict[str, list[tuple[Grant, Decimal]]]:
+    out: dict[str, list[tuple[Grant, Decimal]]] = {}
+    for r in conn.execute(_REMAINDERS_MANY_SQL, {"ids": account_ids, "unit": unit.value}):
+        out.setdefault(r.account_id, []).append((_grant(r), Decimal(r.rest)))
+    return out
+
+
+_READ_FROM_SQL = text(
+    """
+    SELECT least(clock_timestamp(),
+                 (SELECT min(xact_start) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL))
+    """
+)
+
+
+def booking_starts(conn: Connection, account_ids: list[str]) -> tuple[datetime, dict[str, datetime | None]]:
+    """(what the next booking may read from: now, or the start of the oldest transaction still open, whose
+    executions, dated by ``ingested_at = now()`` at its start, this booking cannot see yet; each
+    account's ``booked_through``)."""
+    now = conn.execute(_READ_FROM_SQL).scalar_one()
+    rows = conn.execute(select(credit_accounts.c.account_id, credit_accounts.c.booked_through)
+                        .where(credit_accounts.c.account_id.in_(account_ids)))
+    return now, {a: b for a, b in rows}
+
+
+_UNBOOKED_MANY_SQL = text(
+    """
+    SELECT s.n, u.event_id, u.occurred_at, u.model, u.byok, u.sandbox
+    FROM unnest(CAST(:n AS int[]), CAST(:a AS text[]), CAST(:since AS timestamptz[]), CAST(:until AS timestamptz[]),
+                CAST(:fresh AS timestamptz[])) AS s(n, account_id, since, until, fresh)
+    CROSS JOIN LATERAL (
+        SELECT e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
+        FROM executions e
+        WHERE e.account_id = s.account_id AND e.occurred_at >= s.since AND e.occurred_at < s.until
+          AND (s.fresh IS NULL OR e.ingested_at >= s.fresh)
+          AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = s.account_id
+                                                            AND b.event_id = e.event_id)
+        ORDER BY e.occurred_at, e.event_id COLLATE "C"
+        LIMIT :limit
+    ) u
+    """
+)
+
+
+def unbooked_many(conn: Connection, windows: list[tuple[str, datetime, datetime, datetime | None]],
+                  limit: int = 5000) -> list[list[Unbooked]]:
+    """``unbooked_executions`` for each (account, since, until, fresh_since) window, in one statement."""
+    out: list[list[Unbooked]] = [[] for _ in windows]
+    if not windows:
+        return out
+    rows = conn.execute(_UNBOOKED_MANY_SQL, {
+        "n": list(range(len(windows))), "a": [w[0] for w in windows], "since": [w[1] for w in windows],
+        "until": [w[2] for w in windows], "fresh": [w[3] for w in windows], "limit": limit})
+    for r in rows:
+        out[r.n].append(Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox))
+    for lst in out:
+        lst.sort(key=lambda u: (u.occurred_at, u.event_id.encode()))
+    return out
+
+
+def record_bookings_many(conn: Connection, decided: list[tuple[str, str, int, bool]]) -> None:
+    """(account, event id, credits, funded) for many accounts, in one statement. Idempotent."""
+    if not decided:
+        return
+    conn.execute(text(
+        """
+        INSERT INTO credit_bookings (account_id, event_id, credits, funded)
+        SELECT * FROM unnest(CAST(:a AS text[]), CAST(:e AS text[]), CAST(:c AS int[]), CAST(:f AS boolean[]))
+        ON CONFLICT (account_id, event_id) DO NOTHING
+        """), {"a": [d[0] for d in decided], "e": [d[1] for d in decided], "c": [d[2] for d in decided],
+               "f": [d[3] for d in decided]})
+
+
+def set_booked_through_many(conn: Connection, account_ids: list[str], at: datetime) -> None:
+    conn.execute(update(credit_accounts).where(credit_accounts.c.account_id.in_(account_ids))
+                 .values(booked_through=at))

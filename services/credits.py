@@ -273,94 +273,109 @@ def _quota(conn: Connection, catalog: Catalog, account, period: Period) -> int |
     return included
 
 
-BOOKING_MARGIN = timedelta(minutes=10)  # longer than any ingest transaction stays open
+BOOKING_MARGIN = timedelta(seconds=1)  # clock granularity; open transactions are accounted for exactly
 BOOKING_PAGE = 5000
 
 
 def book_consumption(conn: Connection, catalog: Catalog, account_id: str, credits_only: bool, now: datetime,
                      grace_hours: int, *, full: bool = False) -> int:
-    """Book every execution of the account not decided on yet, in time order, from the grants that
-    were valid when each occurred (``billing.credits.consume_from_remainders``). Call it in a
-    transaction: it takes the account's credits lock. Idempotent (decided executions are recorded in
-    ``credit_bookings``); catches up whatever an earlier failure left. Returns the entries written.
+    """``book_consumptions`` for one account."""
+    return book_consumptions(conn, catalog, {account_id: credits_only}, now, grace_hours, full=full)
 
-    Only executions ingested since the account's last booking (minus ``BOOKING_MARGIN``, for batches
-    whose transaction was still open then) are read, so a batch costs what it brings, not the month;
-    ``full`` reads every execution the grants could pay for (the expiry does, before it expires).
+
+def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, bool], now: datetime,
+                      grace_hours: int, *, full: bool = False) -> int:
+    """Book every execution of these accounts (id -> credits_only) not decided on yet, in time order,
+    from the grants that were valid when each occurred (``billing.credits.consume_from_remainders``).
+    Call it in a transaction: it takes the accounts' credits locks (in id order). Idempotent (decided
+    executions are recorded in ``credit_bookings``); catches up whatever an earlier failure left.
+    Returns the entries written. A whole batch's accounts take a handful of statements, not a handful
+    per account.
+
+    Only executions ingested since an account's last booking (precisely: since the oldest transaction
+    that was still open then, whose rows it could not see) are read, so a batch costs what it brings, not the month; ``full``
+    reads every execution the grants could pay for (the expiry does, before it expires).
     """
-    repo.lock_account(conn, account_id)
-    read_at, booked_through = repo.booking_start(conn, account_id)
-    fresh = booked_through - BOOKING_MARGIN if booked_through is not None and not full else None
-    held = repo.grants_with_remainders(conn, account_id, Unit.credits)
-    if not held:
-        repo.set_booked_through(conn, account_id, read_at)
+    ids = sorted(holders)
+    if not ids:
         return 0
-    grants = [g for g, _ in held]
-    remainders = {g.id: left for g, left in held}
-    since = min(g.granted_at for g in grants)
-    until = min(max(g.expires_at for g in grants), now + timedelta(minutes=5))
-    account = None
-    written = 0
+    repo.lock_accounts(conn, ids)
+    read_at, through = repo.booking_starts(conn, ids)
+    held = repo.remainders_of(conn, ids, Unit.credits)
     current = Period.of(now)
-    for period in (current.previous(), current):
-        if period.closes_at(grace_hours) <= now and period != current:
-            continue  # closed: its executions can no longer be paid for
-        start, end = max(period.start, since), min(period.end, until)
-        if start >= end:
+    periods = [p for p in (current.previous(), current) if p == current or p.closes_at(grace_hours) > now]
+    windows, plans = [], {}
+    for account_id in ids:
+        grants = [g for g, _ in held.get(account_id, [])]
+        if not grants:
             continue
-        included = 0
-        if not credits_only:
-            account = account or _require_account(conn, account_id)
-            included = _quota(conn, catalog, account, period)
-            if included is None:
-                continue
-        while True:
-            rows = repo.unbooked_executions(conn, account_id, since=start, until=end, fresh_since=fresh,
-                                            limit=BOOKING_PAGE)
+        since = min(g.granted_at for g in grants)
+        until = min(max(g.expires_at for g in grants), now + timedelta(minutes=5))
+        b = through.get(account_id)
+        fresh = b - BOOKING_MARGIN if b is not None and not full else None
+        for period in periods:
+            start, end = max(period.start, since), min(period.end, until)
+            if start < end:
+                windows.append((account_id, period, start, end, fresh))
+    written = 0
+    remainders = {g.id: left for pairs in held.values() for g, left in pairs}
+    while windows:
+        found = repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in windows], BOOKING_PAGE)
+        entries, decided, again = [], [], []
+        for w, rows in zip(windows, found):
             if not rows:
-                break
+                continue
+            account_id, period = w[0], w[1]
+            credits_only = holders[account_id]
+            included, pricing = 0, "executions"
+            if not credits_only:
+                if account_id not in plans:
+                    plans[account_id] = _require_account(conn, account_id)
+                account = plans[account_id]
+                pricing = account.pricing
+                included = _quota(conn, catalog, account, period)
+                if included is None:  # not billed in this period: credits pay for nothing
+                    decided += [(account_id, r.event_id, 0, False) for r in rows]
+                    continue
             rank: dict[str, int] = {}
             if included > 0 and repo.non_sandbox_in_period(conn, account_id, str(period)) > included:
-                rank = repo.ranks(conn, account_id, period.start, end, [r.event_id for r in rows])
-            charges, decided = [], []
+                rank = repo.ranks(conn, account_id, period.start, w[3], [r.event_id for r in rows])
+            charges = []
             for r in rows:
                 try:
                     cost = rules.credit_cost(catalog.at(r.occurred_at), r.model, byok=r.byok, sandbox=r.sandbox)
                 except CatalogError:
-                    decided.append((r.event_id, 0, False))
+                    decided.append((account_id, r.event_id, 0, False))
                     continue
                 billable = not r.sandbox and (included == 0 or rank.get(r.event_id, 0) > included)
-                pays = rules.credits_pay_for(credits_only=credits_only, billable=billable, sandbox=r.sandbox,
-                                             byok=r.byok, pricing=account.pricing if account else "executions")
-                if pays:
+                if rules.credits_pay_for(credits_only=credits_only, billable=billable, sandbox=r.sandbox,
+                                         byok=r.byok, pricing=pricing):
                     charges.append(CreditCharge(r.event_id, r.occurred_at, cost))
                 else:
-                    decided.append((r.event_id, 0, False))
-            outcome = rules.consume_from_remainders(grants, remainders, (), charges)
-            entries = [e for c in outcome for e in c.entries]
-            for e in entries:
-                remainders[e.grant_id] += e.amount
-            written += repo.append_entries(conn, entries)
-            decided += [(c.event_id, c.credits, c.funded) for c in outcome]
-            repo.record_bookings(conn, account_id, decided)
-            if len(rows) < BOOKING_PAGE:
-                break
-    repo.set_booked_through(conn, account_id, read_at)
+                    decided.append((account_id, r.event_id, 0, False))
+            grants = [g for g, _ in held[account_id]]
+            outcome = rules.consume_from_remainders(grants, {g.id: remainders[g.id] for g in grants}, (), charges)
+            for c in outcome:
+                for e in c.entries:
+                    remainders[e.grant_id] += e.amount
+                    entries.append(e)
+                decided.append((account_id, c.event_id, c.credits, c.funded))
+            if len(rows) == BOOKING_PAGE:
+                again.append(w)
+        written += repo.append_entries(conn, entries)
+        repo.record_bookings_many(conn, decided)
+        windows = again
+    repo.set_booked_through_many(conn, ids, read_at)
     return written
 
 
 def consume_for(engine: Engine, catalog: Catalog, account_ids: list[str] | tuple[str, ...], now: datetime,
                 grace_hours: int) -> int:
-    """Book the consumption of the accounts that hold credits among ``account_ids``, one transaction
-    per account (its lock held only for its own booking)."""
-    with engine.connect() as conn:
-        watched = repo.credit_accounts_among(conn, sorted(set(account_ids)))
-        conn.rollback()
-    written = 0
-    for account_id in sorted(watched):
-        with engine.begin() as conn:
-            written += book_consumption(conn, catalog, account_id, watched[account_id], now, grace_hours)
-    return written
+    """Book the consumption of the accounts that hold credits among ``account_ids``: one transaction,
+    a handful of statements for the whole batch, the accounts' locks held only for it."""
+    with engine.begin() as conn:
+        holders = repo.credit_accounts_among(conn, sorted(set(account_ids)))
+        return book_consumptions(conn, catalog, holders, now, grace_hours) if holders else 0
 
 
 def on_usage(engine: Engine, catalog: Catalog, recorded: RecordedUsage) -> None:
