@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python -m benchmarks.meters_bench
 
 	$(BIN)/python -m benchmarks.alerts_bench
+	$(BIN)/python -m benchmarks.credits_bench
 
 	$(BIN)/python -m benchmarks.payouts_bench
 

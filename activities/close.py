@@ -33,6 +33,7 @@ from models.schemas import (
     RateChunkResult,
 )
 from repositories import accounts, catalog_versions, invoices, notifications
+from services import credits
 from repositories import contracts as contract_months
 from repositories import payouts as payout_rows
 
@@ -137,6 +138,7 @@ class CloseActivities:
                                     or catalog_versions.ensure_catalog_version(conn, primary)),
             ))
         written = invoices.write_rated_invoices(conn, period=period, items=items, version_ids=version_ids)
+        applied = credits.apply_usd_at_close(conn, written, period.closes_at(self.settings.late_usage_grace_hours))
         # contract accounts: the month's reconciliation is written with (and like) its invoice
         contract_months.record_months(
             conn, [invoice_id for invoice_id, _ in written.values()],
@@ -151,7 +153,7 @@ class CloseActivities:
             result.rated += 1
             if written[account.id][1] == "no_charge":
                 result.no_charge += 1
-            total += outcome.rating.total
+            total += outcome.rating.total - applied.get(account.id, Decimal("0.00"))
             if outcome.conversion is not None:
                 auto, note = outcome.conversion.auto, outcome.conversion.auto.notification
                 accounts.append_terms(conn, account_id=account.id, effective_from=auto.effective_from,

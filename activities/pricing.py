@@ -18,9 +18,11 @@ from billing import close, contracts, conversion
 from billing import terms as terms_rules
 from billing.catalog import Catalog, version_windows
 from billing.close import AccountFacts, AccountRating, ConversionFacts, EnterpriseFacts, LateUsage, PremiumFacts
+from billing.credits import split_credit_funded
 from billing.periods import Period
-from billing.rating import TermsSegment, pooled_included
+from billing.rating import TermsSegment, UsageRow, pooled_included
 from repositories import accounts, invoices, usage
+from repositories import credits as credit_rows
 from repositories import contracts as contract_rows
 from repositories import payouts as payout_rows
 
@@ -59,6 +61,7 @@ def load_facts(conn: Connection, catalog: Catalog, period: Period, account_ids: 
     rows = usage.usage_rows(conn, period.start, end, {a: s for a, s in rated.items() if s}, included,
                             version_windows(catalog, period.start, period.end),
                             known_at=known_at) if end > period.start else {}
+    rows = _with_credit_funded(conn, catalog, period, end, rated, rows, known_at)
     late = _late_usage(conn, catalog, period, list(segments)) if late_usage else {}
     premium = _premium_facts(conn, period, end, {a: n for a, n in included.items() if a not in enterprise},
                              known_at)
@@ -78,6 +81,32 @@ def _premium_facts(conn: Connection, period: Period, usage_end: datetime, includ
         return {}
     usage_of = payout_rows.premium_usage(conn, period.start, usage_end, included, sorted(skills), known_at)
     return {a: PremiumFacts(rows, skills) for a, rows in usage_of.items()}
+def _with_credit_funded(conn: Connection, catalog: Catalog, period: Period, end: datetime,
+                        segments: dict[str, list[TermsSegment]], rows: dict[str, list],
+                        known_at: datetime | None) -> dict[str, list]:
+    """Take the executions prepaid credits paid for out of the charged rows (``billing.credits
+    .split_credit_funded``): the close shows them and charges the rest. No credits: unchanged."""
+    funded = credit_rows.funded_executions(conn, [a for a in rows], period.start, end, known_at)
+    if not funded:
+        return rows
+    windows = version_windows(catalog, period.start, period.end)
+    groups: dict[str, dict[tuple, UsageRow]] = {}
+    for e in funded:
+        seg = next((i for i, s in enumerate(segments.get(e.account_id, [])) if s.start <= e.occurred_at < s.end), None)
+        ver = next((name for name, start, stop in windows if start <= e.occurred_at < stop), None)
+        if seg is None or ver is None:
+            continue
+        key = (seg, ver, e.model, e.byok, e.sandbox)
+        g = groups.setdefault(e.account_id, {}).get(key) or UsageRow(segment=seg, version=ver, model=e.model,
+                                                                    byok=e.byok, sandbox=e.sandbox, credit_funded=True)
+        costed = e.cost_usd is not None and not e.byok
+        groups[e.account_id][key] = replace(
+            g, executions=g.executions + 1, input_tokens=g.input_tokens + e.input_tokens,
+            output_tokens=g.output_tokens + e.output_tokens,
+            cost=g.cost + (e.cost_usd if costed else 0),
+            uncosted_input_tokens=g.uncosted_input_tokens + (e.input_tokens if e.cost_usd is None and not e.byok else 0),
+            uncosted_output_tokens=g.uncosted_output_tokens + (e.output_tokens if e.cost_usd is None and not e.byok else 0))
+    return {a: split_credit_funded(r, list(groups.get(a, {}).values())) for a, r in rows.items()}
 
 
 def _enterprise_facts(conn: Connection, catalog: Catalog, period: Period, segments: dict[str, list[TermsSegment]],

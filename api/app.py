@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine
 from starlette.responses import Response
 
 from api.alerts import add_alert_routes
+from api.credits import add_credit_routes
 from api.analytics import add_analytics_routes
 from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
@@ -257,6 +258,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     add_routing_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
     add_analytics_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
     add_alert_routes(app, engine=engine, catalog=catalog, clock=clock, platform=platform)
+    add_credit_routes(app, engine=engine, catalog=catalog, settings=settings, clock=clock, metering=service,
+                      platform=platform)
 
     def openapi() -> dict:
         """The generated document plus the execution schemas the raw-body route reads."""

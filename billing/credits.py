@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal
 from enum import Enum
@@ -66,6 +66,7 @@ from billing.checks import require_aware, require_count, require_text
 from billing.entitlements import Reason
 from billing.errors import BillingError
 from billing.money import ZERO, is_whole_cents
+from billing.rating import UsageRow
 
 _WIDE = Context(prec=60, rounding=ROUND_HALF_UP)
 
@@ -588,6 +589,43 @@ def funded_value(grants: Sequence[Grant], consumption: Iterable[LedgerEntry]) ->
     return total
 
 
+# ---- the close: which usage rows credits paid for ----------------------------------------------------
+def split_credit_funded(rows: Sequence[UsageRow], funded: Sequence[UsageRow]) -> list[UsageRow]:
+    """The close's usage rows with the credit-funded executions taken out into rows of their own.
+
+    ``funded``: the account's credit-funded executions grouped like ``rows`` (segment, version, model,
+    BYOK, sandbox), with their counts, tokens and costs. Each group is taken from the matching billable
+    row first (credits pay for executions past the quota), then from the matching included row (a
+    credits-only account pays for every execution); what is taken becomes a ``credit_funded`` row that
+    keeps the ``billable`` flag of the row it came from, so included and billable counts do not move
+    and rating shows it at $0. Without ``funded`` the rows come back unchanged.
+    """
+    if not funded:
+        return list(rows)
+    out = [r for r in rows]
+    extra: list[UsageRow] = []
+    fields = ("executions", "input_tokens", "output_tokens", "cost", "uncosted_input_tokens", "uncosted_output_tokens")
+    for f in funded:
+        need = {k: getattr(f, k) for k in fields}
+        for billable in (True, False):
+            if need["executions"] <= 0:
+                break
+            for i, r in enumerate(out):
+                if (r.segment, r.version, r.model, r.byok, r.sandbox, r.billable, r.credit_funded) != (
+                        f.segment, f.version, f.model, f.byok, f.sandbox, billable, False) or r.executions == 0:
+                    continue
+                share = min(need["executions"], r.executions)
+                whole = share == need["executions"]
+                take = {k: (need[k] if whole else min(need[k], getattr(r, k))) for k in fields}
+                take["executions"] = share
+                take = {k: min(v, getattr(r, k)) for k, v in take.items()}
+                out[i] = replace(r, **{k: getattr(r, k) - take[k] for k in fields})
+                extra.append(replace(r, credit_funded=True, **take))
+                need = {k: need[k] - take[k] for k in fields}
+                break
+    return [r for r in out if r.executions > 0] + extra
+
+
 def expiry_notice_at(grant: Grant, days_before: int = 7) -> datetime:
     """When to queue the "your credits expire soon" notice: ``days_before`` days before ``expires_at``
     (not before ``granted_at``)."""
@@ -599,5 +637,5 @@ __all__ = [
     "InvoiceCredit", "GrantSummary", "add_months", "purchase_grant", "ops_grant", "grant_entry",
     "balance", "remaining", "spendable", "summarize", "credit_cost", "credits_pay_for",
     "entitlement_with_credits", "consume", "consume_from_remainders", "expire", "adjust", "apply_usd_to_invoice", "credit_value",
-    "funded_value", "expiry_notice_at",
+    "funded_value", "expiry_notice_at", "split_credit_funded",
 ]

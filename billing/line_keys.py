@@ -50,6 +50,14 @@ def blocked_usage(model: str) -> str:
     return _key("blocked_usage", model)
 
 
+def credit_usage(model: str) -> str:
+    return _key("credit_usage", model)
+
+
+def prepaid_balance() -> str:
+    return _key("prepaid_balance")
+
+
 def cap_adjustment() -> str:
     return _key("cap_adjustment")
 

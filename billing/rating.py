@@ -63,6 +63,10 @@ class LineKind(str, Enum):
     enterprise_usage = "enterprise_usage"
     # a fixed-price premium skill's own line (billing/payouts.py): executions x the creator's price
     premium_skill = "premium_skill"
+    # prepaid credits (billing/credits.py): executions credits paid for ($0, shown), and the usd
+    # balance applied to the invoice total at close (negative)
+    credit_usage = "credit_usage"
+    prepaid_balance = "prepaid_balance"
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ class UsageRow:
     cost: Decimal = ZERO
     uncosted_input_tokens: int = 0
     uncosted_output_tokens: int = 0
+    credit_funded: bool = False  # paid with prepaid credits: shown, never charged (billing.credits)
 
 
 @dataclass(frozen=True)
@@ -397,8 +402,12 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
     blocked: dict[str, int] = {}
     per_exec: dict[tuple, list[UsageRow]] = {}
     tokens: dict[tuple, list[UsageRow]] = {}
+    funded: dict[str, int] = {}
     for r in platform:
         seg = segs[r.segment]
+        if r.credit_funded:
+            funded[r.model] = funded.get(r.model, 0) + r.executions
+            continue
         if r.billable and not seg.billed:
             blocked[r.model] = blocked.get(r.model, 0) + r.executions
             continue
@@ -455,6 +464,13 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         lines.append(RatedLine(
             LineKind.blocked_usage, f"Blocked beyond included quota — {model}: {_n(n)} (not billed)",
             Decimal(n), ZERO, ZERO, model, key=line_keys.blocked_usage(model), executions=n,
+        ))
+
+    for model in sorted(funded):
+        n = funded[model]
+        lines.append(RatedLine(
+            LineKind.credit_usage, f"Paid with prepaid credits — {model}: {_n(n)} (not billed)",
+            Decimal(n), ZERO, ZERO, model, key=line_keys.credit_usage(model), executions=n,
         ))
 
     # 4. usage cap (pay-as-you-go): the period's usage charge never exceeds it

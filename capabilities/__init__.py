@@ -36,6 +36,7 @@ from temporalio.common import SearchAttributeKey
 from workflows import alerts as alerts_workflows
 from workflows import close as close_workflows
 from workflows import contracts as contract_workflows
+from workflows import credits as credit_workflows
 from workflows import payouts as payout_workflows
 from workflows import usage_report as usage_report_workflows
 from workflows.search_attributes import (
@@ -125,6 +126,26 @@ def _payout_schedules(settings: Settings) -> list[ScheduleDef]:
     return [monthly_payouts_schedule(settings)]
 
 
+def _credit_activities(deps: Deps) -> list[Any]:
+    from activities.credits import CreditActivities
+
+    return [CreditActivities(deps)]
+
+
+def _credit_schedules(settings: Settings) -> list[ScheduleDef]:
+    from capabilities.schedules import credit_grants_sweep_schedule, credit_purchases_poll_schedule
+
+    return [credit_purchases_poll_schedule(settings), credit_grants_sweep_schedule(settings)]
+
+
+_CREDIT_WEBHOOKS = MappingProxyType({
+    "checkout.session.completed": "services.credits:on_checkout_completed",
+    "checkout.session.async_payment_succeeded": "services.credits:on_async_payment_succeeded",
+    "checkout.session.async_payment_failed": "services.credits:on_async_payment_failed",
+    "checkout.session.expired": "services.credits:on_checkout_expired",
+})
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -188,6 +209,19 @@ CAPABILITIES: tuple[Capability, ...] = (
             "charge.dispute.created": "services.payouts:on_dispute_created",
             "account.updated": "services.payouts:on_account_updated",
         }),
+    ),
+    Capability(
+        name="credits",
+        description="prepaid credits: packages bought through Stripe Checkout, granted once from the signed "
+                    "webhook or the poll, consumed as executions arrive, expired by one workflow per grant "
+                    "(credit-grant-<id>)",
+        workflows=credit_workflows.WORKFLOWS,
+        activities=_credit_activities,
+        schedules=_credit_schedules,
+        search_attributes=(BILLING_ACCOUNT_IDS,),
+        cli_groups=("workers.cli.credits:credits",),
+        usage_observers=("services.credits:on_usage",),
+        webhook_handlers=_CREDIT_WEBHOOKS,
     ),
 )
 

@@ -156,3 +156,40 @@ def monthly_payouts_schedule(settings: Settings) -> ScheduleDef:
     )
     return ScheduleDef("monthly-payouts", "creator payouts of the previous month, 5th 06:00 UTC", run)
 
+# ---- prepaid credits (workflows/credits.py) ------------------------------------------------------------
+def credit_purchases_poll_schedule(settings: Settings) -> ScheduleDef:
+    """``credit-purchases-poll``: every TALLY_CREDITS_POLL_MINUTES, ask Stripe about purchases pending too
+    long (webhooks can be down) and start the expiry workflow of every new grant."""
+    from workflows.credits import CreditPurchasesPollWorkflow
+
+    every = timedelta(minutes=settings.credits_poll_minutes)
+    poll = Schedule(
+        action=ScheduleActionStartWorkflow(
+            CreditPurchasesPollWorkflow.run, settings.late_usage_grace_hours,
+            id="credit-purchases-poll",  # Temporal appends the scheduled time
+            task_queue=settings.task_queue, execution_timeout=timedelta(hours=1),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=every),
+    )
+    return ScheduleDef("credit-purchases-poll", f"pending credit purchases checked with Stripe, every "
+                                                f"{settings.credits_poll_minutes} min", poll)
+
+
+def credit_grants_sweep_schedule(settings: Settings) -> ScheduleDef:
+    """``credit-grants-sweep``: daily at 04:00 UTC, start ``credit-grant-<id>`` under the same id for every
+    grant not expired yet whose workflow is missing (restored database, terminated run)."""
+    from models.schemas import CreditSweepInput
+    from workflows.credits import CreditGrantsSweepWorkflow
+
+    sweep = Schedule(
+        action=ScheduleActionStartWorkflow(
+            CreditGrantsSweepWorkflow.run, CreditSweepInput(grace_hours=settings.late_usage_grace_hours),
+            id="credit-grants-sweep", task_queue=settings.task_queue, execution_timeout=timedelta(hours=6),
+        ),
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(
+            hour=[ScheduleRange(4)], minute=[ScheduleRange(0)], second=[ScheduleRange(0)],
+            comment="every grant has its expiry workflow")]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    )
+    return ScheduleDef("credit-grants-sweep", "missing credit-grant workflows restarted, daily 04:00 UTC", sweep)

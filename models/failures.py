@@ -28,6 +28,7 @@ class Failure:
 
     PAYOUT_DECIDED = "PayoutDecided"  # the payout is paid or cancelled: nothing to retry or cancel
     PAYOUT_BUSY = "PayoutBusy"  # another process works on this payout now; retried shortly
+    GRANT_NOT_FOUND = "GrantNotFound"  # a credit grant named in the input does not exist (credits)
 
 
 class PushBudget:

@@ -871,3 +871,51 @@ class PayoutView(BaseModel):
 
 
 PayoutRunInput.model_rebuild()
+# ---- prepaid credits (workflows/credits.py) -------------------------------------------------------------
+class CreditGrantInput(BaseModel):
+    """The expiry of one grant (workflow ``credit-grant-<grant id>``)."""
+
+    grant_id: str
+    grace_hours: int = 48  # late-usage grace after expires_at before the remainder is expired
+
+
+class CreditGrantTimes(BaseModel):
+    grant_id: str
+    account_id: str
+    expires_at: datetime
+    notice_at: datetime
+    expired: bool
+
+
+class CreditGrantResult(BaseModel):
+    grant_id: str
+    notice_queued: bool = False
+    expired: Decimal = Decimal("0")
+    already_expired: bool = False
+
+
+class CreditPollResult(BaseModel):
+    checked: int = 0
+    failed: int = 0
+    granted: list[str] = Field(default_factory=list)
+    grants_to_watch: list[str] = Field(default_factory=list)  # new grants (webhook or poll): their workflows
+
+
+class CreditSweepInput(BaseModel):
+    grace_hours: int = 48
+    page_size: int = Field(default=500, ge=1, le=5000)
+    cursor: str | None = None  # set by continue-as-new
+    started: int = 0
+    overdue_expired: int = 0
+
+
+class CreditSweepPage(BaseModel):
+    grant_ids: list[str] = Field(default_factory=list)
+    next_cursor: str | None = None
+    overdue_expired: int = 0
+
+
+class CreditSweepResult(BaseModel):
+    checked: int = 0
+    started: int = 0
+    overdue_expired: int = 0

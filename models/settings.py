@@ -138,6 +138,19 @@ class Settings(BaseSettings):
                                      description="Where Stripe sends a creator whose onboarding link expired.")
     connect_return_url: str = Field(default="http://localhost:8000/creators/onboarding/done",
                                     description="Where Stripe sends a creator after onboarding.")
+    # ---- prepaid credits ---------------------------------------------------------------------
+    credits_on_ingest: bool = Field(
+        default=True, description="Book credit consumption after each batch of executions (else only the catch-up of "
+                                  "the next batch of the account books it).")
+    credits_poll_minutes: int = Field(
+        default=15, ge=1, description="How often purchases still pending are checked with Stripe (the webhook may "
+                                      "never come).")
+    credits_pending_minutes: int = Field(
+        default=10, ge=0, description="A purchase is polled once it has been pending this long.")
+    credits_checkout_success_url: str = Field(
+        default="http://localhost:8000/billing?credits=paid", description="Where Stripe Checkout sends the buyer back.")
+    credits_checkout_cancel_url: str = Field(
+        default="http://localhost:8000/billing?credits=cancelled", description="Where a cancelled checkout returns.")
 
     # ---- derived -------------------------------------------------------------------------
     @property

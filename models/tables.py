@@ -596,6 +596,103 @@ notifications.append_column(Column("failed_at", DateTime(timezone=True)))  # giv
 Index("ix_notifications_pending", notifications.c.id,
       postgresql_where=text("sent_at IS NULL AND failed_at IS NULL"))
 
+# ---- prepaid credits (billing/credits.py, services/credits.py) ---------------------------------------
+CREDIT_UNITS = ("credits", "usd")
+CREDIT_ENTRY_KINDS = ("grant", "consume", "expire", "adjust", "invoice_application")
+CREDIT_PURCHASE_STATUSES = ("pending", "paid", "failed", "expired")
+CREDIT_AMOUNT = Numeric(18, 2)  # credits are whole numbers, usd whole cents: both fit
+
+# Accounts that hold (or held) credits, and the credits-only ones (no plan charges: every execution is
+# paid with credits or refused). The usage observer reads only accounts listed here.
+credit_accounts = Table(
+    "credit_accounts",
+    metadata,
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("credits_only", Boolean, nullable=False, server_default=text("false")),
+    # The consumption read every execution ingested before this (minus a margin for transactions still
+    # open then): the next booking looks only at executions ingested since (credit_bookings filters).
+    Column("booked_through", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A package bought through a Stripe Checkout Session: pending until Stripe says it was paid (webhook or
+# poll), then paid (its grant exists), or failed / expired (nothing granted).
+credit_purchases = Table(
+    "credit_purchases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("package", String(64), nullable=False),
+    Column("catalog_version", String(64), nullable=False),
+    Column("unit", String(8), nullable=False),
+    Column("amount", CREDIT_AMOUNT, nullable=False),
+    Column("price", MONEY, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("stripe_session_id", String(128), unique=True),
+    Column("checkout_url", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True)),
+    Column("detail", Text),  # why it failed / expired, or the payment intent that paid
+    CheckConstraint(f"status IN {CREDIT_PURCHASE_STATUSES!r}", name="status_known"),
+    CheckConstraint(f"unit IN {CREDIT_UNITS!r}", name="unit_known"),
+    Index("ix_credit_purchases_pending", "created_at", postgresql_where=text("status = 'pending'")),
+)
+
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("id", String(96), primary_key=True),
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("unit", String(8), nullable=False),
+    Column("amount", CREDIT_AMOUNT, nullable=False),
+    Column("price", MONEY, nullable=False),
+    Column("package", String(64)),
+    Column("purchase_id", String(64), ForeignKey("credit_purchases.id"), unique=True),
+    Column("reference", Text, nullable=False),  # the purchase id, or the ops reason
+    Column("granted_by", Text),  # ops: who gave it (audit); NULL for a purchase
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"unit IN {CREDIT_UNITS!r}", name="unit_known"),
+    CheckConstraint("amount > 0 AND price >= 0 AND expires_at > granted_at", name="valid"),
+    Index("ix_credit_grants_account_expires", "account_id", "expires_at"),
+)
+
+# THE ledger: append-only (a trigger refuses UPDATE and DELETE), one signed entry per grant and fact,
+# deterministic ids (billing.credits) so every write is idempotent. A balance is a sum over it.
+credit_ledger = Table(
+    "credit_ledger",
+    metadata,
+    Column("id", String(320), primary_key=True),
+    Column("account_id", String(64), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("grant_id", String(96), ForeignKey("credit_grants.id"), nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("unit", String(8), nullable=False),
+    Column("amount", CREDIT_AMOUNT, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("reference", Text, nullable=False, server_default=""),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id")),  # invoice_application: the invoice it paid
+    Column("actor", Text),  # ops actions: who (audit)
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"kind IN {CREDIT_ENTRY_KINDS!r}", name="kind_known"),
+    CheckConstraint("(kind = 'grant') = (amount > 0) AND amount <> 0", name="sign"),
+    Index("ix_credit_ledger_grant", "grant_id"),
+    Index("ix_credit_ledger_account_occurred", "account_id", "occurred_at"),
+    Index("ix_credit_ledger_consumed_event", "account_id", "reference", postgresql_where=text("kind = 'consume'")),
+)
+
+# Each execution of a credit account that the consumption has decided on (paid with credits or not),
+# so the catch-up reads only executions not decided yet. Not money: the ledger is. Keyed by account and
+# event id (event ids are unique per tenant).
+credit_bookings = Table(
+    "credit_bookings",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("credits", Integer, nullable=False),
+    Column("funded", Boolean, nullable=False),
+)
+
 # ---- creator revenue share and payouts (issue 10; docs/architecture.md "Creator payouts") -------------
 # A premium skill's creator, with the state of their Stripe Connect Express account as the last
 # ``account.updated`` webhook described it (``account_event_at``: that event's time; older ones are ignored).

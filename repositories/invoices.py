@@ -202,3 +202,26 @@ def account_invoices(conn: Connection, account_id: str):
         select(invoices.c.period, invoices.c.status, invoices.c.executions, invoices.c.total)
         .where(invoices.c.account_id == account_id).order_by(invoices.c.period.desc())
     ).all()
+
+
+# ---- prepaid credits: the usd balance applied at close (services/credits.py) --------------------------
+def invoice_total(conn: Connection, invoice_id: int):
+    return conn.execute(select(invoices.c.total).where(invoices.c.id == invoice_id)).scalar_one()
+
+
+def add_prepaid_balance_line(conn: Connection, invoice_id: int, applied) -> None:
+    """Append the line "Prepaid balance applied" (-``applied``) to a just-written draft and lower its
+    total by it; an invoice paid in full by the balance is ``paid`` at once (nothing to push)."""
+    from billing import line_keys
+
+    inv = conn.execute(select(invoices.c.catalog_version_id, invoices.c.total)
+                       .where(invoices.c.id == invoice_id).with_for_update()).one()
+    position = conn.execute(select(func.coalesce(func.max(invoice_lines.c.position), 0))
+                            .where(invoice_lines.c.invoice_id == invoice_id)).scalar_one() + 1
+    conn.execute(insert(invoice_lines).values(
+        invoice_id=invoice_id, position=position, kind="prepaid_balance", model=None,
+        description=f"Prepaid balance applied (${applied:,.2f})", quantity=1, unit_price=-applied, amount=-applied,
+        catalog_version_id=inv.catalog_version_id, key=line_keys.prepaid_balance()))
+    total = inv.total - applied
+    conn.execute(update(invoices).where(invoices.c.id == invoice_id).values(
+        total=total, status="paid" if total == 0 else "draft", updated_at=func.now()))

@@ -92,6 +92,7 @@ class MeteringService:
         allowed, reason = decide(status=account.status, model_known=model_known, sandbox=sandbox,
                                  plan=mtd.plan_now, overage_opt_in=mtd.overage_opt_in,
                                  included=mtd.included, used=mtd.used, paused_anomaly=account.paused_anomaly)
+        allowed, reason = self._with_credits(account, model, sandbox, mtd, (allowed, reason), now)
         return {
             "account_id": account_id,
             "allowed": allowed,
@@ -106,6 +107,16 @@ class MeteringService:
             "month_to_date_charges": None if mtd.charges is None else str(mtd.charges),
             "period": str(period),
         }
+
+    def _with_credits(self, account, model: str, sandbox: bool, mtd: MonthToDate, decision, now: datetime):
+        """Prepaid credits may refuse a credits-only account (``no_credits``) or let a plan account past
+        its quota (services/credits.py); an account without credits: one indexed read, unchanged."""
+        from services import credits
+
+        with self._read() as conn:
+            return credits.entitlement(conn, self.catalog, account, model=model, sandbox=sandbox, used=mtd.used,
+                                       included=mtd.included, billed_plan=mtd.plan_now is not None,
+                                       decision=decision, now=now)
 
     def month_to_date(self, conn, account, counters: list[MonthCounter] | None, now: datetime,
                       exact: bool = False) -> MonthToDate:
@@ -241,7 +252,12 @@ class MeteringService:
             paused = alerts.list_anomalies(conn, ("open", "confirmed"), account_id)
         return {"account": account, "now": now, "period": period, "mtd": mtd, "days": days, "agents": agents,
                 "models": by_model["groups"], "totals": by_model["totals"], "invoices": past, "contract": contract,
-                "kills": kills, "paused": paused}
+                "kills": kills, "paused": paused, "credits": self._credits_view(account_id, now)}
+
+    def _credits_view(self, account_id: str, now: datetime) -> dict:
+        from services.credits import credits_view
+
+        return credits_view(self.engine, account_id, now)
 
 
 def _check_account_id(account_id: str) -> None:

@@ -161,6 +161,29 @@ def get_balance(request, emu, payload):
     return _ok(dict(emu.state.balance))
 
 
+@endpoint
+def configure_webhooks(request, emu, payload):
+    try:
+        return _ok(emu.configure_webhooks(payload.get("url"), payload.get("secret"), int(payload.get("duplicate", 1)),
+                                          float(payload.get("delay_seconds", 0)), bool(payload.get("reorder", False)),
+                                          bool(payload.get("hold", False))))
+    except (TypeError, ValueError) as exc:
+        return _bad(str(exc))
+
+
+@endpoint
+def settle_checkout(request, emu, payload):
+    try:
+        return _ok(emu.settle_checkout(request.path_params["id"], payload.get("outcome", "paid")))
+    except StripeError as err:
+        return error_response(err)
+
+
+@endpoint
+def flush_webhooks(request, emu, payload):
+    return _ok({"deliveries": emu.flush_webhooks()})
+
+
 def unknown(request: Request) -> Response:
     return _bad(f"Unknown control endpoint: {request.method} {request.scope['path']}", status=404)
 
@@ -178,6 +201,9 @@ mount = Mount(PREFIX, routes=[
     Route("/save", save, methods=["POST"]),
     Route("/accounts/{id}/enable", _set_account(True), methods=["POST"]),
     Route("/accounts/{id}/disable", _set_account(False), methods=["POST"]),
+    Route("/webhooks", configure_webhooks, methods=["POST"]),
+    Route("/webhooks/flush", flush_webhooks, methods=["POST"]),
+    Route("/checkout/sessions/{id}/settle", settle_checkout, methods=["POST"]),
     Route("/balance", get_balance, methods=["GET"]),
     Route("/balance", set_balance, methods=["POST"]),
 ])

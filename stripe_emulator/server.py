@@ -189,6 +189,28 @@ class EmulatorServer:
         ``balance_insufficient``."""
         return set_platform_balance(self.state, available)
 
+    # ---- Checkout Sessions and webhook events (stripe_emulator/webhooks.py) -------------------------
+    def configure_webhooks(self, url: str | None, secret: str | None, duplicate: int = 1, delay_seconds: float = 0.0,
+                           reorder: bool = False, hold: bool = False) -> dict:
+        from . import webhooks
+
+        return webhooks.configure(self.state, url, secret, duplicate, delay_seconds, reorder, hold)
+
+    def settle_checkout(self, session_id: str, outcome: str = "paid") -> dict:
+        from . import webhooks
+
+        return json.loads(dumps(webhooks.settle_session(self.state, session_id, outcome)))
+
+    def flush_webhooks(self) -> list[dict]:
+        from . import webhooks
+
+        return webhooks.flush(self.state)
+
+    def webhook_deliveries(self) -> list[dict]:
+        from . import webhooks
+
+        return webhooks.deliveries(self.state)
+
     def requests(self, since: int = 0) -> list[dict]:
         return requestlog.since(self.state, since)
 

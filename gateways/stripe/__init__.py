@@ -20,12 +20,14 @@ from gateways.stripe.core import (
     StripeUnreachable,
 )
 from gateways.stripe.connect import Connect
+from gateways.stripe.checkout import Checkout, CheckoutSession
 from gateways.stripe.customers import Customers
 from gateways.stripe.invoices import Invoices, LineItem
 from gateways.stripe.meters import MeterEventDuplicate, Meters, MeterEventTooOld
 from models.settings import Settings
 
 __all__ = [
+    "CheckoutSession",
     "LineItem",
     "MeterEventDuplicate",
     "MeterEventTooOld",
@@ -47,6 +49,7 @@ class StripeGateway:
         self.invoices = Invoices(self.core)
         self.meters = Meters(self.core, settings.meters_events_per_second)
         self.connect = Connect(self.core)
+        self.checkout = Checkout(self.core)
 
     def thread_calls(self) -> int:
         """HTTP requests the calling thread has made to Stripe so far (retries included)."""

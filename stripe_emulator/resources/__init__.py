@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..core.resource import Resource
 from ..core.state import Store
-from . import accounts, customers, invoice_items, invoices, meters, transfers
+from . import accounts, checkout, customers, invoice_items, invoices, meters, transfers
 
 RESOURCES: tuple[Resource, ...] = (
     customers.resource,
@@ -18,6 +18,7 @@ RESOURCES: tuple[Resource, ...] = (
     meters.resource,
     accounts.resource,
     transfers.resource,
+    checkout.resource,
 )
 
 
