@@ -585,8 +585,13 @@ def funded_value(grants: Sequence[Grant], consumption: Iterable[LedgerEntry]) ->
         g = by_id.get(e.grant_id)
         if g is None:
             raise CreditsError(f"entry {e.id!r} belongs to unknown grant {e.grant_id!r}", field="consumption")
-        total = _WIDE.add(total, _WIDE.multiply(-e.amount, credit_value(g)))
+        total = _WIDE.add(total, consumption_value(-e.amount, g.price, g.amount))
     return total
+
+
+def consumption_value(credits: Decimal, price: Decimal, granted: Decimal) -> Decimal:
+    """USD value (unrounded) of ``credits`` drawn from a grant of ``granted`` units bought for ``price``."""
+    return _WIDE.multiply(credits, _WIDE.divide(price, granted))
 
 
 # ---- the close: which usage rows credits paid for ----------------------------------------------------

@@ -6,6 +6,7 @@ lock), so every rule in ``billing.credits`` sees the whole ledger of the account
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -360,6 +361,27 @@ def consumption_with_purchase_price(conn: Connection, account_id: str, start: da
             for r in conn.execute(_CONSUMPTION_VALUED_SQL, {"a": account_id, "start": start, "end": end})]
 
 
+_PREMIUM_CONSUMPTION_SQL = text(
+    """
+    SELECT l.account_id, l.reference AS event_id, e.skill_id, -l.amount AS credits, g.price, g.amount AS granted
+    FROM credit_ledger l
+    JOIN credit_grants g ON g.id = l.grant_id
+    JOIN executions e ON e.account_id = l.account_id AND e.event_id = l.reference
+    WHERE l.kind = 'consume' AND l.occurred_at >= :start AND l.occurred_at < :end
+      AND e.skill_id = ANY(CAST(:skills AS text[]))
+    ORDER BY l.account_id, l.reference, l.grant_id
+    """
+)
+
+
+def premium_consumption(conn: Connection, start: datetime, end: datetime, skill_ids: Sequence[str]):
+    """For payouts: every consumption entry, of any account, whose execution of one of ``skill_ids``
+    occurred in ``[start, end)``: (account_id, event_id, skill_id, credits, grant price, grant amount)."""
+    if not skill_ids:
+        return []
+    return conn.execute(_PREMIUM_CONSUMPTION_SQL, {"start": start, "end": end, "skills": list(skill_ids)}).all()
+
+
 # ---- expiry --------------------------------------------------------------------------------------------
 def grants_needing_workflows(conn: Connection, after: str | None, limit: int) -> list[str]:
     """Grant ids (in id order, after ``after``) that have not been expired yet: the sweep checks that
@@ -380,7 +402,7 @@ __all__ = [
     "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",
     "Unbooked", "ranks", "non_sandbox_in_period", "lock_accounts", "remainders_of", "booking_starts",
     "unbooked_many", "record_bookings_many", "set_booked_through_many", "funded_executions", "ValuedConsumption",
-    "consumption_with_purchase_price", "grants_needing_workflows",
+    "consumption_with_purchase_price", "premium_consumption", "grants_needing_workflows",
 ]
 
 

@@ -1,8 +1,8 @@
 """Creators, premium skills, earnings, invoice payments, adjustments and payouts (SQL only; the caller
 owns the transaction). Lookups return a row or None.
 
-``credit_funded_executions`` is THE one source of credit-funded premium executions: it returns nothing
-until a prepaid-credits ledger exists (see its docstring for where it plugs in).
+``credit_funded_executions`` is THE one source of credit-funded premium executions (from the prepaid
+credits ledger, ``repositories.credits.premium_consumption``).
 """
 
 from __future__ import annotations
@@ -74,6 +74,13 @@ def upsert_premium_skill(conn: Connection, skill: PremiumSkill) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["skill_id"],
                                             set_={**{k: stmt.excluded[k] for k in values if k != "skill_id"},
                                                   "updated_at": func.now()}))
+
+
+def _insert_new(conn: Connection, table, rows: Sequence[dict]) -> int:
+    """Insert the rows whose id is new; how many were (counted from RETURNING: a multi-row insert's
+    rowcount is not reliable through the driver)."""
+    return len(conn.execute(pg_insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=["id"])
+                            .returning(table.c.id)).all())
 
 
 def premium_skills_in_force(conn: Connection) -> dict[str, PremiumSkill]:
@@ -148,19 +155,27 @@ def record_credit_earnings(conn: Connection, earnings: Sequence[tuple[str, Perio
     rows = [_earning_row(e, a, p, None) for a, p, e in earnings]
     if not rows:
         return 0
-    return conn.execute(pg_insert(creator_earnings).values(rows).on_conflict_do_nothing(index_elements=["id"])).rowcount
+    return _insert_new(conn, creator_earnings, rows)
 
 
 def credit_funded_executions(conn: Connection, period: Period) -> dict[str, list[CreditFundedExecution]]:
     """Per account, the premium-skill executions of ``period`` that prepaid credits paid for, each valued
-    at what its credits cost (``billing.credits.funded_value`` of its consumption entries).
+    at what its credits cost (an execution split across two grants: the sum of both parts, each at its
+    grant's purchase price; ``billing.credits.consumption_value``).
+    ``activities.payouts.accrue_credit_earnings`` (run by ``payouts-YYYY-MM`` before deciding) turns them
+    into earnings payable from the period's end."""
+    from billing.credits import consumption_value
+    from repositories import credits as credit_rows
 
-    Returns nothing until a credits ledger exists. WIRE IT HERE when the credits capability lands: select
-    the period's consumption entries of executions whose skill is premium, join the grants they drew
-    from, and value each execution at its credits' purchase price. ``activities.payouts.accrue_credit_earnings``
-    (run by ``payouts-YYYY-MM`` before deciding) turns them into earnings payable from the period's end.
-    """
-    return {}
+    values: dict[tuple[str, str], tuple[str, Decimal]] = {}
+    for r in credit_rows.premium_consumption(conn, period.start, period.end, sorted(premium_skills_in_force(conn))):
+        _, v = values.get((r.account_id, r.event_id), (r.skill_id, Decimal(0)))
+        values[(r.account_id, r.event_id)] = (r.skill_id, v + consumption_value(Decimal(r.credits), Decimal(r.price),
+                                                                                Decimal(r.granted)))
+    out: dict[str, list[CreditFundedExecution]] = {}
+    for (account_id, event_id), (skill_id, value) in values.items():
+        out.setdefault(account_id, []).append(CreditFundedExecution(event_id, skill_id, value))
+    return out
 
 
 def invoice_earnings_of(conn: Connection, invoice_id: int):
@@ -200,8 +215,7 @@ def adjustments_of_invoice(conn: Connection, invoice_id: int):
 def insert_adjustments(conn: Connection, rows: Sequence[dict]) -> int:
     if not rows:
         return 0
-    return conn.execute(pg_insert(creator_adjustments).values(list(rows))
-                        .on_conflict_do_nothing(index_elements=["id"])).rowcount
+    return _insert_new(conn, creator_adjustments, rows)
 
 
 # ---- payouts -----------------------------------------------------------------------------------------
@@ -250,7 +264,7 @@ def insert_payouts(conn: Connection, rows: Sequence[dict]) -> int:
     """Decisions are written once: a payout already decided is never re-decided."""
     if not rows:
         return 0
-    return conn.execute(pg_insert(payouts).values(list(rows)).on_conflict_do_nothing(index_elements=["id"])).rowcount
+    return _insert_new(conn, payouts, rows)
 
 
 def get_payout(conn: Connection, payout_id: str):

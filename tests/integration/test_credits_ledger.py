@@ -251,3 +251,32 @@ def clean_db_once(database_url):
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(all_tables(conn))} RESTART IDENTITY CASCADE")
     return database_url
+
+
+def test_credit_funded_premium_executions_earn_their_creator_30_percent_of_what_the_credits_cost(clean_db, settings):
+    """Payouts value credit-funded executions at their grants' purchase prices (an execution split across two
+    grants at both prices): g1 12 credits for $2.40 ($0.20 each, expires first), g2 1,000 for $100 ($0.10).
+    Three Sonnet runs of the premium skill at 5 credits: 5 x 0.20, 5 x 0.20, 2 x 0.20 + 3 x 0.10 = $2.70 of
+    revenue, 30% = $0.81; a run of another skill earns nothing."""
+    from activities.payouts import PayoutActivities
+    from services import payouts as payout_service
+    from tests.payouts_support import deps, run_activity
+
+    url = clean_db
+    credits_only(url, "cr-prem")
+    give(url, "cr-prem", "g1", 12, t(1), t(20, 0), price=Decimal("2.40"))
+    give(url, "cr-prem", "g2", 1000, t(1), t(1, 0, month=12), price=Decimal("100"))
+    engine = get_engine(url)
+    payout_service.create_creator(engine, "cre-1", "cre-1@example.com")
+    payout_service.mark_premium(engine, CATALOG, "skill-prem", "cre-1", share=True, fixed_price=None, at=t(1))
+    ingest(url, [event("cr-prem", i, t(3, 1, i), "claude-sonnet", skill_id="skill-prem") for i in range(3)] +
+           [event("cr-prem", 9, t(3, 2), "claude-sonnet", skill_id="skill-other")])
+    consume(url, ["cr-prem"], t(5))
+    assert sums(url, "cr-prem") == {"g1": Decimal("0"), "g2": Decimal("992")}  # 15 + 5 credits consumed
+    activities = PayoutActivities(deps(settings))
+    assert run_activity(activities.accrue_credit_earnings, "2026-10") == 1
+    assert run_activity(activities.accrue_credit_earnings, "2026-10") == 0  # written once
+    with engine.begin() as conn:
+        rows = conn.exec_driver_sql("SELECT creator_id, account_id, amount, revenue, executions FROM creator_earnings").all()
+    assert [(c, a, m, r.normalize(), n) for c, a, m, r, n in rows] == [
+        ("cre-1", "cr-prem", Decimal("0.81"), Decimal("2.7"), 3)]
