@@ -251,3 +251,28 @@ def clean_db_once(database_url):
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(all_tables(conn))} RESTART IDENTITY CASCADE")
     return database_url
+
+
+def test_an_execution_whose_batch_was_still_open_during_a_booking_is_booked_by_the_next_one(clean_db):
+    import psycopg
+
+    from models.db import libpq_url
+
+    url = clean_db
+    credits_only(url, "open-1")
+    give(url, "open-1", "g-open", 50, t(1), t(1, 0, month=12))
+    ingest(url, [event("open-1", 1, t(3), "claude-sonnet")])
+    slow = psycopg.connect(libpq_url(url))  # a batch whose transaction is still open
+    slow.execute("INSERT INTO executions (event_id, account_id, agent_id, model, occurred_at) "
+                 "VALUES ('open-1-slow', 'open-1', 'a', 'claude-sonnet', %s)", (t(4),))
+    slow.execute("SELECT pg_sleep(1.5)")  # it has been open for longer than the booking's 1 s of slack
+    consume(url, ["open-1"], t(25))  # cannot see it yet
+    slow.commit()
+    slow.close()
+    ingest(url, [event("open-1", 2, t(5), "claude-haiku")])
+    consume(url, ["open-1"], t(25))
+    with get_engine(url).begin() as conn:
+        booked = dict(conn.exec_driver_sql(
+            "SELECT event_id, funded FROM credit_bookings WHERE account_id = 'open-1'").all())
+    assert booked == {"open-1-1": True, "open-1-slow": True, "open-1-2": True}
+    assert sums(url, "open-1") == {"g-open": Decimal("39.00")}
