@@ -276,3 +276,27 @@ def test_an_execution_whose_batch_was_still_open_during_a_booking_is_booked_by_t
             "SELECT event_id, funded FROM credit_bookings WHERE account_id = 'open-1'").all())
     assert booked == {"open-1-1": True, "open-1-slow": True, "open-1-2": True}
     assert sums(url, "open-1") == {"g-open": Decimal("39.00")}
+
+
+def test_on_a_plan_credits_pay_only_past_the_included_quota_in_time_order(clean_db, settings):
+    url = clean_db
+    create_account(url, "free-cr", "free")  # 100 included, then blocked: credits let it run on
+    create_account(url, "payg-cr2", "payg")  # no quota: credits pay from the first execution
+    give(url, "free-cr", "g-free", 10, t(1), t(1, 0, month=12))
+    give(url, "payg-cr2", "g-payg2", 2, t(1), t(1, 0, month=12))
+    ingest(url, [event("free-cr", i, t(2 + i // 60, 1, i % 60)) for i in range(60)]
+           + [event("payg-cr2", i, t(2, 2, i)) for i in range(3)])
+    consume(url, ["free-cr", "payg-cr2"], t(25))  # both accounts in one booking
+    ingest(url, [event("free-cr", 100 + i, t(4, 1, i)) for i in range(45)]  # 105 in all: #101..#105 past the quota
+           + [event("free-cr", 200, t(1, 23, 0), sandbox=True)])  # a sandbox try: never paid on a plan
+    consume(url, ["free-cr"], t(25))
+    with get_engine(url).begin() as conn:
+        funded = sorted(r[0] for r in conn.exec_driver_sql(
+            "SELECT event_id FROM credit_bookings WHERE funded ORDER BY 1").all())
+    assert funded == ["free-cr-140", "free-cr-141", "free-cr-142", "free-cr-143", "free-cr-144",
+                      "payg-cr2-0", "payg-cr2-1"]
+    assert sums(url, "free-cr") == {"g-free": Decimal("5.00")}
+    close_chunk(url, settings, t(3, 2, month=11))
+    free, lines = invoice(url, "free-cr")
+    assert free.total == Decimal("0.00") and ("credit_usage", "0.00") in lines
+    assert not any(k == "blocked_usage" for k, _ in lines)  # the five past the quota were paid with credits
