@@ -372,7 +372,7 @@ __all__ = [
     "settle_purchase", "insert_grant", "get_grant", "grants_of", "grant_audit", "ledger_of", "append_entries",
     "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",
     "Unbooked", "ranks", "non_sandbox_counts", "account_rows", "lock_accounts", "remainders_of", "booking_starts",
-    "unbooked_many", "record_bookings_many", "set_booked_through_many", "funded_executions", "ValuedConsumption",
+    "unbooked_many", "unbooked_recent", "record_bookings_many", "set_booked_through_many", "funded_executions", "ValuedConsumption",
     "consumption_with_purchase_price", "grants_needing_workflows",
 ]
 
@@ -501,3 +501,25 @@ def account_rows(conn: Connection, account_ids: list[str]) -> list:
     from models.tables import accounts
 
     return list(conn.execute(select(accounts).where(accounts.c.id.in_(account_ids))))
+
+
+_UNBOOKED_RECENT_SQL = text(
+    """
+    SELECT e.account_id, e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
+    FROM executions e
+    WHERE e.ingested_at >= :fresh AND e.account_id = ANY(CAST(:ids AS text[]))
+      AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = e.account_id AND b.event_id = e.event_id)
+    """
+)
+
+
+def unbooked_recent(conn: Connection, account_ids: list[str], fresh_since: datetime) -> dict[str, list[Unbooked]]:
+    """The not yet decided executions of these accounts ingested from ``fresh_since`` on, by account, in
+    time order: the few rows of the last batches (the BRIN index on ``ingested_at``), not each account's
+    month."""
+    out: dict[str, list[Unbooked]] = {}
+    for r in conn.execute(_UNBOOKED_RECENT_SQL, {"ids": account_ids, "fresh": fresh_since}):
+        out.setdefault(r.account_id, []).append(Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox))
+    for rows in out.values():
+        rows.sort(key=lambda u: (u.occurred_at, u.event_id.encode()))
+    return out

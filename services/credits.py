@@ -328,8 +328,15 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
                 windows.append((account_id, period, start, end, fresh))
     written = 0
     remainders = {g.id: left for pairs in held.values() for g, left in pairs}
+    recent = None
+    if windows and all(w[4] is not None for w in windows):
+        # every account booked before: read only what was ingested since, for all of them at once
+        recent = repo.unbooked_recent(conn, sorted({w[0] for w in windows}), min(w[4] for w in windows))
     while windows:
-        found = repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in windows], BOOKING_PAGE)
+        if recent is not None:
+            found = [[r for r in recent.get(w[0], []) if w[2] <= r.occurred_at < w[3]] for w in windows]
+        else:
+            found = repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in windows], BOOKING_PAGE)
         busy = [(w, rows) for w, rows in zip(windows, found) if rows]
         on_plans = sorted({w[0] for w, _ in busy if not holders[w[0]]} - set(plans))
         if on_plans:
@@ -377,7 +384,7 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
                     remainders[e.grant_id] += e.amount
                     entries.append(e)
                 decided.append((account_id, c.event_id, c.credits, c.funded))
-            if len(rows) == BOOKING_PAGE:
+            if recent is None and len(rows) == BOOKING_PAGE:
                 again.append(w)
         written += repo.append_entries(conn, entries)
         repo.record_bookings_many(conn, decided)
