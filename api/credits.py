@@ -20,7 +20,7 @@ from billing.catalog import Catalog
 from models.settings import Settings
 from services import credits as service
 
-ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 409, 422)}
+ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 409, 422, 502)}
 
 
 class PurchaseIn(BaseModel):
@@ -80,10 +80,16 @@ def add_credit_routes(app: FastAPI, *, engine: Engine, catalog: Catalog, setting
         if idempotency_key:
             digest = hashlib.sha256(f"{who.id}:{account_id}:{idempotency_key}".encode()).hexdigest()[:20]
             purchase_id = f"cp_{digest}"
-        p = await run_in_threadpool(lambda: service.buy(
-            engine, catalog, stripe(), account_id=account_id, package=body.package, now=now(),
-            success_url=settings.credits_checkout_success_url, cancel_url=settings.credits_checkout_cancel_url,
-            purchase_id=purchase_id))
+        from api.errors import ApiError
+        from gateways.stripe import StripeError
+
+        try:
+            p = await run_in_threadpool(lambda: service.buy(
+                engine, catalog, stripe(), account_id=account_id, package=body.package, now=now(),
+                success_url=settings.credits_checkout_success_url, cancel_url=settings.credits_checkout_cancel_url,
+                purchase_id=purchase_id))
+        except StripeError as err:  # the purchase stays pending; the same Idempotency-Key retries it
+            raise ApiError(502, "stripe_unavailable", f"Stripe: {err}") from None
         return _json({"purchase_id": p.purchase_id, "account_id": p.account_id, "package": p.package, "unit": p.unit,
                       "amount": service.fmt(p.unit, p.amount), "price": str(p.price), "status": p.status,
                       "checkout_session_id": p.checkout_session_id, "checkout_url": p.checkout_url}, 201)

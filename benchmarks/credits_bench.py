@@ -55,6 +55,41 @@ from models.db import get_engine, libpq_url
 TARGET_RATIO = 0.7
 
 
+MODELS = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
+
+
+def probe_credit_entitlements(base: str, key: str, account_ids: list[str], pause: float, stop_event, ready,
+                              results) -> None:
+    """In its own process: sequential entitlement checks of credits-only accounts until ``stop_event``."""
+    from benchmarks.api_bench import probe_requests
+
+    ready.set()
+    probe_requests(base, key, lambda rnd: ("GET", f"/v1/accounts/{rnd.choice(account_ids)}/entitlement"
+                                                  f"?model={rnd.choice(MODELS)}", None), pause, stop_event, results)
+
+
+class ReadyProbe(Probe):
+    """``api_bench.Probe`` that waits until its process runs (imports take many seconds on a loaded machine)."""
+
+    def __init__(self, base: str, key: str, account_ids: list[str], pause: float):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self.ready = ctx.Event()
+        self.results = ctx.Queue()
+        self.proc = ctx.Process(target=probe_credit_entitlements,
+                                args=(base, key, account_ids, pause, self.stop, self.ready, self.results), daemon=True)
+        self.latencies, self.server_ms, self.errors = [], [], 0
+
+    def __enter__(self) -> "ReadyProbe":
+        self.proc.start()
+        if not self.ready.wait(300):
+            raise RuntimeError("the entitlement probe process did not start")
+        time.sleep(0.5)
+        return self
+
+
 def give_credits(url: str, holders: list[dict], start: datetime) -> list[str]:
     """A large grant from the month's start for each holder; free-plan holders become credits-only.
     Returns the credits-only account ids."""
@@ -160,15 +195,15 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in ("off", "on"):
                     api, base, _log = start_api(url, workdir, args.api_workers)
                     if idle is None:
-                        with Probe(base, key, only, pause=0.002) as idle:
-                            time.sleep(20)  # the probe process imports for seconds on a loaded machine
+                        with ReadyProbe(base, key, only, pause=0.002) as idle:
+                            time.sleep(5)
                         say(f"entitlement (credits-only) idle: p50 {pct(idle.latencies, 50):.2f} ms, "
                             f"p99 {pct(idle.latencies, 99):.2f} ms")
                     part = slices[mode][r]
                     post_all(base, key, part[:args.warmup_batches], args.clients)
                     part = part[args.warmup_batches:]
                     say(f"round {r + 1}/{args.rounds}: credits {mode.upper()}, {len(part):,} batches ...")
-                    with Probe(base, key, only, pause=args.probe_pause_ms / 1000) as p:
+                    with ReadyProbe(base, key, only, pause=args.probe_pause_ms / 1000) as p:
                         seconds, accepted, failed, _ = post_all(base, key, part, args.clients)
                     if probes[mode] is None:
                         probes[mode] = p

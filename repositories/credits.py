@@ -286,13 +286,6 @@ def ranks(conn: Connection, account_id: str, period_start: datetime, until: date
         _RANKS_SQL, {"a": account_id, "period_start": period_start, "until": until, "ids": event_ids})}
 
 
-def non_sandbox_in_period(conn: Connection, account_id: str, period: str) -> int:
-    """The period's non-sandbox executions so far (the month-to-date counters)."""
-    return int(conn.execute(text(
-        "SELECT coalesce(sum(executions) FILTER (WHERE NOT sandbox), 0) FROM usage_counters "
-        "WHERE account_id = :a AND period = :p"), {"a": account_id, "p": period}).scalar())
-
-
 # ---- what the close and payouts read ------------------------------------------------------------------
 _FUNDED_SQL = text(
     """
@@ -400,8 +393,8 @@ __all__ = [
     "insert_purchase", "set_checkout_session", "get_purchase", "purchases_of", "pending_purchases",
     "settle_purchase", "insert_grant", "get_grant", "grants_of", "grant_audit", "ledger_of", "append_entries",
     "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",
-    "Unbooked", "ranks", "non_sandbox_in_period", "lock_accounts", "remainders_of", "booking_starts",
-    "unbooked_many", "record_bookings_many", "set_booked_through_many", "funded_executions", "ValuedConsumption",
+    "Unbooked", "ranks", "non_sandbox_counts", "account_rows", "lock_accounts", "remainders_of", "booking_starts",
+    "unbooked_many", "unbooked_recent", "record_bookings_many", "set_booked_through_many", "funded_executions", "ValuedConsumption",
     "consumption_with_purchase_price", "premium_consumption", "grants_needing_workflows",
 ]
 
@@ -514,3 +507,41 @@ def record_bookings_many(conn: Connection, decided: list[tuple[str, str, int, bo
 def set_booked_through_many(conn: Connection, account_ids: list[str], at: datetime) -> None:
     conn.execute(update(credit_accounts).where(credit_accounts.c.account_id.in_(account_ids))
                  .values(booked_through=at))
+
+
+def non_sandbox_counts(conn: Connection, account_ids: list[str], period: str) -> dict[str, int]:
+    """``non_sandbox_in_period`` for many accounts (absent: none yet)."""
+    if not account_ids:
+        return {}
+    return {a: int(n) for a, n in conn.execute(text(
+        "SELECT account_id, sum(executions) FILTER (WHERE NOT sandbox) FROM usage_counters "
+        "WHERE account_id = ANY(CAST(:ids AS text[])) AND period = :p GROUP BY 1"), {"ids": account_ids, "p": period})}
+
+
+def account_rows(conn: Connection, account_ids: list[str]) -> list:
+    """The account rows (plan, pricing, updated_at: what the booking's terms cache keys on)."""
+    from models.tables import accounts
+
+    return list(conn.execute(select(accounts).where(accounts.c.id.in_(account_ids))))
+
+
+_UNBOOKED_RECENT_SQL = text(
+    """
+    SELECT e.account_id, e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
+    FROM executions e
+    WHERE e.ingested_at >= :fresh AND e.account_id = ANY(CAST(:ids AS text[]))
+      AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = e.account_id AND b.event_id = e.event_id)
+    """
+)
+
+
+def unbooked_recent(conn: Connection, account_ids: list[str], fresh_since: datetime) -> dict[str, list[Unbooked]]:
+    """The not yet decided executions of these accounts ingested from ``fresh_since`` on, by account, in
+    time order: the few rows of the last batches (the BRIN index on ``ingested_at``), not each account's
+    month."""
+    out: dict[str, list[Unbooked]] = {}
+    for r in conn.execute(_UNBOOKED_RECENT_SQL, {"ids": account_ids, "fresh": fresh_since}):
+        out.setdefault(r.account_id, []).append(Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox))
+    for rows in out.values():
+        rows.sort(key=lambda u: (u.occurred_at, u.event_id.encode()))
+    return out

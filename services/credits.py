@@ -252,25 +252,34 @@ def poll_pending(engine: Engine, catalog: Catalog, gateway, now: datetime, pendi
 
 
 # ---- consumption as executions arrive ------------------------------------------------------------------
-_TERMS_CACHE: dict[tuple, tuple[int | None, str, float]] = {}
+_TERMS_CACHE: dict[tuple, tuple[int | None, float]] = {}
 TERMS_CACHE_SECONDS = 60.0
 
 
-def _quota(conn: Connection, catalog: Catalog, account, period: Period) -> int | None:
-    """The period's pooled included quota of a plan account (None: not billed in the period, so
-    nothing is charged and credits pay for nothing). Cached briefly per account row version."""
+def _quotas(conn: Connection, catalog: Catalog, accounts: list, period: Period) -> dict[str, int | None]:
+    """Each plan account's pooled included quota for the period (None: not billed in the period, so
+    nothing is charged and credits pay for nothing), cached briefly per account row version; the
+    misses are loaded in one query."""
     from activities import pricing
 
-    key = (account.id, str(period), account.updated_at)
-    hit = _TERMS_CACHE.get(key)
-    if hit and hit[2] > time.monotonic():
-        return hit[0]
-    segments = pricing.terms_segments(conn, [account.id], period).get(account.id)
-    included = pooled_included(catalog, period.start, period.end, segments) if segments else None
-    if len(_TERMS_CACHE) > 50_000:
-        _TERMS_CACHE.clear()
-    _TERMS_CACHE[key] = (included, account.pricing, time.monotonic() + TERMS_CACHE_SECONDS)
-    return included
+    now = time.monotonic()
+    out: dict[str, int | None] = {}
+    missing = []
+    for a in accounts:
+        hit = _TERMS_CACHE.get((a.id, str(period), a.updated_at))
+        if hit and hit[1] > now:
+            out[a.id] = hit[0]
+        else:
+            missing.append(a)
+    if missing:
+        segments = pricing.terms_segments(conn, [a.id for a in missing], period)
+        if len(_TERMS_CACHE) > 50_000:
+            _TERMS_CACHE.clear()
+        for a in missing:
+            segs = segments.get(a.id)
+            out[a.id] = pooled_included(catalog, period.start, period.end, segs) if segs else None
+            _TERMS_CACHE[(a.id, str(period), a.updated_at)] = (out[a.id], now + TERMS_CACHE_SECONDS)
+    return out
 
 
 BOOKING_MARGIN = timedelta(seconds=1)  # clock granularity; open transactions are accounted for exactly
@@ -319,26 +328,41 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
                 windows.append((account_id, period, start, end, fresh))
     written = 0
     remainders = {g.id: left for pairs in held.values() for g, left in pairs}
+    recent = None
+    if windows and all(w[4] is not None for w in windows):
+        # every account booked before: read only what was ingested since, for all of them at once
+        recent = repo.unbooked_recent(conn, sorted({w[0] for w in windows}), min(w[4] for w in windows))
     while windows:
-        found = repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in windows], BOOKING_PAGE)
+        if recent is not None:
+            found = [[r for r in recent.get(w[0], []) if w[2] <= r.occurred_at < w[3]] for w in windows]
+        else:
+            found = repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in windows], BOOKING_PAGE)
+        busy = [(w, rows) for w, rows in zip(windows, found) if rows]
+        on_plans = sorted({w[0] for w, _ in busy if not holders[w[0]]} - set(plans))
+        if on_plans:
+            plans.update({a.id: a for a in repo.account_rows(conn, on_plans)})
+        quota: dict[tuple[str, str], int | None] = {}
+        counts: dict[str, dict[str, int]] = {}
+        for period in periods:
+            ids_p = sorted({w[0] for w, _ in busy if w[1] == period and not holders[w[0]]})
+            if ids_p:
+                for a, q in _quotas(conn, catalog, [plans[a] for a in ids_p], period).items():
+                    quota[(a, str(period))] = q
+                counts[str(period)] = repo.non_sandbox_counts(
+                    conn, [a for a in ids_p if quota[(a, str(period))]], str(period))
         entries, decided, again = [], [], []
-        for w, rows in zip(windows, found):
-            if not rows:
-                continue
+        for w, rows in busy:
             account_id, period = w[0], w[1]
             credits_only = holders[account_id]
             included, pricing = 0, "executions"
             if not credits_only:
-                if account_id not in plans:
-                    plans[account_id] = _require_account(conn, account_id)
-                account = plans[account_id]
-                pricing = account.pricing
-                included = _quota(conn, catalog, account, period)
+                pricing = plans[account_id].pricing
+                included = quota[(account_id, str(period))]
                 if included is None:  # not billed in this period: credits pay for nothing
                     decided += [(account_id, r.event_id, 0, False) for r in rows]
                     continue
             rank: dict[str, int] = {}
-            if included > 0 and repo.non_sandbox_in_period(conn, account_id, str(period)) > included:
+            if included > 0 and counts.get(str(period), {}).get(account_id, 0) > included:
                 rank = repo.ranks(conn, account_id, period.start, w[3], [r.event_id for r in rows])
             charges = []
             for r in rows:
@@ -360,7 +384,7 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
                     remainders[e.grant_id] += e.amount
                     entries.append(e)
                 decided.append((account_id, c.event_id, c.credits, c.funded))
-            if len(rows) == BOOKING_PAGE:
+            if recent is None and len(rows) == BOOKING_PAGE:
                 again.append(w)
         written += repo.append_entries(conn, entries)
         repo.record_bookings_many(conn, decided)

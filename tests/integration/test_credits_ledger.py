@@ -280,3 +280,50 @@ def test_credit_funded_premium_executions_earn_their_creator_30_percent_of_what_
         rows = conn.exec_driver_sql("SELECT creator_id, account_id, amount, revenue, executions FROM creator_earnings").all()
     assert [(c, a, m, r.normalize(), n) for c, a, m, r, n in rows] == [
         ("cre-1", "cr-prem", Decimal("0.81"), Decimal("2.7"), 3)]
+def test_an_execution_whose_batch_was_still_open_during_a_booking_is_booked_by_the_next_one(clean_db):
+    import psycopg
+
+    from models.db import libpq_url
+
+    url = clean_db
+    credits_only(url, "open-1")
+    give(url, "open-1", "g-open", 50, t(1), t(1, 0, month=12))
+    ingest(url, [event("open-1", 1, t(3), "claude-sonnet")])
+    slow = psycopg.connect(libpq_url(url))  # a batch whose transaction is still open
+    slow.execute("INSERT INTO executions (event_id, account_id, agent_id, model, occurred_at) "
+                 "VALUES ('open-1-slow', 'open-1', 'a', 'claude-sonnet', %s)", (t(4),))
+    slow.execute("SELECT pg_sleep(1.5)")  # it has been open for longer than the booking's 1 s of slack
+    consume(url, ["open-1"], t(25))  # cannot see it yet
+    slow.commit()
+    slow.close()
+    ingest(url, [event("open-1", 2, t(5), "claude-haiku")])
+    consume(url, ["open-1"], t(25))
+    with get_engine(url).begin() as conn:
+        booked = dict(conn.exec_driver_sql(
+            "SELECT event_id, funded FROM credit_bookings WHERE account_id = 'open-1'").all())
+    assert booked == {"open-1-1": True, "open-1-slow": True, "open-1-2": True}
+    assert sums(url, "open-1") == {"g-open": Decimal("39.00")}
+
+
+def test_on_a_plan_credits_pay_only_past_the_included_quota_in_time_order(clean_db, settings):
+    url = clean_db
+    create_account(url, "free-cr", "free")  # 100 included, then blocked: credits let it run on
+    create_account(url, "payg-cr2", "payg")  # no quota: credits pay from the first execution
+    give(url, "free-cr", "g-free", 10, t(1), t(1, 0, month=12))
+    give(url, "payg-cr2", "g-payg2", 2, t(1), t(1, 0, month=12))
+    ingest(url, [event("free-cr", i, t(2 + i // 60, 1, i % 60)) for i in range(60)]
+           + [event("payg-cr2", i, t(2, 2, i)) for i in range(3)])
+    consume(url, ["free-cr", "payg-cr2"], t(25))  # both accounts in one booking
+    ingest(url, [event("free-cr", 100 + i, t(4, 1, i)) for i in range(45)]  # 105 in all: #101..#105 past the quota
+           + [event("free-cr", 200, t(1, 23, 0), sandbox=True)])  # a sandbox try: never paid on a plan
+    consume(url, ["free-cr"], t(25))
+    with get_engine(url).begin() as conn:
+        funded = sorted(r[0] for r in conn.exec_driver_sql(
+            "SELECT event_id FROM credit_bookings WHERE funded ORDER BY 1").all())
+    assert funded == ["free-cr-140", "free-cr-141", "free-cr-142", "free-cr-143", "free-cr-144",
+                      "payg-cr2-0", "payg-cr2-1"]
+    assert sums(url, "free-cr") == {"g-free": Decimal("5.00")}
+    close_chunk(url, settings, t(3, 2, month=11))
+    free, lines = invoice(url, "free-cr")
+    assert free.total == Decimal("0.00") and ("credit_usage", "0.00") in lines
+    assert not any(k == "blocked_usage" for k, _ in lines)  # the five past the quota were paid with credits
