@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     )
     billing_link_hours: int = Field(default=24, ge=1, description="How long a billing-page link stays valid.")
     api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
+    api_ingest_processes: int = Field(
+        default=1, ge=0, le=64,
+        description="Child processes per API worker that record batches (0: in the serving process's threads).")
     # Connection pools: docs/deployment.md adds them up against Postgres' max_connections.
     db_pool_size: int | None = Field(
         default=None, ge=1,
