@@ -120,7 +120,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     engine = engine or api_engine(settings.effective_database_url(), settings.api_db_pool_size,
                                   settings.api_db_max_overflow)
     catalog = catalog or load_catalog(settings.catalog_path)
-    service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency)
+    service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency,
+                              grace_hours=settings.late_usage_grace_hours)
     keys = PlatformKeys(engine)
     secret = settings.effective_api_secret()
     bearer = HTTPBearer(auto_error=False, description="A platform API key (`tally platforms create NAME`).")

@@ -14,8 +14,12 @@ def run_migrations_online() -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        connection.commit()  # the lock is the session's; Alembic begins its own transactions
         try:
-            context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+            # One transaction per migration: a migration may leave it for an autocommit block
+            # (CREATE INDEX CONCURRENTLY, a batched backfill).
+            context.configure(connection=connection, target_metadata=metadata, compare_type=True,
+                              transaction_per_migration=True)
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()

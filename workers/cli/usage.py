@@ -31,7 +31,9 @@ def usage_ingest(file: str, show_rejections: int) -> None:
     from services.ingest import ingest_jsonl
 
     source = sys.stdin.buffer if file == "-" else file
-    report = ingest_jsonl(get_settings().effective_database_url(), source, catalog())
+    settings = get_settings()
+    report = ingest_jsonl(settings.effective_database_url(), source, catalog(),
+                          grace_hours=settings.late_usage_grace_hours)
     rate = report.lines / report.seconds if report.seconds else 0
     click.echo(f"accepted {report.accepted:,}  duplicate {report.duplicates:,}  rejected {report.rejected:,}"
                f"  ({report.lines:,} lines in {report.seconds:.2f} s, {rate:,.0f}/s)")
