@@ -139,7 +139,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         from api.ingest_process import IngestProcesses
 
         ingest = IngestProcesses(settings.effective_database_url(), settings.catalog_path, ingest_processes,
-                                 concurrency=settings.api_ingest_concurrency)
+                                 concurrency=settings.api_ingest_concurrency,
+                                 grace_hours=settings.late_usage_grace_hours)
         app.router.on_shutdown.append(ingest.close)
     app.state.ingest = ingest
     install_error_handlers(app)

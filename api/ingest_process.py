@@ -43,7 +43,7 @@ log = logging.getLogger("tally.api.ingest")
 _recorder = None  # the child's services.ingest.BatchRecorder
 
 
-def _start(database_url: str, catalog_path: str | None, pool_size: int, concurrency: int) -> None:
+def _start(database_url: str, catalog_path: str | None, pool_size: int, concurrency: int, grace_hours: int) -> None:
     """In the child: its own engine, catalog and recorder; alerts evaluated in its background thread."""
     global _recorder
     from api.app import api_engine
@@ -54,7 +54,7 @@ def _start(database_url: str, catalog_path: str | None, pool_size: int, concurre
     engine = api_engine(database_url, pool_size=pool_size, max_overflow=2)
     catalog = load_catalog(Path(catalog_path) if catalog_path else None)
     evaluator(engine, catalog).queue.background = True
-    _recorder = BatchRecorder(engine, catalog, concurrency)
+    _recorder = BatchRecorder(engine, catalog, concurrency, grace_hours)
     gc.collect()
     gc.freeze()
 
@@ -84,8 +84,8 @@ class IngestProcesses:
     """The batch recorders of one API process (``processes`` children, one batch at a time each)."""
 
     def __init__(self, database_url: str, catalog_path: Path | None, processes: int, pool_size: int = 2,
-                 concurrency: int = 1):
-        self._args = (database_url, str(catalog_path) if catalog_path else None, pool_size, concurrency)
+                 concurrency: int = 1, grace_hours: int = 48):
+        self._args = (database_url, str(catalog_path) if catalog_path else None, pool_size, concurrency, grace_hours)
         self.processes = processes
         self._lock = threading.Lock()
         self._pool = self._new_pool()

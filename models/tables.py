@@ -76,7 +76,8 @@ catalog_versions = Table(
 )
 
 # One row per execution. Its event id is unique per tenant (platform): ``execution_ids`` holds that
-# uniqueness; the row's own key is (account_id, event_id).
+# uniqueness; the row's own key is (account_id, event_id, occurred_at). Partitioned by month of
+# occurred_at (executions_YYYY_MM, repositories/partitions.py; a key must hold the partition column).
 executions = Table(
     "executions",
     metadata,
@@ -93,8 +94,9 @@ executions = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name="tokens_non_negative"),
-    PrimaryKeyConstraint("account_id", "event_id"),
+    PrimaryKeyConstraint("account_id", "event_id", "occurred_at"),
     Index("ix_executions_account_occurred", "account_id", "occurred_at"),
+    postgresql_partition_by="RANGE (occurred_at)",
 )
 
 invoices = Table(
