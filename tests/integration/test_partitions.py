@@ -149,3 +149,15 @@ def test_a_damaged_archive_restores_nothing(clean_db, tmp_path):
     with pytest.raises(ValueError, match="nothing restored"):
         partitions.restore(clean_db, bad)
     assert scalar(clean_db, "SELECT count(*) FROM executions") == 0
+
+
+def test_the_schedules_activity_creates_the_months_ahead_of_its_clock(clean_db, tmp_path):
+    from activities.deps import Deps
+    from activities.partitions import PartitionActivities
+    from models.schemas import PartitionsInput
+    from models.settings import Settings
+
+    deps = Deps(Settings(home=tmp_path, database_url=clean_db), clock=lambda: datetime(2032, 5, 3, tzinfo=timezone.utc))
+    result = PartitionActivities(deps).ensure_execution_partitions(PartitionsInput(months_ahead=2))
+    assert result.created == ["2032-05", "2032-06", "2032-07"]
+    assert PartitionActivities(deps).ensure_execution_partitions(PartitionsInput(months_ahead=2)).created == []
