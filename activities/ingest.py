@@ -188,12 +188,11 @@ def _cost(obj: dict) -> Decimal | None:
         raise LineError(f"cost_usd: {value!r} is not a decimal number") from None
     if not cost.is_finite() or cost < 0:
         raise LineError("cost_usd: must be a finite, non-negative amount")
-    if cost > MAX_COST:  # compared before rounding: a huge exponent never reaches quantize
+    # Bounded before rounding: a huge exponent never reaches quantize, and nothing at most MAX_COST
+    # rounds past it (the old bound, 10^10, let 9999999999.999999995 round into an overflow).
+    if cost > MAX_COST:
         raise LineError(f"cost_usd: must be at most {MAX_COST:,} per execution")
-    cost = cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)  # the column keeps 8 decimals
-    if cost > MAX_COST:  # 9999.999999995 rounds up past the bound
-        raise LineError(f"cost_usd: must be at most {MAX_COST:,} per execution")
-    return cost
+    return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)  # the column keeps 8 decimals
 
 
 def _model(obj: dict, models: frozenset[str]) -> str:
@@ -390,14 +389,14 @@ def screen(rows: list[tuple], hashes: list[bytes], tenancy: dict[str, Tenancy], 
             verdicts.append(f"account_id: unknown account {row[1]!r}")
             continue
         ts = row[10]
-        if ts < account.billing_starts_at:
-            verdicts.append(f"occurred_at: {_iso(ts)} is before the account's billing start "
-                            f"({account.billing_starts_at:%Y-%m-%d}); it would never be billed")
-            continue
-        if ts < not_before:
+        if ts < not_before:  # the later of the two bounds is named
             verdicts.append(f"occurred_at: {_iso(ts)} is before {not_before:%Y-%m}, the oldest "
                             f"period a close still bills (late usage reaches back {LATE_USAGE_LOOKBACK_PERIODS} "
                             "periods); it would never be billed")
+            continue
+        if ts < account.billing_starts_at:
+            verdicts.append(f"occurred_at: {_iso(ts)} is before the account's billing start "
+                            f"({account.billing_starts_at:%Y-%m-%d}); it would never be billed")
             continue
         key = (account.platform_id, row[0])
         first = seen.get(key)
