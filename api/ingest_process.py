@@ -66,17 +66,21 @@ def _ready() -> bool:
 def _record(platform_id: int, body: bytes, now: datetime) -> tuple[int, bytes, dict | None]:
     """In the child: (status, JSON body, headers) of one ``POST /v1/executions``."""
     from api.app import batch_items
-    from api.errors import error_response
+    from api.errors import DATABASE_RETRY_AFTER_SECONDS, database_unavailable, error_response
 
     try:
         result = _recorder.record(platform_id, batch_items(body), now)
     except ApiError as err:
         resp = error_response(err.status, err.type, err.message, err.field, err.headers)
         return err.status, bytes(resp.body), err.headers
-    except Exception:  # noqa: BLE001 - logged here with its traceback; the caller learns nothing internal
+    except Exception as exc:  # noqa: BLE001 - answered as the serving process answers it (api/errors.py)
+        if database_unavailable(exc):
+            log.warning("database unavailable while recording a batch: %s", str(exc).strip().splitlines()[0:1])
+            resp = error_response(503, "unavailable", "the database is unavailable; retry later",
+                                  headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+            return 503, bytes(resp.body), {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
         log.exception("recording a batch failed")
-        return 500, orjson.dumps({"error": {"type": "internal", "message": "internal error; it has been logged",
-                                            "field": None}}), None
+        return 500, bytes(error_response(500, "internal", "internal error; it has been logged").body), None
     return 200, orjson.dumps(result), None
 
 
