@@ -429,29 +429,54 @@ class _Batch:
         return list({row[1] for row in self.rows})
 
     def counter_params(self) -> dict:
-        """The rows' month-to-date counters, as arrays for _ADD_COUNTERS."""
-        counts: dict[tuple, list] = {}
-        get = counts.get
-        for row in self.rows:
-            ts = row[10]
-            key = (row[1], ts.year, ts.month, row[4], row[7], row[8])
-            c = get(key)
-            if c is None:
-                counts[key] = [1, row[5], row[6], row[9] or _NO_COST]
-            else:
-                c[0] += 1
-                c[1] += row[5]
-                c[2] += row[6]
-                if row[9]:
-                    c[3] += row[9]
-        keys = list(counts)
-        sums = [counts[k] for k in keys]
-        return {
-            "account_id": [k[0] for k in keys], "period": [f"{k[1]:04d}-{k[2]:02d}" for k in keys],
-            "model": [k[3] for k in keys], "byok": [k[4] for k in keys], "sandbox": [k[5] for k in keys],
-            "executions": [c[0] for c in sums], "input_tokens": [c[1] for c in sums],
-            "output_tokens": [c[2] for c in sums], "cost_usd": [c[3] for c in sums],
-        }
+        return counter_params(self.rows)
+
+
+def counter_params(rows: list[tuple]) -> dict:
+    """The month-to-date counters of rows (``FIELDS`` order), as arrays for _ADD_COUNTERS."""
+    counts: dict[tuple, list] = {}
+    get = counts.get
+    for row in rows:
+        ts = row[10]
+        key = (row[1], ts.year, ts.month, row[4], row[7], row[8])
+        c = get(key)
+        if c is None:
+            counts[key] = [1, row[5], row[6], row[9] or _NO_COST]
+        else:
+            c[0] += 1
+            c[1] += row[5]
+            c[2] += row[6]
+            if row[9]:
+                c[3] += row[9]
+    keys = list(counts)
+    sums = [counts[k] for k in keys]
+    return {
+        "account_id": [k[0] for k in keys], "period": [f"{k[1]:04d}-{k[2]:02d}" for k in keys],
+        "model": [k[3] for k in keys], "byok": [k[4] for k in keys], "sandbox": [k[5] for k in keys],
+        "executions": [c[0] for c in sums], "input_tokens": [c[1] for c in sums],
+        "output_tokens": [c[2] for c in sums], "cost_usd": [c[3] for c in sums],
+    }
+
+
+def record_ids_and_counts(cur: psycopg.Cursor, ids: list[tuple[int, str, bytes]], rows: list[tuple]) -> None:
+    """Record the (tenant, event id, digest) of executions just COPYed (in key order, the order every
+    writer locks them in) and add their counters. A known id raises UniqueViolation: the caller's
+    savepoint then undoes the batch and it takes the general way."""
+    with cur.copy(_COPY_IDS) as copy:
+        copy.set_types(["int4", "text", "bytea"])
+        for key in sorted(ids):
+            copy.write_row(key)
+    cur.execute(_ADD_COUNTERS, counter_params(rows))
+
+
+def copy_fresh(cur: psycopg.Cursor, rows: list[tuple], ids: list[tuple[int, str, bytes]]) -> None:
+    """The fast way in for rows (``FIELDS`` order) whose ids are new and unique in the batch, screened
+    already: COPY (binary) into executions, then ``record_ids_and_counts``; the HTTP API's batches."""
+    with cur.copy(_COPY_EXECUTIONS) as copy:
+        copy.set_types(_BINARY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+    record_ids_and_counts(cur, ids, rows)
 
 
 class _NotFresh(Exception):
@@ -498,11 +523,8 @@ def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
                 raise _NotFresh
             if batch.rows:
                 tenancy = batch.tenancy
-                with cur.copy(_COPY_IDS) as copy:
-                    copy.set_types(["int4", "text", "bytea"])
-                    for row, digest in zip(rows, hashes):
-                        copy.write_row((tenancy[row[1]].platform_id, row[0], digest))
-                cur.execute(_ADD_COUNTERS, batch.counter_params())
+                record_ids_and_counts(cur, [(tenancy[row[1]].platform_id, row[0], digest)
+                                            for row, digest in zip(rows, hashes)], rows)
         return batch, True
     except (_NotFresh, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
         for line_no, raw in lines[done:]:  # the COPY failed before the end of the batch

@@ -23,6 +23,7 @@ from activities.ingest import (
     Tenancy,
     billed_from,
     content_hash,
+    copy_fresh,
     execution_errors,
     ingest_file,
     known_models,
@@ -116,6 +117,20 @@ class BatchRecorder:
         return {"results": results, "accepted": counts["accepted"], "duplicates": counts["duplicate"],
                 "rejected": counts["rejected"]}
 
+    @staticmethod
+    def _copy_fresh(conn, to_record: list[tuple]) -> bool:
+        """The usual batch (every id new): COPY it straight in (``activities.ingest.copy_fresh``) in a
+        savepoint; False, with nothing written, when an id was recorded before (or is being recorded
+        by a concurrent batch): the batch then takes the general statement, which sorts that out."""
+        if not to_record:
+            return True
+        try:
+            with conn.begin_nested(), conn.connection.driver_connection.cursor() as cur:
+                copy_fresh(cur, [r[3:] for r in to_record], [(r[1], r[3], r[2]) for r in to_record])
+            return True
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            return False
+
     def _insert(self, platform_id: int, valid: list[tuple[int, tuple, bytes]], not_before: datetime) -> list[str]:
         """Per valid item: "accepted", "duplicate" or the rejection ("field: reason")."""
         if not valid:
@@ -127,7 +142,10 @@ class BatchRecorder:
             verdicts: list = screen(rows, [h for _, _, h in valid], tenancy, not_before)
             to_record = [(n, tenancy[row[1]].platform_id, digest, *row)
                          for n, ((_, row, digest), v) in enumerate(zip(valid, verdicts)) if v is None]
-            not_recorded = usage.record_executions(conn, to_record)
+            if self._copy_fresh(conn, to_record):
+                not_recorded = []
+            else:
+                not_recorded = usage.record_executions(conn, to_record)
             known = usage.recorded_hashes(conn, [(r[1], r[2]) for r in not_recorded])
         for n, *_ in to_record:
             verdicts[n] = "accepted"
