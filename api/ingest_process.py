@@ -41,6 +41,9 @@ from api.errors import ApiError
 log = logging.getLogger("tally.api.ingest")
 
 _recorder = None  # the child's services.ingest.BatchRecorder
+# Each ingest process's connections (docs/deployment.md counts them): one batch at a time, plus the
+# alert evaluation's reads and writes.
+POOL_SIZE, MAX_OVERFLOW = 2, 2
 
 
 def _start(database_url: str, catalog_path: str | None, pool_size: int, concurrency: int, grace_hours: int) -> None:
@@ -51,7 +54,7 @@ def _start(database_url: str, catalog_path: str | None, pool_size: int, concurre
     from services.alerts import evaluator
     from services.ingest import BatchRecorder
 
-    engine = api_engine(database_url, pool_size=pool_size, max_overflow=2)
+    engine = api_engine(database_url, pool_size=pool_size, max_overflow=MAX_OVERFLOW)
     catalog = load_catalog(Path(catalog_path) if catalog_path else None)
     evaluator(engine, catalog).queue.background = True
     _recorder = BatchRecorder(engine, catalog, concurrency, grace_hours)
@@ -87,7 +90,7 @@ def _record(platform_id: int, body: bytes, now: datetime) -> tuple[int, bytes, d
 class IngestProcesses:
     """The batch recorders of one API process (``processes`` children, one batch at a time each)."""
 
-    def __init__(self, database_url: str, catalog_path: Path | None, processes: int, pool_size: int = 2,
+    def __init__(self, database_url: str, catalog_path: Path | None, processes: int, pool_size: int = POOL_SIZE,
                  concurrency: int = 1, grace_hours: int = 48):
         self._args = (database_url, str(catalog_path) if catalog_path else None, pool_size, concurrency, grace_hours)
         self.processes = processes
