@@ -161,3 +161,36 @@ def test_the_schedules_activity_creates_the_months_ahead_of_its_clock(clean_db, 
     result = PartitionActivities(deps).ensure_execution_partitions(PartitionsInput(months_ahead=2))
     assert result.created == ["2032-05", "2032-06", "2032-07"]
     assert PartitionActivities(deps).ensure_execution_partitions(PartitionsInput(months_ahead=2)).created == []
+
+
+def test_the_cli_archives_and_restores_a_month_and_refuses_recent_ones(clean_db, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from models.settings import get_settings
+    from workers.cli import cli
+
+    create_account(clean_db, "a1", "payg")
+    now = datetime.now(timezone.utc)
+    old = Period.of(now).previous().previous().previous().previous().previous()  # 5 months back: archivable
+    with psycopg.connect(libpq_url(clean_db)) as conn:  # older than ingest accepts: written directly
+        conn.execute(f"INSERT INTO executions ({COLUMNS}) VALUES ('o1', 'a1', 'g', NULL, 'gpt-4o', 1, 2, false, "
+                     "false, NULL, %s, NULL, NULL, NULL)", (old.start + timedelta(days=2),))
+    for name in ("DATABASE_URL", "TALLY_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"DATABASE_URL": clean_db, "TALLY_HOME": str(tmp_path / "home")}
+    runner = CliRunner()
+    get_settings.cache_clear()
+    try:
+        recent = runner.invoke(cli, ["usage", "archive", "--before", str(Period.of(now))], env=env)
+        assert recent.exit_code != 0 and "too recent" in recent.output
+        done = runner.invoke(cli, ["usage", "archive", "--before", str(old.next()), "--dir", str(tmp_path / "a")],
+                             env=env)
+        assert done.exit_code == 0, done.output
+        assert f"{old}: 1 executions" in done.output
+        assert scalar(clean_db, "SELECT count(*) FROM executions") == 0
+        path = tmp_path / "a" / f"executions-{old}.copy.gz"
+        back = runner.invoke(cli, ["usage", "restore", str(path)], env=env)
+        assert back.exit_code == 0 and f"{old}: 1 executions restored" in back.output
+        assert scalar(clean_db, "SELECT event_id FROM executions") == "o1"
+    finally:
+        get_settings.cache_clear()

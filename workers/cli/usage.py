@@ -74,9 +74,10 @@ def usage_archive(before: str, directory: str) -> None:
     from billing.periods import Period
     from services import partitions
 
+    month = Period.parse(before)
     settings = get_settings()
     try:
-        done = partitions.archive(settings.effective_database_url(), Period.parse(before), Path(directory),
+        done = partitions.archive(settings.effective_database_url(), month, Path(directory),
                                   datetime.now(timezone.utc), settings.late_usage_grace_hours)
     except FileExistsError as err:
         raise UserError(str(err)) from None
