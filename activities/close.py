@@ -77,7 +77,11 @@ class CloseActivities:
                 type=Failure.PERIOD_NOT_CLOSABLE,
                 non_retryable=True,
             )
-        version = self.catalog.at(period.start)
+        try:
+            version = self.catalog.at(period.start)
+        except CatalogError as err:  # no retry brings a price list into force
+            raise ApplicationError(f"period {period} cannot be billed: {err}", type=Failure.PERIOD_NOT_CLOSABLE,
+                                   non_retryable=True) from err
         with self.engine.begin() as conn:
             catalog_versions.ensure_catalog_version(conn, version)
             n = accounts.count_billable_accounts(conn, period)

@@ -37,6 +37,7 @@ from workflows import alerts as alerts_workflows
 from workflows import close as close_workflows
 from workflows import contracts as contract_workflows
 from workflows import usage_report as usage_report_workflows
+from workflows import partitions as partition_workflows
 from workflows.search_attributes import (
     ANOMALY_STATE,
     BILLING_ACCOUNT_IDS,
@@ -111,6 +112,18 @@ def _alerts_schedules(settings: Settings) -> list[ScheduleDef]:
     return [notifications_outbox_schedule(settings), mid_month_trend_schedule(settings)]
 
 
+def _partition_activities(deps: Deps) -> list[Any]:
+    from activities.partitions import PartitionActivities
+
+    return [PartitionActivities(deps)]
+
+
+def _partition_schedules(settings: Settings) -> list[ScheduleDef]:
+    from capabilities.schedules import execution_partitions_schedule
+
+    return [execution_partitions_schedule(settings)]
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -157,6 +170,14 @@ CAPABILITIES: tuple[Capability, ...] = (
         search_attributes=(ANOMALY_STATE, BILLING_ACCOUNT_IDS, BILLING_PERIOD),
         cli_groups=("workers.cli.alerts:anomalies", "workers.cli.alerts:notifications"),
         usage_observers=("services.alerts:on_usage",),
+    ),
+    Capability(
+        name="partitions",
+        description="executions partitioned by month: partitions created ahead daily, old months archived "
+                    "to files and restorable (tally usage archive / restore)",
+        workflows=partition_workflows.WORKFLOWS,
+        activities=_partition_activities,
+        schedules=_partition_schedules,
     ),
 )
 

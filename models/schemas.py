@@ -768,3 +768,13 @@ class ScheduledTrendResult(BaseModel):
 
 
 TrendCheckInput.model_rebuild()
+
+
+# ---- month partitions of executions (issue 15; repositories/partitions.py) -------------------------
+class PartitionsInput(BaseModel):
+    months_ahead: int = Field(default=3, ge=1, le=24)
+
+
+class PartitionsResult(BaseModel):
+    created: list[str] = Field(default_factory=list)  # YYYY-MM of each partition created
+    from_default: list[str] = Field(default_factory=list)  # months moved out of the default partition

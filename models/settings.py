@@ -83,8 +83,11 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC secret of billing-page links; unset: a random one kept in $TALLY_HOME/api-secret.",
     )
-    billing_link_hours: int = Field(default=24, ge=1, description="How long a billing-page link stays valid.")
+    billing_link_hours: int = Field(default=24, ge=1, le=30 * 24, description="How long a billing-page link stays valid (1 h to 30 days).")
     api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
+    api_ingest_processes: int = Field(
+        default=1, ge=0, le=64,
+        description="Child processes per API worker that record batches (0: in the serving process's threads).")
     # Connection pools: docs/deployment.md adds them up against Postgres' max_connections.
     db_pool_size: int | None = Field(
         default=None, ge=1,

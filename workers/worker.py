@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
@@ -41,8 +42,43 @@ def build_worker(client: Client, settings: Settings, deps: Deps | None = None,
     )
 
 
+def preflight(settings: Settings) -> None:
+    """Refuse to start, with one line naming the setting, when Postgres (or the Stripe server this
+    worker is configured for) cannot be reached: a worker that polls anyway retries every close
+    silently. Raises ConfigError."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from models.db import libpq_url, sqlalchemy_url
+    from models.settings import EMULATOR_API_KEY
+
+    url = settings.effective_database_url()
+    shown = make_url(sqlalchemy_url(url)).render_as_string(hide_password=True)
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            conn.execute("SELECT 1 FROM alembic_version")
+    except psycopg.errors.UndefinedTable:
+        raise ConfigError(f"the database {shown} has no Tally schema: run `tally db migrate`") from None
+    except psycopg.Error as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot reach the database {shown} (DATABASE_URL): {detail}; refusing to start") from None
+    key, base = settings.effective_stripe()
+    if base:  # real Stripe (no base URL) is not probed: it is the internet's
+        parts = urlsplit(base)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=5).close()
+        except OSError as err:
+            why = (" (the local Stripe emulator, used because STRIPE_API_KEY is not set; start it with `tally dev up` "
+                   "or set STRIPE_API_KEY)") if key == EMULATOR_API_KEY else ""
+            raise ConfigError(f"cannot reach Stripe at {base}{why}: {err.strerror or err}; refusing to start") from None
+
+
 async def run_worker(settings: Settings) -> None:
     settings.check_production()
+    preflight(settings)
     client = await connect(settings)
     worker = build_worker(client, settings)
     stop = asyncio.Event()
