@@ -22,7 +22,9 @@ invoice push holds an advisory lock); two processes performing the same step at 
 hour), with the same rules step by step and its bookkeeping batched: the latest records of all steps in
 one statement, the keys of the new steps recorded and committed in one statement before any call, the
 calls on ``workers`` threads, every outcome in one statement. A step whose record needs a look-up (a
-saved failure, an old key) takes ``perform``'s own path.
+saved failure, an old key) takes ``perform``'s own path (on the calling thread when ``db`` is a
+Connection, which threads must not share). So a batch costs three commits however many steps it holds,
+which is what lets the invoice push record a chunk's steps stage by stage (``activities.push``).
 """
 
 from __future__ import annotations
@@ -180,6 +182,11 @@ class StripeLedger:
                 with lock:
                     finished.append(done)
 
+        if not isinstance(self.db, Engine):
+            # perform's own path writes its records on the caller's Connection: not from other threads
+            for i in slow:
+                run(i)
+            slow = []
         todo = deque(i for i in range(len(steps)) if i in keys or i in slow)
         left = [len(todo)]
 
