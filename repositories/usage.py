@@ -201,18 +201,20 @@ USAGE_AGGREGATES = """count(*) AS executions,
            coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
            coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
            coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
-_USAGE_ROWS_SQL = text(
-    f"""
-    WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
-            AS a(account_id, included, starts)
-    ), seg AS (
+# The terms segments and catalog version windows the executions are split by (CTEs ``seg``, ``ver``).
+_SEGMENTS_AND_VERSIONS = """seg AS (
         SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
                              CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
             AS s(account_id, idx, starts, ends)
     ), ver AS (
         SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
-                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
+                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)"""
+_USAGE_ROWS_SQL = text(
+    f"""
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
+    ), {_SEGMENTS_AND_VERSIONS}
     ), base AS (
         SELECT e.account_id, e.event_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens,
                e.cost_usd, e.occurred_at, a.included
@@ -254,13 +256,7 @@ _UNRANKED_ROWS_SQL = text(
     f"""
     WITH acct AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS a(account_id, starts)
-    ), seg AS (
-        SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
-                             CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
-            AS s(account_id, idx, starts, ends)
-    ), ver AS (
-        SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
-                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
+    ), {_SEGMENTS_AND_VERSIONS}
     )
     SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, false AS billable,
            {USAGE_AGGREGATES}
