@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     api_db_max_overflow: int = Field(default=10, ge=0, description="Extra connections an API process may open.")
     close_chunk_size: int = Field(default=100, description="Accounts per close child workflow.")
     close_parallel_chunks: int = Field(default=4, description="Chunk workflows running at once.")
+    worker_processes: int = Field(
+        default=1, ge=0,
+        description="Worker processes `tally worker` runs on the task queue (a supervisor restarts one that "
+                    "dies); 0: one per CPU core. Safe because every activity is idempotent.")
     late_usage_grace_hours: int = 48
     catalog_path: Path | None = Field(default=None, description="Override the catalog data file.")
     contract_poll_seconds: int = Field(

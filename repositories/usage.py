@@ -8,7 +8,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -257,23 +257,26 @@ USAGE_AGGREGATES = """count(*) AS executions,
            coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
            coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
            coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
-_USAGE_ROWS_SQL = text(
-    f"""
-    WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
-            AS a(account_id, included, starts)
-    ), seg AS (
+# The terms segments and catalog version windows the executions are split by (CTEs ``seg``, ``ver``).
+_SEGMENTS_AND_VERSIONS = """seg AS (
         SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
                              CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
             AS s(account_id, idx, starts, ends)
     ), ver AS (
         SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
-                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
+                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)"""
+_USAGE_ROWS_SQL = text(
+    f"""
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
+    ), {_SEGMENTS_AND_VERSIONS}
     ), base AS (
         SELECT e.account_id, e.event_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens,
                e.cost_usd, e.occurred_at, a.included
         FROM executions e JOIN acct a ON a.account_id = e.account_id
-        WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
+        WHERE e.account_id = ANY(CAST(:ids AS text[]))  -- lets the planner use the account index
+          AND e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
           AND (CAST(:known_at AS timestamptz) IS NULL OR e.ingested_at <= CAST(:known_at AS timestamptz))
     ), totals AS (
         SELECT account_id, count(*) FILTER (WHERE NOT sandbox) AS n FROM base GROUP BY account_id
@@ -302,6 +305,29 @@ _USAGE_ROWS_SQL = text(
 )
 
 
+# The same groups without the ranking: one pass over the chunk's executions (through the account
+# index), hash-aggregated. Rows outside every segment or version come back with a NULL idx / name: they
+# count toward the quota (as in the ranked query's ``totals``) but are not billed.
+_UNRANKED_ROWS_SQL = text(
+    f"""
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS a(account_id, starts)
+    ), {_SEGMENTS_AND_VERSIONS}
+    )
+    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, false AS billable,
+           {USAGE_AGGREGATES}
+    FROM executions r
+    JOIN acct a ON a.account_id = r.account_id
+    LEFT JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
+    LEFT JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
+    WHERE r.account_id = ANY(CAST(:ids AS text[]))
+      AND r.occurred_at >= :start AND r.occurred_at < :end AND r.occurred_at >= a.starts
+      AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
+    GROUP BY 1, 2, 3, 4, 5, 6
+    """
+)
+
+
 def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
                included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
                known_at: datetime | None = None) -> dict[str, list[UsageRow]]:
@@ -309,10 +335,38 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     force when each execution occurred, model, BYOK, sandbox and billable (past the account's pooled
     included quota in time order: occurred_at, then event id; sandbox tries never count). The
     ranking is ``billing.rating.split_at_quota`` in SQL; property tests compare the two. With
-    ``known_at``, only the executions ingested by then (what a close rating at that time saw)."""
+    ``known_at``, only the executions ingested by then (what a close rating at that time saw).
+
+    Most accounts never pass their quota: one unranked aggregation answers them (all included, or
+    all billable when the quota is 0); only the accounts past a positive quota are ranked in time
+    order, by a second query over their executions alone."""
     ids = [a for a in included if a in segments]
     if not ids:
         return {}
+    # The planner underestimates the groups (the segment and version joins filter on ranges) and
+    # sorts ~every execution of the chunk to aggregate them; hashing them is what fits.
+    was = conn.execute(text("SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)")).first()[0]
+    try:
+        unranked = _aggregate(conn, _UNRANKED_ROWS_SQL, ids, start, end, segments, included, versions, known_at)
+    finally:
+        conn.execute(text("SELECT set_config('enable_sort', :was, true)"), {"was": was})
+    used = {a: sum(r.executions for r in rows if not r.sandbox) for a, rows in unranked.items()}
+    ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
+    out: dict[str, list[UsageRow]] = {}
+    for a, rows in unranked.items():
+        if a in ranked:
+            continue
+        free = included[a] > 0  # under a positive quota: every execution is included
+        out[a] = [replace(r, billable=not r.sandbox and not free) for r in rows
+                  if r.segment is not None and r.version is not None]
+    if ranked:
+        out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions, known_at))
+    return out
+
+
+def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: datetime,
+               segments: dict[str, list[TermsSegment]], included: dict[str, int],
+               versions: list[tuple[str, datetime, datetime]], known_at: datetime | None) -> dict[str, list[UsageRow]]:
     seg_account, seg_index, seg_start, seg_end = [], [], [], []
     for a in ids:
         for i, sg in enumerate(segments[a]):
@@ -320,7 +374,7 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
             seg_index.append(i)
             seg_start.append(sg.start)
             seg_end.append(sg.end)
-    rows = conn.execute(_USAGE_ROWS_SQL, {
+    rows = conn.execute(sql, {
         "ids": ids, "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids],
         "seg_account": seg_account, "seg_index": seg_index, "seg_start": seg_start, "seg_end": seg_end,
         "ver_name": [v[0] for v in versions], "ver_start": [v[1] for v in versions],

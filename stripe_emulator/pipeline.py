@@ -1,7 +1,7 @@
 """The path every Stripe API request takes, in Stripe's order:
 
 body (413) -> authentication (401) -> routing (404, in the app) -> parameter decoding (400) ->
-``rate_limit_429`` fault -> idempotency (replay, 400 ``idempotency_error``, 409 in flight) -> execution
+``rate_limit_429`` fault or the write rate cap (core/ratecap.py) -> idempotency (replay, 400 ``idempotency_error``, 409 in flight) -> execution
 (``delay``, ``error_500``, or the handler under the state lock) -> ``drop_after_commit``.
 
 Nothing before the idempotency check is saved under the key; everything executed is (4xx and 500 too).
@@ -129,6 +129,12 @@ async def _serve(request: Request, op: Operation):
                           type="rate_limit_error", code="rate_limit",
                           headers={"Retry-After": str(int(ra)) if float(ra).is_integer() else str(ra)})
         return finish(error_response(err), 429, fault="rate_limit_429")
+    cap = getattr(request.app.state.emulator, "write_cap", None)  # core/ratecap.py, off unless set
+    if cap is not None and method == "POST" and (wait := cap.admit()):
+        err = StripeError(429, "Too many requests hit the API too quickly. (emulator write rate cap)",
+                          type="rate_limit_error", code="rate_limit",
+                          headers={"Retry-After": f"{max(wait, 0.01):.2f}"})
+        return finish(error_response(err), 429, fault="write_rate_cap")
     # 4. idempotency
     claimed = False
     if idem_key:
