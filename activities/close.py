@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import pricing
 from activities.deps import Deps
-from activities.push import InvoiceBusy, InvoiceNotFound, InvoicePusher, InvoiceRejected
+from activities.push import CustomerRefused, InvoiceBusy, InvoiceNotFound, InvoicePusher, InvoiceRejected
 from billing.catalog import Catalog, CatalogError
 from billing.close import AccountOutcome, decide
 from billing.contracts import ContractError
@@ -194,12 +194,14 @@ class CloseActivities:
                             result.already_pushed += 1
                         elif outcome.status == "open":
                             result.pushed += 1
+                    except CustomerRefused as err:
+                        result.failed.append(self._failure(invoice_id, str(err), Failure.CUSTOMER_MISMATCH))
                     except InvoiceRejected as err:
                         result.failed.append(self._failure(invoice_id, str(err)))
                     except (StripeError, InvoiceBusy) as err:
                         if last_attempt:
                             self._give_up(invoice_id, str(err))
-                            result.failed.append(self._failure(invoice_id, str(err)))
+                            result.failed.append(self._failure(invoice_id, str(err), Failure.STRIPE_TRANSIENT))
                         else:
                             transient.append(f"invoice {invoice_id}: {err}")
         if transient:
@@ -215,6 +217,8 @@ class CloseActivities:
         pusher = InvoicePusher(self.engine, self.gateway, self.clock)
         try:
             outcome = pusher.push(inp.invoice_id)
+        except CustomerRefused as err:
+            raise ApplicationError(str(err), type=Failure.CUSTOMER_MISMATCH, non_retryable=True) from err
         except InvoiceRejected as err:
             raise ApplicationError(str(err), type=Failure.INVOICE_REJECTED, non_retryable=True) from err
         except InvoiceNotFound as err:
@@ -228,10 +232,10 @@ class CloseActivities:
         )
 
     # ---- helpers --------------------------------------------------------------------------------
-    def _failure(self, invoice_id: int, error: str) -> InvoiceFailure:
+    def _failure(self, invoice_id: int, error: str, kind: str = Failure.INVOICE_REJECTED) -> InvoiceFailure:
         with self.engine.begin() as conn:
             inv = invoices.get_invoice(conn, invoice_id)
-        return InvoiceFailure(invoice_id=invoice_id, account_id=inv.account_id, error=error)
+        return InvoiceFailure(invoice_id=invoice_id, account_id=inv.account_id, error=error, kind=kind)
 
     def _give_up(self, invoice_id: int, error: str) -> None:
         with self.engine.begin() as conn:

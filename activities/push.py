@@ -8,6 +8,8 @@ by a fault-injection test):
 - A key that Stripe may have forgotten (older than ~24 h) or under which it saved a failure (a 500) is
   never reused blindly: Tally first looks the object up in Stripe by metadata, and only if it is not
   there mints the next attempt's key.
+- The account's Stripe customer, created, found or reused, must name the account in its metadata, else the
+  invoice is ``push_failed`` with a ``CustomerMismatch`` error (``Failure.CUSTOMER_MISMATCH``).
 - Only one process pushes a given invoice at a time (a Postgres advisory lock held for the push).
 So whatever fails and however often the push is retried, each invoice exists once in Stripe.
 """
@@ -28,6 +30,7 @@ from gateways.stripe import (
     StripeRejected,
     StripeUnreachable,
 )
+from gateways.stripe.customers import CustomerMismatch
 from gateways.stripe.ledger import StripeLedger
 from repositories import accounts, invoices, locks
 from repositories.invoices import PUSHABLE_STATUSES
@@ -45,6 +48,11 @@ class InvoiceRejected(RuntimeError):
     """Stripe refused the invoice for a reason a retry cannot fix; the invoice is marked push_failed."""
 
 
+class CustomerRefused(InvoiceRejected):
+    """The account's Stripe customer names another account (``CustomerMismatch``): the invoice is marked
+    push_failed and nothing is billed to that customer."""
+
+
 @dataclass
 class PushOutcome:
     invoice_id: int
@@ -58,12 +66,25 @@ def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Call
                     account_id: str, email: str | None) -> str:
     """The account's Stripe customer, created once through the recorded call ``customer:<account>``
     (step ``customer``) whoever needs it first: the invoice push or the usage report. ``db`` is an
-    Engine or a Connection outside any transaction (the push's lock holder)."""
+    Engine or a Connection outside any transaction (the push's lock holder).
+
+    Whatever way the customer comes back (created now, found by look-up, or recorded by an earlier
+    call and reused), its metadata must name ``account_id``: else ``CustomerMismatch`` and nothing is
+    saved on the account."""
+    asked = []  # the customer came from Stripe just now (created or found): its metadata was checked
+
+    def call(key: str) -> str:
+        asked.append(key)
+        return gateway.customers.create(account_id, email, key)
+
+    def lookup() -> str | None:
+        asked.append("lookup")
+        return gateway.customers.find(account_id)
+
     customer_id = StripeLedger(db, clock).perform(
-        subject=f"customer:{account_id}", step="customer", identity=account_id,
-        call=lambda key: gateway.customers.create(account_id, email, key),
-        lookup=lambda: gateway.customers.find(account_id),
-    )
+        subject=f"customer:{account_id}", step="customer", identity=account_id, call=call, lookup=lookup)
+    if not asked:  # recorded by an earlier call: Stripe's customer may have changed since
+        gateway.customers.check_owner(customer_id, account_id)
     if isinstance(db, Engine):
         with db.begin() as conn:
             accounts.set_stripe_customer(conn, account_id, customer_id)
@@ -71,6 +92,12 @@ def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Call
         with db.begin():
             accounts.set_stripe_customer(db, account_id, customer_id)
     return customer_id
+
+
+def reuse_customer(gateway: StripeGateway, account_id: str, customer_id: str) -> str:
+    """The customer saved on the account, once Stripe's copy still names the account
+    (``CustomerMismatch`` otherwise): a reused id is checked every time, before money lands on it."""
+    return gateway.customers.check_owner(customer_id, account_id)
 
 
 def _identity(inv) -> str:
@@ -119,7 +146,8 @@ class InvoicePusher:
             lines = invoices.invoice_lines_of(conn, invoice_id)
         period = Period.parse(inv.period)
         try:
-            customer_id = account.stripe_customer_id or self._ensure_customer(conn, account)
+            customer_id = (reuse_customer(self.gateway, account.id, account.stripe_customer_id)
+                           if account.stripe_customer_id else self._ensure_customer(conn, account))
             stripe_invoice_id = inv.stripe_invoice_id or self._create_invoice(conn, inv, customer_id)
             self._add_lines(conn, inv, stripe_invoice_id, lines, period)
             self._finalize(conn, inv, stripe_invoice_id)
@@ -127,6 +155,8 @@ class InvoicePusher:
             with conn.begin():
                 invoices.set_invoice_status(conn, invoice_id, "push_failed", from_statuses=("pushing",),
                                         error=str(err))
+            if isinstance(err, CustomerMismatch):
+                raise CustomerRefused(f"invoice {invoice_id} ({inv.account_id} {inv.period}): {err}") from err
             raise InvoiceRejected(f"invoice {invoice_id} ({inv.account_id} {inv.period}): {err}") from err
         except (StripeFailed, StripeUnreachable) as err:
             with conn.begin():
