@@ -32,7 +32,7 @@ from gateways.stripe import (
 )
 from gateways.stripe.customers import CustomerMismatch
 from gateways.stripe.ledger import StripeLedger
-from repositories import accounts, invoices, locks
+from repositories import accounts, invoices, locks, stripe_requests
 from repositories.invoices import PUSHABLE_STATUSES
 
 
@@ -77,12 +77,16 @@ def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Call
         asked.append(key)
         return gateway.customers.create(account_id, email, key)
 
+    subject = f"customer:{account_id}"
+
     def lookup() -> str | None:
+        # Only after a failure saved under a key, or a key Stripe may have forgotten: the customer, if
+        # any call created it, was created after the first key was recorded.
         asked.append("lookup")
-        return gateway.customers.find(account_id)
+        return gateway.customers.find(account_id, created_since=_first_key_at(db, subject) - CLOCK_SKEW)
 
     customer_id = StripeLedger(db, clock).perform(
-        subject=f"customer:{account_id}", step="customer", identity=account_id, call=call, lookup=lookup)
+        subject=subject, step="customer", identity=account_id, call=call, lookup=lookup)
     if not asked:  # recorded by an earlier call: Stripe's customer may have changed since
         gateway.customers.check_owner(customer_id, account_id)
     if isinstance(db, Engine):
@@ -92,6 +96,20 @@ def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Call
         with db.begin():
             accounts.set_stripe_customer(db, account_id, customer_id)
     return customer_id
+
+
+CLOCK_SKEW = 600  # seconds between our clock and Stripe's that a look-up window allows for
+
+
+def _first_key_at(db: Engine | Connection, subject: str) -> int:
+    """When the subject's first Stripe key was recorded (Unix seconds)."""
+    if isinstance(db, Engine):
+        with db.begin() as conn:
+            rows = stripe_requests.stripe_requests_for(conn, subject)
+    else:
+        with db.begin():
+            rows = stripe_requests.stripe_requests_for(db, subject)
+    return int(rows[0].started_at.timestamp())
 
 
 def reuse_customer(gateway: StripeGateway, account_id: str, customer_id: str) -> str:

@@ -42,11 +42,17 @@ class Customers:
                              idempotency_key=idempotency_key)
         return self._owned(obj["id"], (obj.get("metadata") or {}).get(ACCOUNT_KEY), account_id)
 
-    def find(self, account_id: str) -> str | None:
-        res = self.core.get("customers.search", self.core.client.v1.customers.search,
-                            params={"query": f"metadata['{ACCOUNT_KEY}']:'{account_id}'"})
-        data = list(res.data) if res else []
-        return self._owned(data[0].id, metadata_of(data[0]).get(ACCOUNT_KEY), account_id) if data else None
+    def find(self, account_id: str, created_since: int) -> str | None:
+        """The account's customer created at or after ``created_since`` (Unix seconds), the oldest if
+        there are several, else None. Stripe's search would be shorter but lags behind writes (up to a
+        minute, an hour in outages) and may miss a customer created moments ago; a list is strongly
+        consistent, and a narrow ``created`` window keeps it short."""
+        found = None
+        for c in self.core.each("customers.list", self.core.client.v1.customers.list,
+                                params={"created": {"gte": int(created_since)}, "limit": 100}):
+            if metadata_of(c).get(ACCOUNT_KEY) == account_id:
+                found = c.id  # newest first: the last match is the oldest
+        return self._owned(found, account_id, account_id) if found else None
 
     def check_owner(self, customer_id: str, account_id: str, *, max_age: float = 0.0) -> str:
         """``customer_id`` if Stripe's customer names ``account_id`` in its metadata, else

@@ -10,7 +10,7 @@ import stripe
 from activities.close import CloseActivities
 from activities.deps import Deps
 from activities.push import CustomerRefused, InvoicePusher, ensure_customer
-from gateways.stripe import StripeGateway
+from gateways.stripe import StripeFailed, StripeGateway
 from gateways.stripe.customers import CustomerMismatch
 from models.db import get_engine
 from models.failures import Failure
@@ -133,3 +133,25 @@ def gw_clock():
     from datetime import datetime, timezone
 
     return lambda: datetime.now(timezone.utc)
+
+
+def test_customer_committed_under_a_saved_500_is_found_although_search_lags(settings, emulator):
+    """Stripe committed the customer and answered a 500 saved under the key. The next try must look the
+    customer up before minting a key; Stripe's search (the emulator lags like Stripe) would miss it and
+    a second customer would be created."""
+    assert emulator.state.search_lag_seconds > 0  # on by default in tests (tests/conftest.py)
+    engine = get_engine(settings.database_url)
+    create_account(settings.database_url, "acme", "payg")
+    gw = StripeGateway(settings)
+    emulator.add_fault(method="POST", path="/v1/customers", kind="error_500_after_commit")
+    with pytest.raises(StripeFailed):
+        ensure_customer(engine, gw, gw_clock(), "acme", None)
+    (committed,) = emulator.state.customers
+
+    assert ensure_customer(engine, gw, gw_clock(), "acme", None) == committed
+
+    assert list(emulator.state.customers) == [committed]
+    posts = [r for r in emulator.requests() if r["method"] == "POST" and r["path"] == "/v1/customers"]
+    assert [(p["idempotency_key"], p["status"]) for p in posts] == [("tally:acme:customer:a1", 500)]
+    looked = [r for r in emulator.requests() if r["method"] == "GET" and r["template"] == "/v1/customers"]
+    assert looked and "gte" in looked[0]["params"]["created"]  # a narrow, strongly consistent list
