@@ -24,7 +24,7 @@ PACKAGES = ["billing", "models", "repositories", "services", "gateways", "capabi
 TARGETS = {
     "billing": (["billing/*"], ["tests/unit"]),
     "push": (["activities/push.py", "gateways/stripe/*"],
-             ["tests/integration/test_stripe_ledger.py", "tests/integration/test_stripe_ledger_batch.py",
+             ["tests/unit/test_stripe_gateway_rules.py", "tests/integration/test_stripe_ledger.py", "tests/integration/test_stripe_ledger_batch.py",
               "tests/integration/test_stripe_core.py", "tests/integration/test_stripe_customers.py",
               "tests/integration/test_close.py"]),
     "close": (["workflows/close.py"], ["tests/integration/test_close_workflow.py"]),
