@@ -124,7 +124,12 @@ def task_queue() -> str:
 
 
 def worker_for(client, queue: str, mock: MockClose):
-    from temporalio.worker import Worker
+    import os
 
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    # Under mutation testing (tests/mutation/run.py) the mutated workflow code reads mutmut's switch from
+    # os.environ, which Temporal's sandbox refuses: run the workflows unsandboxed there.
+    runner = {"workflow_runner": UnsandboxedWorkflowRunner()} if "MUTANT_UNDER_TEST" in os.environ else {}
     return Worker(client, task_queue=queue, workflows=registry.workflows(), activities=mock.all(),
-                  workflow_failure_exception_types=[Exception])
+                  workflow_failure_exception_types=[Exception], **runner)

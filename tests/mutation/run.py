@@ -7,7 +7,8 @@
 
 The repository's code and tests are copied to ``.mutation/<target>/`` with ``[tool.mutmut]`` rewritten for
 the target, mutmut runs there (``--max-children``, default 1: the machine is shared), and the score per
-module is printed by ``tests.mutation.report``. Targets whose tests need Postgres start a database per
+module is printed by ``tests.mutation.report``. Names after the target run only those mutants (globs)
+in the existing copy: how a sample of a slow target is measured. Targets whose tests need Postgres start a database per
 mutant: set ``DATABASE_URL`` to a running server (each run creates and drops its own database)."""
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def mutmut_section(only: list[str], tests: list[str]) -> str:
             f'source_paths = ["billing", "models", "activities", "workflows", "gateways", "services"]\n'
             f"only_mutate = {q(only)}\n"
             f"pytest_add_cli_args_test_selection = {q(tests)}\n"
+            'also_copy = ["migrations", "repositories", "capabilities", "workers", "api", "stripe_emulator"]\n'
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n')
 
 
@@ -59,13 +61,17 @@ def prepare(target: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.mutation.run", description=__doc__.split("\n")[0])
     ap.add_argument("target", choices=sorted(TARGETS))
+    ap.add_argument("mutants", nargs="*", help="only these mutants (mutmut's name globs, e.g. "
+                    "'gateways.stripe.core*'), in the existing run's copy and stats (a sample of a slow target)")
     ap.add_argument("--max-children", type=int, default=1)
     args = ap.parse_args(argv)
-    work = prepare(args.target)
+    work = ROOT / ".mutation" / args.target
+    if not (args.mutants and (work / "mutants").is_dir()):
+        work = prepare(args.target)
     mutmut = Path(sys.executable).parent / "mutmut"
-    with open(work / "mutants.log", "w") as log:
-        rc = subprocess.call([str(mutmut), "run", "--max-children", str(args.max_children)], cwd=work,
-                             stdout=log, stderr=subprocess.STDOUT)
+    with open(work / "mutants.log", "a") as log:
+        rc = subprocess.call([str(mutmut), "run", "--max-children", str(args.max_children), *args.mutants],
+                             cwd=work, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
         print((work / "mutants.log").read_text()[-3000:], file=sys.stderr)
     return subprocess.call([sys.executable, "-m", "tests.mutation.report", "--mutants", str(work / "mutants"),
