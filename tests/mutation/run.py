@@ -25,9 +25,9 @@ PACKAGES = ["billing", "models", "repositories", "services", "gateways", "capabi
 TARGETS = {
     "billing": (["billing/*"], ["tests/unit"]),
     "push": (["activities/push.py", "gateways/stripe/*"],
-             ["tests/unit/test_stripe_gateway_rules.py", "tests/integration/test_stripe_ledger.py", "tests/integration/test_stripe_ledger_batch.py",
-              "tests/integration/test_stripe_core.py", "tests/integration/test_stripe_customers.py",
-              "tests/integration/test_close.py"]),
+             ["tests/unit/test_stripe_gateway_rules.py", "tests/integration/test_stripe_ledger.py",
+              "tests/integration/test_stripe_ledger_batch.py", "tests/integration/test_stripe_core.py",
+              "tests/integration/test_stripe_customers.py"]),
     "close": (["workflows/close.py"], ["tests/integration/test_close_workflow.py"]),
     "ingest": (["activities/ingest.py", "services/ingest.py"], ["tests/integration/test_ingest.py"]),
 }
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                              cwd=work, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
         print((work / "mutants.log").read_text()[-3000:], file=sys.stderr)
-    return subprocess.call([sys.executable, "-m", "tests.mutation.report", "--mutants", str(work / "mutants"),
-                            "--survivors"], cwd=ROOT) or rc
+    report = [sys.executable, "-m", "tests.mutation.report", "--mutants", str(work / "mutants"), "--survivors"]
+    return subprocess.call(report + (["--ran-only"] if args.mutants else []), cwd=ROOT) or rc
 
 
 if __name__ == "__main__":

@@ -104,9 +104,14 @@ def test_a_signed_event_verifies_and_comes_back_as_a_dict():
     assert verify_event(EVENT, sig, SECRET) == json.loads(EVENT)
 
 
+def test_a_missing_signature_says_so():
+    for missing in (None, ""):
+        with pytest.raises(BadSignature) as exc:
+            verify_event(EVENT, missing, SECRET)
+        assert str(exc.value) == "Stripe-Signature header missing"
+
+
 @pytest.mark.parametrize("payload, signature, secret, reason", [
-    (EVENT, None, SECRET, "Stripe-Signature header missing"),
-    (EVENT, "", SECRET, "Stripe-Signature header missing"),
     (EVENT, "t=1,v1=deadbeef", SECRET, "Stripe-Signature:"),
     (EVENT, "signed", SECRET, "Stripe-Signature:"),
 ])
@@ -126,13 +131,24 @@ def test_a_signature_with_another_secret_or_too_old_is_refused():
         verify_event(EVENT, sign_payload(EVENT, SECRET, now - 250), SECRET, tolerance=200)
 
 
+NOT_AN_EVENT = "payload: not a Stripe event (id and type missing)"
+
+
 @pytest.mark.parametrize("payload, reason", [
-    (b"not json", "payload:"),
-    (json.dumps([1, 2]).encode(), "not a Stripe event"),
-    (json.dumps({"type": "x"}).encode(), "not a Stripe event"),
-    (json.dumps({"id": "evt_1"}).encode(), "not a Stripe event"),
-    (json.dumps({"id": 5, "type": "x"}).encode(), "not a Stripe event"),
+    (b"not json", "payload: Expecting value: line 1 column 1 (char 0)"),
+    (json.dumps([1, 2]).encode(), NOT_AN_EVENT),
+    (json.dumps({"type": "x"}).encode(), NOT_AN_EVENT),
+    (json.dumps({"id": "evt_1"}).encode(), NOT_AN_EVENT),
+    (json.dumps({"id": 5, "type": "x"}).encode(), NOT_AN_EVENT),
+    (json.dumps({"id": "evt_1", "type": 5}).encode(), NOT_AN_EVENT),
 ])
 def test_a_signed_payload_that_is_not_a_stripe_event_is_refused(payload, reason):
-    with pytest.raises(BadSignature, match=reason):
+    with pytest.raises(BadSignature) as exc:
         verify_event(payload, sign_payload(payload, SECRET, int(time.time())), SECRET)
+    assert str(exc.value) == reason
+
+
+def test_a_payload_that_is_not_utf8_is_refused_with_the_reason():
+    with pytest.raises(BadSignature) as exc:
+        verify_event(b"\xff\xfe", "t=1,v1=00", SECRET)
+    assert str(exc.value).startswith("payload: 'utf-8' codec can't decode byte 0xff")
