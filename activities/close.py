@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import pricing
 from activities.deps import Deps
-from activities.push import InvoiceNotFound, InvoicePusher, InvoiceRejected
+from activities.push import CustomerRefused, InvoiceNotFound, InvoicePusher, InvoiceRejected
 from billing.catalog import Catalog, CatalogError
 from billing.close import AccountOutcome, decide
 from billing.contracts import ContractError
@@ -200,11 +200,13 @@ class CloseActivities:
             err = batch.errors[invoice_id]
             if isinstance(err, InvoiceNotFound):
                 raise err  # listed a moment ago: a bug, not something to skip
-            if isinstance(err, InvoiceRejected):
+            if isinstance(err, CustomerRefused):
+                result.failed.append(self._failure(invoice_id, str(err), Failure.CUSTOMER_MISMATCH))
+            elif isinstance(err, InvoiceRejected):
                 result.failed.append(self._failure(invoice_id, str(err)))
-            elif last_attempt:
+            elif last_attempt:  # StripeFailed, StripeUnreachable or InvoiceBusy: out of retries
                 self._give_up(invoice_id, str(err))
-                result.failed.append(self._failure(invoice_id, str(err)))
+                result.failed.append(self._failure(invoice_id, str(err), Failure.STRIPE_TRANSIENT))
             else:
                 transient.append(f"invoice {invoice_id}: {err}")
         if transient:
@@ -220,6 +222,8 @@ class CloseActivities:
         pusher = InvoicePusher(self.engine, self.gateway, self.clock)
         try:
             outcome = pusher.push(inp.invoice_id)
+        except CustomerRefused as err:
+            raise ApplicationError(str(err), type=Failure.CUSTOMER_MISMATCH, non_retryable=True) from err
         except InvoiceRejected as err:
             raise ApplicationError(str(err), type=Failure.INVOICE_REJECTED, non_retryable=True) from err
         except InvoiceNotFound as err:
@@ -233,10 +237,10 @@ class CloseActivities:
         )
 
     # ---- helpers --------------------------------------------------------------------------------
-    def _failure(self, invoice_id: int, error: str) -> InvoiceFailure:
+    def _failure(self, invoice_id: int, error: str, kind: str = Failure.INVOICE_REJECTED) -> InvoiceFailure:
         with self.engine.begin() as conn:
             inv = invoices.get_invoice(conn, invoice_id)
-        return InvoiceFailure(invoice_id=invoice_id, account_id=inv.account_id, error=error)
+        return InvoiceFailure(invoice_id=invoice_id, account_id=inv.account_id, error=error, kind=kind)
 
     def _give_up(self, invoice_id: int, error: str) -> None:
         with self.engine.begin() as conn:

@@ -8,13 +8,16 @@ by a fault-injection test):
 - A key that Stripe may have forgotten (older than ~24 h) or under which it saved a failure (a 500) is
   never reused blindly: Tally first looks the object up in Stripe by metadata, and only if it is not
   there mints the next attempt's key.
+- The account's Stripe customer, created, found or reused, must name the account in its metadata, else the
+  invoice is ``push_failed`` with a ``CustomerMismatch`` error (``Failure.CUSTOMER_MISMATCH``).
 - Only one process pushes a given invoice at a time (a Postgres advisory lock held for the push).
 So whatever fails and however often the push is retried, each invoice exists once in Stripe.
 
 A chunk's invoices are pushed together (``InvoicePusher.push_many``), stage by stage: every customer
-that is missing, then every invoice create, every add_lines, every finalize, each stage one
-``perform_batch`` (its keys recorded and committed in one statement before any of its calls; its
-outcomes in one statement after). An invoice whose step fails leaves the later stages and resumes
+that is missing (and every customer saved or recorded earlier checked against Stripe's metadata),
+then every invoice create, every add_lines, every finalize, each stage one ``perform_batch`` (its
+keys recorded and committed in one statement before any of its calls; its outcomes in one statement
+after). An invoice whose step fails leaves the later stages and resumes
 from its records on the next try. The bookkeeping is about 17 commits per chunk, whatever its size
 (it was about 19 per invoice pushed one at a time). ``push`` is ``push_many`` of one invoice.
 """
@@ -22,6 +25,7 @@ from its records on the next try. The bookkeeping is about 17 commits per chunk,
 from __future__ import annotations
 
 import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
@@ -30,8 +34,9 @@ from sqlalchemy import Connection, Engine
 
 from billing.periods import Period
 from gateways.stripe import LineItem, StripeError, StripeGateway, StripeRejected
+from gateways.stripe.customers import CustomerMismatch
 from gateways.stripe.ledger import Step, StripeLedger
-from repositories import accounts, invoices, locks
+from repositories import accounts, invoices, locks, stripe_requests
 from repositories.invoices import PUSHABLE_STATUSES
 
 
@@ -47,6 +52,11 @@ class InvoiceRejected(RuntimeError):
     """Stripe refused the invoice for a reason a retry cannot fix; the invoice is marked push_failed."""
 
 
+class CustomerRefused(InvoiceRejected):
+    """The account's Stripe customer names another account (``CustomerMismatch``): the invoice is marked
+    push_failed and nothing is billed to that customer."""
+
+
 @dataclass
 class PushOutcome:
     invoice_id: int
@@ -56,21 +66,51 @@ class PushOutcome:
     stripe_calls: int = 0
 
 
-def customer_step(gateway: StripeGateway, account_id: str, email: str | None) -> Step:
-    """The recorded call ``customer:<account>`` (step ``customer``) that creates the account's customer."""
-    return Step(subject=f"customer:{account_id}", step="customer", identity=account_id,
-                call=lambda key: gateway.customers.create(account_id, email, key),
-                lookup=lambda: gateway.customers.find(account_id))
+def customer_step(gateway: StripeGateway, db: Engine | Connection, account_id: str, email: str | None) -> Step:
+    """The recorded call ``customer:<account>`` (step ``customer``) that creates the account's customer.
+    Its look-up (only after a failure saved under a key, or a key Stripe may have forgotten) lists the
+    customers created since the subject's first key was recorded (``db``: where to read it; an Engine
+    when the look-up may run on another thread), not Stripe's lagging search."""
+    subject = f"customer:{account_id}"
+
+    def lookup() -> str | None:
+        # the customer, if any call created it, was created after the first key was recorded
+        return gateway.customers.find(account_id, created_since=_first_key_at(db, subject) - CLOCK_SKEW)
+
+    return Step(subject=subject, step="customer", identity=account_id,
+                call=lambda key: gateway.customers.create(account_id, email, key), lookup=lookup)
+
+
+def _asking(s: Step, asked: set[str]) -> Step:
+    """``s`` noting its account (its identity) in ``asked`` once it asks Stripe (creates or looks up):
+    that answer's metadata is checked by ``gateway.customers``; a customer only recorded is not."""
+
+    def call(key: str) -> str:
+        asked.add(s.identity)
+        return s.call(key)
+
+    def lookup() -> str | None:
+        asked.add(s.identity)
+        return s.lookup()
+
+    return replace(s, call=call, lookup=lookup)
 
 
 def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Callable[[], datetime],
                     account_id: str, email: str | None) -> str:
     """The account's Stripe customer, created once through the recorded call ``customer:<account>``
     (step ``customer``) whoever needs it first: the invoice push or the usage report. ``db`` is an
-    Engine or a Connection outside any transaction."""
-    s = customer_step(gateway, account_id, email)
+    Engine or a Connection outside any transaction.
+
+    Whatever way the customer comes back (created now, found by look-up, or recorded by an earlier
+    call and reused), its metadata must name ``account_id``: else ``CustomerMismatch`` and nothing is
+    saved on the account."""
+    asked: set[str] = set()
+    s = _asking(customer_step(gateway, db, account_id, email), asked)
     customer_id = StripeLedger(db, clock).perform(subject=s.subject, step=s.step, identity=s.identity,
                                                   call=s.call, lookup=s.lookup)
+    if not asked:  # recorded by an earlier call: Stripe's customer may have changed since
+        gateway.customers.check_owner(customer_id, account_id)
     if isinstance(db, Engine):
         with db.begin() as conn:
             accounts.set_stripe_customer(conn, account_id, customer_id)
@@ -78,6 +118,26 @@ def ensure_customer(db: Engine | Connection, gateway: StripeGateway, clock: Call
         with db.begin():
             accounts.set_stripe_customer(db, account_id, customer_id)
     return customer_id
+
+
+CLOCK_SKEW = 600  # seconds between our clock and Stripe's that a look-up window allows for
+
+
+def _first_key_at(db: Engine | Connection, subject: str) -> int:
+    """When the subject's first Stripe key was recorded (Unix seconds)."""
+    if isinstance(db, Engine):
+        with db.begin() as conn:
+            rows = stripe_requests.stripe_requests_for(conn, subject)
+    else:
+        with db.begin():
+            rows = stripe_requests.stripe_requests_for(db, subject)
+    return int(rows[0].started_at.timestamp())
+
+
+def reuse_customer(gateway: StripeGateway, account_id: str, customer_id: str) -> str:
+    """The customer saved on the account, once Stripe's copy still names the account
+    (``CustomerMismatch`` otherwise): a reused id is checked every time, before money lands on it."""
+    return gateway.customers.check_owner(customer_id, account_id)
 
 
 def _identity(inv) -> str:
@@ -88,8 +148,8 @@ def _identity(inv) -> str:
 @dataclass
 class PushBatch:
     """What ``push_many`` did: an outcome per invoice pushed (or found pushed / with nothing to
-    charge), an exception per invoice that was not (InvoiceBusy, InvoiceNotFound, InvoiceRejected or
-    the StripeError a retry may cure)."""
+    charge), an exception per invoice that was not (InvoiceBusy, InvoiceNotFound, InvoiceRejected,
+    CustomerRefused (an InvoiceRejected) or the StripeError a retry may cure)."""
 
     outcomes: dict[int, PushOutcome] = field(default_factory=dict)
     errors: dict[int, Exception] = field(default_factory=dict)
@@ -140,6 +200,7 @@ class _Push:
     def __init__(self, pusher: InvoicePusher, conn: Connection, batch: PushBatch, workers: int,
                  on_progress: Callable[[int], None] | None):
         self.gateway = pusher.gateway
+        self.engine = pusher.engine  # for look-ups on the worker threads (``customer_step``)
         self.conn = conn
         self.ledger = StripeLedger(conn, pusher.clock)  # the lock holder's connection
         self.batch = batch
@@ -202,21 +263,52 @@ class _Push:
         return [inv for inv in todo if inv.id not in self.stopped]
 
     def _customers(self, todo: list, accts: dict) -> dict[str, str]:
-        """Account id -> Stripe customer, for every invoice's account (created where missing)."""
-        customers = {a.id: a.stripe_customer_id for a in accts.values() if a.stripe_customer_id}
-        first: dict[str, int] = {}  # a missing customer is created (and its calls counted) for one invoice
+        """Account id -> Stripe customer, for every invoice's account whose customer names it: the one
+        saved on the account (Stripe's copy checked every time, before money lands on it), else the one
+        created or found by the recorded call (its answer checked; one only recorded by an earlier call
+        checked again). A customer that names another account (``CustomerMismatch``), or a failure,
+        stops all the account's invoices; nothing is saved on the account then."""
+        first: dict[str, int] = {}  # each account's calls are made (and counted) for one invoice
         for inv in todo:
-            if inv.account_id not in customers:
-                first.setdefault(inv.account_id, inv.id)
-        work = [(i, customer_step(self.gateway, a, accts[a].email)) for a, i in first.items()]
-        made = {a: cid for a, cid in zip(first, self._stage(work)) if cid}
+            first.setdefault(inv.account_id, inv.id)
+        saved = {a: accts[a].stripe_customer_id for a in first if accts[a].stripe_customer_id}
+        missing = [a for a in first if a not in saved]
+        asked: set[str] = set()
+        work = [(first[a], _asking(customer_step(self.gateway, self.engine, a, accts[a].email), asked))
+                for a in missing]
+        made = {a: cid for a, cid in zip(missing, self._stage(work)) if cid}
+        unchecked = {**saved, **{a: cid for a, cid in made.items() if a not in asked}}
+        self._reads([(first[a], lambda a=a, cid=cid: reuse_customer(self.gateway, a, cid))
+                     for a, cid in unchecked.items()])
+        made = {a: cid for a, cid in made.items() if first[a] not in self.stopped}
         with self.conn.begin():
             accounts.set_stripe_customers(self.conn, made)
-        customers.update(made)
+        customers = {a: cid for a, cid in {**saved, **made}.items() if first[a] not in self.stopped}
         for inv in todo:  # the other invoices of an account whose customer failed stop too
             if inv.account_id not in customers and inv.id not in self.stopped:
                 self.stopped[inv.id] = self.stopped[first[inv.account_id]]
         return customers
+
+    def _reads(self, work: list[tuple[int, Callable[[], object]]]) -> None:
+        """Stripe reads (nothing to record), ``workers`` at once, ``on_progress`` about once a second;
+        an invoice whose read fails is stopped."""
+        if not work:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(work))),
+                                thread_name_prefix="stripe-read") as pool:
+            futures = {pool.submit(self._counted(i, fn)): i for i, fn in work}
+            pending, done_count = set(futures), 0
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                done_count += len(done)
+                if self.on_progress is not None:
+                    self.on_progress(done_count)
+                for fut in done:
+                    err = fut.exception()
+                    if isinstance(err, StripeError):
+                        self.stopped.setdefault(futures[fut], err)
+                    elif err is not None:
+                        raise err
 
     def _create(self, todo: list, customers: dict[str, str]) -> dict[int, str]:
         stripe_ids = {inv.id: inv.stripe_invoice_id for inv in todo if inv.stripe_invoice_id}
@@ -294,8 +386,9 @@ class _Push:
         self._stage(work)
 
     def _finish(self, todo: list, stripe_ids: dict[int, str]) -> None:
-        """Every invoice's new status in one transaction: open, push_failed (Stripe refused it: a
-        retry cannot help) or still pushing with the error (a retry resumes it)."""
+        """Every invoice's new status in one transaction: open, push_failed (Stripe refused it, or its
+        customer names another account: a retry cannot help; CustomerRefused then) or still pushing
+        with the error (a retry resumes it)."""
         done = self._live(todo)
         rejected = [inv for inv in todo if isinstance(self.stopped.get(inv.id), StripeRejected)]
         transient = [inv for inv in todo if inv.id in self.stopped
@@ -314,7 +407,8 @@ class _Push:
                                                       stripe_calls=self.calls.get(inv.id, 0))
         for inv in rejected:
             err = self.stopped[inv.id]
-            failure = InvoiceRejected(f"invoice {inv.id} ({inv.account_id} {inv.period}): {err}")
+            kind = CustomerRefused if isinstance(err, CustomerMismatch) else InvoiceRejected
+            failure = kind(f"invoice {inv.id} ({inv.account_id} {inv.period}): {err}")
             failure.__cause__ = err
             self.batch.errors[inv.id] = failure
         for inv in transient:

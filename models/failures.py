@@ -26,6 +26,8 @@ class Failure:
     MAIL_NOT_CONFIGURED = "MailNotConfigured"  # no SMTP_URL in production: ops must set it
     ANOMALY_DECIDED = "AnomalyDecided"  # the anomaly is no longer in a state that allows this decision
 
+    CUSTOMER_MISMATCH = "CustomerMismatch"  # the Stripe customer names another account: refused, ops must look
+
 
 class PushBudget:
     """How often the close's push activity is attempted before it gives up on an invoice.

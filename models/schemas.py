@@ -71,6 +71,7 @@ class InvoiceFailure(BaseModel):
     invoice_id: int
     account_id: str
     error: str
+    kind: str = "InvoiceRejected"  # a ``models.failures.Failure`` value, e.g. CustomerMismatch
 
 
 class PushChunkResult(BaseModel):

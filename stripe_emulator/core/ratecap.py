@@ -1,6 +1,7 @@
 """An optional cap on API writes per second, like Stripe's own rate limiter (live mode about 100
-operations/s, test mode about 25/s): a POST beyond the cap is answered 429 ``rate_limit_error`` with
-``Retry-After``, before the idempotency check, so nothing is executed or saved under its key.
+operations/s, test mode about 25/s): a POST beyond the cap is answered 429 ``invalid_request_error``
+(``code: rate_limit``, the spec's type) with ``Retry-After``, before the idempotency check, so nothing is
+executed or saved under its key.
 
 Off unless set: ``python -m stripe_emulator --write-rate-cap 100`` or ``POST /_emulator/rate_cap
 {"writes_per_second": 100}`` (0 or null turns it off). A token bucket holding one second of writes (at least one).

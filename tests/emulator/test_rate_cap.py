@@ -27,6 +27,8 @@ def test_writes_past_the_cap_are_answered_429_with_retry_after_and_nothing_is_sa
             limited.append(err)
     assert len(made) == 1 and len(limited) == 3
     assert float(limited[0].headers["Retry-After"]) > 0
+    # the spec's error type for a 429, as for the rate_limit_429 fault
+    assert (limited[0].error.type, limited[0].error.code) == ("invalid_request_error", "rate_limit")
     assert len(capped.state.customers) == 1
     posts = [r for r in capped.requests() if r["status"] == 429]
     assert all(not r["executed"] for r in posts)
