@@ -31,6 +31,12 @@ mutation: install
 	@tail -c 300 mutants.log | tr '\r' '\n' | tail -2
 	$(BIN)/python -m tests.mutation.report $(MUTATION_ARGS)
 
+# One target's mutation run, restricted to its modules and their tests (tests/mutation/run.py): push
+# (activities/push.py + gateways/stripe/), close (workflows/close.py), ingest, billing. Integration tests
+# need DATABASE_URL pointing at a running Postgres (a database per mutant otherwise takes seconds).
+mutation-%: install
+	$(BIN)/python -m tests.mutation.run $* $(MUTANTS)
+
 bench: install
 	$(BIN)/python -m benchmarks.close_bench $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.rating_bench
@@ -44,6 +50,8 @@ bench: install
 	$(BIN)/python -m benchmarks.credits_bench
 
 	$(BIN)/python -m benchmarks.payouts_bench
+
+	$(BIN)/python -m benchmarks.pacing_bench
 
 up: install
 	$(BIN)/tally dev up

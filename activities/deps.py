@@ -44,7 +44,7 @@ class Deps:
 
     @cached_property
     def engine(self) -> Engine:
-        # Sized in models.db.worker_pool: one connection per concurrent invoice push, plus a few.
+        # Sized in models.db.worker_pool.
         pool_size, max_overflow = worker_pool(self.settings)
         return get_engine(self.settings.effective_database_url(), pool_size=pool_size, max_overflow=max_overflow)
 

@@ -6,20 +6,24 @@ a crash leaves whole batches or nothing, and re-running the same file is harmles
 
 - fresh events of known accounts (the usual export) are streamed with a binary COPY straight into
   ``executions`` while the lines are being validated (Postgres stores one row while Python reads
-  the next), and the batch's month-to-date ``usage_counters`` are added in the same transaction;
-  a COPY that meets a known (or repeated) event id fails whole, inside a savepoint, and so does a
-  batch naming an unknown account: the batch then takes the general way;
-- the general way COPYs the batch into a temporary staging table, rejects unknown accounts and
-  moves the rows into ``executions`` skipping known event ids (an event id seen before, in this file
-  or an earlier one, is a duplicate); the same statement counts the rows it inserted into the
-  counters (``repositories.usage.COUNT_INSERTED``).
+  the next), then their ids are COPYed into ``execution_ids`` and the batch's month-to-date
+  ``usage_counters`` added, in the same transaction; a COPY that meets a known (or repeated) event
+  id fails whole, inside a savepoint, and so does a batch naming an unknown account or holding a row
+  ``screen`` refuses: the batch then takes the general way;
+- the general way screens the rows in Python (unknown accounts, events before the account's billing
+  start or older than any close will bill, ids repeated in the batch), COPYs the rest into a
+  temporary staging table and records them with ``repositories.usage.merge_sql``: rows whose
+  (tenant, event id) is new go in; a known id is a duplicate when its content digest is the same,
+  else the line is rejected ("event_id reused with different content").
 
-Either way the counters grow by exactly the rows inserted. Memory stays flat in the file size (one
+Event ids are unique per tenant: the account's platform (ops file ingest included; 0 for an account
+of no platform). Either way the counters grow by exactly the rows inserted. Memory stays flat in the file size (one
 batch of lines at a time). The HTTP API validates its items with the same ``parse_execution``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -32,13 +36,18 @@ import psycopg
 
 from billing.catalog import Catalog
 from models.db import libpq_url
-from repositories.usage import ADD_COUNTS, COUNT_INSERTED, INSERTED_COLUMNS
+from activities.pricing import LATE_USAGE_LOOKBACK_PERIODS
+from billing.periods import oldest_billed_period
+from repositories.usage import ADD_COUNTS, RECORDED_HASHES, TENANCY, merge_sql
 
 BATCH_LINES = 100_000
 MAX_LISTED_REJECTIONS = 200
 FUTURE_TOLERANCE = timedelta(minutes=5)
-MAX_TOKENS = 10**12  # per execution; keeps monthly sums far inside bigint
-MAX_COST = Decimal(10) ** 10  # executions.cost_usd is NUMERIC(18, 8)
+# Plausibility bounds, far inside what the columns hold (executions: bigint tokens, NUMERIC(18, 8)
+# cost; usage_counters sums them per month: bigint, NUMERIC(20, 8)): no execution reads a billion
+# tokens or costs $10,000, and a month of them still fits the counters.
+MAX_TOKENS = 10**9  # per execution, input and output each
+MAX_COST = Decimal(10_000)  # USD per execution
 MAX_DECISION_ID = 2**63 - 1  # executions.routing_decision_id is a bigint
 COST_QUANTUM = Decimal("1E-8")
 
@@ -46,58 +55,21 @@ FIELDS = (
     "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens", "byok",
     "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id", "requested_model",
 )
-COLUMNS = (
-    "line_no", "event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens",
-    "output_tokens", "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
-    "requested_model",
-)
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
-    line_no bigint, event_id text, account_id text, agent_id text, skill_id text, model text,
-    input_tokens bigint, output_tokens bigint, byok boolean, sandbox boolean, cost_usd numeric,
-    occurred_at timestamptz, routed_model text, routing_decision_id bigint, requested_model text
+    line_no bigint, platform_id int, content_hash bytea, event_id text, account_id text, agent_id text,
+    skill_id text, model text, input_tokens bigint, output_tokens bigint, byok boolean, sandbox boolean,
+    cost_usd numeric, occurred_at timestamptz, routed_model text, routing_decision_id bigint,
+    requested_model text
 ) ON COMMIT DELETE ROWS
 """
-_COPY = f"COPY ingest_staging ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_UNKNOWN_ACCOUNTS = """
-DELETE FROM ingest_staging s
-WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = s.account_id)
-RETURNING s.line_no, s.account_id
-"""
-_INSERT_EXECUTIONS = """
-INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-                        byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id,
-                        requested_model)
-SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-       byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id, requested_model
-FROM ingest_staging s
-"""
-# The general merge: duplicates (earlier files, this file, concurrent writers) are skipped by the
-# unique event id; the rows really inserted are counted into usage_counters in the same statement.
-# Rows go in event id order (the first line of a repeated id wins), the order the HTTP API inserts in
-# too, so concurrent writers of overlapping events wait for each other instead of deadlocking.
-_MERGE = f"""
-WITH ins AS (
-    {_INSERT_EXECUTIONS} ORDER BY event_id, line_no
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING {INSERTED_COLUMNS}
-), counted AS ({COUNT_INSERTED})
-SELECT count(*) FROM ins
-"""
-# The same for a batch without repeated event ids: skipping known ids with an anti-join and a plain
-# INSERT is about twice as fast as ON CONFLICT. A concurrent writer inserting one of these ids
-# meanwhile makes it fail (unique violation, or a deadlock with that writer); the batch then falls
-# back to _MERGE.
-_MERGE_NEW = f"""
-WITH ins AS (
-    {_INSERT_EXECUTIONS} WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.event_id = s.event_id)
-    RETURNING {INSERTED_COLUMNS}
-), counted AS ({COUNT_INSERTED})
-SELECT count(*) FROM ins
-"""
+_COPY = f"COPY ingest_staging (line_no, platform_id, content_hash, {', '.join(FIELDS)}) FROM STDIN (FORMAT BINARY)"
+# The general way in (repositories.usage.merge_sql): rows whose (tenant, event id) is new are
+# recorded and counted; the statement answers the others.
+_MERGE = merge_sql(f"SELECT line_no AS n, platform_id, content_hash, {', '.join(FIELDS)} FROM ingest_staging")
+_COPY_IDS = "COPY execution_ids (platform_id, event_id, content_hash) FROM STDIN (FORMAT BINARY)"
 LOAD_ATTEMPTS = 3  # a batch that loses a deadlock to a concurrent writer is loaded again
 _COPY_EXECUTIONS = f"COPY executions ({', '.join(FIELDS)}) FROM STDIN (FORMAT BINARY)"
-_COUNT_KNOWN_ACCOUNTS = "SELECT count(*) FROM accounts WHERE id = ANY(%s)"
 # The counters of rows COPYed straight into executions (aggregated while parsing).
 _ADD_COUNTERS = f"""
 WITH ins AS (
@@ -216,8 +188,10 @@ def _cost(obj: dict) -> Decimal | None:
         raise LineError(f"cost_usd: {value!r} is not a decimal number") from None
     if not cost.is_finite() or cost < 0:
         raise LineError("cost_usd: must be a finite, non-negative amount")
-    if cost >= MAX_COST:
-        raise LineError(f"cost_usd: must be less than {MAX_COST:,}")
+    # Bounded before rounding: a huge exponent never reaches quantize, and nothing at most MAX_COST
+    # rounds past it (the old bound, 10^10, let 9999999999.999999995 round into an overflow).
+    if cost > MAX_COST:
+        raise LineError(f"cost_usd: must be at most {MAX_COST:,} per execution")
     return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)  # the column keeps 8 decimals
 
 
@@ -360,6 +334,80 @@ def known_models(catalog: Catalog) -> frozenset[str]:
     return frozenset(code for version in catalog.versions for code in version.models)
 
 
+# ---- what depends on the account and on what billing will see (both ways in) ---------------------
+@dataclass(frozen=True)
+class Tenancy:
+    """What ingest knows of an account: its tenant (its platform; 0 for none) and its billing start."""
+
+    platform_id: int
+    billing_starts_at: datetime
+
+
+class _Duplicate:
+    def __repr__(self) -> str:
+        return "DUPLICATE"
+
+
+DUPLICATE = _Duplicate()  # a screen verdict: a repeat of an earlier row of the batch, same content
+REUSED_ID = "event_id reused with different content"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def content_hash(row: tuple) -> bytes:
+    """The digest of an execution's content (every field but its event id), the same for a replay
+    whatever its JSON spelling (offsets, cost digits). The migration that backfilled ``execution_ids``
+    computes it in SQL (migrations/versions/reliability.py, CONTENT_HASH_SQL): keep the two equal."""
+    (_, account, agent, skill, model, tin, tout, byok, sandbox, cost, ts, routed, decision, requested) = row
+    text = "\x1f".join((
+        account, agent, skill or "", model, str(tin), str(tout), "t" if byok else "f", "t" if sandbox else "f",
+        "" if cost is None else format(cost, "f"), str((ts - _EPOCH) // _MICROSECOND), routed or "",
+        "" if decision is None else str(decision), requested or "",
+    ))
+    return hashlib.md5(text.encode(), usedforsecurity=False).digest()
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def billed_from(now: datetime, grace_hours: int = 48) -> datetime:
+    """The earliest occurred_at some close still to come will bill (the late-usage look-back)."""
+    return oldest_billed_period(now, LATE_USAGE_LOOKBACK_PERIODS, grace_hours).start
+
+
+def screen(rows: list[tuple], hashes: list[bytes], tenancy: dict[str, Tenancy], not_before: datetime) -> list:
+    """Per row, what the batch itself says before anything is written: None (record it), DUPLICATE
+    (an earlier row of the batch has its tenant, id and content) or the rejection ("field: reason"):
+    an account unknown (to this tenant), an event before the account's billing start or older than
+    any close will bill, an id an earlier row of the batch used with other content."""
+    verdicts: list = []
+    seen: dict[tuple[int, str], bytes] = {}
+    for row, digest in zip(rows, hashes):
+        account = tenancy.get(row[1])
+        if account is None:
+            verdicts.append(f"account_id: unknown account {row[1]!r}")
+            continue
+        ts = row[10]
+        if ts < not_before:  # the later of the two bounds is named
+            verdicts.append(f"occurred_at: {_iso(ts)} is before {not_before:%Y-%m}, the oldest "
+                            f"period a close still bills (late usage reaches back {LATE_USAGE_LOOKBACK_PERIODS} "
+                            "periods); it would never be billed")
+            continue
+        if ts < account.billing_starts_at:
+            verdicts.append(f"occurred_at: {_iso(ts)} is before the account's billing start "
+                            f"({account.billing_starts_at:%Y-%m-%d}); it would never be billed")
+            continue
+        key = (account.platform_id, row[0])
+        first = seen.get(key)
+        if first is None:
+            seen[key] = digest
+            verdicts.append(None)
+        else:
+            verdicts.append(DUPLICATE if first == digest else REUSED_ID)
+    return verdicts
+
+
 _NO_COST = Decimal(0)
 # COPY ... (FORMAT BINARY) column types of FIELDS: psycopg's C dumpers write them, and Postgres
 # parses no text (about a third cheaper on both sides than text COPY).
@@ -373,49 +421,78 @@ class _Batch:
 
     rows: list[tuple] = field(default_factory=list)  # FIELDS order
     line_nos: list[int] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)  # content_hash of each row
+    tenancy: dict[str, Tenancy] | None = None  # of the batch's accounts, once looked up
+    verdicts: list = field(default_factory=list)  # screen's, once looked up
 
     def accounts(self) -> list[str]:
         return list({row[1] for row in self.rows})
 
     def counter_params(self) -> dict:
-        """The rows' month-to-date counters, as arrays for _ADD_COUNTERS."""
-        counts: dict[tuple, list] = {}
-        get = counts.get
-        for row in self.rows:
-            ts = row[10]
-            key = (row[1], ts.year, ts.month, row[4], row[7], row[8])
-            c = get(key)
-            if c is None:
-                counts[key] = [1, row[5], row[6], row[9] or _NO_COST]
-            else:
-                c[0] += 1
-                c[1] += row[5]
-                c[2] += row[6]
-                if row[9]:
-                    c[3] += row[9]
-        keys = list(counts)
-        sums = [counts[k] for k in keys]
-        return {
-            "account_id": [k[0] for k in keys], "period": [f"{k[1]:04d}-{k[2]:02d}" for k in keys],
-            "model": [k[3] for k in keys], "byok": [k[4] for k in keys], "sandbox": [k[5] for k in keys],
-            "executions": [c[0] for c in sums], "input_tokens": [c[1] for c in sums],
-            "output_tokens": [c[2] for c in sums], "cost_usd": [c[3] for c in sums],
-        }
+        return counter_params(self.rows)
+
+
+def counter_params(rows: list[tuple]) -> dict:
+    """The month-to-date counters of rows (``FIELDS`` order), as arrays for _ADD_COUNTERS."""
+    counts: dict[tuple, list] = {}
+    get = counts.get
+    for row in rows:
+        ts = row[10]
+        key = (row[1], ts.year, ts.month, row[4], row[7], row[8])
+        c = get(key)
+        if c is None:
+            counts[key] = [1, row[5], row[6], row[9] or _NO_COST]
+        else:
+            c[0] += 1
+            c[1] += row[5]
+            c[2] += row[6]
+            if row[9]:
+                c[3] += row[9]
+    keys = list(counts)
+    sums = [counts[k] for k in keys]
+    return {
+        "account_id": [k[0] for k in keys], "period": [f"{k[1]:04d}-{k[2]:02d}" for k in keys],
+        "model": [k[3] for k in keys], "byok": [k[4] for k in keys], "sandbox": [k[5] for k in keys],
+        "executions": [c[0] for c in sums], "input_tokens": [c[1] for c in sums],
+        "output_tokens": [c[2] for c in sums], "cost_usd": [c[3] for c in sums],
+    }
+
+
+def record_ids_and_counts(cur: psycopg.Cursor, ids: list[tuple[int, str, bytes]], rows: list[tuple]) -> None:
+    """Record the (tenant, event id, digest) of executions just COPYed (in key order, the order every
+    writer locks them in) and add their counters. A known id raises UniqueViolation: the caller's
+    savepoint then undoes the batch and it takes the general way."""
+    with cur.copy(_COPY_IDS) as copy:
+        copy.set_types(["int4", "text", "bytea"])
+        for key in sorted(ids):
+            copy.write_row(key)
+    cur.execute(_ADD_COUNTERS, counter_params(rows))
+
+
+def copy_fresh(cur: psycopg.Cursor, rows: list[tuple], ids: list[tuple[int, str, bytes]]) -> None:
+    """The fast way in for rows (``FIELDS`` order) whose ids are new and unique in the batch, screened
+    already: COPY (binary) into executions, then ``record_ids_and_counts``; the HTTP API's batches."""
+    with cur.copy(_COPY_EXECUTIONS) as copy:
+        copy.set_types(_BINARY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+    record_ids_and_counts(cur, ids, rows)
 
 
 class _NotFresh(Exception):
-    """The batch cannot go straight in (an unknown account); it takes the general way."""
+    """The batch cannot go straight in (an unknown account, a row billing will not see, an id
+    repeated in the batch); it takes the general way."""
 
 
 def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
-                now: datetime, report: IngestReport) -> tuple[_Batch, bool]:
+                now: datetime, not_before: datetime, report: IngestReport) -> tuple[_Batch, bool]:
     """Validate the lines and COPY the valid rows straight into executions as they are parsed
-    (Postgres stores them while Python reads on), then add their counters, in a savepoint. Returns
-    (the batch, True) when that went through; (the batch, False), with nothing written, when a row's
-    event id is known (or repeated, or being written by a concurrent writer) or an account unknown.
-    Either way every line has been validated once."""
+    (Postgres stores them while Python reads on), then record their ids and add their counters, in a
+    savepoint. Returns (the batch, True) when that went through; (the batch, False), with nothing
+    written, when a row's event id is known (or repeated, or being written by a concurrent writer),
+    an account unknown or a row refused by ``screen``. Either way every line has been validated once."""
     batch = _Batch()
-    rows, line_nos = batch.rows, batch.line_nos
+    rows, line_nos, hashes = batch.rows, batch.line_nos, batch.hashes
     done = 0  # lines validated so far
 
     def take(line_no: int, raw: bytes) -> tuple | None:
@@ -428,6 +505,7 @@ def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
             return None
         rows.append(row)
         line_nos.append(line_no)
+        hashes.append(content_hash(row))
         return row
 
     try:
@@ -439,11 +517,14 @@ def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
                     done += 1
                     if row is not None:
                         copy.write_row(row)
-            accounts = batch.accounts()
-            if cur.execute(_COUNT_KNOWN_ACCOUNTS, (accounts,)).fetchone()[0] != len(accounts):
+            batch.tenancy = _tenancy(cur, batch.accounts())
+            batch.verdicts = screen(rows, hashes, batch.tenancy, not_before)
+            if any(v is not None for v in batch.verdicts):
                 raise _NotFresh
             if batch.rows:
-                cur.execute(_ADD_COUNTERS, batch.counter_params())
+                tenancy = batch.tenancy
+                record_ids_and_counts(cur, [(tenancy[row[1]].platform_id, row[0], digest)
+                                            for row, digest in zip(rows, hashes)], rows)
         return batch, True
     except (_NotFresh, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
         for line_no, raw in lines[done:]:  # the COPY failed before the end of the batch
@@ -451,52 +532,94 @@ def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
         return batch, False
 
 
-def _merge(conn: psycopg.Connection, batch: _Batch, fast: bool) -> tuple[int, list[tuple[int, str]]]:
-    """The general way in: COPY to staging, reject unknown accounts, insert the rows whose event id is
-    new and count them. Returns (inserted, lines of unknown accounts)."""
+def _tenancy(cur: psycopg.Cursor, account_ids: list[str]) -> dict[str, Tenancy]:
+    rows = cur.execute(TENANCY, {"ids": account_ids, "platform_id": None}).fetchall()
+    return {r[0]: Tenancy(r[1], r[2]) for r in rows}
+
+
+@dataclass
+class _Outcome:
+    """What the general way did to one batch (applied to the report once its transaction committed)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejections: list[tuple[int, str]] = field(default_factory=list)
+    accounts: set[str] = field(default_factory=set)  # accounts that got new executions
+
+    def apply(self, report: IngestReport) -> None:
+        report.accepted += self.accepted
+        report.duplicates += self.duplicates
+        for line_no, reason in self.rejections:
+            report.reject(line_no, reason)
+
+
+def _merge(conn: psycopg.Connection, batch: _Batch, not_before: datetime) -> _Outcome:
+    """The general way in: screen the rows (unknown accounts, rows billing will not see, ids repeated
+    in the batch), COPY the others to staging and record those whose (tenant, event id) is new; a
+    known id is a duplicate when its content is the same, else rejected."""
+    out = _Outcome()
     with conn.cursor() as cur:
+        if batch.tenancy is None:
+            batch.tenancy = _tenancy(cur, batch.accounts())
+            batch.verdicts = screen(batch.rows, batch.hashes, batch.tenancy, not_before)
+        tenancy = batch.tenancy
+        staged: dict[int, str] = {}  # line -> account
         with cur.copy(_COPY) as copy:
-            copy.set_types(["int8", *_BINARY_TYPES])
-            for line_no, row in zip(batch.line_nos, batch.rows):
-                copy.write_row((line_no, *row))
-        unknown = cur.execute(_UNKNOWN_ACCOUNTS).fetchall()
-        if fast and len({row[0] for row in batch.rows}) == len(batch.rows):
-            try:
-                with conn.transaction():  # a savepoint
-                    return cur.execute(_MERGE_NEW).fetchone()[0], unknown
-            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
-                pass  # a concurrent writer is recording some of these ids
-        return cur.execute(_MERGE).fetchone()[0], unknown
+            copy.set_types(["int8", "int4", "bytea", *_BINARY_TYPES])
+            for line_no, row, digest, verdict in zip(batch.line_nos, batch.rows, batch.hashes, batch.verdicts):
+                if verdict is None:
+                    copy.write_row((line_no, tenancy[row[1]].platform_id, digest, *row))
+                    staged[line_no] = row[1]
+                elif verdict is DUPLICATE:
+                    out.duplicates += 1
+                else:
+                    out.rejections.append((line_no, verdict))
+        if not staged:
+            return out
+        not_recorded = cur.execute(_MERGE).fetchall()
+        known = _recorded_hashes(cur, [(r[1], r[2]) for r in not_recorded])
+    for line_no, platform_id, event_id, digest in not_recorded:
+        del staged[line_no]
+        if known.get((platform_id, event_id)) == bytes(digest):
+            out.duplicates += 1
+        else:
+            out.rejections.append((line_no, REUSED_ID))
+    out.accepted = len(staged)
+    out.accounts = set(staged.values())
+    return out
+
+
+def _recorded_hashes(cur: psycopg.Cursor, keys: list[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
+    if not keys:
+        return {}
+    rows = cur.execute(RECORDED_HASHES, {"platform_id": [k[0] for k in keys],
+                                         "event_id": [k[1] for k in keys]}).fetchall()
+    return {(r[0], r[1]): bytes(r[2]) for r in rows}
 
 
 def _load_batch(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
-                now: datetime, report: IngestReport) -> set[str]:
+                now: datetime, not_before: datetime, report: IngestReport) -> set[str]:
     """One batch, one transaction. Fresh events of known accounts (the usual export) go straight in
-    with COPY; anything else (known event ids, ids repeated in the batch, unknown accounts) through
-    staging. Either way the counters grow by exactly the rows inserted."""
-    batch, fast = None, True
+    with COPY; anything else (known event ids, ids repeated in the batch, unknown accounts, rows
+    billing will not see) through staging. Either way the counters grow by exactly the rows inserted."""
+    batch = None
     for attempt in range(1, LOAD_ATTEMPTS + 1):
         try:
             with conn.transaction():
                 if batch is None:
-                    batch, done = _stream_new(conn, lines, models, now, report)
+                    batch, done = _stream_new(conn, lines, models, now, not_before, report)
                     if done:
                         report.accepted += len(batch.rows)
                         return set(batch.accounts())
                 if not batch.rows:
                     return set()
-                inserted, unknown = _merge(conn, batch, fast)
+                outcome = _merge(conn, batch, not_before)
             break
         except psycopg.errors.DeadlockDetected:
-            fast = False
             if attempt == LOAD_ATTEMPTS:
                 raise
-    for line_no, account_id in unknown:
-        report.reject(line_no, f"account_id: unknown account {account_id!r}")
-    report.accepted += inserted
-    report.duplicates += len(batch.rows) - len(unknown) - inserted
-    # The accounts that may have got new executions (a superset when some rows were duplicates).
-    return set(batch.accounts()) - {account_id for _, account_id in unknown} if inserted else set()
+    outcome.apply(report)
+    return outcome.accounts
 
 
 BatchObserver = Callable[[set[str], datetime], None]
@@ -504,17 +627,18 @@ BatchObserver = Callable[[set[str], datetime], None]
 
 def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[str],
                  now: datetime | None = None, batch_lines: int = BATCH_LINES,
-                 on_batch: BatchObserver | None = None) -> IngestReport:
+                 on_batch: BatchObserver | None = None, grace_hours: int = 48) -> IngestReport:
     """Load lines in batches of one transaction each; ``on_batch(accounts, now)`` is called after each
     committed batch with the accounts that got new executions."""
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
+    not_before = billed_from(now, grace_hours)
     report = IngestReport()
     with psycopg.connect(libpq_url(database_url)) as conn:
         conn.execute(_STAGING_DDL)
         conn.commit()
         for batch in _batches(lines, batch_lines):
-            accounts = _load_batch(conn, batch, models, now, report)
+            accounts = _load_batch(conn, batch, models, now, not_before, report)
             if accounts and on_batch is not None:
                 on_batch(accounts, now)
     report.rejections.sort(key=lambda r: r.line)
@@ -523,8 +647,10 @@ def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[st
 
 
 def ingest_file(database_url: str, path: Path | str | IO[bytes], models: frozenset[str],
-                now: datetime | None = None, on_batch: BatchObserver | None = None) -> IngestReport:
+                now: datetime | None = None, on_batch: BatchObserver | None = None,
+                grace_hours: int = 48) -> IngestReport:
     if hasattr(path, "read"):
-        return ingest_lines(database_url, path, models, now, on_batch=on_batch)  # type: ignore[arg-type]
+        return ingest_lines(database_url, path, models, now, on_batch=on_batch,  # type: ignore[arg-type]
+                            grace_hours=grace_hours)
     with open(path, "rb") as fh:
-        return ingest_lines(database_url, fh, models, now, on_batch=on_batch)
+        return ingest_lines(database_url, fh, models, now, on_batch=on_batch, grace_hours=grace_hours)

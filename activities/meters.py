@@ -85,6 +85,7 @@ from models.schemas import (
 )
 from repositories import meter_reports as repo
 
+CUSTOMER_CHECK_SECONDS = 3600.0  # a saved customer's metadata is checked again after this long (per worker)
 PASSES = 3  # a settled resend may leave a further difference to send: at most this many rounds a run
 
 
@@ -208,11 +209,12 @@ class MeterReporter:
         with self.engine.begin() as conn:
             repo.start_revisions(conn, fresh)
         missing = sorted({e.account_id for e in events if customers.get(e.account_id, (None, None))[0] is None})
-        created = self._ensure_customers(missing, customers, tally)
+        refused = self._check_customers(sorted({e.account_id for e in events} - set(missing)), customers, tally)
+        refused.update(self._ensure_customers(missing, customers, tally))
         for e in events:
             e.customer_id = customers.get(e.account_id, (None, None))[0]
             if e.customer_id is None:
-                e.outcome, e.error = created[e.account_id]
+                e.outcome, e.error = refused[e.account_id]
         ready = [e for e in events if e.customer_id is not None]
         outcomes = StripeLedger(self.engine, self.clock).perform_batch(
             [self._step(e) for e in ready], workers=self.concurrency, on_progress=self.heartbeat)
@@ -240,6 +242,27 @@ class MeterReporter:
                 {**e.row(), "state": "reported" if e.outcome in ("sent", "already") else
                  ("failed" if e.outcome == "failed" else "sending"), "error": e.error}
                 for e in events])
+
+    def _check_customers(self, account_ids: list[str], customers: dict, tally: _Tally) -> dict:
+        """The saved customer of each account must still name it in Stripe (checked at most once per
+        ``CUSTOMER_CHECK_SECONDS`` per worker; issue 14). A mismatch drops the customer from ``customers``
+        and fails the account's events; returns account -> (outcome, error) for those."""
+        failed: dict[str, tuple[str, str]] = {}
+
+        def one(account_id: str) -> int:
+            before = self.gateway.thread_calls()
+            try:
+                self.gateway.customers.check_owner(customers[account_id][0], account_id,
+                                                   max_age=CUSTOMER_CHECK_SECONDS)
+            except StripeError as err:
+                failed[account_id] = ("failed" if isinstance(err, StripeRejected) else "transient", str(err))
+                customers[account_id] = (None, customers[account_id][1])
+            return self.gateway.thread_calls() - before
+
+        if account_ids:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stripe-customers") as pool:
+                tally.result.stripe_calls += sum(pool.map(one, account_ids))
+        return failed
 
     def _ensure_customers(self, account_ids: list[str], customers: dict, tally: _Tally) -> dict:
         """A Stripe customer for each account that has none yet (the invoice push's recorded call, so

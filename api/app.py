@@ -83,7 +83,8 @@ def _instant(text: str | None, field: str) -> datetime | None:
         raise invalid(field, f"{text!r} is out of range") from None
 
 
-def _batch_items(body: bytes) -> list:
+def batch_items(body: bytes) -> list:
+    """The items of a ``POST /v1/executions`` body (one execution or ``{"executions": [...]}``)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -110,13 +111,18 @@ def api_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None, catalog: Catalog | None = None,
-               clock: Callable[[], datetime] | None = None, temporal: TemporalClient | None = None) -> FastAPI:
+               clock: Callable[[], datetime] | None = None, temporal: TemporalClient | None = None,
+               ingest_processes: int = 0) -> FastAPI:
+    """``ingest_processes``: record ``POST /v1/executions`` batches in that many child processes of their
+    own (``api/ingest_process.py``; ``tally api`` passes ``TALLY_API_INGEST_PROCESSES``), or in this
+    process's threads (0: tests that inject an engine or a catalog)."""
     settings = settings or get_settings()
     settings.check_production()
     engine = engine or api_engine(settings.effective_database_url(), settings.api_db_pool_size,
                                   settings.api_db_max_overflow)
     catalog = catalog or load_catalog(settings.catalog_path)
-    service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency)
+    service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency,
+                              grace_hours=settings.late_usage_grace_hours)
     keys = PlatformKeys(engine)
     secret = settings.effective_api_secret()
     bearer = HTTPBearer(auto_error=False, description="A platform API key (`tally platforms create NAME`).")
@@ -129,6 +135,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.service = service
     app.state.settings = settings
+    ingest = None
+    if ingest_processes:
+        from api.ingest_process import IngestProcesses
+
+        ingest = IngestProcesses(settings.effective_database_url(), settings.catalog_path, ingest_processes,
+                                 concurrency=settings.api_ingest_concurrency,
+                                 grace_hours=settings.late_usage_grace_hours)
+        app.router.on_shutdown.append(ingest.close)
+    app.state.ingest = ingest
     install_error_handlers(app)
 
     async def platform(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Platform:
@@ -172,7 +187,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "too_large", f"body: larger than {MAX_BODY_BYTES:,} bytes", field="body")
-        return await run_in_threadpool(lambda: _json(service.record(who.id, _batch_items(body))))
+        if ingest is not None:  # recorded in a process of its own (api/ingest_process.py)
+            status, content, headers = await ingest.record(who.id, body, service.clock())
+            return Response(content, status_code=status, media_type="application/json", headers=headers)
+        return await run_in_threadpool(lambda: _json(service.record(who.id, batch_items(body))))
 
     @app.post("/v1/stripe/webhooks", tags=["stripe"],
               responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}})

@@ -74,7 +74,62 @@ def _validation_message(err: dict) -> tuple[str, str]:
     return field, f"{field}: {msg}"
 
 
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Is this the database being unreachable (down, restarting, a connection lost mid-request,
+    the pool waiting in vain) rather than a bug?"""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError)
+
+
+class ContainErrors:
+    """Pure ASGI middleware: an exception no handler answered becomes a response here, inside the
+    server's own error middleware, so it is never re-raised to the server, which would close the
+    keep-alive connection (the next request on it would be reset). The database being unreachable
+    is a 503 with Retry-After, as /healthz answers; anything else a logged 500."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # too late for another response
+                raise
+            if database_unavailable(exc):
+                log.warning("database unavailable on %s %s: %s", scope.get("method"), scope.get("path"),
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                response = error_response(503, "unavailable", "the database is unavailable; retry later",
+                                          headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+            else:
+                log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+                response = error_response(500, "internal", "internal error; it has been logged")
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(ContainErrors)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.type, exc.message, exc.field, exc.headers)
@@ -98,8 +153,3 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "no such endpoint; see /openapi.json"
         return error_response(exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), message,
                               headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal", "internal error; it has been logged")

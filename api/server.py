@@ -36,7 +36,9 @@ def app_factory():
     # Short GIL slices: a small request (an entitlement check) is not held up for 5 ms at a time by
     # the thread validating a 1,000-item batch.
     sys.setswitchinterval(0.001)
-    app = create_app()
+    settings = get_settings()
+    # Batches are recorded in child processes of their own: this process serves the small requests.
+    app = create_app(settings, ingest_processes=settings.api_ingest_processes)
     # The framework's and the catalog's objects live as long as the process: keep them out of the
     # collector's full passes, which otherwise stall every request for tens of ms now and then.
     gc.collect()

@@ -106,10 +106,13 @@ def batches_of(jsonl: Path, size: int) -> list[bytes]:
     return bodies
 
 
-def start_api(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen, str, Path]:
+def start_api(url: str, workdir: Path, workers: int, ingest_processes: int | None = None
+              ) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     log = workdir / "api.log"
     env = dict(os.environ, DATABASE_URL=url, TALLY_HOME=str(workdir / "home"), TALLY_API_SECRET="bench")
+    if ingest_processes is not None:
+        env["TALLY_API_INGEST_PROCESSES"] = str(ingest_processes)
     for k in ("STRIPE_API_KEY", "TALLY_STRIPE_API_KEY", "TEMPORAL_ADDRESS"):
         env.pop(k, None)
     with open(log, "ab") as fh:
@@ -186,12 +189,21 @@ def warm_up(base: str, key: str, account_ids: list[str], rounds: int = 3) -> Non
     """Check every account a few times first: each API process caches an account's terms for the
     month (a platform checks its active accounts all day long; the first check pays one more query)."""
     host, port = base.split("//", 1)[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    for _ in range(8):  # an empty batch waits for the worker's ingest processes to have started
+        conn.request("POST", "/v1/executions", body=b'{"executions": []}',
+                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        conn.getresponse().read()
     for _ in range(rounds):
         for acct in account_ids:
             conn.request("GET", f"/v1/accounts/{acct}/entitlement?model=gpt-4o", headers={"Authorization": f"Bearer {key}"})
             conn.getresponse().read()
     conn.close()
+
+
+def _probe_main(target, ready, *args) -> None:
+    ready.set()
+    target(*args)
 
 
 class Probe:
@@ -201,15 +213,19 @@ class Probe:
         ctx = multiprocessing.get_context("spawn")
         self.stop = ctx.Event()
         self.results = ctx.Queue()
-        self.proc = ctx.Process(target=target, args=(base, key, account_ids, pause, self.stop, self.results),
-                                daemon=True)
+        self.ready = ctx.Event()
+        self.proc = ctx.Process(target=_probe_main, args=(target, self.ready, base, key, account_ids, pause,
+                                                          self.stop, self.results), daemon=True)
         self.latencies: list[float] = []
         self.server_ms: list[float] = []
         self.errors = 0
 
     def __enter__(self) -> "Probe":
         self.proc.start()
-        time.sleep(1.0)  # let it import and connect before the load starts
+        # Let it import (seconds on a busy machine) and connect before the load starts.
+        if not self.ready.wait(120):
+            raise RuntimeError("the probe process did not start within 120 s")
+        time.sleep(0.5)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -286,6 +302,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1_000)
     p.add_argument("--clients", type=int, default=4, help="concurrent HTTP connections posting batches")
     p.add_argument("--api-workers", type=int, default=2, help="uvicorn worker processes")
+    p.add_argument("--ingest-processes", type=int, default=None,
+                   help="TALLY_API_INGEST_PROCESSES for the API (default: its setting; 0: batches in the serving process)")
     p.add_argument("--probe-pause-ms", type=float, default=5.0, help="pause between entitlement checks")
     p.add_argument("--event-ids", choices=("random", "ordered"), default="random",
                    help="random UUIDs (v4) or time-ordered (UUIDv7-like) event ids")
@@ -329,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute("VACUUM (ANALYZE) executions")
                 conn.execute("VACUUM (ANALYZE) usage_counters")
 
-            api, base, log = start_api(url, workdir, args.api_workers)
+            api, base, log = start_api(url, workdir, args.api_workers, args.ingest_processes)
             say(f"api: {base} ({args.api_workers} uvicorn workers), log {log}")
             ids = [a["id"] for a in accounts]
             warm_up(base, key, ids)
@@ -379,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{f'HTTP POST /v1/executions ({args.batch:,}/req, {args.clients} clients)':<44} {http_accepted:>10,} "
           f"{http_s:>8.1f} {http_rate:>10,.0f} {http_rate / floor_rate:>9.2f}")
     print(f"  POST latency: p50 {pct(req_ms, 50):.0f} ms, p99 {pct(req_ms, 99):.0f} ms; "
-          f"{args.api_workers} uvicorn workers; failed requests {failed}")
+          f"{args.api_workers} uvicorn workers, ingest processes per worker "
+          f"{'default' if args.ingest_processes is None else args.ingest_processes}; failed requests {failed}")
     print("entitlement check latency (separate client process, http.client, one keep-alive connection, "
           "after a warm-up pass over the accounts):")
     for label, pr in (("idle server", idle), ("during HTTP ingestion at full speed", probe),

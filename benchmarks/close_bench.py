@@ -175,6 +175,13 @@ async def close_phases(settings: Settings, workflow_id: str, chunks: int) -> dic
                 d["max"] = max(d["max"], run)
                 d["wait"] += (t_start - t_sched).total_seconds()
     out["_span"] = (last - first).total_seconds() if first and last else 0.0
+    # the close's own history (its last run): what continue-as-new keeps bounded
+    hist = await client.get_workflow_handle(workflow_id).fetch_history()
+    start = hist.events[0].workflow_execution_started_event_attributes if hist.events else None
+    out["_close_history"] = {"events": len(hist.events), "bytes": sum(ev.ByteSize() for ev in hist.events),
+                             "continued": bool(start and start.continued_execution_run_id)}
+    chunk = await client.get_workflow_handle(f"{workflow_id}-c00000").fetch_history()
+    out["_chunk_history"] = {"events": len(chunk.events), "bytes": sum(ev.ByteSize() for ev in chunk.events)}
     return out
 
 
@@ -514,6 +521,12 @@ def print_table(args, figures: dict, load0, load1) -> None:
         for name, d in sorted((k, v) for k, v in c.phases.items() if not k.startswith("_")):
             print(f"  activity {name}: {d['count']} runs, {d['run']:.1f} s summed "
                   f"(mean {d['run'] / d['count']:.2f} s, max {d['max']:.2f} s), queue wait {d['wait']:.1f} s summed")
+        ch, kh = c.phases.get("_close_history"), c.phases.get("_chunk_history")
+        if ch:
+            print(f"  Temporal history: the close {ch['events']:,} events / {ch['bytes'] / 1024:,.0f} KiB in its "
+                  f"last run ({'continued as new before it' if ch['continued'] else 'the only run'}); a chunk "
+                  f"{kh['events']} events / {kh['bytes'] / 1024:,.0f} KiB; Temporal suggests continue-as-new at "
+                  "4,096 events or 4 MiB (server defaults)")
         b, a = c.db.get("before"), c.db.get("after")
         if b and a:
             commits = a["commits"] - b["commits"]

@@ -96,4 +96,16 @@ class Period:
         return f"{self.year:04d}-{self.month:02d}"
 
 
-__all__ = ["Period", "PeriodError", "UTC"]
+def oldest_billed_period(now: datetime, lookback_periods: int, grace_hours: int = 48) -> Period:
+    """The oldest period whose usage some close still to come will bill: the latest close that may
+    still run (the previous period's until its grace has passed, then the current one's) reaches back
+    ``lookback_periods`` periods for late usage. Usage older than that would be stored and never billed."""
+    current = Period.of(now)
+    previous = current.previous()
+    oldest = previous if now < previous.closes_at(grace_hours) else current
+    for _ in range(lookback_periods):
+        oldest = oldest.previous()
+    return oldest
+
+
+__all__ = ["Period", "PeriodError", "UTC", "oldest_billed_period"]

@@ -86,9 +86,14 @@ def terms_of(segment: TermsSegment) -> Terms:
 
 
 # ---- rules ----------------------------------------------------------------------------------------
+MAX_SEATS = 100_000  # accounts.seats is an integer column; no team buys more
+
+
 def _check_seats(plan: Plan, seats: int) -> None:
     if seats < 1:
         raise TermsError("must be at least 1", field="seats")
+    if seats > MAX_SEATS:
+        raise TermsError(f"must be at most {MAX_SEATS:,}", field="seats")
     if seats > 1 and not plan.fee_per_seat:
         raise TermsError(f"only per-seat plans take seats; {plan.code} is billed per account", field="seats")
 

@@ -39,6 +39,7 @@ from workflows import contracts as contract_workflows
 from workflows import credits as credit_workflows
 from workflows import payouts as payout_workflows
 from workflows import usage_report as usage_report_workflows
+from workflows import partitions as partition_workflows
 from workflows.search_attributes import (
     ANOMALY_STATE,
     BILLING_ACCOUNT_IDS,
@@ -146,6 +147,18 @@ _CREDIT_WEBHOOKS = MappingProxyType({
 })
 
 
+def _partition_activities(deps: Deps) -> list[Any]:
+    from activities.partitions import PartitionActivities
+
+    return [PartitionActivities(deps)]
+
+
+def _partition_schedules(settings: Settings) -> list[ScheduleDef]:
+    from capabilities.schedules import execution_partitions_schedule
+
+    return [execution_partitions_schedule(settings)]
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         name="close",
@@ -222,6 +235,14 @@ CAPABILITIES: tuple[Capability, ...] = (
         cli_groups=("workers.cli.credits:credits",),
         usage_observers=("services.credits:on_usage",),
         webhook_handlers=_CREDIT_WEBHOOKS,
+    ),
+    Capability(
+        name="partitions",
+        description="executions partitioned by month: partitions created ahead daily, old months archived "
+                    "to files and restorable (tally usage archive / restore)",
+        workflows=partition_workflows.WORKFLOWS,
+        activities=_partition_activities,
+        schedules=_partition_schedules,
     ),
 )
 

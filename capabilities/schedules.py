@@ -136,6 +136,26 @@ def mid_month_trend_schedule(settings: Settings) -> ScheduleDef:
     return ScheduleDef("mid-month-trend", "spend trend warning, 16th 00:00 UTC", trend)
 
 
+# ---- month partitions of executions (workflows/partitions.py) ---------------------------------------
+def execution_partitions_schedule(settings: Settings) -> ScheduleDef:
+    """``execution-partitions``: every day at 00:30 UTC create the partitions of executions for this
+    month and the next three (a month is ready about three months before its first execution)."""
+    from models.schemas import PartitionsInput
+    from workflows.partitions import ExecutionPartitionsWorkflow
+
+    daily = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ExecutionPartitionsWorkflow.run, PartitionsInput(),
+            id="execution-partitions", task_queue=settings.task_queue, execution_timeout=timedelta(hours=2),
+        ),
+        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(
+            hour=[ScheduleRange(0)], minute=[ScheduleRange(30)], second=[ScheduleRange(0)],
+            comment="partitions of executions for this month and the next three")]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    )
+    return ScheduleDef("execution-partitions", "month partitions of executions ahead, daily 00:30 UTC", daily)
+
+
 # ---- creator payouts (workflows/payouts.py) ---------------------------------------------------------
 def monthly_payouts_schedule(settings: Settings) -> ScheduleDef:
     """``monthly-payouts``: on the 5th at 06:00 UTC (after the close of the 3rd has pushed the invoices)

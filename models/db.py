@@ -69,10 +69,11 @@ def retry_once_on_lost_connection(fn):
 def worker_pool(settings: Settings) -> tuple[int, int]:
     """``(pool_size, max_overflow)`` of a worker's engine.
 
-    Each concurrent invoice push holds one connection (it carries the push lock) and a close pushes
-    ``close_parallel_chunks`` chunks at once, ``stripe_concurrency`` invoices each: the pool holds
-    that many plus 4 for the other activities, unless ``TALLY_DB_POOL_SIZE`` says otherwise. The sum
-    is what docs/deployment.md counts per worker replica.
+    ``stripe_concurrency`` x ``close_parallel_chunks`` + 4, unless ``TALLY_DB_POOL_SIZE`` says
+    otherwise. A chunk's push now holds one connection (its invoices' locks and its batched records,
+    ``activities.push``), so this is headroom for the other activities (a meter batch's look-ups take
+    one per call) rather than the push's need; the sum is what docs/deployment.md counts per worker
+    replica.
     """
     size = settings.db_pool_size or max(5, settings.stripe_concurrency * settings.close_parallel_chunks + 4)
     return size, settings.db_max_overflow

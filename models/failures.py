@@ -30,6 +30,8 @@ class Failure:
     PAYOUT_BUSY = "PayoutBusy"  # another process works on this payout now; retried shortly
     GRANT_NOT_FOUND = "GrantNotFound"  # a credit grant named in the input does not exist (credits)
 
+    CUSTOMER_MISMATCH = "CustomerMismatch"  # the Stripe customer names another account: refused, ops must look
+
 
 class PushBudget:
     """How often the close's push activity is attempted before it gives up on an invoice.

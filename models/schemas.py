@@ -71,6 +71,7 @@ class InvoiceFailure(BaseModel):
     invoice_id: int
     account_id: str
     error: str
+    kind: str = "InvoiceRejected"  # a ``models.failures.Failure`` value, e.g. CustomerMismatch
 
 
 class PushChunkResult(BaseModel):
@@ -768,6 +769,16 @@ class ScheduledTrendResult(BaseModel):
 
 
 TrendCheckInput.model_rebuild()
+
+
+# ---- month partitions of executions (issue 15; repositories/partitions.py) -------------------------
+class PartitionsInput(BaseModel):
+    months_ahead: int = Field(default=3, ge=1, le=24)
+
+
+class PartitionsResult(BaseModel):
+    created: list[str] = Field(default_factory=list)  # YYYY-MM of each partition created
+    from_default: list[str] = Field(default_factory=list)  # months moved out of the default partition
 
 
 # ---- creator payouts (workflows/payouts.py) ----------------------------------------------------------

@@ -83,8 +83,11 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC secret of billing-page links; unset: a random one kept in $TALLY_HOME/api-secret.",
     )
-    billing_link_hours: int = Field(default=24, ge=1, description="How long a billing-page link stays valid.")
+    billing_link_hours: int = Field(default=24, ge=1, le=30 * 24, description="How long a billing-page link stays valid (1 h to 30 days).")
     api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
+    api_ingest_processes: int = Field(
+        default=1, ge=0, le=64,
+        description="Child processes per API worker that record batches (0: in the serving process's threads).")
     # Connection pools: docs/deployment.md adds them up against Postgres' max_connections.
     db_pool_size: int | None = Field(
         default=None, ge=1,
@@ -95,6 +98,10 @@ class Settings(BaseSettings):
     api_db_max_overflow: int = Field(default=10, ge=0, description="Extra connections an API process may open.")
     close_chunk_size: int = Field(default=100, description="Accounts per close child workflow.")
     close_parallel_chunks: int = Field(default=4, description="Chunk workflows running at once.")
+    worker_processes: int = Field(
+        default=1, ge=0,
+        description="Worker processes `tally worker` runs on the task queue (a supervisor restarts one that "
+                    "dies); 0: one per CPU core. Safe because every activity is idempotent.")
     late_usage_grace_hours: int = 48
     catalog_path: Path | None = Field(default=None, description="Override the catalog data file.")
     contract_poll_seconds: int = Field(

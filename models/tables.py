@@ -15,8 +15,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -73,11 +75,13 @@ catalog_versions = Table(
     Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# One row per execution, keyed by the platform's event id (duplicates are skipped on ingest).
+# One row per execution. Its event id is unique per tenant (platform): ``execution_ids`` holds that
+# uniqueness; the row's own key is (account_id, event_id, occurred_at). Partitioned by month of
+# occurred_at (executions_YYYY_MM, repositories/partitions.py; a key must hold the partition column).
 executions = Table(
     "executions",
     metadata,
-    Column("event_id", String(128), primary_key=True),
+    Column("event_id", String(128), nullable=False),
     Column("account_id", String(64), nullable=False),
     Column("agent_id", String(128), nullable=False),
     Column("skill_id", String(128)),
@@ -90,7 +94,9 @@ executions = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name="tokens_non_negative"),
+    PrimaryKeyConstraint("account_id", "event_id", "occurred_at"),
     Index("ix_executions_account_occurred", "account_id", "occurred_at"),
+    postgresql_partition_by="RANGE (occurred_at)",
 )
 
 invoices = Table(
@@ -595,6 +601,19 @@ notifications.append_column(Column("delivered_to", Text))
 notifications.append_column(Column("failed_at", DateTime(timezone=True)))  # given up (a permanent refusal)
 Index("ix_notifications_pending", notifications.c.id,
       postgresql_where=text("sent_at IS NULL AND failed_at IS NULL"))
+
+# ---- reliability (issue 14) ----------------------------------------------------------------------
+# Every event id a tenant recorded, with a digest of the event's content: deduplication is scoped to
+# the tenant (the account's platform; 0 for an account of no platform), and a replay is a duplicate
+# only when its content is the same (activities.ingest.content_hash, EXECUTION_CONTENT_HASH_SQL).
+# Unpartitioned on purpose: the uniqueness spans every month of ``executions``.
+execution_ids = Table(
+    "execution_ids",
+    metadata,
+    Column("platform_id", Integer, primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("content_hash", LargeBinary, nullable=False),
+)
 
 # ---- prepaid credits (billing/credits.py, services/credits.py) ---------------------------------------
 CREDIT_UNITS = ("credits", "usd")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.periods import Period
@@ -42,6 +42,13 @@ def get_account(conn: Connection, account_id: str):
     return conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
 
 
+def get_accounts(conn: Connection, account_ids: list[str]) -> dict:
+    """Account id -> row, for those that exist (one statement)."""
+    if not account_ids:
+        return {}
+    return {r.id: r for r in conn.execute(select(accounts).where(accounts.c.id.in_(list(account_ids))))}
+
+
 def lock_account(conn: Connection, account_id: str):
     """The account row, locked until the transaction ends (one change of terms at a time), or None."""
     return conn.execute(select(accounts).where(accounts.c.id == account_id).with_for_update()).first()
@@ -65,6 +72,15 @@ def set_stripe_customer(conn: Connection, account_id: str, customer_id: str) -> 
         .where(accounts.c.id == account_id)
         .values(stripe_customer_id=customer_id, updated_at=func.now())
     )
+
+
+def set_stripe_customers(conn: Connection, customers: dict[str, str]) -> None:
+    """``set_stripe_customer`` for many accounts (account id -> customer id) in one statement."""
+    if customers:
+        conn.execute(text(
+            "UPDATE accounts AS a SET stripe_customer_id = x.c, updated_at = now() "
+            "FROM unnest(CAST(:a AS text[]), CAST(:c AS text[])) AS x(a, c) WHERE a.id = x.a"),
+            {"a": list(customers), "c": list(customers.values())})
 
 
 # ---- the accounts a close bills -----------------------------------------------------------------------

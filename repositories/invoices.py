@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.periods import Period
@@ -151,6 +151,52 @@ def set_invoice_status(conn: Connection, invoice_id: int, status: str, *, from_s
         .values(**values)
     )
     return res.rowcount == 1
+
+
+# ---- the same for a chunk's invoices at once (``activities.push.InvoicePusher.push_many``) -----------
+def get_invoices(conn: Connection, invoice_ids: list[int]) -> dict:
+    """Invoice id -> row, for those that exist."""
+    if not invoice_ids:
+        return {}
+    return {r.id: r for r in conn.execute(select(invoices).where(invoices.c.id.in_(list(invoice_ids))))}
+
+
+def lines_of_invoices(conn: Connection, invoice_ids: list[int]) -> dict[int, list]:
+    """Invoice id -> its lines in position order (every id present, maybe with no lines)."""
+    out: dict[int, list] = {i: [] for i in invoice_ids}
+    if invoice_ids:
+        for line in conn.execute(select(invoice_lines).where(invoice_lines.c.invoice_id.in_(list(invoice_ids)))
+                                 .order_by(invoice_lines.c.invoice_id, invoice_lines.c.position)):
+            out[line.invoice_id].append(line)
+    return out
+
+
+def set_invoice_statuses(conn: Connection, invoice_ids: list[int], status: str, *, from_statuses: tuple[str, ...],
+                         stripe_invoice_ids: list[str | None] | None = None,
+                         errors: list[str | None] | None = None) -> int:
+    """``set_invoice_status`` for many invoices in one statement (each its own Stripe id and error, if
+    given; a None Stripe id keeps the one recorded). How many moved."""
+    if not invoice_ids:
+        return 0
+    n = len(invoice_ids)
+    res = conn.execute(text(
+        "UPDATE invoices AS i SET status = :status, updated_at = now(), last_error = x.error, "
+        "stripe_invoice_id = coalesce(x.sid, i.stripe_invoice_id), "
+        "pushed_at = CASE WHEN CAST(:opening AS boolean) THEN now() ELSE i.pushed_at END "
+        "FROM unnest(CAST(:ids AS bigint[]), CAST(:sids AS text[]), CAST(:errors AS text[])) AS x(id, sid, error) "
+        "WHERE i.id = x.id AND i.status = ANY(CAST(:from_statuses AS text[]))"),
+        {"status": status, "opening": status == "open", "ids": list(invoice_ids), "sids": list(stripe_invoice_ids or [None] * n),
+         "errors": list(errors or [None] * n), "from_statuses": list(from_statuses)})
+    return res.rowcount
+
+
+def set_stripe_invoice_ids(conn: Connection, stripe_ids: dict[int, str]) -> None:
+    """``set_stripe_invoice_id`` for many invoices (invoice id -> Stripe id) in one statement."""
+    if stripe_ids:
+        conn.execute(text(
+            "UPDATE invoices AS i SET stripe_invoice_id = x.sid "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:sids AS text[])) AS x(id, sid) WHERE i.id = x.id"),
+            {"ids": list(stripe_ids), "sids": list(stripe_ids.values())})
 
 
 def set_stripe_invoice_id(conn: Connection, invoice_id: int, stripe_invoice_id: str) -> None:

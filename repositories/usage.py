@@ -8,7 +8,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -51,46 +51,102 @@ INSERTED_COLUMNS = "account_id, occurred_at, model, byok, sandbox, input_tokens,
 
 
 # ---- recording executions -----------------------------------------------------------------------
-_RECORD = text(
-    f"""
-    WITH batch AS (
-        SELECT * FROM unnest(
-            CAST(:event_id AS text[]), CAST(:account_id AS text[]), CAST(:agent_id AS text[]),
-            CAST(:skill_id AS text[]), CAST(:model AS text[]), CAST(:input_tokens AS bigint[]),
-            CAST(:output_tokens AS bigint[]), CAST(:byok AS boolean[]), CAST(:sandbox AS boolean[]),
-            CAST(:cost_usd AS numeric[]), CAST(:occurred_at AS timestamptz[]),
-            CAST(:routed_model AS text[]), CAST(:routing_decision_id AS bigint[]), CAST(:requested_model AS text[])
-        ) AS b(event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id, requested_model)
+# Event ids are unique per tenant (``execution_ids``: platform, event id, content digest). Both ways in
+# (the API's batches, the bulk file's staging table) record their rows with ``merge_sql``: the ids
+# first (ON CONFLICT DO NOTHING, in key order so overlapping writers wait instead of deadlocking), then
+# the executions of the ids this statement recorded, counted into usage_counters in the same
+# statement. It answers the source rows it did NOT record; ``recorded_hashes`` then tells a replay
+# (same digest: a duplicate) from a reuse of the id with other content (rejected).
+EXECUTION_FIELDS = ("event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens",
+                    "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
+                    "requested_model")
+_FIELD_LIST = ", ".join(EXECUTION_FIELDS)
+
+
+def merge_sql(source: str) -> str:
+    """The recording statement over ``source``: a query with columns ``n`` (the caller's row number),
+    ``platform_id``, ``content_hash`` and ``EXECUTION_FIELDS``, unique by (platform_id, event_id)."""
+    return f"""
+    WITH src AS ({source}),
+    ids AS (
+        INSERT INTO execution_ids (platform_id, event_id, content_hash)
+        SELECT platform_id, event_id, content_hash FROM src ORDER BY platform_id, event_id
+        ON CONFLICT DO NOTHING
+        RETURNING platform_id, event_id
     ), ins AS (
-        INSERT INTO executions (event_id, account_id, agent_id, skill_id, model, input_tokens,
-                                output_tokens, byok, sandbox, cost_usd, occurred_at, routed_model,
-                                routing_decision_id, requested_model)
-        SELECT event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens,
-               byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id, requested_model
-        FROM batch
-        ORDER BY event_id  -- one lock order for every writer: overlapping batches cannot deadlock
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id, {INSERTED_COLUMNS}
+        INSERT INTO executions ({_FIELD_LIST})
+        SELECT {", ".join("s." + f for f in EXECUTION_FIELDS)}
+        FROM src s JOIN ids ON ids.platform_id = s.platform_id AND ids.event_id = s.event_id
+        RETURNING {INSERTED_COLUMNS}
     ), counted AS ({COUNT_INSERTED})
-    SELECT event_id FROM ins
+    SELECT s.n, s.platform_id, s.event_id, s.content_hash FROM src s
+    WHERE NOT EXISTS (SELECT 1 FROM ids WHERE ids.platform_id = s.platform_id AND ids.event_id = s.event_id)
     """
-)
-
-_RECORD_KEYS = ("event_id", "account_id", "agent_id", "skill_id", "model", "input_tokens", "output_tokens",
-                "byok", "sandbox", "cost_usd", "occurred_at", "routed_model", "routing_decision_id",
-                "requested_model")
 
 
-def record_executions(conn: Connection, rows: list[tuple]) -> set[str]:
-    """Insert executions (rows in ``activities.ingest.FIELDS`` order, unique event ids, accounts
-    known) and count the inserted ones into usage_counters, in one statement. Returns the event ids
-    actually inserted; the others were recorded before (duplicates)."""
+_RECORD = merge_sql("""
+    SELECT * FROM unnest(
+        %(n)s::bigint[], %(platform_id)s::int[], %(content_hash)s::bytea[],
+        %(event_id)s::text[], %(account_id)s::text[], %(agent_id)s::text[], %(skill_id)s::text[],
+        %(model)s::text[], %(input_tokens)s::bigint[], %(output_tokens)s::bigint[], %(byok)s::boolean[],
+        %(sandbox)s::boolean[], %(cost_usd)s::numeric[], %(occurred_at)s::timestamptz[],
+        %(routed_model)s::text[], %(routing_decision_id)s::bigint[], %(requested_model)s::text[]
+    ) AS b(n, platform_id, content_hash, event_id, account_id, agent_id, skill_id, model, input_tokens,
+           output_tokens, byok, sandbox, cost_usd, occurred_at, routed_model, routing_decision_id,
+           requested_model)
+""")
+RECORDED_HASHES = """
+SELECT x.platform_id, x.event_id, x.content_hash FROM execution_ids x
+JOIN unnest(%(platform_id)s::int[], %(event_id)s::text[]) AS k(platform_id, event_id)
+  ON k.platform_id = x.platform_id AND k.event_id = x.event_id
+"""
+# What ingest needs to know of an account: its tenant (0: no platform) and when its billing starts.
+TENANCY = """
+SELECT id, coalesce(platform_id, 0), billing_starts_at FROM accounts
+WHERE id = ANY(%(ids)s::text[]) AND (%(platform_id)s::int IS NULL OR platform_id = %(platform_id)s::int)
+"""
+
+
+def tenancy(conn: Connection, account_ids: list[str], platform_id: int | None = None) -> dict[str, tuple]:
+    """{account: (tenant, billing_starts_at)} of the accounts that exist (and belong to ``platform_id``
+    when given)."""
+    rows = conn.exec_driver_sql(TENANCY, {"ids": account_ids, "platform_id": platform_id}).all()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def record_executions(conn: Connection, rows: list[tuple]) -> list[tuple]:
+    """Record rows ``(n, platform_id, content_hash, *EXECUTION_FIELDS)`` unique by (platform, event
+    id), counting the recorded ones into usage_counters, in one statement. Returns the rows not
+    recorded as (n, platform_id, event_id, content_hash): their id was recorded before."""
     if not rows:
-        return set()
+        return []
     columns = list(zip(*rows))
-    params = {key: list(col) for key, col in zip(_RECORD_KEYS, columns)}
-    return set(conn.execute(_RECORD, params).scalars())
+    params = {key: list(col) for key, col in zip(("n", "platform_id", "content_hash", *EXECUTION_FIELDS), columns)}
+    return [tuple(r) for r in conn.exec_driver_sql(_RECORD, params).all()]
+
+
+def recorded_hashes(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
+    """The content digest recorded for each (platform, event id) of ``keys`` that is known."""
+    if not keys:
+        return {}
+    rows = conn.exec_driver_sql(RECORDED_HASHES, {"platform_id": [k[0] for k in keys],
+                                                  "event_id": [k[1] for k in keys]}).all()
+    return {(r[0], r[1]): bytes(r[2]) for r in rows}
+
+
+_ADOPT_IDS = """
+UPDATE execution_ids x SET platform_id = %(platform_id)s
+FROM executions e
+WHERE e.account_id = %(account_id)s AND x.platform_id = 0 AND x.event_id = e.event_id
+  AND NOT EXISTS (SELECT 1 FROM execution_ids y WHERE y.platform_id = %(platform_id)s AND y.event_id = x.event_id)
+"""
+
+
+def adopt_event_ids(conn: Connection, account_id: str, platform_id: int) -> None:
+    """An account without a platform joins one: the ids its executions used (tenant 0) become the
+    platform's, so the platform replaying them gets ``duplicate``. An id the platform already used for
+    another account stays where it is (it is that account's)."""
+    conn.exec_driver_sql(_ADOPT_IDS, {"account_id": account_id, "platform_id": platform_id})
 
 
 # ---- reading counters and usage -----------------------------------------------------------------
@@ -201,23 +257,26 @@ USAGE_AGGREGATES = """count(*) AS executions,
            coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
            coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
            coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
-_USAGE_ROWS_SQL = text(
-    f"""
-    WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
-            AS a(account_id, included, starts)
-    ), seg AS (
+# The terms segments and catalog version windows the executions are split by (CTEs ``seg``, ``ver``).
+_SEGMENTS_AND_VERSIONS = """seg AS (
         SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
                              CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
             AS s(account_id, idx, starts, ends)
     ), ver AS (
         SELECT * FROM unnest(CAST(:ver_name AS text[]), CAST(:ver_start AS timestamptz[]),
-                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)
+                             CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)"""
+_USAGE_ROWS_SQL = text(
+    f"""
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
+    ), {_SEGMENTS_AND_VERSIONS}
     ), base AS (
         SELECT e.account_id, e.event_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens,
                e.cost_usd, e.occurred_at, a.included
         FROM executions e JOIN acct a ON a.account_id = e.account_id
-        WHERE e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
+        WHERE e.account_id = ANY(CAST(:ids AS text[]))  -- lets the planner use the account index
+          AND e.occurred_at >= :start AND e.occurred_at < :end AND e.occurred_at >= a.starts
           AND (CAST(:known_at AS timestamptz) IS NULL OR e.ingested_at <= CAST(:known_at AS timestamptz))
     ), totals AS (
         SELECT account_id, count(*) FILTER (WHERE NOT sandbox) AS n FROM base GROUP BY account_id
@@ -246,6 +305,29 @@ _USAGE_ROWS_SQL = text(
 )
 
 
+# The same groups without the ranking: one pass over the chunk's executions (through the account
+# index), hash-aggregated. Rows outside every segment or version come back with a NULL idx / name: they
+# count toward the quota (as in the ranked query's ``totals``) but are not billed.
+_UNRANKED_ROWS_SQL = text(
+    f"""
+    WITH acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS a(account_id, starts)
+    ), {_SEGMENTS_AND_VERSIONS}
+    )
+    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, false AS billable,
+           {USAGE_AGGREGATES}
+    FROM executions r
+    JOIN acct a ON a.account_id = r.account_id
+    LEFT JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
+    LEFT JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
+    WHERE r.account_id = ANY(CAST(:ids AS text[]))
+      AND r.occurred_at >= :start AND r.occurred_at < :end AND r.occurred_at >= a.starts
+      AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
+    GROUP BY 1, 2, 3, 4, 5, 6
+    """
+)
+
+
 def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
                included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
                known_at: datetime | None = None) -> dict[str, list[UsageRow]]:
@@ -253,10 +335,38 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     force when each execution occurred, model, BYOK, sandbox and billable (past the account's pooled
     included quota in time order: occurred_at, then event id; sandbox tries never count). The
     ranking is ``billing.rating.split_at_quota`` in SQL; property tests compare the two. With
-    ``known_at``, only the executions ingested by then (what a close rating at that time saw)."""
+    ``known_at``, only the executions ingested by then (what a close rating at that time saw).
+
+    Most accounts never pass their quota: one unranked aggregation answers them (all included, or
+    all billable when the quota is 0); only the accounts past a positive quota are ranked in time
+    order, by a second query over their executions alone."""
     ids = [a for a in included if a in segments]
     if not ids:
         return {}
+    # The planner underestimates the groups (the segment and version joins filter on ranges) and
+    # sorts ~every execution of the chunk to aggregate them; hashing them is what fits.
+    was = conn.execute(text("SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)")).first()[0]
+    try:
+        unranked = _aggregate(conn, _UNRANKED_ROWS_SQL, ids, start, end, segments, included, versions, known_at)
+    finally:
+        conn.execute(text("SELECT set_config('enable_sort', :was, true)"), {"was": was})
+    used = {a: sum(r.executions for r in rows if not r.sandbox) for a, rows in unranked.items()}
+    ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
+    out: dict[str, list[UsageRow]] = {}
+    for a, rows in unranked.items():
+        if a in ranked:
+            continue
+        free = included[a] > 0  # under a positive quota: every execution is included
+        out[a] = [replace(r, billable=not r.sandbox and not free) for r in rows
+                  if r.segment is not None and r.version is not None]
+    if ranked:
+        out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions, known_at))
+    return out
+
+
+def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: datetime,
+               segments: dict[str, list[TermsSegment]], included: dict[str, int],
+               versions: list[tuple[str, datetime, datetime]], known_at: datetime | None) -> dict[str, list[UsageRow]]:
     seg_account, seg_index, seg_start, seg_end = [], [], [], []
     for a in ids:
         for i, sg in enumerate(segments[a]):
@@ -264,7 +374,7 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
             seg_index.append(i)
             seg_start.append(sg.start)
             seg_end.append(sg.end)
-    rows = conn.execute(_USAGE_ROWS_SQL, {
+    rows = conn.execute(sql, {
         "ids": ids, "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids],
         "seg_account": seg_account, "seg_index": seg_index, "seg_start": seg_start, "seg_end": seg_end,
         "ver_name": [v[0] for v in versions], "ver_start": [v[1] for v in versions],

@@ -25,7 +25,7 @@ from billing.terms import (
 )
 from billing.contracts import check_leaving_enterprise
 from repositories import accounts, contracts, invoices
-from services.errors import Conflict, NotFound, refused_input
+from services.errors import Conflict, InvalidInput, NotFound, refused_input
 from services.inputs import check_id
 
 def require_account(conn: Connection, account_id: str):
@@ -180,6 +180,9 @@ def check_billing_token(secret: bytes, account_id: str, token: str, now: float |
         raise BadLink("token: this link has expired; ask for a new one (`tally accounts billing-link`)")
 
 
+MIN_LINK_HOURS, MAX_LINK_HOURS = 1, 30 * 24  # a billing-page link lives an hour to 30 days
+
+
 def billing_link(base_url: str, secret: bytes, account_id: str, hours: int, now: float | None = None) -> str:
     expires = int((now if now is not None else time.time()) + hours * 3600)
     return (f"{base_url.rstrip('/')}/accounts/{quote(account_id, safe='')}/billing"
@@ -190,7 +193,9 @@ def account_billing_link(engine: Engine, settings: Settings, account_id: str, *,
                          base_url: str | None = None) -> str:
     """A signed link to an existing account's billing page (anyone holding it can view the page);
     by default at ``settings.api_url``, valid ``settings.billing_link_hours``."""
+    hours = settings.billing_link_hours if hours is None else hours
+    if not MIN_LINK_HOURS <= hours <= MAX_LINK_HOURS:
+        raise InvalidInput("hours", f"must be from {MIN_LINK_HOURS} to {MAX_LINK_HOURS} (30 days), got {hours}")
     with engine.begin() as conn:
         require_account(conn, account_id)
-    return billing_link(base_url or settings.api_url, settings.effective_api_secret(), account_id,
-                        hours or settings.billing_link_hours)
+    return billing_link(base_url or settings.api_url, settings.effective_api_secret(), account_id, hours)

@@ -62,11 +62,11 @@ class MonthToDate:
 
 class MeteringService:
     def __init__(self, engine: Engine, catalog: Catalog, clock: Callable[[], datetime] | None = None,
-                 ingest_concurrency: int = 1):
+                 ingest_concurrency: int = 1, grace_hours: int = 48):
         self.engine = engine
         self.catalog = catalog
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.recorder = BatchRecorder(engine, catalog, ingest_concurrency)
+        self.recorder = BatchRecorder(engine, catalog, ingest_concurrency, grace_hours)
         self._segments: dict[tuple, tuple[list, float]] = {}
 
     def _read(self):

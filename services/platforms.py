@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from repositories import platforms
+from repositories import platforms, usage
 from services.errors import Conflict, InvalidInput, NotFound
 from services.inputs import check_id
 
@@ -78,6 +78,7 @@ def assign_platform(conn: Connection, account_id: str, platform_id: int) -> None
         raise InvalidInput("platform", f"account {account_id!r} belongs to another platform")
     if current.platform_id is None:
         platforms.set_platform(conn, account_id, platform_id)
+        usage.adopt_event_ids(conn, account_id, platform_id)
 
 
 def platform_for_key_hash(engine: Engine, key_hash: str) -> Platform | None:

@@ -19,10 +19,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="load state from this JSON file at start; save it (atomically) about once a "
                          "second when changed, and at shutdown")
     ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument("--write-rate-cap", type=float, default=0,
+                    help="answer POSTs beyond this many per second with 429, like Stripe (0: no cap)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     emu = EmulatorServer(host=args.host, port=args.port, state_file=args.state_file)
+    if args.write_rate_cap:
+        from .core.ratecap import WriteCap
+
+        emu.write_cap = WriteCap(args.write_rate_cap)
     stop = threading.Event()
 
     def on_signal(signum, frame):

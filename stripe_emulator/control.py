@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from .core import faults, requestlog
+from .core import faults, ratecap, requestlog
 from .core.errors import StripeError
 from .pipeline import read_body
 from .responses import dumps, error_response, json_response
@@ -77,6 +77,25 @@ def add_fault(request, emu, payload):
     except (TypeError, ValueError) as exc:
         return _bad(str(exc))
     return _ok(fault)
+
+
+def _rate_cap(emu) -> Response:
+    cap = getattr(emu, "write_cap", None)  # core/ratecap.py
+    return _ok({"writes_per_second": None} if cap is None else cap.describe())
+
+
+@endpoint
+def get_rate_cap(request, emu, payload):
+    return _rate_cap(emu)
+
+
+@endpoint
+def set_rate_cap(request, emu, payload):
+    n = payload.get("writes_per_second")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0):
+        return _bad("writes_per_second must be a non-negative number or null")
+    emu.write_cap = ratecap.WriteCap(n) if n else None
+    return _rate_cap(emu)
 
 
 @endpoint
@@ -193,6 +212,8 @@ mount = Mount(PREFIX, routes=[
     Route("/faults", list_faults, methods=["GET"]),
     Route("/faults", add_fault, methods=["POST"]),
     Route("/faults", clear_faults, methods=["DELETE"]),
+    Route("/rate_cap", get_rate_cap, methods=["GET"]),
+    Route("/rate_cap", set_rate_cap, methods=["POST"]),
     Route("/clock", get_clock, methods=["GET"]),
     Route("/clock", advance_clock, methods=["POST"]),
     Route("/reset", reset, methods=["POST"]),

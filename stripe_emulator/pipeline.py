@@ -1,10 +1,14 @@
 """The path every Stripe API request takes, in Stripe's order:
 
 body (413) -> authentication (401) -> routing (404, in the app) -> parameter decoding (400) ->
-``rate_limit_429`` fault -> idempotency (replay, 400 ``idempotency_error``, 409 in flight) -> execution
-(``delay``, ``error_500``, or the handler under the state lock) -> ``drop_after_commit``.
+``rate_limit_429`` fault or the write rate cap (core/ratecap.py) -> idempotency (replay, 400
+``idempotency_error``, 409 in flight) -> execution (``delay``, ``error_500``, or the handler under the
+state lock, then ``error_500_after_commit``) -> ``drop_after_commit``. Both 429s are the spec's
+``invalid_request_error`` with ``code: rate_limit``.
 
-Nothing before the idempotency check is saved under the key; everything executed is (4xx and 500 too).
+Nothing before the idempotency check is saved under the key, nor a parameter that fails the handler's
+validation (Stripe saves a result only once the endpoint starts executing: a corrected retry with the
+same key runs); everything else executed is (4xx and 500 too, a 500 with ``Stripe-Should-Retry: false``).
 Every request, answered or dropped, is recorded in the request log with its route template.
 """
 
@@ -65,7 +69,9 @@ def _unauthenticated(request: Request) -> StripeError:
         msg = "You did not provide an API key. Provide it in the Authorization header as 'Bearer sk_test_...'."
     else:
         msg = "Invalid API Key provided: the emulator accepts any key starting with sk_test_."
-    return StripeError(401, msg, type="authentication_error")
+    # The spec's error types are api_error, card_error, idempotency_error and invalid_request_error:
+    # Stripe answers a bad key with a 401 invalid_request_error (the SDK raises AuthenticationError).
+    return StripeError(401, msg, type="invalid_request_error")
 
 
 def _state(request: Request) -> EmulatorState:
@@ -99,8 +105,10 @@ async def _serve(request: Request, op: Operation):
     st, method, path = _state(request), request.method, request.scope["path"]
     idem_key = request.headers.get("idempotency-key") if method == "POST" else None
 
+    params = None
+
     def finish(resp, status: int, replayed=False, executed=False, fault=None):
-        requestlog.record(st, method, path, op.path, idem_key, status, replayed, executed, fault)
+        requestlog.record(st, method, path, op.path, idem_key, status, replayed, executed, fault, params)
         return resp
 
     try:
@@ -126,9 +134,15 @@ async def _serve(request: Request, op: Operation):
     if st.faults and (limited := faults.take(st, method, path, ("rate_limit_429",))):
         ra = limited["rate_limit_429"]["retry_after"]
         err = StripeError(429, "Too many requests hit the API too quickly. (emulator fault injection)",
-                          type="rate_limit_error", code="rate_limit",
+                          type="invalid_request_error", code="rate_limit",
                           headers={"Retry-After": str(int(ra)) if float(ra).is_integer() else str(ra)})
         return finish(error_response(err), 429, fault="rate_limit_429")
+    cap = getattr(request.app.state.emulator, "write_cap", None)  # core/ratecap.py, off unless set
+    if cap is not None and method == "POST" and (wait := cap.admit()):
+        err = StripeError(429, "Too many requests hit the API too quickly. (emulator write rate cap)",
+                          type="invalid_request_error", code="rate_limit",
+                          headers={"Retry-After": f"{max(wait, 0.01):.2f}"})
+        return finish(error_response(err), 429, fault="write_rate_cap")
     # 4. idempotency
     claimed = False
     if idem_key:
@@ -138,8 +152,8 @@ async def _serve(request: Request, op: Operation):
         outcome, rec = idempotency.begin(st, api_key, idem_key, fp)
         if outcome == idempotency.REPLAY:
             resp = json_response(rec["status"], rec["body"].encode("utf-8"), {
-                "Idempotent-Replayed": "true", "Original-Request": rec["request_id"] or "",
-                "Idempotency-Key": idem_key})
+                **rec.get("headers", {}), "Idempotent-Replayed": "true",
+                "Original-Request": rec["request_id"] or "", "Idempotency-Key": idem_key})
             return finish(resp, rec["status"], replayed=True)
         if outcome == idempotency.MISMATCH:
             return finish(error_response(idempotency.key_reused(idem_key, rec)), 400)
@@ -150,19 +164,22 @@ async def _serve(request: Request, op: Operation):
     request_id = new_id("req")
     fault_name = None
     try:
-        pending = faults.take(st, method, path, ("delay", "error_500", "drop_after_commit")) if st.faults else {}
+        pending = faults.take(st, method, path, faults.EXECUTION_FAULTS) if st.faults else {}
         if "delay" in pending:
             fault_name = "delay"
             await asyncio.sleep(max(0.0, pending["delay"]["seconds"]))
+        saved = True
         if "error_500" in pending:
             fault_name = "error_500"
-            status, body_out, headers = _stripe_error(StripeError(
-                500, "An unknown error occurred (emulator fault injection: error_500).", type="api_error"))
+            status, body_out, headers = _stripe_error(_server_error("error_500"))
         else:
             req = ApiRequest(method, path, params, dict(request.path_params), api_key)
-            status, body_out, headers = _execute(st, op, req)
-        if claimed:
-            idempotency.finish(st, api_key, idem_key, status, body_out, request_id)
+            status, body_out, headers, saved = _execute(st, op, req)
+            if "error_500_after_commit" in pending and status < 400:
+                fault_name = "error_500_after_commit"  # committed, and yet a 500 is saved and answered
+                status, body_out, headers = _stripe_error(_server_error("error_500_after_commit"))
+        if claimed and saved:
+            idempotency.finish(st, api_key, idem_key, status, body_out, request_id, headers)
             claimed = False
     finally:
         if claimed:  # failed or cancelled before there was a response to save: release the key
@@ -179,16 +196,27 @@ def _stripe_error(err: StripeError) -> tuple[int, bytes, dict]:
     return err.status, dumps(err.body()), dict(err.headers)
 
 
-def _execute(st: EmulatorState, op: Operation, req: ApiRequest) -> tuple[int, bytes, dict]:
-    """Run the handler under the state lock: (status, JSON body, extra headers)."""
+def _server_error(fault: str | None = None) -> StripeError:
+    """A 500 ``api_error``. It is saved under the Idempotency-Key, so a retry with the key gets it
+    again: ``Stripe-Should-Retry: false`` tells the SDK not to (it reads the header before retrying)."""
+    why = f" (emulator fault injection: {fault})" if fault else ""
+    return StripeError(500, f"An unknown error occurred{why}.", type="api_error",
+                       headers={"Stripe-Should-Retry": "false"})
+
+
+def _execute(st: EmulatorState, op: Operation, req: ApiRequest) -> tuple[int, bytes, dict, bool]:
+    """Run the handler under the state lock: (status, JSON body, extra headers, saved). ``saved`` is
+    False for a parameter that failed validation: the endpoint never started executing."""
     with st.lock:
+        saved = True
         try:
-            result = 200, dumps(op.handler(st, req)), {}
+            status, body, headers = 200, dumps(op.handler(st, req)), {}
         except StripeError as err:
-            result = _stripe_error(err)
+            status, body, headers = _stripe_error(err)
+            saved = not err.validation
         except Exception:
             log.exception("handler error for %s %s", req.method, req.path)
-            result = _stripe_error(StripeError(500, "An unknown error occurred.", type="api_error"))
+            status, body, headers = _stripe_error(_server_error())
         if req.method != "GET":
             st.dirty = True
-        return result
+        return status, body, headers, saved

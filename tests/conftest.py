@@ -22,6 +22,12 @@ from models.db import libpq_url, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The Stripe emulator's search lags as Stripe's does (up to a minute normally): a new object shows in
+# search results once it is this old on the emulator clock. On for every test (emulators started in this
+# process or as subprocesses); a test that wants search to find something advances the clock.
+SEARCH_LAG_SECONDS = 60
+os.environ.setdefault("STRIPE_EMULATOR_SEARCH_LAG", str(SEARCH_LAG_SECONDS))
+
 
 def venv_binary(name: str) -> str:
     candidate = Path(sys.executable).parent / name

@@ -22,7 +22,9 @@ invoice push holds an advisory lock); two processes performing the same step at 
 hour), with the same rules step by step and its bookkeeping batched: the latest records of all steps in
 one statement, the keys of the new steps recorded and committed in one statement before any call, the
 calls on ``workers`` threads, every outcome in one statement. A step whose record needs a look-up (a
-saved failure, an old key) takes ``perform``'s own path.
+saved failure, an old key) takes ``perform``'s own path (through the Connection's engine when ``db``
+is a Connection, which threads must not share). So a batch costs three commits however many steps it holds,
+which is what lets the invoice push record a chunk's steps stage by stage (``activities.push``).
 """
 
 from __future__ import annotations
@@ -148,12 +150,16 @@ class StripeLedger:
             requests_repo.record_stripe_requests(conn, fresh)
         finished: list[dict] = []
         lock = threading.Lock()
+        # perform's own path commits its records as it goes: on the engine's pooled connections when
+        # ours is a Connection (the caller's, which threads must not share)
+        own = self if isinstance(self.db, Engine) else StripeLedger(self.db.engine, self.clock,
+                                                                     trust_window=self.trust_window)
 
         def run(i: int) -> None:
             s = steps[i]
             if i not in keys:
                 try:
-                    outcomes[i].object_id = self.perform(subject=s.subject, step=s.step, identity=s.identity,
+                    outcomes[i].object_id = own.perform(subject=s.subject, step=s.step, identity=s.identity,
                                                          call=s.call, lookup=s.lookup, already_done=s.already_done)
                 except StripeError as err:
                     outcomes[i].error = err

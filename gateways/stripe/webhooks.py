@@ -23,12 +23,16 @@ def verify_event(payload: bytes, signature: str | None, secret: str,
     if not signature:
         raise BadSignature("Stripe-Signature header missing")
     try:
-        stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance)
+        text = payload.decode("utf-8")
+        stripe.WebhookSignature.verify_header(text, signature, secret, tolerance=tolerance)
     except stripe.SignatureVerificationError as err:
         raise BadSignature(f"Stripe-Signature: {err.user_message or err}") from None
-    except ValueError as err:  # not JSON
+    except UnicodeDecodeError as err:
         raise BadSignature(f"payload: {err}") from None
-    event = json.loads(payload)
+    try:
+        event = json.loads(text)
+    except ValueError as err:  # signed, but not JSON
+        raise BadSignature(f"payload: {err}") from None
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise BadSignature("payload: not a Stripe event (id and type missing)")
     return event

@@ -14,6 +14,7 @@ class StripeError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict | None = None,
+        validation: bool = False,
     ):
         super().__init__(message)
         self.status = status
@@ -22,6 +23,9 @@ class StripeError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        # A parameter that fails validation: Stripe answers before the endpoint starts executing, so
+        # nothing is saved under the Idempotency-Key and a corrected retry with the same key runs.
+        self.validation = validation
 
     def body(self) -> dict:
         err = {"type": self.type, "message": self.message}
@@ -32,8 +36,13 @@ class StripeError(Exception):
         return {"error": err}
 
 
+def invalid(message: str, param: str | None = None, code: str | None = None) -> StripeError:
+    """A 400 for a parameter that fails validation (not saved under the Idempotency-Key)."""
+    return StripeError(400, message, param=param, code=code, validation=True)
+
+
 def missing(param: str) -> StripeError:
-    return StripeError(400, f"Missing required param: {param}.", param=param, code="parameter_missing")
+    return invalid(f"Missing required param: {param}.", param=param, code="parameter_missing")
 
 
 def no_such(kind: str, ident: str, param: str = "id", status: int = 404) -> StripeError:

@@ -1,10 +1,12 @@
 """Injected faults: what tests ask the next matching requests to suffer.
 
 Kinds (each matching request consumes one ``count``; at most one fault of each kind per request):
-- ``rate_limit_429``: 429 ``rate_limit_error`` with ``Retry-After``; nothing executed or saved under the key.
+- ``rate_limit_429``: 429 ``invalid_request_error`` (``code: rate_limit``) with ``Retry-After``; nothing executed or saved under the key.
 - ``delay``: sleep ``seconds`` after claiming the idempotency key, before executing.
 - ``error_500``: execute nothing, answer (and save under the key) a 500 ``api_error``.
 - ``drop_after_commit``: execute, commit, save under the key, then close the connection with no response.
+- ``error_500_after_commit``: execute and commit, then answer (and save under the key) a 500 ``api_error``:
+  the object exists although the caller was told the request failed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import fnmatch
 
 from .state import EmulatorState
 
-FAULT_KINDS = ("error_500", "drop_after_commit", "rate_limit_429", "delay")
+FAULT_KINDS = ("error_500", "drop_after_commit", "rate_limit_429", "delay", "error_500_after_commit")
+EXECUTION_FAULTS = ("delay", "error_500", "drop_after_commit", "error_500_after_commit")
 
 
 def add(st: EmulatorState, method: str = "POST", path: str = "*", kind: str = "error_500", count: int = 1,

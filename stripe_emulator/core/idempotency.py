@@ -1,8 +1,9 @@
 """Idempotency keys as Stripe documents them (POST only).
 
 Keys are scoped per API key and compared on method + path + decoded parameters. The first request with a
-key claims it (an in-flight record); once it has executed, its response (status and body, 4xx and 500
-included) is saved under the key. Later requests with the key get that response replayed; with other
+key claims it (an in-flight record); once it has executed, its response (status, body and headers, 4xx
+and 500 included) is saved under the key; a parameter that failed validation is not (the claim is
+released: the endpoint never started executing). Later requests with the key get that response replayed; with other
 parameters or on another endpoint a 400 ``idempotency_error``; while the first is still executing a 409
 ``idempotency_error`` (not saved). Keys expire 24 h (emulator clock) after first use.
 """
@@ -48,13 +49,15 @@ def begin(st: EmulatorState, api_key: str, key: str, fp: str) -> tuple[str, dict
         return NEW, None
 
 
-def finish(st: EmulatorState, api_key: str, key: str, status: int, body: bytes, request_id: str) -> None:
-    """Save the executed response under the claimed key."""
+def finish(st: EmulatorState, api_key: str, key: str, status: int, body: bytes, request_id: str,
+           headers: dict | None = None) -> None:
+    """Save the executed response (and its Stripe headers, e.g. ``Stripe-Should-Retry``) under the key."""
     with st.lock:
         rec = st.idempotency.get((api_key, key))
         if rec is None:  # reset while executing
             return
-        rec.update(status=status, body=body.decode("utf-8"), request_id=request_id, in_flight=False)
+        rec.update(status=status, body=body.decode("utf-8"), request_id=request_id, in_flight=False,
+                   headers=dict(headers or {}))
         st.dirty = True
 
 

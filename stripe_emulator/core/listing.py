@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from .errors import StripeError, missing, no_such
+from .errors import invalid, missing, no_such
 from .params import p_int, p_str
 from .resource import ApiRequest
+from .state import EmulatorState
 
 
 def _created_ok(obj: dict, flt) -> bool:
@@ -73,7 +74,7 @@ def parse_search(query: str):
     while True:
         m = _CLAUSE.match(query, pos)
         if not m:
-            raise StripeError(400, f"Invalid search query at position {pos}: {query!r}. Expected a clause "
+            raise invalid(f"Invalid search query at position {pos}: {query!r}. Expected a clause "
                                    "like metadata['key']:'value'.", param="query")
         val = m.group("val")
         if val[:1] in ("'", '"'):
@@ -84,12 +85,12 @@ def parse_search(query: str):
             break
         j = _JOIN.match(query, pos)
         if not j:
-            raise StripeError(400, f"Invalid search query at position {pos}: {query!r}. Expected AND or OR.",
+            raise invalid(f"Invalid search query at position {pos}: {query!r}. Expected AND or OR.",
                               param="query")
         joins.add(j.group(1).upper())
         pos = j.end()
     if len(joins) > 1:
-        raise StripeError(400, "Search queries cannot combine AND and OR.", param="query")
+        raise invalid("Search queries cannot combine AND and OR.", param="query")
     return ("OR" in joins), clauses
 
 
@@ -127,7 +128,9 @@ def _clause_ok(obj: dict, clause) -> bool:
     return ok != neg
 
 
-def search(store: dict, req: ApiRequest, url: str, render=None) -> dict:
+def search(st: EmulatorState, store: dict, req: ApiRequest, url: str, render=None) -> dict:
+    """Stripe's search: like real Stripe it lags behind writes. An object is found once it is
+    ``st.search_lag_seconds`` old on the emulator clock (``created``); lists are never late."""
     p = req.params
     is_or, clauses = parse_search(p_str(p, "query", required=True))
     limit = p_int(p, "limit", default=10, minimum=1, maximum=100)
@@ -136,10 +139,12 @@ def search(store: dict, req: ApiRequest, url: str, render=None) -> dict:
     if page_tok:
         m = re.fullmatch(r"page_(\d+)", page_tok)
         if not m:
-            raise StripeError(400, f"Invalid page: {page_tok}", param="page")
+            raise invalid(f"Invalid page: {page_tok}", param="page")
         start = int(m.group(1))
     combine = any if is_or else all
-    hits = [o for o in reversed(store.values()) if combine(_clause_ok(o, c) for c in clauses)]
+    visible_before = st.now() - st.search_lag_seconds
+    hits = [o for o in reversed(store.values())
+            if o.get("created", 0) <= visible_before and combine(_clause_ok(o, c) for c in clauses)]
     page = hits[start:start + limit]
     has_more = len(hits) > start + limit
     if render is not None:

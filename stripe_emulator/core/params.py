@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from .errors import StripeError, missing
+from .errors import invalid, missing
 
 
 def _scalar(params: dict, name: str, label: str | None = None):
     v = params.get(name)
     if isinstance(v, (dict, list)):
-        raise StripeError(400, f"Invalid value for {label or name}: expected a string.",
+        raise invalid(f"Invalid value for {label or name}: expected a string.",
                           param=label or name)
     return v
 
@@ -42,11 +42,11 @@ def p_int(params: dict, name: str, required: bool = False, default=None, minimum
                 raise ValueError
             out = int(v)
     except (ValueError, AttributeError):
-        raise StripeError(400, f"Invalid integer: {v}", param=label, code="parameter_invalid_integer")
+        raise invalid(f"Invalid integer: {v}", param=label, code="parameter_invalid_integer")
     if minimum is not None and out < minimum:
-        raise StripeError(400, f"Invalid {label}: must be greater than or equal to {minimum}", param=label)
+        raise invalid(f"Invalid {label}: must be greater than or equal to {minimum}", param=label)
     if maximum is not None and out > maximum:
-        raise StripeError(400, f"Invalid {label}: must be less than or equal to {maximum}", param=label)
+        raise invalid(f"Invalid {label}: must be less than or equal to {maximum}", param=label)
     return out
 
 
@@ -60,29 +60,29 @@ def p_bool(params: dict, name: str, default=None, label: str | None = None):
         return True
     if v.lower() == "false":
         return False
-    raise StripeError(400, f"Invalid boolean: {v}", param=label or name)
+    raise invalid(f"Invalid boolean: {v}", param=label or name)
 
 
 def p_enum(params: dict, name: str, choices: tuple, default=None, label: str | None = None):
     v = p_str(params, name, default=default, label=label)
     if v is not None and v not in choices:
-        raise StripeError(
-            400, f"Invalid {label or name}: must be one of {', '.join(choices)}", param=label or name)
+        raise invalid(
+            f"Invalid {label or name}: must be one of {', '.join(choices)}", param=label or name)
     return v
 
 
 def p_decimal(value, label: str, max_places: int = 12) -> Decimal:
     if isinstance(value, (dict, list)) or value is None:
-        raise StripeError(400, f"Invalid decimal: {value}", param=label)
+        raise invalid(f"Invalid decimal: {value}", param=label)
     try:
         d = Decimal(str(value).strip())
     except InvalidOperation:
-        raise StripeError(400, f"Invalid decimal: {value}", param=label)
+        raise invalid(f"Invalid decimal: {value}", param=label)
     if not d.is_finite():
-        raise StripeError(400, f"Invalid decimal: {value}", param=label)
+        raise invalid(f"Invalid decimal: {value}", param=label)
     exp = d.as_tuple().exponent
     if isinstance(exp, int) and -exp > max_places:
-        raise StripeError(400, f"Invalid decimal: {value} has more than {max_places} decimal places",
+        raise invalid(f"Invalid decimal: {value} has more than {max_places} decimal places",
                           param=label)
     return d
 
@@ -98,22 +98,22 @@ def p_metadata(params: dict, name: str = "metadata", existing: dict | None = Non
     if v == "":
         return {}
     if not isinstance(v, dict):
-        raise StripeError(400, f"Invalid {label}: must be a hash of string keys and values", param=label)
+        raise invalid(f"Invalid {label}: must be a hash of string keys and values", param=label)
     for k, val in v.items():
         if isinstance(val, (dict, list)):
-            raise StripeError(400, f"Invalid value for {label}[{k}]: metadata values must be strings",
+            raise invalid(f"Invalid value for {label}[{k}]: metadata values must be strings",
                               param=f"{label}[{k}]")
         if len(k) > 40:
-            raise StripeError(400, f"Invalid {label}: keys must be at most 40 characters", param=label)
+            raise invalid(f"Invalid {label}: keys must be at most 40 characters", param=label)
         if len(val) > 500:
-            raise StripeError(400, f"Invalid {label}[{k}]: values must be at most 500 characters",
+            raise invalid(f"Invalid {label}[{k}]: values must be at most 500 characters",
                               param=f"{label}[{k}]")
         if val == "":
             out.pop(k, None)
         else:
             out[k] = val
     if len(out) > 50:
-        raise StripeError(400, f"Invalid {label}: at most 50 keys are allowed", param=label)
+        raise invalid(f"Invalid {label}: at most 50 keys are allowed", param=label)
     return out
 
 
@@ -123,6 +123,6 @@ def p_currency(params: dict, name: str, default=None, required=False, label: str
         return None
     v = v.lower()
     if not re.fullmatch(r"[a-z]{3}", v):
-        raise StripeError(400, f"Invalid currency: {v}", param=label or name)
+        raise invalid(f"Invalid currency: {v}", param=label or name)
     return v
 

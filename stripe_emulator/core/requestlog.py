@@ -5,17 +5,22 @@ from __future__ import annotations
 from .state import EmulatorState
 
 REQUEST_LOG_MAX = 200_000
+PARAMS_KEPT = 20_000
 
 
 def record(st: EmulatorState, method: str, path: str, template: str, idem_key: str | None, status: int,
-           replayed: bool, executed: bool, fault: str | None = None) -> None:
+           replayed: bool, executed: bool, fault: str | None = None, params: dict | None = None) -> None:
+    """Log one request; ``params`` are its decoded parameters (body or query), None when they could not
+    be read. Only the last ``PARAMS_KEPT`` entries keep them (memory); older ones say None."""
     with st.lock:
         st.log_seq += 1
         st.request_log.append({
             "seq": st.log_seq, "time": st.now(), "method": method, "path": path,
             "template": template, "idempotency_key": idem_key, "status": status,
-            "replayed": replayed, "executed": executed, "fault": fault,
+            "replayed": replayed, "executed": executed, "fault": fault, "params": params,
         })
+        if len(st.request_log) > PARAMS_KEPT:
+            st.request_log[-PARAMS_KEPT - 1]["params"] = None
         if len(st.request_log) > REQUEST_LOG_MAX:
             del st.request_log[: REQUEST_LOG_MAX // 10]
         st.stats_by_endpoint[f"{method} {template}"] += 1

@@ -8,11 +8,25 @@ stores exist is declared by the resources (``Store``): ``state.customers``, ``st
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
+
+
+SEARCH_LAG_ENV = "STRIPE_EMULATOR_SEARCH_LAG"
+
+
+def default_search_lag() -> float:
+    """Seconds before a new object shows in search results: ``STRIPE_EMULATOR_SEARCH_LAG`` (0 unset).
+    The test suite sets it (tests/conftest.py): real Stripe's search lags up to a minute, more in
+    outages, and Stripe says not to use it to read what was just written."""
+    try:
+        return max(0.0, float(os.environ.get(SEARCH_LAG_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,8 @@ class EmulatorState:
     def clear_objects(self) -> None:
         for store in self.stores:
             setattr(self, store.name, store.factory())
-        # (api_key, idempotency_key) -> {"fp", "created", "status", "body", "request_id", "in_flight"}
+        self.search_lag_seconds = default_search_lag()  # see core.listing.search; not saved
+        # (api_key, idempotency_key) -> {"fp", "created", "status", "body", "headers", "request_id", "in_flight"}
         self.idempotency: dict[tuple[str, str], dict] = {}  # see core.idempotency
 
     def clear_log(self) -> None:  # see core.requestlog

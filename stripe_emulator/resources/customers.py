@@ -61,7 +61,7 @@ def list_customers(st, req):
 
 
 def search_customers(st, req):
-    return search(st.customers, req, "/v1/customers/search")
+    return search(st, st.customers, req, "/v1/customers/search")
 
 
 resource = Resource("customers", stores=(Store("customers"),), operations=(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from ..core.errors import StripeError, find, missing
+from ..core.errors import StripeError, find, invalid, missing
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate, search
 from ..core.params import p_bool, p_currency, p_decimal, p_enum, p_int, p_metadata, p_str
@@ -74,7 +74,8 @@ def create_invoice(st, req):
         "account_name": "Stripe Emulator", "amount_due": 0, "amount_overpaid": 0, "amount_paid": 0,
         "amount_remaining": 0, "amount_shipping": 0, "attempt_count": 0, "attempted": False,
         "auto_advance": auto_advance,
-        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
+                          "status": None},
         "billing_reason": "manual", "collection_method": collection, "created": now, "currency": currency,
         "custom_fields": None, "customer": cus["id"], "customer_address": None,
         "customer_email": cus.get("email"), "customer_name": cus.get("name"), "customer_phone": None,
@@ -85,6 +86,8 @@ def create_invoice(st, req):
         "hosted_invoice_url": None, "invoice_pdf": None, "issuer": {"type": "self"},
         "last_finalization_error": None, "livemode": False, "metadata": p_metadata(p),
         "next_payment_attempt": None, "number": None, "on_behalf_of": None, "parent": None,
+        "payment_settings": {"default_mandate": None, "payment_method_options": None,
+                             "payment_method_types": None},
         "period_end": now, "period_start": now, "post_payment_credit_notes_amount": 0,
         "pre_payment_credit_notes_amount": 0, "receipt_number": None, "shipping_cost": None,
         "shipping_details": None, "starting_balance": 0, "statement_descriptor": None,
@@ -94,6 +97,10 @@ def create_invoice(st, req):
         "subtotal": 0, "subtotal_excluding_tax": 0, "test_clock": None, "total": 0,
         "total_discount_amounts": [], "total_excluding_tax": 0, "total_taxes": [],
         "webhooks_delivered_at": None,
+        # in Stripe's shape, unused here (no tax ids, Connect applications, revisions or subscriptions)
+        "account_tax_ids": None, "application": None, "automatically_finalizes_at": None,
+        "customer_account": None, "from_invoice": None, "latest_revision": None, "rendering": None,
+        "subscription": None, "total_pretax_credit_amounts": [],
     }
     st.invoices[inv["id"]] = inv
     lines = st.invoice_lines[inv["id"]] = []
@@ -175,7 +182,7 @@ def list_invoices(st, req):
 
 
 def search_invoices(st, req):
-    return search(st.invoices, req, "/v1/invoices/search", render=lambda inv: render_invoice(st, inv))
+    return search(st, st.invoices, req, "/v1/invoices/search", render=lambda inv: render_invoice(st, inv))
 
 
 def _round_half_up(d: Decimal) -> int:
@@ -202,11 +209,11 @@ def build_item(st: EmulatorState, spec: dict, label: str, currency: str, custome
         return _pname(label, *parts)
 
     if not isinstance(spec, dict):
-        raise StripeError(400, f"Invalid {label}: must be a hash", param=label)
+        raise invalid(f"Invalid {label}: must be a hash", param=label)
     has_amount = spec.get("amount") not in (None, "")
     price_data = spec.get("price_data")
     if has_amount and price_data is not None:
-        raise StripeError(400, f"You may only specify one of these parameters: {L('amount')}, "
+        raise invalid(f"You may only specify one of these parameters: {L('amount')}, "
                                f"{L('price_data')}.", param=L("amount"))
     if spec.get("price") or (isinstance(spec.get("pricing"), dict) and spec["pricing"].get("price")):
         raise StripeError(400, "This emulator does not support price IDs; use amount or price_data.",
@@ -217,8 +224,8 @@ def build_item(st: EmulatorState, spec: dict, label: str, currency: str, custome
     elif spec.get("quantity") not in (None, ""):
         quantity = Decimal(p_int(spec, "quantity", minimum=0, label=L("quantity")))
     if quantity < 0:
-        raise StripeError(400, f"Invalid {L('quantity')}: must be non-negative", param=L("quantity"))
-    price_id = product_id = None
+        raise invalid(f"Invalid {L('quantity')}: must be non-negative", param=L("quantity"))
+    product_id = None
     if has_amount:
         amount = p_int(spec, "amount", label=L("amount"))
         line_currency = p_currency(spec, "currency", default=currency, label=L("currency"))
@@ -236,7 +243,7 @@ def build_item(st: EmulatorState, spec: dict, label: str, currency: str, custome
         has_ua = price_data.get("unit_amount") not in (None, "")
         has_uad = price_data.get("unit_amount_decimal") not in (None, "")
         if has_ua and has_uad:
-            raise StripeError(400, "You may only specify one of these parameters: "
+            raise invalid("You may only specify one of these parameters: "
                                    f"{L('price_data', 'unit_amount')}, "
                                    f"{L('price_data', 'unit_amount_decimal')}.",
                               param=L("price_data", "unit_amount"))
@@ -246,16 +253,15 @@ def build_item(st: EmulatorState, spec: dict, label: str, currency: str, custome
         elif has_uad:
             unit = p_decimal(price_data["unit_amount_decimal"], L("price_data", "unit_amount_decimal"))
             if unit < 0:
-                raise StripeError(400, f"Invalid {L('price_data', 'unit_amount_decimal')}: must be "
+                raise invalid(f"Invalid {L('price_data', 'unit_amount_decimal')}: must be "
                                        "non-negative", param=L("price_data", "unit_amount_decimal"))
         else:
             raise missing(L("price_data", "unit_amount"))
         amount = _round_half_up(quantity * unit)
-        price_id = new_id("price")
     elif price_data is not None:
-        raise StripeError(400, f"Invalid {L('price_data')}: must be a hash", param=L("price_data"))
+        raise invalid(f"Invalid {L('price_data')}: must be a hash", param=L("price_data"))
     else:
-        raise StripeError(400, f"You must specify either {L('amount')} or {L('price_data')}.",
+        raise invalid(f"You must specify either {L('amount')} or {L('price_data')}.",
                           param=L("amount"))
     if line_currency != currency:
         raise StripeError(400, f"The currency of {label or 'the invoice item'} ({line_currency}) must "
@@ -265,24 +271,26 @@ def build_item(st: EmulatorState, spec: dict, label: str, currency: str, custome
     start = end = now
     if period is not None:
         if not isinstance(period, dict):
-            raise StripeError(400, f"Invalid {L('period')}: must be a hash", param=L("period"))
+            raise invalid(f"Invalid {L('period')}: must be a hash", param=L("period"))
         start = p_int(period, "start", required=True, label=L("period", "start"))
         end = p_int(period, "end", required=True, label=L("period", "end"))
         if end < start:
-            raise StripeError(400, f"Invalid {L('period')}: end must be greater than or equal to start",
+            raise invalid(f"Invalid {L('period')}: end must be greater than or equal to start",
                               param=L("period", "end"))
     description = p_str(spec, "description", label=L("description"))
     if description is not None and len(description) > 500:
-        raise StripeError(400, f"Invalid {L('description')}: must be at most 500 characters",
+        raise invalid(f"Invalid {L('description')}: must be at most 500 characters",
                           param=L("description"))
     return {
         "id": new_id("ii"), "object": "invoiceitem", "amount": amount, "currency": currency,
-        "customer": customer, "date": now, "description": description, "discountable": True,
+        "customer": customer, "customer_account": None, "date": now, "description": description, "discountable": True,
         "discounts": [], "invoice": invoice_id, "livemode": False,
         "metadata": p_metadata(spec, label=L("metadata")), "net_amount": amount, "parent": None,
         "period": {"start": start, "end": end},
+        # Stripe prices every item, an ``amount`` one with an inline price of its own: the spec's
+        # ``price_details`` is an object with ``price`` and ``product`` (never null).
         "pricing": {"type": "price_details",
-                    "price_details": {"price": price_id, "product": product_id} if price_id else None,
+                    "price_details": {"price": new_id("price"), "product": product_id or new_id("prod")},
                     "unit_amount_decimal": _fmt_decimal(unit)},
         "proration": False, "quantity": int(quantity), "quantity_decimal": _fmt_decimal(quantity),
         "tax_rates": [], "test_clock": None,
@@ -300,8 +308,8 @@ def line_for_item(st: EmulatorState, ii: dict) -> dict:
                                             "subscription": None},
                    "subscription_item_details": None},
         "period": dict(ii["period"]), "pretax_credit_amounts": [], "pricing": ii["pricing"],
-        "quantity": ii["quantity"], "quantity_decimal": ii["quantity_decimal"], "subtotal": ii["amount"],
-        "taxes": [],
+        "quantity": ii["quantity"], "quantity_decimal": ii["quantity_decimal"], "subscription": None,
+        "subtotal": ii["amount"], "taxes": [],
     }
 
 

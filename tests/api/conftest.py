@@ -3,6 +3,7 @@ process, so its clock can be set) against the session's real Postgres database."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -93,6 +94,13 @@ def api_server(database_url, tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("tally-api-home"), database_url=database_url,
                         api_secret="test-secret-for-billing-links")
     app = create_app(settings, clock=clock, temporal=no_temporal)
+    with serving(app) as url:
+        yield LiveApi(url, app, clock, settings, database_url)
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by uvicorn in a thread of this process; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
@@ -102,9 +110,11 @@ def api_server(database_url, tmp_path_factory):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the API server did not start")
         time.sleep(0.02)
-    yield LiveApi(f"http://127.0.0.1:{port}", app, clock, settings, database_url)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture

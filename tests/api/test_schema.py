@@ -11,7 +11,13 @@ from sqlalchemy import create_engine, pool
 
 from models.db import alembic_config, libpq_url, migrate, sqlalchemy_url
 from models.tables import metadata
+from repositories.partitions import is_partition_name
 from tests.conftest import scratch_database
+
+
+def include_name(name, type_, _parent) -> bool:
+    """The month partitions of executions are made by the migration and the schedule, not declared."""
+    return not (type_ == "table" and is_partition_name(name))
 
 
 def test_migration_backfills_counters_and_matches_the_tables(postgres_server_url):
@@ -32,6 +38,7 @@ def test_migration_backfills_counters_and_matches_the_tables(postgres_server_url
             ("2026-10", "gpt-4o", 2, 8, "0.20000000"), ("2026-11", "gpt-4o", 1, 5, "0.10000000")]
         engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
         with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
+            assert compare_metadata(MigrationContext.configure(conn, opts={
+                "compare_type": True, "include_name": include_name}), metadata) == []
         command.downgrade(alembic_config(url), "0001")
         migrate(url)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from api import ingest_process
 from api.app import api_engine
 from models.db import get_engine, worker_pool
 from models.settings import Settings
@@ -114,7 +115,8 @@ def test_connection_budget_worst_case_fits_max_connections(monkeypatch):
     workers_total = replicas * (size + overflow)
 
     api = service_settings(doc, "tally-api", monkeypatch)
-    api_total = api.api_workers * pool_limit(api_engine(URL, api.api_db_pool_size, api.api_db_max_overflow))
+    api_total = api.api_workers * (pool_limit(api_engine(URL, api.api_db_pool_size, api.api_db_max_overflow))
+                                   + api.api_ingest_processes * (ingest_process.POOL_SIZE + ingest_process.MAX_OVERFLOW))
 
     cli_total = pool_limit(get_engine(URL))  # the ops CLI and the one-shot jobs, one at a time
 

@@ -8,10 +8,11 @@ import stripe
 from .helpers import raw
 
 
-def test_created_customer_can_be_retrieved_and_found_by_metadata_search(client):
+def test_created_customer_can_be_retrieved_and_found_by_metadata_search(client, emu):
     cus = client.customers.create(params={"email": "ada@example.com", "name": "Ada",
                                           "metadata": {"tally_account_id": "acct-1"}})
     client.customers.create(params={"metadata": {"tally_account_id": "acct-2"}})
+    emu.advance_clock(emu.state.search_lag_seconds)  # search lags behind writes, as Stripe's does
 
     got = client.customers.retrieve(cus.id)
     assert got.id.startswith("cus_") and got.email == "ada@example.com" and got.name == "Ada"
@@ -24,11 +25,23 @@ def test_created_customer_can_be_retrieved_and_found_by_metadata_search(client):
     assert list(none.data) == []
 
 
-def test_search_with_and_of_metadata_clauses_requires_every_clause_to_match(client):
+def test_search_with_and_of_metadata_clauses_requires_every_clause_to_match(client, emu):
     both = client.customers.create(params={"metadata": {"a": "1", "b": "2"}})
     client.customers.create(params={"metadata": {"a": "1", "b": "3"}})
+    emu.advance_clock(emu.state.search_lag_seconds)
     res = client.customers.search(params={"query": "metadata['a']:'1' AND metadata['b']:'2'"})
     assert [c.id for c in res.data] == [both.id]
+
+
+def test_search_misses_a_customer_created_moments_ago_and_finds_it_once_the_lag_has_passed(client, emu):
+    emu.state.search_lag_seconds = 60
+    cus = client.customers.create(params={"metadata": {"tally_account_id": "acct-9"}})
+    query = {"query": "metadata['tally_account_id']:'acct-9'"}
+
+    assert list(client.customers.search(params=query).data) == []  # what Stripe may answer too
+    assert [c.id for c in client.customers.list(params={"created": {"gte": cus.created}}).data] == [cus.id]
+    emu.advance_clock(60)
+    assert [c.id for c in client.customers.search(params=query).data] == [cus.id]
 
 
 def test_malformed_search_query_is_an_invalid_request(client):
@@ -58,5 +71,6 @@ def test_requests_without_a_sk_test_key_are_rejected_with_401(emu, make_client):
     with pytest.raises(stripe.AuthenticationError):
         make_client(api_key="sk_live_nope").customers.create(params={"email": "x@example.com"})
     status, body, _ = raw(emu, "GET", "/v1/customers", api_key=None)
-    assert status == 401 and body["error"]["type"] == "authentication_error"
+    # The spec's error types do not include authentication_error: Stripe says invalid_request_error.
+    assert status == 401 and body["error"]["type"] == "invalid_request_error"
     assert len(emu.state.customers) == 0

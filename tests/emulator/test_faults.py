@@ -17,23 +17,35 @@ def _invoice_posts(emu):
     return [r for r in emu.requests() if r["method"] == "POST" and r["path"] == "/v1/invoices"]
 
 
-def test_error_500_is_saved_under_the_key_so_sdk_retries_replay_it(make_client, emu, customer,
-                                                                    fast_retries):
+def test_error_500_is_saved_under_the_key_with_should_retry_false_so_the_sdk_does_not_retry(
+        make_client, emu, customer, fast_retries):
     emu.add_fault(method="POST", path="/v1/invoices", kind="error_500")
     sdk = make_client(max_network_retries=2)
     with pytest.raises(stripe.APIError) as exc:
         sdk.invoices.create(params={"customer": customer.id}, options={"idempotency_key": "k500"})
     assert exc.value.http_status == 500
+    assert exc.value.headers["stripe-should-retry"] == "false"
     posts = _invoice_posts(emu)
-    assert len(posts) == 3  # first try + 2 SDK retries
-    assert [p["executed"] for p in posts] == [True, False, False]
-    assert [p["replayed"] for p in posts] == [False, True, True]
-    assert {p["status"] for p in posts} == {500}
+    assert len(posts) == 1  # the SDK reads Stripe-Should-Retry: a retry would only replay the 500
+    assert posts[0]["executed"] and posts[0]["idempotency_key"] == "k500" and posts[0]["status"] == 500
     assert emu.state.invoices == {}
-    # the same key keeps failing even though the fault is gone; a new key works
-    with pytest.raises(stripe.APIError):
+    # the same key keeps failing (replayed, with the header) even though the fault is gone; a new key works
+    with pytest.raises(stripe.APIError) as again:
         sdk.invoices.create(params={"customer": customer.id}, options={"idempotency_key": "k500"})
+    assert again.value.headers["stripe-should-retry"] == "false"
+    assert _invoice_posts(emu)[-1]["replayed"] is True
     assert sdk.invoices.create(params={"customer": customer.id}).status == "draft"
+
+
+def test_error_500_after_commit_creates_the_object_and_saves_the_500(make_client, emu, customer):
+    emu.add_fault(method="POST", path="/v1/invoices", kind="error_500_after_commit")
+    sdk = make_client(max_network_retries=0)
+    with pytest.raises(stripe.APIError):
+        sdk.invoices.create(params={"customer": customer.id}, options={"idempotency_key": "k5c"})
+    assert len(emu.state.invoices) == 1  # committed although the caller was told it failed
+    with pytest.raises(stripe.APIError):
+        sdk.invoices.create(params={"customer": customer.id}, options={"idempotency_key": "k5c"})
+    assert len(emu.state.invoices) == 1
 
 
 def test_drop_after_commit_then_sdk_retry_gets_the_committed_invoice_by_replay(make_client, emu, customer,

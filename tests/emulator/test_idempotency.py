@@ -101,6 +101,35 @@ def test_business_validation_errors_are_saved_and_replayed(client, emu, customer
     assert client.invoices.pay(inv.id, options={"idempotency_key": "pay-2"}).status == "paid"
 
 
+def test_a_parameter_failing_validation_is_not_saved_so_a_corrected_retry_with_the_same_key_runs(
+        client, emu, customer):
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        _create(client, customer, "fix-1", collection_method="by_carrier_pigeon")
+    assert exc.value.param == "collection_method"
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.invoices.create(params={}, options={"idempotency_key": "fix-1"})  # missing customer
+    assert exc.value.code == "parameter_missing"
+
+    inv = _create(client, customer, "fix-1", collection_method="send_invoice", days_until_due=30)
+
+    assert inv.collection_method == "send_invoice" and list(emu.state.invoices) == [inv.id]
+    log = [r for r in emu.requests() if r["idempotency_key"] == "fix-1"]
+    assert [(r["status"], r["replayed"]) for r in log] == [(400, False), (400, False), (200, False)]
+    assert _create(client, customer, "fix-1", collection_method="send_invoice",
+                   days_until_due=30).id == inv.id  # now saved: replayed
+
+
+def test_a_malformed_line_in_add_lines_is_not_saved_under_the_key(client, emu, customer):
+    inv = client.invoices.create(params={"customer": customer.id})
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.invoices.add_lines(inv.id, params={"lines": [{"description": "no amount"}]},
+                                  options={"idempotency_key": "lines-1"})
+    assert exc.value.param == "lines[0][amount]"
+    client.invoices.add_lines(inv.id, params={"lines": [{"amount": 250, "description": "fixed"}]},
+                              options={"idempotency_key": "lines-1"})
+    assert client.invoices.retrieve(inv.id).total == 250
+
+
 def test_auth_and_parse_failures_are_not_saved_under_the_key(emu):
     status, _, _ = raw(emu, "POST", "/v1/customers", {"name": "n"}, {"Idempotency-Key": "k1"},
                        api_key="bad")

@@ -163,7 +163,7 @@ def test_draft_update_merges_metadata_and_description(client, customer):
     assert inv.metadata.to_dict() == {"a": "1", "c": "3"} and inv.description == "new"
 
 
-def test_invoices_list_filters_by_customer_and_status_and_search_finds_metadata(client, customer):
+def test_invoices_list_filters_by_customer_and_status_and_search_finds_metadata(client, customer, emu):
     other = client.customers.create(params={})
     a = _draft(client, customer, metadata={"tally_invoice_id": "A"})
     b = _draft(client, customer, metadata={"tally_invoice_id": "B"})
@@ -174,6 +174,7 @@ def test_invoices_list_filters_by_customer_and_status_and_search_finds_metadata(
     assert [i.id for i in mine.data] == [b.id, a.id]
     drafts = client.invoices.list(params={"customer": customer.id, "status": "draft"})
     assert [i.id for i in drafts.data] == [a.id]
+    emu.advance_clock(emu.state.search_lag_seconds)  # search lags behind writes
     found = client.invoices.search(params={"query": "metadata['tally_invoice_id']:'B'"})
     assert [i.id for i in found.data] == [b.id]
 

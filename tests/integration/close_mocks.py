@@ -39,6 +39,13 @@ class MockClose:
 
     accounts: list[str]
     rate_delay: float = 0.0
+    # With ``gate`` > 0 (the bound under test) a chunk's rating waits until ``gate`` ratings run at once
+    # (then one more second, time for the workflow to start one too many if it would), until one more
+    # than ``gate`` runs, or until every one of the ``gate_chunks`` chunks has started (20 s at most):
+    # the bound is reached whatever the machine's load, instead of by the luck of overlapping sleeps.
+    gate: int = 0
+    gate_chunks: int = 0
+    started: int = 0
     fail_rate_chunk: int | None = None  # chunk index whose rating fails for good
     failed_push_accounts: set[str] = field(default_factory=set)  # reported push_failed by the chunk
     running: int = 0
@@ -74,9 +81,20 @@ class MockClose:
             raise ApplicationError(f"chunk {inp.index} cannot be rated", type=Failure.RATING_ERROR,
                                    non_retryable=True)
         self.running += 1
+        self.started += 1
         self.max_running = max(self.max_running, self.running)
         try:
             await asyncio.sleep(self.rate_delay)
+            loop = asyncio.get_running_loop()
+            deadline, full_since = loop.time() + 20, None
+            while self.gate and self.started < self.gate_chunks and loop.time() < deadline:
+                if self.running > self.gate:
+                    break
+                if self.running == self.gate:
+                    full_since = full_since or loop.time()
+                    if loop.time() - full_since >= 1.0:
+                        break
+                await asyncio.sleep(0.01)
         finally:
             self.running -= 1
         ids = self._in(inp.accounts)
@@ -106,7 +124,12 @@ def task_queue() -> str:
 
 
 def worker_for(client, queue: str, mock: MockClose):
-    from temporalio.worker import Worker
+    import os
 
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    # Under mutation testing (tests/mutation/run.py) the mutated workflow code reads mutmut's switch from
+    # os.environ, which Temporal's sandbox refuses: run the workflows unsandboxed there.
+    runner = {"workflow_runner": UnsandboxedWorkflowRunner()} if "MUTANT_UNDER_TEST" in os.environ else {}
     return Worker(client, task_queue=queue, workflows=registry.workflows(), activities=mock.all(),
-                  workflow_failure_exception_types=[Exception])
+                  workflow_failure_exception_types=[Exception], **runner)

@@ -46,7 +46,7 @@ async def close(env, mock: MockClose, *, workflow_id: str | None = None, **inp):
 
 
 async def test_no_more_chunks_run_at_once_than_parallel_chunks(temporal_env):
-    mock = MockClose(account_ids(20), rate_delay=0.05)
+    mock = MockClose(account_ids(20), gate=3, gate_chunks=10)
     result = await close(temporal_env, mock, chunk_size=2, parallel_chunks=3)
     assert result.chunks == 10 and result.accounts == 20
     assert mock.max_running == 3  # the bound is reached, never passed

@@ -85,14 +85,15 @@ def test_timestamps_are_stored_in_utc_whatever_offset_they_arrive_with(clean_db)
 
 
 @pytest.mark.parametrize("batch_lines", [100_000, 1], ids=["one-batch", "a-batch-per-line"])
-def test_repeated_event_id_in_one_file_keeps_the_first_line_and_ignores_a_later_different_one(clean_db, batch_lines):
+def test_repeated_event_id_in_one_file_keeps_the_first_line_and_rejects_a_later_different_one(clean_db, batch_lines):
     create_account(clean_db, "fw", "payg")
     first = event("fw", 1, OCT_START + timedelta(days=3), "claude-haiku", input_tokens=100, output_tokens=10)
     other = event("fw", 2, OCT_START + timedelta(days=4), "gpt-4o")
     later = {**first, "model": "claude-opus", "input_tokens": 999, "output_tokens": 99, "byok": True,
              "occurred_at": "2026-10-20T12:00:00Z"}
     report = ingest_lines(clean_db, to_lines([first, other, later]), MODELS, batch_lines=batch_lines)
-    assert (report.accepted, report.duplicates, report.rejected) == (2, 1, 0)
+    assert (report.accepted, report.duplicates, report.rejected) == (2, 0, 1)
+    assert [(r.line, r.reason) for r in report.rejections] == [(3, "event_id reused with different content")]
     with get_engine(clean_db).begin() as conn:
         row = conn.exec_driver_sql(
             "SELECT model, input_tokens, output_tokens, byok, occurred_at FROM executions WHERE event_id = %s",

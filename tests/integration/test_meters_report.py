@@ -163,3 +163,27 @@ async def test_status_lists_failures_and_hours_that_need_a_look(meters_env):
     assert s.unsettled_events == 3
     assert [(a.hour, a.state) for a in s.attention] == [(format_hour(h), "partial")]
     assert all("500" in f.error for f in s.failures)
+
+
+async def test_a_saved_customer_that_names_another_account_gets_no_usage(meters_env):
+    """Issue 14: the customer saved on a1 is b1's in Stripe (a repeated id). a1's usage is refused with
+    the reason; b1 and a2 are reported as usual."""
+    m, h = meters_env, recent_hour(2)
+    m.account("a1")
+    m.account("a2")
+    m.account("b1")
+    b1_customer = m.client.v1.customers.create(params={"metadata": {"tally_account_id": "b1"}}).id
+    with m.engine.begin() as conn:
+        conn.execute(text("UPDATE accounts SET stripe_customer_id = :c WHERE id IN ('a1', 'b1')"),
+                     {"c": b1_customer})
+    m.use("a1", h, 2)
+    m.use("a2", h, 1)
+    m.use("b1", h, 1)
+
+    result = await m.report(h)
+
+    assert result.failed_count == 3  # a1's three meters
+    assert {f.account_id for f in result.failed} == {"a1"}
+    assert all("names account 'b1'" in f.error for f in result.failed)
+    assert by_event(m.events("b1"))["tally_executions"] == 1  # b1's own usage only, never a1's
+    assert by_event(m.events("a2"))["tally_executions"] == 1

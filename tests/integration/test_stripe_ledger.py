@@ -53,7 +53,7 @@ def create_partner(ledger: StripeLedger, gw: StripeGateway, lookup=None) -> str:
     """A step of a non-invoice subject: a Stripe customer for partner p1, found by its metadata."""
     return ledger.perform(subject=SUBJECT, step="customer", identity="p1",
                           call=lambda key: gw.customers.create("p1", None, key),
-                          lookup=lookup or (lambda: gw.customers.find("p1")))
+                          lookup=lookup or (lambda: gw.customers.find("p1", created_since=0)))
 
 
 def test_key_is_recorded_before_the_call_is_made(engine, gw):
@@ -156,6 +156,9 @@ def test_429_is_retried_in_place_under_the_same_key_after_retry_after(engine, gw
     posts = customer_posts(emulator)
     assert [p["status"] for p in posts] == [429, 429, 200]
     assert {p["idempotency_key"] for p in posts} == {"tally:p1:customer:a1"}
+    # What the emulator received: the same request each time, byte for byte the same parameters.
+    assert [p["params"] for p in posts] == [{"metadata": {"tally_account_id": "p1"}, "name": "p1"}] * 3
+    assert [p["executed"] for p in posts] == [False, False, True]
     assert posts[1]["time"] - posts[0]["time"] >= 0.9 and posts[2]["time"] - posts[1]["time"] >= 0.9
     assert list(emulator.state.customers) == [customer_id]
     assert [(r.attempt, r.state) for r in records(engine)] == [(1, "succeeded")]

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", type=Path, default=ROOT / "mutants")
     parser.add_argument("--min", type=float, default=None, help="fail when a module scores below this (percent)")
     parser.add_argument("--survivors", action="store_true", help="list the mutants that were not killed")
+    parser.add_argument("--ran-only", action="store_true",
+                        help="count only the mutants that were run (a sample: `tests.mutation.run TARGET NAMES`)")
     args = parser.parse_args(argv)
 
     equivalent = equivalent_mutants()
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'equiv.':>7}{'score':>8}{'raw':>8}")
     low, stale, left = [], [], []
     for module, codes in by_module.items():
+        if args.ran_only:
+            codes = {name: code for name, code in codes.items() if code is not None}
+            if not codes:
+                continue
         c = Counter()
         for name, code in codes.items():
             if name in equivalent:

@@ -65,6 +65,9 @@ def main() -> None:
             print(exc.code, file=sys.stderr)
             code = 1
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # `tally ... | head`: the reader left; nothing to say
+            code = code or 141
     os._exit(code)

@@ -107,7 +107,7 @@ def accounts_list(plan: str | None, limit: int) -> None:
 
 @accounts.command("billing-link")
 @click.argument("account_id")
-@click.option("--hours", type=int, default=None, help="Validity (default: TALLY_BILLING_LINK_HOURS, 24).")
+@click.option("--hours", type=int, default=None, help="Validity in hours, 1 to 720 (30 days) (default: TALLY_BILLING_LINK_HOURS, 24).")
 @click.option("--base-url", default=None, help="API base URL users reach (default: TALLY_API_PUBLIC_URL).")
 @friendly
 def accounts_billing_link(account_id: str, hours: int | None, base_url: str | None) -> None:

@@ -91,7 +91,7 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
         f"already in Stripe {result.already_pushed:,}; total ${result.total:,}"
     )
     for f in result.failed:
-        click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}): {f.error}")
+        click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}) {f.kind}: {f.error}")
     if result.meters is not None:  # usage reporting: Tally's meter totals against Stripe's
         click.echo(result.meters.headline())
         for d in result.meters.lines[:10]:

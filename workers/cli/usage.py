@@ -7,7 +7,7 @@ import sys
 import click
 
 from models.settings import get_settings
-from workers.cli.common import catalog, friendly
+from workers.cli.common import UserError, catalog, friendly
 
 
 @click.group()
@@ -31,7 +31,9 @@ def usage_ingest(file: str, show_rejections: int) -> None:
     from services.ingest import ingest_jsonl
 
     source = sys.stdin.buffer if file == "-" else file
-    report = ingest_jsonl(get_settings().effective_database_url(), source, catalog())
+    settings = get_settings()
+    report = ingest_jsonl(settings.effective_database_url(), source, catalog(),
+                          grace_hours=settings.late_usage_grace_hours)
     rate = report.lines / report.seconds if report.seconds else 0
     click.echo(f"accepted {report.accepted:,}  duplicate {report.duplicates:,}  rejected {report.rejected:,}"
                f"  ({report.lines:,} lines in {report.seconds:.2f} s, {rate:,.0f}/s)")
@@ -39,3 +41,63 @@ def usage_ingest(file: str, show_rejections: int) -> None:
         click.echo(f"  line {rej.line}: {rej.reason}")
     if report.rejected > show_rejections:
         click.echo(f"  … and {report.rejected - show_rejections:,} more rejected lines")
+
+
+@usage.command("partitions")
+@click.option("--months-ahead", type=click.IntRange(1, 24), default=3, show_default=True,
+              help="Create partitions for this month and this many more.")
+@friendly
+def usage_partitions(months_ahead: int) -> None:
+    """Create the month partitions of executions ahead (what the daily `execution-partitions` schedule
+    does); a month found in the default partition gets its own."""
+    from datetime import datetime, timezone
+
+    from services import partitions
+
+    done = partitions.ensure(get_settings().effective_database_url(), datetime.now(timezone.utc), months_ahead)
+    click.echo(f"created {', '.join(done.created) or 'none'}"
+               + (f"; moved out of the default partition: {', '.join(done.from_default)}" if done.from_default else ""))
+
+
+@usage.command("archive")
+@click.option("--before", required=True, metavar="YYYY-MM", help="Archive every month before this one.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="archive", show_default=True,
+              help="Where the files go (executions-YYYY-MM.copy.gz, one per month).")
+@friendly
+def usage_archive(before: str, directory: str) -> None:
+    """Archive old months of executions: each month before --before is written to a file and its
+    partition dropped. Months a close may still read (late usage) are refused. Restore a month with
+    `tally usage restore FILE`. Counters, invoices and the event ids (deduplication) stay."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from billing.periods import Period
+    from services import partitions
+
+    month = Period.parse(before)
+    settings = get_settings()
+    try:
+        done = partitions.archive(settings.effective_database_url(), month, Path(directory),
+                                  datetime.now(timezone.utc), settings.late_usage_grace_hours)
+    except FileExistsError as err:
+        raise UserError(str(err)) from None
+    for month in done:
+        click.echo(f"{month.period}: {month.rows:,} executions -> {month.path}")
+    if not done:
+        click.echo(f"no month before {before} to archive")
+
+
+@usage.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@friendly
+def usage_restore(file: str) -> None:
+    """Load a month archived by `tally usage archive` back into executions (its partition is re-created)."""
+    from pathlib import Path
+
+    from services import partitions
+
+    try:
+        month = partitions.restore(get_settings().effective_database_url(), Path(file))
+    except FileExistsError as err:
+        raise UserError(str(err)) from None
+    click.echo(f"{month.period}: {month.rows:,} executions restored from {month.path}")

@@ -348,7 +348,10 @@ def start_worker(
 
 
 def start_stack_worker(ctx: Context, log_file: Path, env: dict[str, str]) -> ProcessInfo:
+    """The stack's worker: one worker process per CPU core (``TALLY_WORKER_PROCESSES=0``, unless set)
+    under one supervisor, whose pid the stack records and stops."""
     s = ctx.settings
+    env = {**env, "TALLY_WORKER_PROCESSES": env.get("TALLY_WORKER_PROCESSES") or "0"}
     return start_worker(
         log_file=log_file, env=env, temporal_address=ctx.state.get("temporal_address") or s.temporal_address,
         namespace=s.temporal_namespace, task_queue=s.task_queue, echo=ctx.echo,

@@ -1,0 +1,124 @@
+"""Recording the API's batches of executions in processes of their own, so that the small requests
+(entitlement checks, ``POST /v1/route``, cost verdicts) never wait behind a batch.
+
+Measured before this (benchmarks/api_bench.py, issue 15): an entitlement check spent up to 47 ms at
+p99 *inside its handler* while batches arrived at 10,000 events/s. The handler ran in the same Python
+process as the batches: each batch decoded and validated 1,000 items, adapted 14 arrays of 1,000
+values for the insert and built 1,000 results, all holding the GIL, and after each batch the alert
+evaluator (services/alerts.py) rated the batch's accounts in a background thread of the same
+process, also holding the GIL. A check needs the GIL a dozen times (thread hand-off, pool checkout,
+query, rating, JSON); each time it queued behind those threads' 1 ms slices, and a full collection of
+the batches' garbage stalled every thread at once.
+
+So each uvicorn worker hands the raw body of ``POST /v1/executions`` to ``TALLY_API_INGEST_PROCESSES``
+(default 1) child processes with their own connection pool: the child decodes, validates, inserts,
+counts and runs the usage observers (alerts) exactly as the in-process path does
+(``services.ingest.BatchRecorder``) and sends back the response body. The serving process only
+moves bytes for a batch; its threads, GIL and connection pool are the read path's alone. The time a
+batch is recorded at is the serving process's clock, passed along.
+
+A child that dies (killed, out of memory) answers its batch 503 with Retry-After and is replaced;
+the batch was one transaction, so a retry records what was not recorded and answers the rest
+``duplicate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from api.errors import ApiError
+
+log = logging.getLogger("tally.api.ingest")
+
+_recorder = None  # the child's services.ingest.BatchRecorder
+# Each ingest process's connections (docs/deployment.md counts them): one batch at a time, plus the
+# alert evaluation's reads and writes.
+POOL_SIZE, MAX_OVERFLOW = 2, 2
+
+
+def _start(database_url: str, catalog_path: str | None, pool_size: int, concurrency: int, grace_hours: int) -> None:
+    """In the child: its own engine, catalog and recorder; alerts evaluated in its background thread."""
+    global _recorder
+    from api.app import api_engine
+    from billing.catalog import load_catalog
+    from services.alerts import evaluator
+    from services.ingest import BatchRecorder
+
+    engine = api_engine(database_url, pool_size=pool_size, max_overflow=MAX_OVERFLOW)
+    catalog = load_catalog(Path(catalog_path) if catalog_path else None)
+    evaluator(engine, catalog).queue.background = True
+    _recorder = BatchRecorder(engine, catalog, concurrency, grace_hours)
+    gc.collect()
+    gc.freeze()
+
+
+def _ready() -> bool:
+    return _recorder is not None
+
+
+def _record(platform_id: int, body: bytes, now: datetime) -> tuple[int, bytes, dict | None]:
+    """In the child: (status, JSON body, headers) of one ``POST /v1/executions``."""
+    from api.app import batch_items
+    from api.errors import DATABASE_RETRY_AFTER_SECONDS, database_unavailable, error_response
+
+    try:
+        result = _recorder.record(platform_id, batch_items(body), now)
+    except ApiError as err:
+        resp = error_response(err.status, err.type, err.message, err.field, err.headers)
+        return err.status, bytes(resp.body), err.headers
+    except Exception as exc:  # noqa: BLE001 - answered as the serving process answers it (api/errors.py)
+        if database_unavailable(exc):
+            log.warning("database unavailable while recording a batch: %s", str(exc).strip().splitlines()[0:1])
+            resp = error_response(503, "unavailable", "the database is unavailable; retry later",
+                                  headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+            return 503, bytes(resp.body), {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        log.exception("recording a batch failed")
+        return 500, bytes(error_response(500, "internal", "internal error; it has been logged").body), None
+    return 200, orjson.dumps(result), None
+
+
+class IngestProcesses:
+    """The batch recorders of one API process (``processes`` children, one batch at a time each)."""
+
+    def __init__(self, database_url: str, catalog_path: Path | None, processes: int, pool_size: int = POOL_SIZE,
+                 concurrency: int = 1, grace_hours: int = 48):
+        self._args = (database_url, str(catalog_path) if catalog_path else None, pool_size, concurrency, grace_hours)
+        self.processes = processes
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start, initargs=self._args)
+        for _ in range(self.processes):
+            pool.submit(_ready)  # start the children now, not on the first batch
+        return pool
+
+    def ready(self, timeout: float = 60.0) -> bool:
+        """Wait until a child has started (tests, the benchmark)."""
+        return self._pool.submit(_ready).result(timeout)
+
+    async def record(self, platform_id: int, body: bytes, now: datetime) -> tuple[int, bytes, dict | None]:
+        pool = self._pool
+        try:
+            return await asyncio.wrap_future(pool.submit(_record, platform_id, body, now))
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    log.error("an ingest process died; starting new ones")
+                    self._pool = self._new_pool()
+            raise ApiError(503, "unavailable", "the batch's recorder stopped; send the same batch again "
+                           "(recorded items answer duplicate)", headers={"Retry-After": "1"}) from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
