@@ -44,7 +44,7 @@ async def close_with_progress(settings: Settings, period, **options):
     bar = CloseProgressBar()
     try:
         result = await run_close(temporal(settings), settings, period, on_progress=bar.update,
-                                 on_start=_say_how, **options)
+                                 on_start=_say_how, on_notice=lambda m: click.echo(f"\n{m}", err=True), **options)
         bar.complete()
         return result
     finally:
