@@ -29,7 +29,8 @@ from services.temporal import TemporalClient, follow
 from workflows.close import ClosePeriodWorkflow, close_workflow_id
 from workflows.search_attributes import BILLING_PERIOD
 
-__all__ = ["CloseStart", "close_workflow_id", "closable_period", "start_close", "wait_for_close", "run_close"]
+__all__ = ["CloseStart", "close_workflow_id", "closable_period", "start_close", "wait_for_close", "run_close",
+           "period_outcome"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,17 @@ async def run_close(temporal: TemporalClient, settings: Settings, period: Period
     if not wait:
         return None
     return await wait_for_close(start.handle, period, on_progress, on_notice)
+
+
+def period_outcome(engine, period: Period | str) -> str:
+    """One line on what the period's close did, read from the invoices (whichever run or caller did
+    it: a re-run or an attached caller sees the same line as the first)."""
+    from repositories import invoices
+
+    with engine.begin() as conn:
+        by_status, total = invoices.period_summary(conn, parse_period(str(period)))
+    in_stripe = by_status.get("open", 0) + by_status.get("paid", 0) + by_status.get("void", 0)
+    waiting = by_status.get("draft", 0) + by_status.get("pushing", 0)
+    return (f"period {period} in all: {sum(by_status.values()):,} invoices: {in_stripe:,} in Stripe, "
+            f"{by_status.get('no_charge', 0):,} no charge, {by_status.get('push_failed', 0):,} push failed, "
+            f"{waiting:,} not pushed yet; total ${total:,}")

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import click
 
 from models.settings import Settings, get_settings
-from workers.cli.common import friendly, run, temporal
+from workers.cli.common import engine, friendly, run, temporal
 
 
 class CloseProgressBar:
@@ -75,7 +75,7 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
     A month has one close, workflow close-YYYY-MM, whoever starts it: while it runs (e.g. started by the
     schedule) this attaches to it; after it finished this shows what it did. A failed close runs again.
     """
-    from services.close import closable_period, close_workflow_id
+    from services.close import closable_period, close_workflow_id, period_outcome
 
     settings = get_settings()
     p = closable_period(period, datetime.now(timezone.utc), settings.late_usage_grace_hours)
@@ -90,6 +90,7 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
         f"{result.invoices_frozen:,} already final; pushed {result.pushed:,}, "
         f"already in Stripe {result.already_pushed:,}; total ${result.total:,}"
     )
+    click.echo(period_outcome(engine(), result.period))  # the period's, not only this run's
     for f in result.failed:
         click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}): {f.error}")
     if result.meters is not None:  # usage reporting: Tally's meter totals against Stripe's
