@@ -42,6 +42,8 @@ bench: install
 
 	$(BIN)/python -m benchmarks.alerts_bench
 
+	$(BIN)/python -m benchmarks.ingest_bench
+
 up: install
 	$(BIN)/tally dev up
 
