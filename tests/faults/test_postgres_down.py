@@ -100,3 +100,55 @@ def test_while_postgres_is_stopped_the_api_answers_503_and_records_again_once_it
         assert back.status_code == 200 and back.json()["accepted"] == 1, back.text
     assert totals(url) == (2, 2, 2)
     get_engine(url).dispose()
+
+
+async def test_postgres_stopped_mid_close_then_started_bills_each_account_once(own_postgres, dev_server, settings,
+                                                                             emulator):
+    import asyncio
+    import time
+    import uuid
+    from datetime import timedelta as td
+
+    import stripe
+
+    from models.db import get_engine
+    from models.schemas import ClosePeriodInput
+    from models.settings import EMULATOR_API_KEY
+    from tests.integration.test_worker_killed import db_counts, seed
+    from workers.worker import build_worker
+    from workflows.close import ClosePeriodWorkflow
+
+    server, stop_immediately = own_postgres
+    url = server.get_uri()
+    migrate(url)
+    settings = settings.model_copy(update={"database_url": url, "stripe_concurrency": 2, "close_chunk_size": 6,
+                                           "close_parallel_chunks": 2, "task_queue": f"pg-down-{uuid.uuid4().hex[:6]}"})
+    expected = seed(url)
+    emulator.add_fault(method="POST", path="/v1/invoices/*/add_lines", kind="delay", seconds=1.0, count=1000)
+    async with build_worker(dev_server.client, settings, fail_fast=True):
+        handle = await dev_server.client.start_workflow(
+            ClosePeriodWorkflow.run,
+            ClosePeriodInput(period="2026-10", chunk_size=6, parallel_chunks=2, push_heartbeat_seconds=4),
+            id=f"close-2026-10-pg-down-{uuid.uuid4().hex[:8]}", task_queue=settings.task_queue,
+            execution_timeout=td(minutes=10))
+        deadline = time.monotonic() + 60
+        while db_counts(url)[1] < 1:  # some invoice in Stripe: mid-push
+            assert time.monotonic() < deadline, "the close never got mid-push"
+            await asyncio.sleep(0.05)
+        stop_immediately()
+        await asyncio.sleep(3)  # pushes fail on the database meanwhile, and are retried
+        server.ensure_postgres_running()
+        emulator.clear_faults()
+        result = await asyncio.wait_for(handle.result(), timeout=240)
+    assert not result.failed and result.total == sum(expected.values())
+    with get_engine(url).begin() as conn:
+        db = dict(conn.exec_driver_sql(
+            "SELECT account_id, total FROM invoices WHERE period = '2026-10' AND status = 'open'").all())
+    assert db == expected
+    client = stripe.StripeClient(EMULATOR_API_KEY, base_addresses={"api": emulator.url})
+    by_account: dict[str, int] = {}
+    for inv in client.v1.invoices.list(params={"limit": 100}).auto_paging_iter():
+        by_account[inv.metadata["tally_account_id"]] = by_account.get(inv.metadata["tally_account_id"], 0) + 1
+    assert by_account == {a: 1 for a in expected}
+    assert len(list(client.v1.customers.list(params={"limit": 100}).auto_paging_iter())) == len(expected)
+    get_engine(url).dispose()
