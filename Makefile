@@ -53,6 +53,8 @@ bench: install
 
 	$(BIN)/python -m benchmarks.pacing_bench
 
+	$(BIN)/python -m benchmarks.ingest_bench
+
 up: install
 	$(BIN)/tally dev up
 

@@ -7,6 +7,7 @@ An invoice is written (and rewritten) while it is a draft; once pushed or final 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -271,3 +272,11 @@ def add_prepaid_balance_line(conn: Connection, invoice_id: int, applied) -> None
     total = inv.total - applied
     conn.execute(update(invoices).where(invoices.c.id == invoice_id).values(
         total=total, status="paid" if total == 0 else "draft", updated_at=func.now()))
+def period_summary(conn: Connection, period: Period) -> tuple[dict[str, int], Decimal]:
+    """({status: invoices}, total of the invoices that charge) of the period: what its close did,
+    whichever run or caller did it."""
+    rows = conn.execute(
+        select(invoices.c.status, func.count(), func.coalesce(func.sum(invoices.c.total), 0))
+        .where(invoices.c.period == str(period)).group_by(invoices.c.status)
+    ).all()
+    return {r[0]: r[1] for r in rows}, sum((Decimal(r[2]) for r in rows if r[0] != "no_charge"), Decimal(0))

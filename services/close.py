@@ -29,7 +29,8 @@ from services.temporal import TemporalClient, follow
 from workflows.close import ClosePeriodWorkflow, close_workflow_id
 from workflows.search_attributes import BILLING_PERIOD
 
-__all__ = ["CloseStart", "close_workflow_id", "closable_period", "start_close", "wait_for_close", "run_close"]
+__all__ = ["CloseStart", "close_workflow_id", "closable_period", "start_close", "wait_for_close", "run_close",
+           "period_outcome"]
 
 
 @dataclass(frozen=True)
@@ -91,18 +92,22 @@ async def _status(handle: WorkflowHandle):
 
 
 async def wait_for_close(handle: WorkflowHandle, period: Period | str,
-                         on_progress: Callable[[CloseProgress], None] | None = None) -> ClosePeriodResult:
+                         on_progress: Callable[[CloseProgress], None] | None = None,
+                         on_notice: Callable[[str], None] | None = None) -> ClosePeriodResult:
     """The close's result; ``on_progress`` is called with its progress (the workflow's query) about
-    twice a second while it runs. A failed close raises OperationFailed with the root cause."""
+    twice a second while it runs, ``on_notice`` with each step being retried and its last error and
+    with Temporal being unreachable (it keeps waiting). A failed close raises OperationFailed with the
+    root cause."""
     return await follow(handle, f"close {period}", query=ClosePeriodWorkflow.progress, progress_type=CloseProgress,
-                        on_progress=on_progress)
+                        on_progress=on_progress, on_notice=on_notice)
 
 
 async def run_close(temporal: TemporalClient, settings: Settings, period: Period | str, *, wait: bool = True,
                     chunk_size: int | None = None, parallel: int | None = None, push: bool = True,
                     rerun: bool = False,
                     on_progress: Callable[[CloseProgress], None] | None = None,
-                    on_start: Callable[[CloseStart], None] | None = None) -> ClosePeriodResult | None:
+                    on_start: Callable[[CloseStart], None] | None = None,
+                    on_notice: Callable[[str], None] | None = None) -> ClosePeriodResult | None:
     """Start (or attach to, or find) the period's close and, with ``wait``, return what that close did
     (None without). ``on_start`` hears how the close was reached."""
     start = await start_close(temporal, settings, period, chunk_size=chunk_size, parallel=parallel, push=push,
@@ -111,4 +116,18 @@ async def run_close(temporal: TemporalClient, settings: Settings, period: Period
         on_start(start)
     if not wait:
         return None
-    return await wait_for_close(start.handle, period, on_progress)
+    return await wait_for_close(start.handle, period, on_progress, on_notice)
+
+
+def period_outcome(engine, period: Period | str) -> str:
+    """One line on what the period's close did, read from the invoices (whichever run or caller did
+    it: a re-run or an attached caller sees the same line as the first)."""
+    from repositories import invoices
+
+    with engine.begin() as conn:
+        by_status, total = invoices.period_summary(conn, parse_period(str(period)))
+    in_stripe = by_status.get("open", 0) + by_status.get("paid", 0) + by_status.get("void", 0)
+    waiting = by_status.get("draft", 0) + by_status.get("pushing", 0)
+    return (f"period {period} in all: {sum(by_status.values()):,} invoices: {in_stripe:,} in Stripe, "
+            f"{by_status.get('no_charge', 0):,} no charge, {by_status.get('push_failed', 0):,} push failed, "
+            f"{waiting:,} not pushed yet; total ${total:,}")

@@ -158,6 +158,9 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
         rerun = tally("close", "--period", PERIOD, "--rerun").stdout
         assert "0 rated" in rerun and "3 already final" in rerun, rerun
         assert "pushed 0, already in Stripe 2" in rerun, rerun
+        # ... and says what the period's close did, not only what this run saw (issue 14)
+        assert f"period {PERIOD} in all: 3 invoices: 2 in Stripe, 1 no charge, 0 push failed, 0 not pushed yet; " \
+               "total $30.52" in rerun, rerun
         assert json.loads(tally("invoices", "show", "pro-e2e", "--period", PERIOD, "--json").stdout) == shown
         assert tally("invoices", "list", "--period", PERIOD).stdout == listing
 

@@ -24,7 +24,8 @@ def test_cli_applies_meters_reports_an_hour_once_shows_status_and_reconciles(tmp
     hour = last_ended_hour(now, timedelta(0)) - HOUR
     try:
         tally("dev", "up", timeout=180)
-        tally("accounts", "create", "m-e2e", "--plan", "payg")
+        # billed from the hour's day: an account billed from today would refuse an hour of yesterday
+        tally("accounts", "create", "m-e2e", "--plan", "payg", "--billing-start", f"{hour:%Y-%m-%d}")
         lines = [json.dumps({
             "event_id": f"m-{i}", "account_id": "m-e2e", "agent_id": "a", "skill_id": "s", "model": "gpt-4o",
             "input_tokens": 100, "output_tokens": 10, "byok": False, "sandbox": False,

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import click
 
 from models.settings import Settings, get_settings
-from workers.cli.common import friendly, run, temporal
+from workers.cli.common import engine, friendly, run, temporal
 
 
 class CloseProgressBar:
@@ -44,7 +44,7 @@ async def close_with_progress(settings: Settings, period, **options):
     bar = CloseProgressBar()
     try:
         result = await run_close(temporal(settings), settings, period, on_progress=bar.update,
-                                 on_start=_say_how, **options)
+                                 on_start=_say_how, on_notice=lambda m: click.echo(f"\n{m}", err=True), **options)
         bar.complete()
         return result
     finally:
@@ -75,7 +75,7 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
     A month has one close, workflow close-YYYY-MM, whoever starts it: while it runs (e.g. started by the
     schedule) this attaches to it; after it finished this shows what it did. A failed close runs again.
     """
-    from services.close import closable_period, close_workflow_id
+    from services.close import closable_period, close_workflow_id, period_outcome
 
     settings = get_settings()
     p = closable_period(period, datetime.now(timezone.utc), settings.late_usage_grace_hours)
@@ -90,6 +90,7 @@ def close(period: str, wait: bool, chunk_size: int | None, parallel: int | None,
         f"{result.invoices_frozen:,} already final; pushed {result.pushed:,}, "
         f"already in Stripe {result.already_pushed:,}; total ${result.total:,}"
     )
+    click.echo(period_outcome(engine(), result.period))  # the period's, not only this run's
     for f in result.failed:
         click.echo(f"  FAILED {f.account_id} (invoice {f.invoice_id}) {f.kind}: {f.error}")
     if result.meters is not None:  # usage reporting: Tally's meter totals against Stripe's

@@ -25,8 +25,10 @@ def usage_ingest(file: str, show_rejections: int) -> None:
 
     Fields: event_id, account_id, agent_id, skill_id, model, input_tokens, output_tokens, byok,
     sandbox, cost_usd, occurred_at (ISO 8601 with time zone), and for a routed execution routed_model
-    and routing_decision_id (both, from POST /v1/route). Duplicate event ids are counted and
-    skipped; bad lines are rejected with their line number and reason while good lines load.
+    and routing_decision_id (both, from POST /v1/route). Event ids are unique per platform (the
+    account's): a replay with the same content is counted and skipped, the same id with other content
+    rejected; bad lines (and events billing will never see) are rejected with their line number and
+    reason while good lines load.
     """
     from services.ingest import ingest_jsonl
 

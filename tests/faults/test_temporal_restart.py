@@ -1,0 +1,105 @@
+"""Fault family: the Temporal dev server killed (SIGKILL) mid-close and started again on the same
+database file, while a worker and a waiting caller stay up.
+
+What it proves: the close resumes where the server's history left it and ends with exactly one Stripe
+invoice per charged account and the right totals (no second invoice, no second customer); the caller
+waiting on it (``services.temporal.follow``, what ``tally close`` uses) hears that Temporal is
+unreachable and gets the result once it is back, instead of exiting with "tcp connect error"."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import stripe
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+import capabilities as registry
+from models.db import get_engine
+from models.schemas import ClosePeriodInput
+from models.settings import EMULATOR_API_KEY
+from services import temporal as temporal_service
+from services.temporal import follow
+from tests.api.conftest import free_port
+from tests.conftest import venv_binary
+from tests.integration.test_worker_killed import db_counts, seed
+from workers.devstack.temporal import temporal_command
+from workers.worker import build_worker
+from workflows.close import ClosePeriodWorkflow
+
+PERIOD = "2026-10"
+pytestmark = pytest.mark.slow
+
+
+def start_server(port: int, db_file, log) -> subprocess.Popen:
+    cmd = temporal_command(binary=venv_binary("temporal"), ip="127.0.0.1", port=port, ui_port=free_port(),
+                           db_file=db_file, namespace="default",
+                           search_attributes=registry.search_attribute_kinds())
+    return subprocess.Popen(cmd + ["--headless"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def connect(port: int, deadline: float = 60) -> Client:
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except RuntimeError:
+            assert time.monotonic() < end, "the Temporal dev server did not start"
+            await asyncio.sleep(0.3)
+
+
+async def test_temporal_killed_and_restarted_mid_close_bills_each_account_once(settings, emulator, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(temporal_service, "OUTAGE_RETRY_SECONDS", 0.5)
+    settings = settings.model_copy(update={"stripe_concurrency": 2, "close_chunk_size": 6,
+                                           "close_parallel_chunks": 2})
+    expected = seed(settings.database_url)
+    emulator.add_fault(method="POST", path="/v1/invoices/*/add_lines", kind="delay", seconds=1.0, count=1000)
+    port, db_file = free_port(), tmp_path / "temporal.db"
+    log = open(tmp_path / "temporal.log", "ab")
+    server = start_server(port, db_file, log)
+    notices: list[str] = []
+    try:
+        client = await connect(port)
+        async with build_worker(client, settings, fail_fast=True):
+            handle = await client.start_workflow(
+                ClosePeriodWorkflow.run,
+                ClosePeriodInput(period=PERIOD, chunk_size=6, parallel_chunks=2, push_heartbeat_seconds=4),
+                id=f"close-{PERIOD}-restart-{uuid.uuid4().hex[:8]}", task_queue=settings.task_queue,
+                execution_timeout=timedelta(minutes=10))
+            waiting = asyncio.ensure_future(follow(handle, f"close {PERIOD}", on_notice=notices.append))
+            deadline = time.monotonic() + 60
+            while db_counts(settings.database_url)[1] < 1:  # some invoice in Stripe: mid-push
+                assert time.monotonic() < deadline and not waiting.done(), "the close never got mid-push"
+                await asyncio.sleep(0.05)
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+            await asyncio.sleep(2)
+            server = start_server(port, db_file, log)
+            emulator.clear_faults()
+            result = await asyncio.wait_for(waiting, timeout=240)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()
+
+    assert not result.failed and result.total == sum(expected.values())
+    assert any("Temporal unreachable" in n for n in notices), notices
+    with get_engine(settings.database_url).begin() as conn:
+        db = dict(conn.exec_driver_sql(
+            "SELECT account_id, total FROM invoices WHERE period = %(p)s AND status = 'open'", {"p": PERIOD}).all())
+    assert db == expected
+    client = stripe.StripeClient(EMULATOR_API_KEY, base_addresses={"api": emulator.url})
+    by_account: dict[str, int] = {}
+    for inv in client.v1.invoices.list(params={"limit": 100}).auto_paging_iter():
+        by_account[inv.metadata["tally_account_id"]] = by_account.get(inv.metadata["tally_account_id"], 0) + 1
+    assert by_account == {a: 1 for a in expected}
+    assert len(list(client.v1.customers.list(params={"limit": 100}).auto_paging_iter())) == len(expected)
