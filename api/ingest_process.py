@@ -121,4 +121,9 @@ class IngestProcesses:
                            "(recorded items answer duplicate)", headers={"Retry-After": "1"}) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """At shutdown (uvicorn has answered every request by then): stop the children without waiting
+        for one that is still starting (its imports take seconds on a busy machine)."""
+        children = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for child in children:
+            child.terminate()
