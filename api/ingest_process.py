@@ -98,14 +98,13 @@ class IngestProcesses:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+        # The children start with the first batch (their imports would otherwise compete with the
+        # server's own start-up): that batch waits a few seconds once.
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start, initargs=self._args)
-        for _ in range(self.processes):
-            pool.submit(_ready)  # start the children now, not on the first batch
-        return pool
 
-    def ready(self, timeout: float = 60.0) -> bool:
-        """Wait until a child has started (tests, the benchmark)."""
+    def ready(self, timeout: float = 120.0) -> bool:
+        """Start a child and wait until it is ready (tests)."""
         return self._pool.submit(_ready).result(timeout)
 
     async def record(self, platform_id: int, body: bytes, now: datetime) -> tuple[int, bytes, dict | None]:
@@ -121,4 +120,9 @@ class IngestProcesses:
                            "(recorded items answer duplicate)", headers={"Retry-After": "1"}) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """At shutdown (uvicorn has answered every request by then): stop the children without waiting
+        for one that is still starting (its imports take seconds on a busy machine)."""
+        children = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for child in children:
+            child.terminate()

@@ -120,7 +120,7 @@ def start_api(url: str, workdir: Path, workers: int, ingest_processes: int | Non
                                  "--workers", str(workers)], stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a busy machine takes a while to import workers and ingest processes
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"tally api exited ({proc.returncode}); see {log}")
@@ -131,8 +131,8 @@ def start_api(url: str, workdir: Path, workers: int, ingest_processes: int | Non
         except OSError:
             pass
         time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"tally api did not answer /healthz within 60 s; see {log}")
+    stop(proc)
+    raise RuntimeError(f"tally api did not answer /healthz within 180 s; see {log}")
 
 
 def stop(proc: subprocess.Popen) -> None:
