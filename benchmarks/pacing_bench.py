@@ -127,13 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         remove_tree(workdir)
     load1 = os.getloadavg()
-    floor = writes / args.cap if args.cap else 0.0
+    done = writes - limited  # the writes Stripe accepted
+    floor = done / args.cap if args.cap else 0.0
     print()
     print(f"pacing   {pushed:,} invoices pushed ({errors} not) in {seconds:.1f} s | floor {floor:.1f} s "
-          f"({writes:,} writes at the {args.cap:g}/s cap) | ratio {seconds / floor if floor else 0:.2f}x")
-    print(f"         {writes / seconds:.1f} writes/s, {pushed / seconds:.1f} invoices/s, {limited:,} answered 429 "
-          f"(POSTs incl. retries {writes:,}); 100,000 invoices at this rate: "
-          f"{100_000 / (pushed / seconds) / 60:.0f} min (floor {100_000 * writes / max(pushed, 1) / args.cap / 60:.0f} min)")
+          f"({done:,} accepted writes at the {args.cap:g}/s cap) | ratio {seconds / floor if floor else 0:.2f}x")
+    print(f"         {done / seconds:.1f} accepted writes/s, {pushed / seconds:.1f} invoices/s, {limited:,} POSTs "
+          f"answered 429; 100,000 invoices at this rate: {100_000 / max(pushed / seconds, 1e-9) / 60:.0f} min "
+          f"(floor {100_000 * done / max(pushed, 1) / args.cap / 60:.0f} min)")
     print(f"         load average {load0[0]:.2f} at start, {load1[0]:.2f} at end ({os.cpu_count()} CPUs, shared)")
     return 0
 

@@ -20,16 +20,29 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from temporalio.client import Client
-from temporalio.worker import Worker
-
-from activities.deps import Deps
 from models.settings import ConfigError, Settings, get_settings
-from services.temporal import TemporalUnreachable, connect  # noqa: F401 - also imported from here
-import capabilities as registry
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from activities.deps import Deps
+
+# Temporal, the activities and the capabilities are imported where they are used: a supervisor
+# (TALLY_WORKER_PROCESSES > 1) starts its workers without loading them itself.
 
 log = logging.getLogger("tally.worker")
+SUPERVISOR_ENV = "TALLY_WORKER_SUPERVISOR_PID"  # set in the processes ``supervise`` starts
+
+
+def __getattr__(name: str):
+    if name in ("connect", "TemporalUnreachable"):  # also imported from here
+        from services import temporal
+
+        return getattr(temporal, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_worker(client: Client, settings: Settings, deps: Deps | None = None,
@@ -37,6 +50,11 @@ def build_worker(client: Client, settings: Settings, deps: Deps | None = None,
     """Every registered capability's workflows and activities, the activities built from ``deps``
     (default: from ``settings``). ``fail_fast`` (tests): a bug in workflow code fails the workflow
     instead of retrying its task forever, which is what production wants (deploy a fix, it resumes)."""
+    from temporalio.worker import Worker
+
+    import capabilities as registry
+    from activities.deps import Deps
+
     deps = deps or Deps(settings)
     executor = executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity")
     return Worker(
@@ -85,6 +103,8 @@ def preflight(settings: Settings) -> None:
 
 
 async def run_worker(settings: Settings) -> None:
+    from services.temporal import connect
+
     settings.check_production()
     preflight(settings)
     client = await connect(settings)
@@ -94,8 +114,22 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker polling task queue %r on %s", settings.task_queue, settings.effective_temporal_address())
+    watch = asyncio.create_task(_stop_when_orphaned(stop))
     async with worker:
         await stop.wait()
+    watch.cancel()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """Under a supervisor (``supervise``): stop when it is gone (killed, even by SIGKILL), so no worker
+    outlives the process the dev stack records and stops."""
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if not parent:
+        return
+    while os.getppid() == int(parent):
+        await asyncio.sleep(1.0)
+    log.warning("supervisor %s is gone; stopping", parent)
+    stop.set()
 
 
 def worker_processes(settings: Settings) -> int:
@@ -107,7 +141,7 @@ def supervise(processes: int, stop_grace: float = 60.0) -> None:
     """Run ``processes`` single workers (``python -m workers.worker`` with TALLY_WORKER_PROCESSES=1);
     restart one that exits (after a second); on SIGTERM/SIGINT pass it on and wait for them to finish
     their tasks (``stop_grace`` s, then SIGKILL)."""
-    env = {**os.environ, "TALLY_WORKER_PROCESSES": "1"}
+    env = {**os.environ, "TALLY_WORKER_PROCESSES": "1", SUPERVISOR_ENV: str(os.getpid())}
     env.pop("TALLY_DEVSTACK_COMPONENT", None)  # the dev stack finds (and stops) the supervisor, not these
     cmd = [sys.executable, "-m", "workers.worker"]
     stopping = False
@@ -144,9 +178,14 @@ def main() -> None:
     logging.getLogger("stripe").setLevel(logging.WARNING)  # the SDK logs two INFO lines per request
     try:
         settings = get_settings()
-        if worker_processes(settings) > 1:
-            supervise(worker_processes(settings))
-            return
+    except ConfigError as err:
+        raise SystemExit(f"tally worker: {err}") from None
+    if worker_processes(settings) > 1:
+        supervise(worker_processes(settings))
+        return
+    from services.temporal import TemporalUnreachable
+
+    try:
         asyncio.run(run_worker(settings))
     except (ConfigError, TemporalUnreachable) as err:
         raise SystemExit(f"tally worker: {err}") from None

@@ -117,6 +117,13 @@ def wait_until(condition, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
+def gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -246,12 +253,20 @@ def test_second_up_reuses_the_running_processes(stack):
     assert "already running" in result.stderr
 
 
+def test_up_runs_one_worker_process_per_core_under_the_recorded_one(stack):
+    worker = read_stack(stack["home"])["components"]["worker"]
+    wait_until(lambda: len(psutil.Process(worker["pid"]).children()) == (os.cpu_count() or 1))
+
+
 def test_status_names_the_components_that_died_and_up_restarts_only_those(stack):
     home, env = stack["home"], stack["env"]
     before = managed_pids(read_stack(home))
+    workers = psutil.Process(before["worker"]).children()
     for name in ("worker", "api"):
         os.kill(before[name], signal.SIGKILL)
     wait_until(lambda: not alive(before["worker"]) and not alive(before["api"]))
+    # the per-core worker processes do not outlive their supervisor, even after a SIGKILL
+    wait_until(lambda: all(map(gone, workers)), timeout=60.0)
 
     status = dev(env, "status", "--json")
     assert status.returncode == 1, status.stdout

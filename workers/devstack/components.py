@@ -63,7 +63,7 @@ POSTGRES, TEMPORAL, STRIPE, WORKER, API = "postgres", "temporal", "stripe", "wor
 SMTP = "smtp"
 EMULATOR_TIMEOUT = 30.0
 SMTP_TIMEOUT = 30.0
-WORKER_TIMEOUT = 30.0
+WORKER_TIMEOUT = 60.0  # one worker process per core start at once
 API_TIMEOUT = 30.0
 
 
