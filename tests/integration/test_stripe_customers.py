@@ -155,3 +155,11 @@ def test_customer_committed_under_a_saved_500_is_found_although_search_lags(sett
     assert [(p["idempotency_key"], p["status"]) for p in posts] == [("tally:acme:customer:a1", 500)]
     looked = [r for r in emulator.requests() if r["method"] == "GET" and r["template"] == "/v1/customers"]
     assert looked and "gte" in looked[0]["params"]["created"]  # a narrow, strongly consistent list
+    assert looked[0]["params"]["limit"] == "100"  # as few pages as Stripe allows
+
+
+def test_a_failing_look_up_names_the_list_it_could_not_read(settings, emulator):
+    gw = StripeGateway(settings.model_copy(update={"stripe_max_network_retries": 0}))
+    emulator.add_fault(method="GET", path="/v1/customers", kind="error_500")
+    with pytest.raises(StripeFailed, match="^customers.list: Stripe error 500"):
+        gw.customers.find("acme", created_since=0)
