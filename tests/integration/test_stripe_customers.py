@@ -199,3 +199,25 @@ def test_batched_push_finds_a_customer_committed_under_a_saved_500_although_sear
         assert [i.id for i in stripe_invoices_of(emulator, cid)] == [invoice_of(acts, account_id).stripe_invoice_id]
     looked = [r for r in emulator.requests() if r["method"] == "GET" and r["template"] == "/v1/customers"]
     assert looked and all("gte" in r["params"]["created"] for r in looked)
+    assert looked[0]["params"]["limit"] == "100"  # as few pages as Stripe allows
+
+
+def test_a_failing_look_up_names_the_list_it_could_not_read(settings, emulator):
+    gw = StripeGateway(settings.model_copy(update={"stripe_max_network_retries": 0}))
+    emulator.add_fault(method="GET", path="/v1/customers", kind="error_500")
+    with pytest.raises(StripeFailed, match="^customers.list: Stripe error 500"):
+        gw.customers.find("acme", created_since=0)
+
+
+def test_stripe_lines_carry_our_description_quantity_and_unit_price(acts, emulator):
+    """What Stripe received for each line: the amount in cents, the description the invoice shows and,
+    in metadata, the line's id, quantity and unit price (as Decimal text)."""
+    inv = invoice_of(acts, "acme")
+    outcome = InvoicePusher(acts.engine, acts.gateway).push(inv.id)
+    with acts.engine.begin() as conn:
+        ours = invoices.invoice_lines_of(conn, inv.id)
+    theirs = list(sdk(emulator).v1.invoices.line_items.list(outcome.stripe_invoice_id, params={"limit": 100}))
+    assert [(t.amount, t.description, t.metadata.to_dict()) for t in theirs] == [
+        (int(o.amount * 100), o.description, {"tally_line_id": str(o.id), "quantity": str(o.quantity),
+                                               "unit_price": str(o.unit_price)}) for o in ours]
+    assert {(t.period.start, t.period.end) for t in theirs} == {(1790812800, 1793491200)}  # October 2026

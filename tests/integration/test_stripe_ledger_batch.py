@@ -93,3 +93,21 @@ def test_a_step_done_before_is_answered_from_the_record_without_a_call(engine, g
     calls = len(emulator.requests())
     out = StripeLedger(engine).perform_batch(partner_steps(gw, ["p1"]), workers=1)
     assert out[0].object_id.startswith("cus_") and len(emulator.requests()) == calls
+
+
+def test_a_rejection_the_step_names_already_done_is_its_object_and_recorded_as_success(engine, gw, emulator):
+    def already(err: StripeRejected) -> str | None:
+        return "tr_known" if "No such" in str(err) or "destination" in str(err) else None
+
+    step = Step(subject="partner:dup", step="transfer", identity="dup", lookup=lambda: None,
+                already_done=already,
+                call=lambda key: gw.core.post("transfers.create", "/v1/transfers", idempotency_key=key,
+                                              params={"amount": 1, "currency": "usd",
+                                                      "destination": "acct_unknown"})["id"])
+
+    out = StripeLedger(engine).perform_batch([step], workers=1)
+
+    assert out[0].error is None and out[0].object_id == "tr_known"
+    with engine.begin() as conn:
+        assert [(r.state, r.stripe_object_id) for r in stripe_requests_for(conn, "partner:dup")] == [
+            ("succeeded", "tr_known")]

@@ -152,3 +152,20 @@ def test_a_payload_that_is_not_utf8_is_refused_with_the_reason():
     with pytest.raises(BadSignature) as exc:
         verify_event(b"\xff\xfe", "t=1,v1=00", SECRET)
     assert str(exc.value).startswith("payload: 'utf-8' codec can't decode byte 0xff")
+
+
+def test_get_answers_none_only_for_a_missing_object_and_raises_the_rest():
+    from gateways.stripe.core import StripeCore
+
+    def failing(err):
+        def fn():
+            raise err
+        return fn
+
+    missing = sdk_error(stripe.InvalidRequestError, 404, message="No such invoice", param="id")
+    assert StripeCore.get(None, "invoices.retrieve", failing(missing)) is None
+    with pytest.raises(StripeRejected, match="invoices.retrieve: bad"):
+        StripeCore.get(None, "invoices.retrieve", failing(sdk_error(stripe.InvalidRequestError, 400,
+                                                                    message="bad", param="id")))
+    with pytest.raises(StripeFailed):
+        StripeCore.get(None, "invoices.retrieve", failing(sdk_error(stripe.APIError, 404)))
