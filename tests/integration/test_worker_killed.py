@@ -116,10 +116,13 @@ def start_worker_process(settings, target_host: str, log_path) -> subprocess.Pop
 
 async def test_worker_killed_mid_close_ends_with_one_stripe_invoice_per_account_and_right_totals(
         dev_server, settings, emulator, tmp_path):
+    # One chunk at a time: a chunk's invoices are pushed stage by stage (none opens before its last
+    # add_lines), so the kill point below (some invoices open, others mid add_lines) is the first chunk
+    # finished while the second's add_lines run.
     settings = settings.model_copy(update={"stripe_concurrency": 2, "close_chunk_size": 6,
-                                           "close_parallel_chunks": 2, "stripe_max_network_retries": 0})
+                                           "close_parallel_chunks": 1, "stripe_max_network_retries": 0})
     expected = seed(settings.database_url)
-    # Every add_lines takes 2 s: with 2 chunks of 6 invoices pushed 2 at a time, the push lasts ~6 s.
+    # Every add_lines takes 2 s: 2 chunks of 6 invoices, one after the other, 2 calls at a time: ~12 s.
     emulator.add_fault(method="POST", path="/v1/invoices/*/add_lines", kind="delay", seconds=2.0, count=1000)
 
     target_host = dev_server.client.service_client.config.target_host
