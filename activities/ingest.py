@@ -357,7 +357,7 @@ _MICROSECOND = timedelta(microseconds=1)
 def content_hash(row: tuple) -> bytes:
     """The digest of an execution's content (every field but its event id), the same for a replay
     whatever its JSON spelling (offsets, cost digits). The migration that backfilled ``execution_ids``
-    computes it in SQL (migrations/versions/reliability.py, CONTENT_HASH_SQL): keep the two equal."""
+    computes it in SQL (migrations/versions/0011_reliability.py, CONTENT_HASH_SQL): keep the two equal."""
     (_, account, agent, skill, model, tin, tout, byok, sandbox, cost, ts, routed, decision, requested) = row
     text = "\x1f".join((
         account, agent, skill or "", model, str(tin), str(tout), "t" if byok else "f", "t" if sandbox else "f",

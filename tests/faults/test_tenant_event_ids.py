@@ -6,6 +6,7 @@ duplicate only when its content is the same; the same id with other content is r
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import psycopg
@@ -13,12 +14,15 @@ import pytest
 
 from activities.ingest import REUSED_ID, content_hash, ingest_lines, known_models, parse_execution
 from billing.catalog import load_catalog
-from migrations.versions.reliability import CONTENT_HASH_SQL
 from models.db import get_engine, libpq_url, migrate
 from services.platforms import attach_accounts
 from tests.api.conftest import NOW
 from tests.conftest import scratch_database
 from tests.factories import OCT_START, create_account, event, to_lines
+
+# The migration by its file name (one Python cannot import with a plain import statement).
+reliability = importlib.import_module("migrations.versions.0011_reliability")
+CONTENT_HASH_SQL = reliability.CONTENT_HASH_SQL
 
 MODELS = known_models(load_catalog())
 
@@ -141,7 +145,6 @@ def test_the_migration_backfills_existing_executions_and_keys_them_by_account(po
                     "output_tokens, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     (d["event_id"], d["account_id"], d["agent_id"], d["skill_id"], d["model"], d["input_tokens"],
                      d["output_tokens"], d["occurred_at"]))
-        from migrations.versions import reliability
         reliability.BACKFILL_BATCH, saved = 10, reliability.BACKFILL_BATCH  # several batches
         try:
             migrate(url, "reliability_1")
