@@ -35,9 +35,9 @@ async def test_a_12_month_term_from_the_17th_is_reconciled_month_by_month_and_su
     while len(periods) < 13:
         periods.append(periods[-1].next())
     far = periods[-1].end + timedelta(days=60)
-    docs = [event("acme", 10 * i + k, max(p.start, start) + timedelta(hours=k)) for i, p in enumerate(periods)
-            for k in range(10) if i != 2]  # ten executions a month, none in the third
-    assert ingest(url, docs, now=far).rejected == 0
+    for i, p in enumerate(periods):  # ten executions a month, none in the third, each month's as it ends
+        docs = [event("acme", 10 * i + k, max(p.start, start) + timedelta(hours=k)) for k in range(10) if i != 2]
+        assert ingest(url, docs, now=p.end).rejected == 0
     close = CloseActivities(Deps(settings, clock=lambda: far))
     for p in periods:  # the monthly closes, done beforehand: each invoice rated, then final
         close.rate_accounts(CloseChunkInput(period=str(p), index=0, accounts=AccountRange(after=None, upto="~",

@@ -29,13 +29,13 @@ def deps(settings) -> Deps:
 
 async def test_twelve_months_pass_the_notice_is_queued_and_the_remainder_expires_once(temporal_env, settings):
     url = settings.database_url
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = (await temporal_env.get_current_time()).replace(microsecond=0)  # the shared server's clock may be years ahead
     create_account(url, "ts-1", "free", billing_start=now - timedelta(days=40))
     engine = get_engine(url)
     service.set_credits_only(engine, "ts-1", True)
     g = service.ops_grant(engine, CATALOG, account_id="ts-1", credits="100", usd=None, reason="trial",
                           granted_by="ana", now=now - timedelta(minutes=5))
-    ingest(url, [event("ts-1", 1, now - timedelta(minutes=1), "claude-sonnet")])
+    ingest(url, [event("ts-1", 1, now - timedelta(minutes=1), "claude-sonnet")], now=now)
     service.consume_for(engine, CATALOG, ["ts-1"], now, 48)
     async with build_worker(temporal_env.client, settings, deps(settings), fail_fast=True):
         result = await temporal_env.client.execute_workflow(
