@@ -220,6 +220,7 @@ CAPABILITIES: tuple[Capability, ...] = (
             "invoice.paid": "services.payouts:on_invoice_paid",
             "charge.refunded": "services.payouts:on_charge_refunded",
             "charge.dispute.created": "services.payouts:on_dispute_created",
+            "charge.dispute.closed": "services.payouts:on_dispute_closed",
             "account.updated": "services.payouts:on_account_updated",
         }),
     ),

@@ -29,3 +29,14 @@ def record_event(conn: Connection, event: dict, outcome: str) -> bool:
 def events_of_type(conn: Connection, event_type: str, limit: int = 100):
     return conn.execute(select(stripe_events).where(stripe_events.c.type == event_type)
                         .order_by(stripe_events.c.created.desc()).limit(limit)).all()
+
+
+def dispute_closed_status(conn: Connection, dispute_id: str) -> str | None:
+    """The status a recorded ``charge.dispute.closed`` event gave dispute ``dispute_id`` (None when none
+    arrived yet): how a ``created`` delivered after its ``closed`` knows the dispute is over."""
+    obj = stripe_events.c.payload["data"]["object"]
+    return conn.execute(
+        select(obj["status"].astext)
+        .where(stripe_events.c.type == "charge.dispute.closed", obj["id"].astext == dispute_id)
+        .order_by(stripe_events.c.created.desc()).limit(1)
+    ).scalar()

@@ -8,6 +8,8 @@ transaction. The webhook handlers run in the transaction that records the event 
 - ``charge.refunded``: cumulative refunded / charged of each creator's earnings on that invoice is taken
   back as a negative adjustment (the difference from what earlier refunds took);
 - ``charge.dispute.created``: the disputed fraction is taken back the same way (once per dispute);
+- ``charge.dispute.closed``: a dispute won (or an inquiry closed without a chargeback) gives back what
+  its ``created`` took, once; a dispute lost keeps it;
 - ``account.updated``: the creator's Connect account state (charges, payouts, ``transfers``), ignoring
   an event older than the one applied.
 """
@@ -37,6 +39,7 @@ from gateways.stripe.ledger import StripeLedger
 from models.schemas import PayoutCancel, PayoutInput, PayoutRetry, PayoutRunInput, PayoutRunResult, PayoutView
 from models.settings import Settings
 from repositories import payouts as repo
+from repositories import stripe_events
 from repositories.invoices import get_invoice
 from services.errors import Conflict, InvalidInput, NotFound, root_cause
 from services.inputs import check_id, parse_period
@@ -145,12 +148,16 @@ def _earnings(rows) -> list[Earning]:
 
 
 def _take_back(conn: Connection, inv, *, charged: Decimal, refunded: Decimal, label: str, cumulative_prefix: str | None,
-               at: datetime) -> None:
+               at: datetime, cumulative_labels: tuple[str, ...] = ()) -> None:
+    """``refunded`` of ``charged`` taken back from the invoice's earnings, less what earlier adjustments
+    already took: those whose label (``refund:<invoice>:<label>:<creator>``) starts with
+    ``cumulative_prefix`` or is one of ``cumulative_labels``."""
     earnings = _earnings(repo.invoice_earnings_of(conn, inv.id))
     if not earnings or charged <= 0:
         return
+    exact = tuple(f"refund:{inv.id}:{x}:" for x in cumulative_labels)
     previous = [a for a in repo.adjustments_of_invoice(conn, inv.id)
-                if cumulative_prefix is not None and f":{cumulative_prefix}" in a.id]
+                if (cumulative_prefix is not None and f":{cumulative_prefix}" in a.id) or (bool(exact) and a.id.startswith(exact))]
     prev = [CreatorAdjustment(a.id, a.creator_id, a.amount, a.occurred_at, a.reason, str(inv.id)) for a in previous]
     adjustments = refund_adjustments(str(inv.id), earnings, charged=charged, refunded=min(refunded, charged),
                                      previous=prev, refund_id=label, at=at)
@@ -174,15 +181,41 @@ def on_charge_refunded(conn: Connection, event: dict, now: datetime) -> None:
 
 
 def on_dispute_created(conn: Connection, event: dict, now: datetime) -> None:
-    """A dispute takes back its fraction of the charge at once (a dispute won is not given back yet)."""
+    """A dispute takes back its fraction of the charge at once (``charge.dispute.closed`` gives it back
+    when the dispute is won)."""
     obj = event["data"]["object"]
+    inv = _invoice_of(conn, None, obj.get("charge"))
+    if inv is None:
+        return
+    if stripe_events.dispute_closed_status(conn, obj.get("id") or "") in _DISPUTE_GIVEN_BACK:
+        return  # delivered after the dispute was closed in the merchant's favour: nothing to take back
+    pay = repo.invoice_payment(conn, inv.id)
+    charged = pay.amount if pay is not None and pay.amount > 0 else inv.total
+    _take_back(conn, inv, charged=charged, refunded=_cents(obj.get("amount")), label=f"dispute-{obj.get('id')}",
+               cumulative_prefix=None, at=_ts(event.get("created")) or now)
+
+
+# Dispute outcomes after which the funds return to the merchant (Stripe's dispute statuses): ``won``, and
+# ``warning_closed`` (an inquiry closed without becoming a chargeback). ``lost`` keeps what was taken back.
+_DISPUTE_GIVEN_BACK = ("won", "warning_closed")
+
+
+def on_dispute_closed(conn: Connection, event: dict, now: datetime) -> None:
+    """A dispute won gives back to each creator what its ``charge.dispute.created`` took: the cumulative
+    take-back of this dispute goes to zero (``refund_adjustments`` against the dispute's own earlier
+    adjustments), so a replayed or second ``closed`` event gives nothing more, and a dispute that took
+    nothing (created before the invoice's earnings, or never seen) gives nothing back."""
+    obj = event["data"]["object"]
+    if obj.get("status") not in _DISPUTE_GIVEN_BACK:
+        return
     inv = _invoice_of(conn, None, obj.get("charge"))
     if inv is None:
         return
     pay = repo.invoice_payment(conn, inv.id)
     charged = pay.amount if pay is not None and pay.amount > 0 else inv.total
-    _take_back(conn, inv, charged=charged, refunded=_cents(obj.get("amount")), label=f"dispute-{obj.get('id')}",
-               cumulative_prefix=None, at=_ts(event.get("created")) or now)
+    dispute = f"dispute-{obj.get('id')}"
+    _take_back(conn, inv, charged=charged, refunded=Decimal(0), label=f"{dispute}-won", cumulative_prefix=None,
+               cumulative_labels=(dispute, f"{dispute}-won"), at=_ts(event.get("created")) or now)
 
 
 def on_account_updated(conn: Connection, event: dict, now: datetime) -> None:
@@ -310,5 +343,5 @@ async def cancel_payout(temporal: TemporalClient, settings: Settings, engine: En
 
 
 __all__ = ["create_creator", "onboard_creator", "mark_premium", "mark_invoice_paid", "on_invoice_paid",
-           "on_charge_refunded", "on_dispute_created", "on_account_updated", "list_payouts", "show_payout",
+           "on_charge_refunded", "on_dispute_created", "on_dispute_closed", "on_account_updated", "list_payouts", "show_payout",
            "statement", "run_payouts", "retry_payout", "cancel_payout", "Period"]

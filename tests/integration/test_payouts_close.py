@@ -119,6 +119,43 @@ async def test_refund_after_payout_is_carried_as_a_negative_adjustment(temporal_
     assert len(transfers(emulator)) == 1  # nothing was paid, let alone twice
 
 
+def _adjustments(settings, invoice_id: int) -> list[Decimal]:
+    with get_engine(settings.database_url).begin() as conn:
+        return [a.amount for a in repo.adjustments_of_invoice(conn, invoice_id)]
+
+
+async def test_a_won_dispute_gives_back_once_and_a_lost_one_keeps_what_was_taken(temporal_env, settings, emulator):
+    creator(settings, emulator, "cr1")
+    premium(settings, "sk-fixed", fixed="0.50")
+    for account in ("payg-w", "payg-l", "payg-r"):
+        create_account(settings.database_url, account, "payg")
+        run(settings, account, 10, lambda i: "sk-fixed")  # $0.10 usage + $5.00 premium line; cr1 earns $3.50
+    await run_close(temporal_env, settings)
+    inv = {a: invoice(settings, a)[0] for a in ("payg-w", "payg-l", "payg-r")}
+    for a, charge in (("payg-w", "ch_w"), ("payg-l", "ch_l"), ("payg-r", "ch_r")):
+        invoice_paid(settings, inv[a].stripe_invoice_id, utc(2026, 11, 10), 510, charge=charge)
+
+    def dispute(dp: str, charge: str, status: str, amount: int = 510) -> dict:
+        return {"id": dp, "object": "dispute", "charge": charge, "amount": amount, "status": status}
+
+    # won: half the charge disputed ($1.75 taken back), then won: given back once, however often told
+    deliver_event(settings, "charge.dispute.created", dispute("dp_w", "ch_w", "needs_response", 255),
+                  utc(2026, 12, 1), event_id="evt_dw_1")
+    assert _adjustments(settings, inv["payg-w"].id) == [Decimal("-1.75")]
+    for n, day in ((2, 5), (3, 6)):
+        deliver_event(settings, "charge.dispute.closed", dispute("dp_w", "ch_w", "won", 255), utc(2026, 12, day),
+                      event_id=f"evt_dw_{n}")
+    assert sorted(_adjustments(settings, inv["payg-w"].id)) == [Decimal("-1.75"), Decimal("1.75")]
+    # lost: what was taken stays taken
+    deliver_event(settings, "charge.dispute.created", dispute("dp_l", "ch_l", "needs_response"), utc(2026, 12, 1))
+    deliver_event(settings, "charge.dispute.closed", dispute("dp_l", "ch_l", "lost"), utc(2026, 12, 5))
+    assert _adjustments(settings, inv["payg-l"].id) == [Decimal("-3.50")]
+    # reordered: the won `closed` arrives before its `created`: nothing is taken, nothing given
+    deliver_event(settings, "charge.dispute.closed", dispute("dp_r", "ch_r", "won"), utc(2026, 12, 5))
+    deliver_event(settings, "charge.dispute.created", dispute("dp_r", "ch_r", "needs_response"), utc(2026, 12, 1))
+    assert _adjustments(settings, inv["payg-r"].id) == []
+
+
 def test_account_updated_follows_the_connect_account_and_ignores_an_older_event(settings, emulator):
     account = creator(settings, emulator, "cr1", enable=False)
     obj = {"id": account, "object": "account", "charges_enabled": True, "payouts_enabled": True,
