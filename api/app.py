@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency,
                               grace_hours=settings.late_usage_grace_hours)
     keys = PlatformKeys(engine)
+    temporal_client = temporal or (lambda: connect(settings))
     secret = settings.effective_api_secret()
     bearer = HTTPBearer(auto_error=False, description="A platform API key (`tally platforms create NAME`).")
 
@@ -212,6 +213,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             raise ApiError(503, "unavailable", err.message) from None
         except InvalidInput as err:
             raise invalid(err.field, err.reason, status=400) from None
+        if delivery.after_commit:  # e.g. a grant's expiry workflow, started now rather than at the next poll
+            await webhooks.run_after_commit(delivery, temporal_client, settings)
         return _json({"received": True, "id": delivery.event_id, "type": delivery.event_type,
                       "outcome": delivery.outcome})
 
@@ -291,6 +294,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         return schema
 
     add_contract_routes(app, engine=engine, catalog=catalog, settings=settings, metering=service, platform=platform,
-                        temporal=temporal or (lambda: connect(settings)))
+                        temporal=temporal_client)
     app.openapi = openapi
     return app

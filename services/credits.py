@@ -14,7 +14,9 @@ How a purchase becomes a grant (exactly once):
    ``checkout.session.async_payment_succeeded``) calls ``settle_paid``; a failed or expired payment
    (``checkout.session.async_payment_failed``, ``checkout.session.expired``) settles the purchase
    without a grant. Each handler acts on the state the event names, so duplicates and any order are
-   harmless: only a pending purchase moves, and the grant id is ``grant-<purchase id>``.
+   harmless: only a pending purchase moves, and the grant id is ``grant-<purchase id>``. Once the
+   delivery commits, the API starts the grant's expiry workflow (``AfterCommit``; if Temporal cannot be
+   reached then, the daily sweep starts it).
 3. The poll (``poll_pending``, schedule ``credit-purchases-poll``) asks Stripe about purchases still
    pending after ``TALLY_CREDITS_PENDING_MINUTES``: webhooks can be down for days.
 """
@@ -190,20 +192,36 @@ def _catalog() -> Catalog:
     return load_catalog(get_settings().catalog_path)
 
 
-def on_checkout_completed(conn: Connection, event: dict, now: datetime) -> None:
+def _watch_grant(conn: Connection, grant_id: str | None):
+    """Once the delivery that created ``grant_id`` commits, start its expiry workflow (else the next poll
+    or the daily sweep does)."""
+    from services.webhooks import AfterCommit
+
+    grant = repo.get_grant(conn, grant_id) if grant_id else None
+    if grant is None:
+        return None
+    return AfterCommit(f"start {grant_workflow_id(grant.id)}",
+                       lambda temporal, settings: start_grant_workflow(temporal, settings, grant.id, grant.account_id))
+
+
+def on_checkout_completed(conn: Connection, event: dict, now: datetime):
     """``checkout.session.completed``: paid now (card), or ``unpaid`` for a delayed method (the
     ``async_payment_*`` event settles it later)."""
     session = _session_of_event(event)
     purchase_id = _purchase_of(session)
     if purchase_id and session.get("payment_status") in ("paid", "no_payment_required"):
-        settle_paid(conn, _catalog(), purchase_id, _event_time(event, now), session.get("payment_intent"))
+        return _watch_grant(conn, settle_paid(conn, _catalog(), purchase_id, _event_time(event, now),
+                                              session.get("payment_intent")))
+    return None
 
 
-def on_async_payment_succeeded(conn: Connection, event: dict, now: datetime) -> None:
+def on_async_payment_succeeded(conn: Connection, event: dict, now: datetime):
     session = _session_of_event(event)
     purchase_id = _purchase_of(session)
     if purchase_id:
-        settle_paid(conn, _catalog(), purchase_id, _event_time(event, now), session.get("payment_intent"))
+        return _watch_grant(conn, settle_paid(conn, _catalog(), purchase_id, _event_time(event, now),
+                                              session.get("payment_intent")))
+    return None
 
 
 def on_async_payment_failed(conn: Connection, event: dict, now: datetime) -> None:

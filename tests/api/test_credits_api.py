@@ -21,9 +21,28 @@ from gateways.stripe.webhooks import sign_payload
 from models.db import get_engine
 from models.settings import EMULATOR_WEBHOOK_SECRET, Settings
 from services import credits as service
-from tests.api.conftest import NOW, Clock, LiveApi, free_port, no_temporal
+from tests.api.conftest import NOW, Clock, LiveApi, free_port
 
 CATALOG = load_catalog()
+
+
+class RecordingTemporal:
+    """A Temporal client that records the workflows started through it (or refuses, ``down``)."""
+
+    def __init__(self):
+        self.started: list[str] = []
+        self.down = False
+
+    async def __call__(self):
+        if self.down:
+            raise RuntimeError("Temporal unreachable (test)")
+        return self
+
+    async def start_workflow(self, *args, id: str, **kwargs):
+        self.started.append(id)
+
+
+TEMPORAL = RecordingTemporal()
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +51,7 @@ def credits_server(database_url, emulator_server, tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("tally-credits-api"), database_url=database_url,
                         api_secret="test-secret-for-billing-links", stripe_api_base=emulator_server.url,
                         stripe_max_network_retries=2, stripe_timeout_seconds=5)
-    app = create_app(settings, clock=clock, temporal=no_temporal)
+    app = create_app(settings, clock=clock, temporal=TEMPORAL)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -49,6 +68,8 @@ def credits_server(database_url, emulator_server, tmp_path_factory):
 @pytest.fixture
 def live(credits_server, clean_db, emulator):
     credits_server.clock.now = NOW
+    TEMPORAL.started.clear()
+    TEMPORAL.down = False
     emulator.configure_webhooks(f"{credits_server.url}/v1/stripe/webhooks", EMULATOR_WEBHOOK_SECRET)
     yield credits_server
     for c in credits_server.clients:
@@ -106,6 +127,19 @@ def test_a_purchase_is_pending_until_paid_and_a_webhook_delivered_twice_and_out_
     view = live.client(key).get("/v1/accounts/buyer-1/credits").json()
     assert view["balances"]["credits"] == {"balance": "6000", "spendable": "6000"}
     assert view["grants"][0]["expires_at"].startswith("2027-")
+    # its expiry workflow was started as the grant committed, once (not at the next poll)
+    assert TEMPORAL.started == [f"credit-grant-grant-{p['purchase_id']}"]
+
+
+def test_a_grant_is_kept_when_its_expiry_workflow_cannot_be_started_now(live, emulator):
+    key = setup_buyer(live)
+    TEMPORAL.down = True
+    p = buy(live, key).json()
+    emulator.settle_checkout(p["checkout_session_id"], "paid")
+    wait_for(lambda: emulator.webhook_deliveries(), "the delivery")
+    assert [d["status"] for d in emulator.webhook_deliveries()] == [200]  # Stripe is not asked to redeliver
+    assert rows(live, "SELECT id FROM credit_grants") == [(f"grant-{p['purchase_id']}",)]
+    assert TEMPORAL.started == []  # the daily sweep starts it (grants_needing_workflows)
 
 
 def test_a_webhook_with_a_bad_signature_is_refused_and_grants_nothing(live, emulator):
