@@ -72,6 +72,30 @@ class Tally:
         return "".join(out)
 
 
+def settle(stripe_base: str, session_id: str) -> None:
+    """Pay a Checkout Session on the emulator (what the buyer does on Stripe's page)."""
+    import urllib.request
+
+    req = urllib.request.Request(f"{stripe_base}/_emulator/checkout/sessions/{session_id}/settle",
+                                 data=json.dumps({"outcome": "paid"}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local URL
+        assert resp.status == 200
+
+
+def wait_until(read, ok, what: str, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}: {value}")
+        time.sleep(0.5)
+
+
 def jsonl_line(event_id: str, account_id: str, n: int, model: str) -> str:
     return json.dumps({
         "event_id": event_id, "account_id": account_id, "agent_id": f"agent-{n % 2}",
@@ -149,6 +173,23 @@ def test_cli_runs_a_close_end_to_end_against_the_dev_stack(tmp_path):
 
         verified = tally("invoices", "verify", "--period", PERIOD).stdout
         assert f"3 invoices of {PERIOD} re-rated; 0 would differ" in verified, verified
+
+        # `tally dev up` points the emulator's webhooks at its API, as a Stripe dashboard would: credits
+        # bought and paid on the emulator's checkout page are granted through the signed webhook, and the
+        # grant's expiry workflow is started as it commits.
+        bought = tally("credits", "buy", "payg-e2e", "--package", "starter").stdout
+        session = re.search(r"checkout session (cs_\w+)", bought).group(1)
+        stack = json.loads((home / "stack.json").read_text())
+        settle(stack["stripe_api_base"], session)
+        balance = wait_until(lambda: json.loads(tally("credits", "balance", "payg-e2e", "--json").stdout),
+                             lambda v: v["grants"], "the webhook's grant")
+        grant_id = balance["grants"][0]["grant_id"]
+        assert balance["balances"]["credits"]["balance"] != "0", balance
+        described = subprocess.run(
+            [venv_binary("temporal"), "workflow", "describe", "--workflow-id", f"credit-grant-{grant_id}",
+             "--address", stack["temporal_address"], "-o", "json"], capture_output=True, text=True, timeout=60)
+        assert described.returncode == 0, described.stderr
+        assert json.loads(described.stdout)["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_RUNNING"
 
         # Closing the month again reports THE close of the month (one workflow), and changes nothing.
         again = tally("close", "--period", PERIOD)

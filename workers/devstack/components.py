@@ -377,6 +377,25 @@ def start_stack_api(ctx: Context, log_file: Path, env: dict[str, str]) -> Proces
     return start_api(port=ctx.settings.api_port, log_file=log_file, env=env)
 
 
+def wire_emulator_webhooks(ctx: Context, rec: dict) -> None:
+    """Point the Stripe emulator's webhooks at this API (signed with the secret the API verifies with), as
+    a Stripe dashboard's webhook endpoint would be: checkout grants, ``invoice.paid``, refunds and Connect
+    events then reach Tally locally. Nothing to do against real Stripe (STRIPE_API_KEY set)."""
+    if ctx.settings.stripe_api_key:
+        return
+    import urllib.request
+
+    body = json.dumps({"url": f"{rec['address']}/v1/stripe/webhooks",
+                       "secret": ctx.settings.effective_webhook_secret()}).encode()
+    req = urllib.request.Request(f"http://{LOCAL_HOST}:{ctx.settings.stripe_emulator_port}/_emulator/webhooks",
+                                 data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5):  # noqa: S310 - local URL
+            pass
+    except OSError as err:
+        raise DevStackError(f"could not point the Stripe emulator's webhooks at the API: {err}") from None
+
+
 def api_health(_ctx: Context, rec: dict) -> str:
     return "" if api_healthy(rec["address"], timeout=2.0) else "health check failed"
 
@@ -448,7 +467,8 @@ COMPONENTS: tuple[Component, ...] = (
         ports=(PortSetting("api_port"),),
         fields=lambda _ctx, rec: {"address": f"http://{LOCAL_HOST}:{rec['port']}"},
         publishes={"api_url": "address"},
-        after=(POSTGRES,),
+        after=(POSTGRES, STRIPE),
+        ready=wire_emulator_webhooks,
     ),
     Component(
         SMTP, start=start_smtp_sink, health=smtp_health, log=in_logs("smtp-sink"),
