@@ -7,7 +7,9 @@ import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from decimal import Decimal
+
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from activities import pricing
@@ -73,12 +75,15 @@ def test_preview_at_the_end_of_the_month_equals_what_the_close_rates(clean_db, s
 
 # ---- the ranking SQL against the pure rule, on the ranked branch ----------------------------------
 # Quotas small enough for a few dozen events to cross them, so the database's time-order ranking
-# (row_number over occurred_at, event_id COLLATE "C") decides which executions are billable.
+# (row_number over occurred_at, event_id COLLATE "C") decides which executions are billable; and a
+# PAYG cap of 5 cents ($0.01 each), so a PAYG month goes past its cap too.
+PAYG_CAP = Decimal("0.05")
 SMALL_QUOTAS = parse_catalog(
     BASE_CATALOG.read_text()
     .replace("included_executions = 100\n", "included_executions = 3\n")
     .replace("included_executions = 5000\n", "included_executions = 5\n")
-    .replace("included_executions = 25000 ", "included_executions = 2 "),
+    .replace("included_executions = 25000 ", "included_executions = 2 ")
+    .replace("usage_cap = 50.00 ", f"usage_cap = {PAYG_CAP} "),
     "catalog with small quotas",
 )
 # A few instants only, so executions tie on occurred_at and the event id decides; two of them sit on
@@ -95,14 +100,25 @@ ranked_events = st.lists(
     min_size=1, max_size=30, unique_by=lambda e: e[0],
 )
 ranked_terms = st.tuples(
-    st.sampled_from([("free", 1), ("pro", 1), ("team", 1), ("team", 3)]),
+    st.sampled_from([("free", 1), ("pro", 1), ("team", 1), ("team", 3), ("payg", 1)]),
     st.booleans(),  # overage opt-in
     st.sampled_from([None, ("payg", 1), ("team", 2), ("pro", 1)]),  # terms from CHANGE on, if any
 )
 
 
+# Always tried first, whatever hypothesis draws: a Pro month past its quota of 5 with ties on
+# occurred_at broken by C-order ids and sandbox tries among them (the ranked branch), and a PAYG month
+# past its cap.
+_D2, _D2B = INSTANTS[0], INSTANTS[1]
+PAST_QUOTA = [(eid, when, "claude-haiku", eid == "b", eid in ("A", "_")) for eid, when in (
+    ("a", _D2), ("B", _D2), ("_", _D2), ("0", _D2), ("A", _D2), ("b", _D2B), ("9", _D2B), ("-", _D2B),
+    (".", INSTANTS[4]))]
+PAST_CAP = [(f"p{i}", INSTANTS[i % 5], MODELS[i % 4], False, i == 3) for i in range(9)]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(ranked_events, ranked_terms), min_size=2, max_size=2))
+@example([(PAST_QUOTA, (("pro", 1), True, None)), (PAST_CAP, (("payg", 1), False, None))])
 def test_database_ranking_bills_the_same_executions_as_the_reference_rule(clean_db, accounts):
     """usage_rows (SQL row_number per account) bills exactly the executions that
     billing.rating.split_billable (the pure rule) does: past the account's pooled included quota in
@@ -141,3 +157,6 @@ def test_database_ranking_bills_the_same_executions_as_the_reference_rule(clean_
         assert sql == ref, f"{account}: included {r.included}"
         assert sum(ref.values()) == max(0, len(platform) - r.included)
         assert r.rated.sandbox_executions == sum(1 for d in mine if d["sandbox"])
+        if len(r.segments) == 1 and r.segments[0].plan == "payg":  # the cap bounds the usage charge
+            usage = sum(line.amount for line in r.rated.lines if line.kind in ("usage", "cap_adjustment"))
+            assert usage == min(PAYG_CAP, Decimal("0.01") * sum(ref.values())), f"{account}: {r.rated.lines}"
