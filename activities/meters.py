@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import Engine
@@ -462,8 +462,9 @@ class MeterActivities:
     @activity.defn(name="reconcile_meters")
     def reconcile_meters(self, inp: ReconcileChunkInput) -> ReconcileChunkResult:
         """Compare, per account of the range and meter, the period's usage (executions), what Tally
-        reported, and Stripe's summary; write every comparison, return the drifting ones. Read-only in
-        Stripe: safe to run again."""
+        reported, and Stripe's summary; write every comparison, return the drifting ones. What Stripe
+        acknowledged within the settle time and its (lagging) summary does not show yet is counted as
+        unsettled, not drift. Read-only in Stripe: safe to run again."""
         period = self._period(inp.period)
         after, upto = inp.accounts.after, inp.accounts.upto
         with self.deps.engine.begin() as conn:
@@ -473,6 +474,8 @@ class MeterActivities:
             reported = repo.reported_totals(conn, period.start, period.end, after, upto)
             oldest = min(period.end, oldest_reportable_hour(self.clock()))
             too_old = repo.unreported_old_hours(conn, period.start, oldest, after, upto)
+            recent = repo.recently_reported(conn, period.start, period.end, after, upto,
+                                            since=self.clock() - timedelta(minutes=inp.settle_minutes))
             customers = repo.customers_of(conn, {u.account_id for u in usage} | {a for a, _ in reported})
         truths = {(a, meters[k].id): q for (a, k), q in quantities_by_meter(usage).items() if k in meters}
         pairs = sorted(set(truths) | set(reported))
@@ -488,15 +491,19 @@ class MeterActivities:
             total, unsettled = reported.get((account_id, meter_id), (0, 0))
             d = explain_drift(tally=truths.get((account_id, meter_id), 0), reported=total, stripe=stripe_total,
                               expired_hours=too_old.get(account_id, 0), unsettled_events=unsettled,
-                              has_customer=customer_id is not None)
+                              has_customer=customer_id is not None, recent=recent.get((account_id, meter_id), 0))
             rows.append(dict(account_id=account_id, meter_id=meter_id, tally=d.tally, reported=d.reported,
-                             stripe=d.stripe, drift=d.drift, unexplained=d.unexplained, explanation=d.explanation))
+                             stripe=d.stripe, drift=d.drift, unexplained=d.unexplained, explanation=d.explanation,
+                             unsettled=d.unsettled))
+            result.unsettled += 1 if d.unsettled else 0
             if d.drift or d.unexplained:
                 result.drifting += 1
                 result.unexplained += 1 if d.unexplained else 0
+            if d.drift or d.unexplained or d.unsettled:
                 result.lines.append(MeterDriftLine(account_id=account_id, meter=meter.key, tally=d.tally,
                                                    reported=d.reported, stripe=d.stripe, drift=d.drift,
-                                                   unexplained=d.unexplained, explanation=d.explanation))
+                                                   unexplained=d.unexplained, explanation=d.explanation,
+                                                   unsettled=d.unsettled))
             if activity.in_activity():
                 activity.heartbeat(len(rows))
         result.stripe_calls = self.deps.stripe.thread_calls() - before

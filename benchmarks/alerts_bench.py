@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import multiprocessing
 import os
 import platform as platform_mod
 import random
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,18 +33,9 @@ import orjson
 import psycopg
 
 from activities.ingest import ingest_file, known_models
-from benchmarks.api_bench import (
-    batches_of,
-    create_accounts,
-    create_platform,
-    month_so_far,
-    pct,
-    post_all,
-    say,
-    start_api,
-    stop,
-)
-from benchmarks.dataset import bench_accounts, write_dataset
+from benchmarks import onoff
+from benchmarks.api_bench import batches_of, month_so_far, pct, say
+from benchmarks.dataset import write_dataset
 from benchmarks.stack import BenchStack, install_signal_handlers
 from billing.catalog import load_catalog
 from models.db import libpq_url
@@ -95,31 +84,6 @@ def probe_verdicts(base: str, key: str, pairs: list[tuple[str, str]], pause: flo
     results.put((latencies, server_ms, errors, kills))
 
 
-class VerdictProbe:
-    def __init__(self, base: str, key: str, pairs: list[tuple[str, str]], pause: float):
-        ctx = multiprocessing.get_context("spawn")
-        self.stop = ctx.Event()
-        self.ready = ctx.Event()
-        self.results = ctx.Queue()
-        self.proc = ctx.Process(target=probe_verdicts, args=(base, key, pairs, pause, self.stop, self.ready,
-                                                             self.results), daemon=True)
-        self.latencies: list[float] = []
-        self.server_ms: list[float] = []
-        self.errors = self.kills = 0
-
-    def __enter__(self) -> VerdictProbe:
-        self.proc.start()
-        if not self.ready.wait(120):
-            raise RuntimeError("the verdict probe process did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.latencies, self.server_ms, self.errors, self.kills = self.results.get(timeout=60)
-        self.proc.join(timeout=10)
-        self.latencies, self.server_ms = self.latencies[5:], self.server_ms[5:]
-
-
 def with_fallbacks(jsonl: Path, every: int = 100) -> None:
     """Name a cheaper requested model on one execution in ``every`` (a fallback to scan for)."""
     out = jsonl.with_suffix(".fb.jsonl")
@@ -159,37 +123,19 @@ def recorded(url: str) -> dict[str, int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.alerts_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--accounts", type=int, default=1_000)
-    p.add_argument("--bulk-events", type=int, default=300_000)
-    p.add_argument("--http-events", type=int, default=200_000)
-    p.add_argument("--batch", type=int, default=1_000)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--api-workers", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="OFF/ON pairs of slices")
-    p.add_argument("--warmup-batches", type=int, default=12, help="posted first in each slice, not timed")
-    p.add_argument("--probe-pause-ms", type=float, default=5.0)
-    p.add_argument("--workdir", type=Path, default=None)
-    return p.parse_args(argv)
+    return onoff.add_args(p, bulk_events=300_000, warmup_batches=12).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tally-alerts-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)
+    workdir = onoff.workdir_for(args, "alerts")
     now = datetime.now(timezone.utc)
     span = month_so_far(now)
     load_before = os.getloadavg()
-    runs: list[tuple[str, float, int]] = []  # (mode, seconds, accepted)
-    api = None
     try:
         with BenchStack(workdir, echo=say) as stack:
-            stack.start_postgres()
-            url = stack.fresh_database("alerts")
-            platform_id, key = create_platform(url)
-            accounts = bench_accounts(args.accounts)
-            create_accounts(url, accounts, platform_id)
+            url, key, accounts = onoff.database_with_accounts(stack, "alerts", args.accounts)
             ids = [a["id"] for a in accounts]
             bulk = write_dataset(workdir, accounts, span, args.bulk_events, seed=21, with_copy_file=False, name="bulk")
             stream = write_dataset(workdir, accounts, span, args.http_events, seed=22, with_copy_file=False, name="http")
@@ -200,74 +146,37 @@ def main(argv: list[str] | None = None) -> int:
             bodies = batches_of(stream.jsonl, args.batch)
             slices = [bodies[i::2 * args.rounds] for i in range(2 * args.rounds)]
 
-            idle = None
-            probes: dict[str, VerdictProbe | None] = {"off": None, "on": None}
-            for i, part in enumerate(slices):
-                mode = "on" if i % 2 else "off"
+            def alerts_on_ingest(mode: str) -> None:
                 os.environ["TALLY_ALERTS_ON_INGEST"] = "true" if mode == "on" else "false"
-                api, base, log = start_api(url, workdir, args.api_workers)
-                if idle is None:
-                    with VerdictProbe(base, key, pairs, pause=0.002) as idle:
-                        time.sleep(3)
-                    say(f"cost verdict idle: p50 {pct(idle.latencies, 50):.2f} ms, p99 {pct(idle.latencies, 99):.2f} ms")
-                # A fresh API process: its first batches fill the caches both modes keep (API keys,
-                # terms; the alert evaluator's terms and spike windows). Production processes are
-                # long-lived, so those batches are posted first and not timed, in both modes.
-                post_all(base, key, part[:args.warmup_batches], args.clients)
-                part = part[args.warmup_batches:]
-                say(f"slice {i + 1}/{len(slices)}: alerts {mode.upper()}, {len(part):,} batches ...")
-                # The same verdict probe runs beside both modes, so it weighs on both alike.
-                with VerdictProbe(base, key, pairs, pause=args.probe_pause_ms / 1000) as p:
-                    seconds, accepted, failed, _ = post_all(base, key, part, args.clients)
-                probes[mode] = p if probes[mode] is None else _merge(probes[mode], p)
-                say(f"  {accepted:,} accepted in {seconds:.1f} s = {accepted / seconds:,.0f}/s; {failed} failed requests")
-                runs.append((mode, seconds, accepted))
-                stop(api)
-                api = None
+
+            runs, probes, idle = onoff.run_onoff(
+                args, url=url, workdir=workdir, key=key, feature="alerts", idle_seconds=3,
+                slice_of=lambda mode, r: slices[2 * r + (mode == "on")], before_api=alerts_on_ingest,
+                probe=lambda base, pause: onoff.ProcessProbe(probe_verdicts, (base, key, pairs), pause))
             counts = recorded(url)
             pg_version = psycopg.connect(libpq_url(url)).execute("SHOW server_version").fetchone()[0]
     finally:
         os.environ.pop("TALLY_ALERTS_ON_INGEST", None)
-        if api is not None:
-            stop(api)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     load_after = os.getloadavg()
-    rate = {m: sum(n for mm, _, n in runs if mm == m) / sum(sec for mm, sec, _ in runs if mm == m) for m in ("off", "on")}
-    pairs_ratio = [runs[i + 1][2] / runs[i + 1][1] / (runs[i][2] / runs[i][1]) for i in range(0, len(runs), 2)]
-    ratio = rate["on"] / rate["off"]
     print()
     print(f"alerts on ingestion — {os.cpu_count()} cores, Python {platform_mod.python_version()}, Postgres "
           f"{pg_version}, {args.accounts:,} accounts, {report.accepted:,} executions already this month, "
           f"batches of {args.batch:,} from {args.clients} clients, {args.api_workers} uvicorn workers")
-    print(f"{'HTTP ingestion':<40} {'events':>9} {'seconds':>8} {'events/s':>9}")
-    for mode, label in (("off", "alerts OFF (floor)"), ("on", "alerts ON (budgets, spikes, fallbacks)")):
-        ev = sum(n for m, _, n in runs if m == mode)
-        sec = sum(t for m, t, _ in runs if m == mode)
-        print(f"{label:<40} {ev:>9,} {sec:>8.1f} {rate[mode]:>9,.0f}")
-    print(f"ON / OFF: {ratio:.2f} (per OFF/ON pair: {', '.join(f'{r:.2f}' for r in pairs_ratio)}); "
-          f"target >= {TARGET_RATIO}: {'ok' if ratio >= TARGET_RATIO else 'MISSED'}")
+    onoff.print_throughput(runs, {"off": "alerts OFF (floor)", "on": "alerts ON (budgets, spikes, fallbacks)"},
+                           TARGET_RATIO)
     probe = probes["on"]
     for label, p in (("idle", idle), ("during OFF ingestion at full speed", probes["off"]),
                      ("during ON ingestion at full speed", probe)):
-        print(f"cost verdict {label:<34} n={len(p.latencies):>6,}  p50 {pct(p.latencies, 50):6.2f} ms  "
-              f"p99 {pct(p.latencies, 99):6.2f} ms   (handler p50 {pct(p.server_ms, 50):.2f} ms, "
+        print(f"cost verdict {label:<34} {p.line()}   (handler p50 {pct(p.server_ms, 50):.2f} ms, "
               f"p99 {pct(p.server_ms, 99):.2f} ms; kills {p.kills}, errors {p.errors})")
     print(f"target cost-verdict p99 < {TARGET_P99_MS:.0f} ms under load: "
           f"{'ok' if pct(probe.latencies, 99) < TARGET_P99_MS else 'MISSED'}")
     print("recorded: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
-          f"after {'/'.join(f'{x:.2f}' for x in load_after)}: other work on a shared machine skews every figure")
+    print(onoff.load_line(load_before, load_after))
     return 0 if probe.errors == 0 and idle.errors == 0 and probes["off"].errors == 0 else 1
-
-
-def _merge(a: VerdictProbe, b: VerdictProbe) -> VerdictProbe:
-    a.latencies += b.latencies
-    a.server_ms += b.server_ms
-    a.errors += b.errors
-    a.kills += b.kills
-    return a
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import os
 import platform as platform_mod
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -33,19 +32,9 @@ from pathlib import Path
 import psycopg
 
 from activities.ingest import ingest_file, known_models
-from benchmarks.api_bench import (
-    Probe,
-    batches_of,
-    create_accounts,
-    create_platform,
-    month_so_far,
-    pct,
-    post_all,
-    say,
-    start_api,
-    stop,
-)
-from benchmarks.dataset import bench_accounts, write_dataset
+from benchmarks import onoff
+from benchmarks.api_bench import batches_of, month_so_far, pct, say
+from benchmarks.dataset import write_dataset
 from benchmarks.stack import BenchStack, install_signal_handlers
 from billing import credits as rules
 from billing.catalog import load_catalog
@@ -66,28 +55,6 @@ def probe_credit_entitlements(base: str, key: str, account_ids: list[str], pause
     ready.set()
     probe_requests(base, key, lambda rnd: ("GET", f"/v1/accounts/{rnd.choice(account_ids)}/entitlement"
                                                   f"?model={rnd.choice(MODELS)}", None), pause, stop_event, results)
-
-
-class ReadyProbe(Probe):
-    """``api_bench.Probe`` that waits until its process runs (imports take many seconds on a loaded machine)."""
-
-    def __init__(self, base: str, key: str, account_ids: list[str], pause: float):
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self.stop = ctx.Event()
-        self.ready = ctx.Event()
-        self.results = ctx.Queue()
-        self.proc = ctx.Process(target=probe_credit_entitlements,
-                                args=(base, key, account_ids, pause, self.stop, self.ready, self.results), daemon=True)
-        self.latencies, self.server_ms, self.errors = [], [], 0
-
-    def __enter__(self) -> "ReadyProbe":
-        self.proc.start()
-        if not self.ready.wait(300):
-            raise RuntimeError("the entitlement probe process did not start")
-        time.sleep(0.5)
-        return self
 
 
 def give_credits(url: str, holders: list[dict], start: datetime) -> list[str]:
@@ -134,38 +101,20 @@ def booked(url: str) -> dict[str, int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.credits_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--accounts", type=int, default=1_000, help="both populations together")
-    p.add_argument("--bulk-events", type=int, default=100_000)
-    p.add_argument("--http-events", type=int, default=200_000, help="per population")
-    p.add_argument("--batch", type=int, default=1_000)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--api-workers", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="OFF/ON pairs of slices")
-    p.add_argument("--warmup-batches", type=int, default=8, help="posted first in each slice, not timed")
-    p.add_argument("--probe-pause-ms", type=float, default=5.0)
-    p.add_argument("--workdir", type=Path, default=None)
-    return p.parse_args(argv)
+    return onoff.add_args(p, bulk_events=100_000, warmup_batches=8,
+                          accounts_help="both populations together").parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tally-credits-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)
+    workdir = onoff.workdir_for(args, "credits")
     now = datetime.now(timezone.utc)
     span = month_so_far(now)
     load_before = os.getloadavg()
-    runs: list[tuple[str, float, int]] = []
-    probes: dict[str, Probe | None] = {"off": None, "on": None}
-    api = None
     try:
         with BenchStack(workdir, echo=say) as stack:
-            stack.start_postgres()
-            url = stack.fresh_database("credits")
-            platform_id, key = create_platform(url)
-            accounts = bench_accounts(args.accounts)
-            create_accounts(url, accounts, platform_id)
+            url, key, accounts = onoff.database_with_accounts(stack, "credits", args.accounts)
             on_pop, off_pop = accounts[0::2], accounts[1::2]
             holders = on_pop[0::2]
             only = give_credits(url, holders, span.start)
@@ -190,63 +139,30 @@ def main(argv: list[str] | None = None) -> int:
             _prefix_event_ids(streams["on"].jsonl, "c-")  # the same seed made the same event ids
             bodies = {m: batches_of(s.jsonl, args.batch) for m, s in streams.items()}
             slices = {m: [b[i::args.rounds] for i in range(args.rounds)] for m, b in bodies.items()}
-            idle = None
-            for r in range(args.rounds):
-                for mode in ("off", "on"):
-                    api, base, _log = start_api(url, workdir, args.api_workers)
-                    if idle is None:
-                        with ReadyProbe(base, key, only, pause=0.002) as idle:
-                            time.sleep(5)
-                        say(f"entitlement (credits-only) idle: p50 {pct(idle.latencies, 50):.2f} ms, "
-                            f"p99 {pct(idle.latencies, 99):.2f} ms")
-                    part = slices[mode][r]
-                    post_all(base, key, part[:args.warmup_batches], args.clients)
-                    part = part[args.warmup_batches:]
-                    say(f"round {r + 1}/{args.rounds}: credits {mode.upper()}, {len(part):,} batches ...")
-                    with ReadyProbe(base, key, only, pause=args.probe_pause_ms / 1000) as p:
-                        seconds, accepted, failed, _ = post_all(base, key, part, args.clients)
-                    if probes[mode] is None:
-                        probes[mode] = p
-                    else:
-                        probes[mode].latencies += p.latencies
-                        probes[mode].server_ms += p.server_ms
-                        probes[mode].errors += p.errors
-                    say(f"  {accepted:,} accepted in {seconds:.1f} s = {accepted / seconds:,.0f}/s; {failed} failed")
-                    runs.append((mode, seconds, accepted))
-                    stop(api)
-                    api = None
+            runs, probes, idle = onoff.run_onoff(
+                args, url=url, workdir=workdir, key=key, feature="credits",
+                slice_of=lambda mode, r: slices[mode][r], idle_seconds=5,
+                probe=lambda base, pause: onoff.ProcessProbe(probe_credit_entitlements, (base, key, only), pause,
+                                                             settle=0.5, start_timeout=300))
             counts = booked(url)
             pg_version = psycopg.connect(libpq_url(url)).execute("SHOW server_version").fetchone()[0]
     finally:
-        if api is not None:
-            stop(api)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     load_after = os.getloadavg()
-    rate = {m: sum(n for mm, _, n in runs if mm == m) / sum(s for mm, s, _ in runs if mm == m) for m in ("off", "on")}
-    per_round = [runs[i + 1][2] / runs[i + 1][1] / (runs[i][2] / runs[i][1]) for i in range(0, len(runs), 2)]
-    ratio = rate["on"] / rate["off"]
     print()
     print(f"credits on ingestion — {os.cpu_count()} cores, Python {platform_mod.python_version()}, Postgres "
           f"{pg_version}, {args.accounts:,} accounts in two populations, {report.accepted:,} executions already "
           f"this month, batches of {args.batch:,} from {args.clients} clients, {args.api_workers} uvicorn workers")
-    print(f"{'HTTP ingestion':<52} {'events':>9} {'seconds':>8} {'events/s':>9}")
-    for mode, label in (("off", "no account holds credits (floor)"),
-                        ("on", "half the accounts hold credits (consumption booked)")):
-        ev = sum(n for m, _, n in runs if m == mode)
-        sec = sum(t for m, t, _ in runs if m == mode)
-        print(f"{label:<52} {ev:>9,} {sec:>8.1f} {rate[mode]:>9,.0f}")
-    print(f"ON / OFF: {ratio:.2f} (per round: {', '.join(f'{x:.2f}' for x in per_round)}); "
-          f"target >= {TARGET_RATIO}: {'ok' if ratio >= TARGET_RATIO else 'MISSED'}")
+    onoff.print_throughput(runs, {"off": "no account holds credits (floor)",
+                                  "on": "half the accounts hold credits (consumption booked)"}, TARGET_RATIO)
     for label, p in (("idle", idle), ("during the floor's ingestion", probes["off"]),
                      ("during ingestion with credits", probes["on"])):
-        print(f"entitlement, credits-only accounts, {label:<30} n={len(p.latencies):>6,}  "
-              f"p50 {pct(p.latencies, 50):6.2f} ms  p99 {pct(p.latencies, 99):6.2f} ms  "
+        print(f"entitlement, credits-only accounts, {label:<30} {p.line()}  "
               f"(handler p50 {pct(p.server_ms, 50):.2f} ms, p99 {pct(p.server_ms, 99):.2f} ms; errors {p.errors})")
     print("booked: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
-          f"after {'/'.join(f'{x:.2f}' for x in load_after)}: other work on a shared machine skews every figure")
+    print(onoff.load_line(load_before, load_after))
     return 0 if counts["negative grants"] == 0 and probes["on"].errors == 0 else 1
 
 

@@ -27,17 +27,18 @@ import json
 import os
 import random
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import psycopg
 
 from activities.ingest import ingest_lines, known_models
+from benchmarks.sdk_floor import SdkFloor, load_line, say
 from benchmarks.stack import (
     BenchInterrupted,
     BenchStack,
@@ -54,11 +55,6 @@ from models.settings import Settings
 UTC = timezone.utc
 
 
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ---- data ------------------------------------------------------------------------------------------------
 def make_usage(accounts: list[str], hours: list[datetime], active: int, models: list[str], max_models: int,
                seed: int = 7) -> list[dict]:
     rnd = random.Random(seed)
@@ -176,30 +172,15 @@ async def hour_phases(settings: Settings, hours: list[datetime]) -> dict:
     return out
 
 
-def floor(client, events: list[tuple[str, str, int, int]], threads: int) -> tuple[float, int, int]:
-    """Post the events straight through the SDK, ``threads`` at once. Returns (seconds, ok, errors)."""
-    ok = errors = 0
-    lock = threading.Lock()
-    tag = uuid.uuid4().hex[:6]
-
-    def one(i_ev) -> None:
-        nonlocal ok, errors
-        i, (customer, name, value, ts) = i_ev
-        try:
-            client.v1.billing.meter_events.create(
-                params={"event_name": name, "identifier": f"floor-{tag}-{i}", "timestamp": ts,
-                        "payload": {"stripe_customer_id": customer, "value": str(value)}},
-                options={"idempotency_key": f"floor-{tag}-{i}"})
-            with lock:
-                ok += 1
-        except Exception:  # noqa: BLE001 - counted
-            with lock:
-                errors += 1
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="meter-floor") as pool:
-        list(pool.map(one, enumerate(events)))
-    return time.perf_counter() - started, ok, errors
+def send_meter_event(client) -> Callable[[str, int, tuple], None]:
+    """The floor's call: the meter event Tally sends (event name, identifier, timestamp, payload, key)."""
+    def send(tag: str, i: int, ev: tuple[str, str, int, int]) -> None:
+        customer, name, value, ts = ev
+        client.v1.billing.meter_events.create(
+            params={"event_name": name, "identifier": f"floor-{tag}-{i}", "timestamp": ts,
+                    "payload": {"stripe_customer_id": customer, "value": str(value)}},
+            options={"idempotency_key": f"floor-{tag}-{i}"})
+    return send
 
 
 def endpoint_delta(before: dict, after: dict, key: str) -> int:
@@ -280,19 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             floor_events = (expected * (n_floor // max(1, len(expected)) + 1))[:n_floor]
             halves = [floor_events[: len(floor_events) // 2], floor_events[len(floor_events) // 2:]]
             bench_proc, emu_proc = psutil.Process(), stack.emulator.proc()
-            floor_s = floor_ok = floor_err = 0
-            cpu_floor = {"stripe-emulator": 0.0, "bench": 0.0}
-
-            def floor_half(events) -> None:
-                nonlocal floor_s, floor_ok, floor_err
-                c0 = (cpu_seconds(emu_proc), cpu_seconds(bench_proc))
-                say(f"floor: {len(events):,} meter events straight through the SDK, {threads} threads")
-                secs, ok, err = floor(sdk, events, threads)
-                floor_s, floor_ok, floor_err = floor_s + secs, floor_ok + ok, floor_err + err
-                cpu_floor["stripe-emulator"] += cpu_seconds(emu_proc) - c0[0]
-                cpu_floor["bench"] += cpu_seconds(bench_proc) - c0[1]
-
-            floor_half(halves[0])
+            floor = SdkFloor(send_meter_event(sdk), threads, "meter events", emulator_proc=emu_proc,
+                             bench_proc=bench_proc)
+            floor.half(halves[0], "a")
             worker = stack.start_worker(settings)
             time.sleep(1.0)
             procs = {"worker": (worker.proc(), False), "postgres": (stack.postgres_process(), True),
@@ -321,19 +292,19 @@ def main(argv: list[str] | None = None) -> int:
                 phases = asyncio.run(hour_phases(settings, hours))
             except Exception as err:  # noqa: BLE001 - a detail; the figures stand without it
                 phases = {"error": str(err)}
-            floor_half(halves[1])
+            floor.half(halves[1], "b")
             load1 = os.getloadavg()
 
             ours_rate = result.events / ours_s if ours_s else 0.0
-            floor_rate = floor_ok / floor_s if floor_s else 0.0
+            floor_rate = floor.rate
             print()
             print(f"usage report, {args.accounts:,} accounts x {args.hours} hours "
                   f"({shape['account_hours']:,} account-hours with usage, "
                   f"{shape['account_meter_hours']:,} account-meter-hours)")
             print(f"  Tally  ScheduledUsageReport ({result.hours} hour workflows):  {ours_s:8.1f} s  "
                   f"{result.events:>9,} events  {ours_rate:8.1f} events/s")
-            print(f"  floor  SDK straight, {threads} threads (two halves):      {floor_s:8.1f} s  "
-                  f"{floor_ok:>9,} events  {floor_rate:8.1f} events/s  ({floor_err} errors)")
+            print(f"  floor  SDK straight, {threads} threads (two halves):      {floor.seconds:8.1f} s  "
+                  f"{floor.ok:>9,} events  {floor_rate:8.1f} events/s  ({floor.errors} errors)")
             print(f"  ratio  {ours_rate / floor_rate if floor_rate else 0:.2f}  (target >= 0.80)")
             print(f"  Stripe calls: {all_calls:,} in all ({posts:,} meter event POSTs); per account-hour "
                   f"{all_calls / max(1, shape['account_hours']):.2f}; per account-meter-hour with usage "
@@ -342,13 +313,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result.failed_count}; worker-counted Stripe calls {result.stripe_calls:,}; events "
                   f"{'identical to' if same else 'DIFFERENT from'} the {len(expected):,} expected")
             print("  CPU s (Tally run): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_ours.items()))
-            print("  CPU s (floor):     " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_floor.items()))
+            print(floor.cpu_line())
             details = ", ".join(f"{k} {v['count']} x {v['run'] / max(1, v['count']):.2f} s"
                                 for k, v in phases.items() if isinstance(v, dict))
             print(f"  hour workflows: {phases.get('_hours_span', 0):.1f} s in all, "
                   f"{phases.get('_between_hours', 0):.1f} s between hours; activities: {details}")
-            print(f"  load average: {load0[0]:.2f} at the start, {load_mid0[0]:.2f} / {load_mid[0]:.2f} before / "
-                  f"after Tally's run, {load1[0]:.2f} at the end ({os.cpu_count()} CPUs)")
+            print(load_line(load0[0], load_mid0[0], load_mid[0], load1[0], os.cpu_count()))
     except (KeyboardInterrupt, BenchInterrupted):
         say("interrupted; stopping what was started")
         rc = 130

@@ -24,17 +24,18 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import psycopg
 
+from benchmarks.sdk_floor import SdkFloor, load_line, say
 from benchmarks.stack import BenchInterrupted, BenchStack, cpu_seconds, install_signal_handlers, remove_tree, stripe_client
 from billing.periods import Period
 from models.db import libpq_url
@@ -42,10 +43,6 @@ from models.settings import Settings
 
 PERIOD = Period.parse("2026-10")
 AMOUNT_CENTS = 3000
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def make_accounts(sdk, base_url: str, n: int, threads: int) -> list[str]:
@@ -76,29 +73,14 @@ def seed(url: str, accounts: list[str]) -> None:
         conn.commit()
 
 
-def floor(sdk, accounts: list[str], threads: int, tag: str) -> tuple[float, int, int]:
-    """One transfer per account straight through the SDK, ``threads`` at once: (seconds, ok, errors)."""
-    ok = errors = 0
-    lock = threading.Lock()
-
-    def one(i_acct) -> None:
-        nonlocal ok, errors
-        i, acct = i_acct
+def send_transfer(sdk) -> Callable[[str, int, str], None]:
+    """The floor's call: the transfer Tally makes for a payout (amount, destination, group, metadata, key)."""
+    def send(tag: str, i: int, acct: str) -> None:
         group = f"floor-{tag}-{i}"
-        try:
-            sdk.v1.transfers.create(params={"amount": AMOUNT_CENTS, "currency": "usd", "destination": acct,
-                                            "transfer_group": group, "metadata": {"tally_payout_id": group}},
-                                    options={"idempotency_key": f"floor-{tag}-{i}"})
-            with lock:
-                ok += 1
-        except Exception:  # noqa: BLE001 - counted
-            with lock:
-                errors += 1
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transfer-floor") as pool:
-        list(pool.map(one, enumerate(accounts)))
-    return time.perf_counter() - started, ok, errors
+        sdk.v1.transfers.create(params={"amount": AMOUNT_CENTS, "currency": "usd", "destination": acct,
+                                        "transfer_group": group, "metadata": {"tally_payout_id": group}},
+                                options={"idempotency_key": group})
+    return send
 
 
 async def run_payouts(settings: Settings, page_size: int, concurrency: int):
@@ -150,21 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"in {time.perf_counter() - t:.1f} s")
 
             bench_proc, emu_proc = psutil.Process(), stack.emulator.proc()
-            tag = uuid.uuid4().hex[:6]
             halves = [accounts[: len(accounts) // 2], accounts[len(accounts) // 2:]]
-            floor_s = floor_ok = floor_err = 0
-            cpu_floor = {"stripe-emulator": 0.0, "bench": 0.0}
-
-            def floor_half(part: list[str], label: str) -> None:
-                nonlocal floor_s, floor_ok, floor_err
-                c0 = (cpu_seconds(emu_proc), cpu_seconds(bench_proc))
-                say(f"floor: {len(part):,} transfers straight through the SDK, {args.concurrency} threads")
-                secs, ok, err = floor(sdk, part, args.concurrency, f"{tag}{label}")
-                floor_s, floor_ok, floor_err = floor_s + secs, floor_ok + ok, floor_err + err
-                cpu_floor["stripe-emulator"] += cpu_seconds(emu_proc) - c0[0]
-                cpu_floor["bench"] += cpu_seconds(bench_proc) - c0[1]
-
-            floor_half(halves[0], "a")
+            floor = SdkFloor(send_transfer(sdk), args.concurrency, "transfers", emulator_proc=emu_proc,
+                             bench_proc=bench_proc)
+            floor.half(halves[0], "a")
             worker = stack.start_worker(settings)
             time.sleep(1.0)
             procs = {"worker": (worker.proc(), False), "postgres": (stack.postgres_process(), True),
@@ -189,23 +160,23 @@ def main(argv: list[str] | None = None) -> int:
                     "SELECT count(*), count(DISTINCT stripe_transfer_id) FROM payouts WHERE status = 'paid'").fetchone()
             say(f"tally: {result.paid:,} paid (${result.amount_paid}), {len(result.failed)} failed, {result.carried} "
                 f"carried, in {ours_s:.1f} s")
-            floor_half(halves[1], "b")
+            floor.half(halves[1], "b")
             load1 = os.getloadavg()
 
             print()
             print(f"creator payouts, {args.creators:,} creators, {args.concurrency} transfers at once")
             print(f"  Tally  PayoutRun (decide + recorded transfers):  {ours_s:8.1f} s  {result.paid:>8,} payouts  "
                   f"{result.paid / ours_s if ours_s else 0:8.1f} /s")
-            print(f"  floor  SDK transfers straight (two halves):    {floor_s:8.1f} s  {floor_ok:>8,} transfers "
-                  f"{floor_ok / floor_s if floor_s else 0:8.1f} /s  ({floor_err} errors)")
+            floor_s = floor.seconds
+            print(f"  floor  SDK transfers straight (two halves):    {floor_s:8.1f} s  {floor.ok:>8,} transfers "
+                  f"{floor.rate:8.1f} /s  ({floor.errors} errors)")
             print(f"  ratio  {ours_s / floor_s if floor_s else 0:.2f} x the floor's time  (target <= 1.50)")
             print(f"  Stripe calls per paid payout: {calls / max(1, result.paid):.2f} ({calls:,} requests, "
                   f"{posts:,} transfer POSTs; target 1); payouts paid {paid_rows:,} with {distinct_transfers:,} "
                   f"distinct transfers")
             print("  CPU s (Tally run): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_ours.items()))
-            print("  CPU s (floor):     " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_floor.items()))
-            print(f"  load average: {load0[0]:.2f} at the start, {load_mid0[0]:.2f} / {load_mid[0]:.2f} before / "
-                  f"after Tally's run, {load1[0]:.2f} at the end ({os.cpu_count()} CPUs)")
+            print(floor.cpu_line())
+            print(load_line(load0[0], load_mid0[0], load_mid[0], load1[0], os.cpu_count()))
             print(json.dumps({"bench": "payouts", "creators": args.creators, "tally_s": round(ours_s, 2),
                               "floor_s": round(floor_s, 2), "ratio": round(ours_s / floor_s, 3) if floor_s else None,
                               "calls_per_paid": round(calls / max(1, result.paid), 3), "load": round(load_mid[0], 2)}))

@@ -297,6 +297,12 @@ def plan_hours(candidates: Iterable[datetime], with_usage: set[datetime], now: d
 
 
 # ---- reconciliation ----------------------------------------------------------------------------------
+# Stripe aggregates meter events asynchronously: a summary may not show an accepted event yet. What Tally
+# sent less than this long ago may be missing from Stripe's summary without being drift (a setting:
+# ``meters_settle_minutes``); the reconciliation checks such a pair again once it has settled.
+DEFAULT_SETTLE = timedelta(minutes=60)
+
+
 @dataclass(frozen=True)
 class Drift:
     """Tally's total against Stripe's for one account and meter over a period."""
@@ -304,25 +310,37 @@ class Drift:
     tally: int
     reported: int
     stripe: int | None  # None: Stripe could not be asked (no customer)
-    drift: int  # stripe - tally (0 when they agree)
+    drift: int  # stripe (+ unsettled) - tally (0 when they agree)
     unreported: int  # tally - reported: what Tally never sent
-    unexplained: int  # stripe - reported: what Stripe holds that Tally's records do not explain
+    unexplained: int  # stripe (+ unsettled) - reported: what Stripe holds that Tally's records do not explain
     explanation: str
+    unsettled: int = 0  # sent within the settle time and not in Stripe's summary yet: not drift (yet)
 
 
 def explain_drift(*, tally: int, reported: int, stripe: int | None, expired_hours: int = 0,
-                  unsettled_events: int = 0, has_customer: bool = True) -> Drift:
-    """Compare and say why they differ, in words for ops."""
+                  unsettled_events: int = 0, has_customer: bool = True, recent: int = 0) -> Drift:
+    """Compare and say why they differ, in words for ops.
+
+    ``recent``: what Tally reported for the pair within the settle time. When Stripe's summary is short of
+    what Tally reported, up to that much of the shortfall is Stripe's summaries lagging, not drift: it is
+    ``unsettled`` (the reconciliation checks again later). A summary short by more than the recent sends
+    (the rest), or above what Tally reported, is drift at once."""
     if stripe is None:
         stripe_v = 0
     else:
         stripe_v = stripe
-    drift = stripe_v - tally
+    unsettled = 0
+    if stripe is not None and stripe_v < reported:
+        unsettled = min(reported - stripe_v, max(recent, 0))
+    seen = stripe_v + unsettled  # what Stripe will show once its summaries catch up
+    drift = seen - tally
     unreported = tally - reported
-    unexplained = stripe_v - reported
+    unexplained = seen - reported
+    lagging = (f"{unsettled} sent within the settle time not in Stripe's summary yet "
+               "(its summaries lag; checked again once settled)") if unsettled else ""
     if drift == 0 and unexplained == 0:
-        return Drift(tally, reported, stripe, 0, unreported, 0, "in agreement")
-    reasons = []
+        return Drift(tally, reported, stripe, 0, unreported, 0, lagging or "in agreement", unsettled)
+    reasons = [lagging] if lagging else []
     if unreported > 0:
         why = []
         if not has_customer:
@@ -338,6 +356,5 @@ def explain_drift(*, tally: int, reported: int, stripe: int | None, expired_hour
         reasons.append(f"Tally reported {-unreported} more than its executions hold")
     if unexplained:
         reasons.append(f"Stripe holds {stripe_v} but Tally reported {reported} ({unexplained:+d} unexplained: "
-                       "events lost, sent by someone else, or Stripe's summaries not caught up)")
-    return Drift(tally, reported, stripe, drift, unreported, unexplained, "; ".join(reasons))
-
+                       "events lost or sent by someone else)")
+    return Drift(tally, reported, stripe, drift, unreported, unexplained, "; ".join(reasons), unsettled)

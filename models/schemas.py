@@ -150,6 +150,7 @@ class ClosePeriodInput(BaseModel):
     progress: CloseProgress | None = None
     # After the chunks, compare Tally's meter totals with Stripe's summaries (child meters-reconcile-P).
     reconcile_meters: bool = False
+    meters_settle_minutes: int = Field(default=60, ge=0, le=24 * 60)
 
 
 class ScheduledCloseResult(BaseModel):
@@ -578,6 +579,10 @@ class MeterReconcileInput(BaseModel):
     period: str
     chunk_size: int = Field(default=100, ge=1, le=10_000)
     parallel_chunks: int = Field(default=4, ge=1, le=64)
+    # Stripe's summaries lag: what was reported within this long and is missing from them is not drift
+    # yet; chunks with such pairs are checked again after this long, at most ``rechecks`` times.
+    settle_minutes: int = Field(default=60, ge=0, le=24 * 60)
+    rechecks: int = Field(default=3, ge=0, le=24)
 
 
 class ReconcileCheck(BaseModel):
@@ -590,6 +595,7 @@ class ReconcileChunkInput(BaseModel):
     period: str
     index: int
     accounts: AccountRange
+    settle_minutes: int = 60
 
 
 class MeterDriftLine(BaseModel):
@@ -601,12 +607,14 @@ class MeterDriftLine(BaseModel):
     drift: int  # stripe - tally
     unexplained: int  # stripe - reported
     explanation: str
+    unsettled: int = 0  # sent within the settle time, not in Stripe's (lagging) summary yet: not drift
 
 
 class ReconcileChunkResult(BaseModel):
     pairs: int = 0
     drifting: int = 0
     unexplained: int = 0
+    unsettled: int = 0  # pairs whose Stripe summary does not show recent reports yet
     stripe_calls: int = 0
     lines: list[MeterDriftLine] = Field(default_factory=list)
 
@@ -618,6 +626,10 @@ class MeterDriftSummary(BaseModel):
     pairs: int = 0  # account-meter pairs compared
     drifting: int = 0  # pairs where Stripe's total differs from Tally's
     unexplained: int = 0  # pairs where Stripe's total differs from what Tally reported
+    # pairs whose Stripe summary does not show yet what Tally sent within the settle time (not drift; still
+    # so after the re-checks: run `tally meters reconcile` later)
+    unsettled: int = 0
+    rechecks: int = 0  # times the unsettled pairs' chunks were checked again after the settle time
     stripe_calls: int = 0
     lines: list[MeterDriftLine] = Field(default_factory=list)  # the largest drifts
     note: str | None = None  # why nothing was compared
@@ -627,6 +639,7 @@ class MeterDriftSummary(BaseModel):
         self.pairs += res.pairs
         self.drifting += res.drifting
         self.unexplained += res.unexplained
+        self.unsettled += res.unsettled
         self.stripe_calls += res.stripe_calls
         self.lines = sorted(self.lines + res.lines, key=lambda d: (-abs(d.drift), d.account_id, d.meter))[:MAX_LISTED]
 
@@ -635,8 +648,12 @@ class MeterDriftSummary(BaseModel):
             return f"meter reconciliation of {self.period} failed: {self.error}"
         if self.note:
             return f"meters {self.period}: {self.note}"
-        return (f"meters {self.period}: {self.drifting} of {self.pairs} account-meter totals drift from Stripe "
+        head = (f"meters {self.period}: {self.drifting} of {self.pairs} account-meter totals drift from Stripe "
                 f"({self.unexplained} unexplained)")
+        if self.unsettled:
+            head += (f"; {self.unsettled} not settled yet (Stripe's summaries lag behind recent reports: "
+                     f"`tally meters reconcile --period {self.period}` later)")
+        return head
 
 
 ClosePeriodResult.model_rebuild()
@@ -663,6 +680,7 @@ class ReconciliationState(BaseModel):
     drifting: int
     unexplained: int
     checked_at: datetime
+    unsettled: int = 0
 
 
 class MetersStatus(BaseModel):

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     meters_parallel_chunks: int = Field(default=2, ge=1, le=64, description="Report activities at once.")
     meters_reconcile_at_close: bool = Field(
         default=True, description="The close compares Tally's totals with Stripe's meter summaries.")
+    meters_settle_minutes: int = Field(
+        default=60, ge=0, le=24 * 60,
+        description="Stripe's meter summaries lag behind ingestion: what was reported less than this long ago "
+                    "and is missing from Stripe's summary is 'not settled yet', not drift; the reconciliation "
+                    "checks it again after this long.")
 
     # ---- alerts and e-mail (docs/architecture.md "Alerts and anomalies") ----------------------
     smtp_url: str | None = Field(

@@ -502,6 +502,8 @@ meter_reconciliations = Table(
     Column("unexplained", BigInteger, nullable=False),
     Column("explanation", Text, nullable=False),
     Column("checked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Sent within the settle time and not in Stripe's summary yet (its summaries lag): not drift.
+    Column("unsettled", BigInteger, nullable=False, server_default="0"),
 )
 
 # ---- alerts and anomalies (issue 12; docs/architecture.md "Alerts and anomalies") ----------------

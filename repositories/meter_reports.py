@@ -201,6 +201,18 @@ def reported_totals(conn: Connection, start: datetime, end: datetime, after: str
     return {(a, m): (int(total), int(unsettled)) for a, m, total, unsettled in rows}
 
 
+def recently_reported(conn: Connection, start: datetime, end: datetime, after: str | None, upto: str,
+                      since: datetime) -> dict[tuple[str, int], int]:
+    """(account, meter id) -> quantity over hours in ``[start, end)`` whose report Stripe acknowledged at
+    or after ``since`` (what its lagging summaries may not show yet)."""
+    rows = conn.execute(
+        select(meter_reports.c.account_id, meter_reports.c.meter_id, func.sum(meter_reports.c.quantity))
+        .where(meter_reports.c.hour >= start, meter_reports.c.hour < end, meter_reports.c.state == "reported",
+               meter_reports.c.settled_at >= since, _in_range(meter_reports.c.account_id, after, upto))
+        .group_by(meter_reports.c.account_id, meter_reports.c.meter_id))
+    return {(a, m): int(q) for a, m, q in rows}
+
+
 def unreported_old_hours(conn: Connection, start: datetime, end: datetime, after: str | None, upto: str) -> dict[str, int]:
     """account -> hours in ``[start, end)`` with usage and nothing reported for the account (used with
     ``end`` = the oldest hour Stripe still accepts: hours that can no longer be reported)."""
@@ -340,13 +352,14 @@ def count_accounts(conn: Connection) -> int:
 
 
 def save_reconciliation(conn: Connection, period: str, rows: list[dict]) -> None:
-    """Upsert ``account_id, meter_id, tally, reported, stripe, drift, unexplained, explanation``."""
+    """Upsert ``account_id, meter_id, tally, reported, stripe, drift, unexplained, explanation, unsettled``."""
     if not rows:
         return
     stmt = pg_insert(meter_reconciliations)
     conn.execute(stmt.on_conflict_do_update(
         index_elements=["period", "account_id", "meter_id"],
-        set_={c: stmt.excluded[c] for c in ("tally", "reported", "stripe", "drift", "unexplained", "explanation")}
+        set_={c: stmt.excluded[c] for c in ("tally", "reported", "stripe", "drift", "unexplained", "explanation",
+                                       "unsettled")}
         | {"checked_at": func.now()}), [{**r, "period": period} for r in rows])
 
 
@@ -355,20 +368,21 @@ def drift_lines(conn: Connection, period: str, *, only_drift: bool = True, limit
     q = (select(meter_reconciliations.c.account_id, m.c.key.label("meter"), meter_reconciliations.c.tally,
                 meter_reconciliations.c.reported, meter_reconciliations.c.stripe, meter_reconciliations.c.drift,
                 meter_reconciliations.c.unexplained, meter_reconciliations.c.explanation,
-                meter_reconciliations.c.checked_at)
+                meter_reconciliations.c.checked_at, meter_reconciliations.c.unsettled)
          .join(m, m.c.id == meter_reconciliations.c.meter_id)
          .where(meter_reconciliations.c.period == period)
          .order_by(func.abs(meter_reconciliations.c.drift).desc(), meter_reconciliations.c.account_id, m.c.key))
     if only_drift:
-        q = q.where((meter_reconciliations.c.drift != 0) | (meter_reconciliations.c.unexplained != 0))
+        q = q.where((meter_reconciliations.c.drift != 0) | (meter_reconciliations.c.unexplained != 0)
+                    | (meter_reconciliations.c.unsettled != 0))
     return conn.execute(q.limit(limit) if limit else q).all()
 
 
 def reconciliation_summaries(conn: Connection, limit: int = 3) -> list:
-    """The latest periods reconciled: pairs checked, drifting, unexplained, when."""
+    """The latest periods reconciled: pairs checked, drifting, unexplained, when, not settled yet."""
     r = meter_reconciliations.c
     return conn.execute(
         select(r.period, func.count(), func.count().filter((r.drift != 0) | (r.unexplained != 0)),
-               func.count().filter(r.unexplained != 0), func.max(r.checked_at))
+               func.count().filter(r.unexplained != 0), func.max(r.checked_at), func.count().filter(r.unsettled != 0))
         .group_by(r.period).order_by(r.period.desc()).limit(limit)).all()
 

@@ -64,6 +64,7 @@ async def start_close(temporal: TemporalClient, settings: Settings, period: Peri
         parallel_chunks=parallel or settings.close_parallel_chunks,
         push_to_stripe=push,
         reconcile_meters=settings.meters_reconcile_at_close,
+        meters_settle_minutes=settings.meters_settle_minutes,
     )
     running = await _status(client.get_workflow_handle(workflow_id)) == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
     try:

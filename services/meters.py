@@ -168,22 +168,27 @@ def meters_status(engine: Engine, settings: Settings, now: datetime) -> MetersSt
         status.failures = [MeterEventFailure(account_id=r.account_id, meter=r.key, hour=format_hour(r.hour),
                                              error=f"r{r.revision} ({r.quantity}) {r.state}: {r.error or 'no answer yet'}")
                            for r in repo.unsettled_reports(conn, 20)]
-        status.reconciliations = [ReconciliationState(period=p, pairs=n, drifting=d, unexplained=u, checked_at=t)
-                                  for p, n, d, u, t in repo.reconciliation_summaries(conn)]
+        status.reconciliations = [ReconciliationState(period=p, pairs=n, drifting=d, unexplained=u, checked_at=t,
+                                                      unsettled=w)
+                                  for p, n, d, u, t, w in repo.reconciliation_summaries(conn)]
     return status
 
 
 # ---- reconciliation ---------------------------------------------------------------------------------------
 async def reconcile(temporal: TemporalClient, settings: Settings, period_text: str, *, wait: bool = True,
+                    rechecks: int = 0,
                     on_start: Callable[[str], None] | None = None) -> MeterDriftSummary | None:
-    """Run (or attach to) ``meters-reconcile-<period>`` and return its summary."""
+    """Run (or attach to) ``meters-reconcile-<period>`` and return its summary. By hand the answer comes at
+    once (``rechecks`` 0: pairs Stripe's lagging summaries do not show yet are counted as not settled);
+    ``rechecks`` > 0 waits the settle time and checks those again, as the close does."""
     period = parse_period(period_text)
     client = await temporal()
     wid = reconcile_workflow_id(str(period))
     handle = await client.start_workflow(
         MetersReconcileWorkflow.run,
         MeterReconcileInput(period=str(period), chunk_size=settings.close_chunk_size,
-                            parallel_chunks=settings.close_parallel_chunks),
+                            parallel_chunks=settings.close_parallel_chunks,
+                            settle_minutes=settings.meters_settle_minutes, rechecks=rechecks),
         id=wid, task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -204,5 +209,6 @@ def drift_lines(engine: Engine, period_text: str, *, everything: bool = False,
     with engine.begin() as conn:
         rows = repo.drift_lines(conn, str(period), only_drift=not everything, limit=limit)
     return [MeterDriftLine(account_id=r.account_id, meter=r.meter, tally=r.tally, reported=r.reported,
-                           stripe=r.stripe, drift=r.drift, unexplained=r.unexplained, explanation=r.explanation)
+                           stripe=r.stripe, drift=r.drift, unexplained=r.unexplained, explanation=r.explanation,
+                           unsettled=r.unsettled)
             for r in rows]

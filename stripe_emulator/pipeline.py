@@ -1,6 +1,7 @@
 """The path every Stripe API request takes, in Stripe's order:
 
-body (413) -> authentication (401) -> routing (404, in the app) -> parameter decoding (400) ->
+body (413) -> authentication (401) -> routing (404, in the app) -> parameter decoding (400) -> unknown
+parameters (400 "Received unknown parameter: <name>", against the operation's ``params``) ->
 ``rate_limit_429`` fault or the write rate cap (core/ratecap.py) -> idempotency (replay, 400
 ``idempotency_error``, 409 in flight) -> execution (``delay``, ``error_500``, or the handler under the
 state lock, then ``error_500_after_commit``) -> ``drop_after_commit``. Both 429s are the spec's
@@ -27,6 +28,7 @@ from .core import faults, idempotency, requestlog
 from .core.errors import StripeError
 from .core.forms import decode_form
 from .core.ids import new_id
+from .core.params import refuse_unknown
 from .core.resource import ApiRequest, Operation
 from .core.state import EmulatorState
 from .responses import dumps, error_response, json_response
@@ -129,6 +131,10 @@ async def _serve(request: Request, op: Operation):
         params = decode_form(text)
     except (StripeError, UnicodeDecodeError) as exc:
         err = exc if isinstance(exc, StripeError) else StripeError(400, "Request body is not valid UTF-8.")
+        return finish(error_response(err), err.status)
+    try:
+        refuse_unknown(params, op.params)  # Stripe's "Received unknown parameter": never saved either
+    except StripeError as err:
         return finish(error_response(err), err.status)
     # 3. rate limiting: nothing executed, nothing saved
     if st.faults and (limited := faults.take(st, method, path, ("rate_limit_429",))):

@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # process or as subprocesses); a test that wants search to find something advances the clock.
 SEARCH_LAG_SECONDS = 60
 os.environ.setdefault("STRIPE_EMULATOR_SEARCH_LAG", str(SEARCH_LAG_SECONDS))
+# Meter event summaries lag behind ingestion too (Stripe aggregates asynchronously): an event counts in a
+# summary once it is this old on the emulator clock. A test that wants Stripe's summaries settled advances
+# the emulator clock past it, as a close does by running 48 h after the period.
+METER_SUMMARY_LAG_SECONDS = 120
+os.environ.setdefault("STRIPE_EMULATOR_METER_SUMMARY_LAG", str(METER_SUMMARY_LAG_SECONDS))
 
 
 def venv_binary(name: str) -> str:

@@ -184,7 +184,8 @@ class ClosePeriodWorkflow:
         await drain()
         if inp.reconcile_meters and inp.push_to_stripe and workflow.patched(METERS_RECONCILE_PATCH):
             # 5. compare Tally's meter totals with Stripe's summaries (child meters-reconcile-YYYY-MM)
-            carry.meters = await reconcile_at_close(period, inp.chunk_size, inp.parallel_chunks)
+            carry.meters = await reconcile_at_close(period, inp.chunk_size, inp.parallel_chunks,
+                                                    inp.meters_settle_minutes)
         self._progress.finished = True
         return carry
 

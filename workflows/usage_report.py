@@ -20,6 +20,9 @@ UsageReportWorkflow (id ``usage-report-<YYYY-MM-DDTHH>``, whoever starts it: the
 MetersReconcileWorkflow (id ``meters-reconcile-YYYY-MM``, started by the close after its chunks, or by
   `tally meters reconcile`): per account and meter, Tally's total for the month against Stripe's
   summary; the drift is the result, the search attribute ``MeterDrift`` and the memo ``meter_drift``.
+  Stripe's summaries lag behind ingestion: a pair whose summary lacks what was reported within the
+  settle time (``settle_minutes``) is "not settled yet", not drift; its chunk is compared again after the
+  settle time (a durable timer, at most ``rechecks`` times), when a shortfall left is drift.
 
 Progress: the ``progress`` query of each. Search attributes: ``BillingPeriod`` (the month of the hour),
 ``MeterFailures`` (events not sent) and ``MeterDrift``. Workflows only orchestrate: no database, no
@@ -282,6 +285,7 @@ class MetersReconcileWorkflow:
             summary.note = "no Stripe meters recorded (tally meters apply): nothing to compare"
         else:
             cursor = {"after": None}
+            done: dict[int, tuple] = {}  # chunk index -> (range, its latest result)
 
             async def pages():
                 index = 0
@@ -300,23 +304,49 @@ class MetersReconcileWorkflow:
             async def work(index, chunk) -> None:
                 res: ReconcileChunkResult = await workflow.execute_activity_method(
                     MeterActivities.reconcile_meters,
-                    ReconcileChunkInput(period=inp.period, index=index, accounts=chunk), **RECONCILE)
+                    ReconcileChunkInput(period=inp.period, index=index, accounts=chunk,
+                                        settle_minutes=inp.settle_minutes), **RECONCILE)
+                done[index] = (chunk, res)
                 summary.add_chunk(res)
 
             await fan_out(pages, work, inp.parallel_chunks)
+            # Stripe's summaries lag: a pair short of what was reported within the settle time is not drift
+            # yet. Wait that long and compare its chunk again (then the shortfall is drift, or gone).
+            while summary.unsettled and summary.rechecks < inp.rechecks:
+                await workflow.sleep(timedelta(minutes=max(inp.settle_minutes, 1)))
+                summary.rechecks += 1
+                again = [(i, chunk) for i, (chunk, res) in sorted(done.items()) if res.unsettled]
+
+                async def pending():
+                    for item in again:
+                        yield item
+
+                await fan_out(pending, work, inp.parallel_chunks)
+                self._summary = summary = _resum(summary, [res for _, res in done.values()])
         workflow.upsert_search_attributes([METER_DRIFT.value_set(summary.drifting)])
         workflow.upsert_memo({"meter_drift": summary.headline()})
         return summary
 
 
-async def reconcile_at_close(period: str, chunk_size: int, parallel_chunks: int) -> MeterDriftSummary:
+def _resum(old: MeterDriftSummary, results: list[ReconcileChunkResult]) -> MeterDriftSummary:
+    """The summary again from each chunk's latest result (a re-checked chunk replaces its first answer)."""
+    summary = MeterDriftSummary(period=old.period, rechecks=old.rechecks)
+    for res in results:
+        summary.add_chunk(res)
+    summary.stripe_calls = old.stripe_calls  # every call made, first answers included
+    return summary
+
+
+async def reconcile_at_close(period: str, chunk_size: int, parallel_chunks: int,
+                             settle_minutes: int = 60) -> MeterDriftSummary:
     """What the close runs after its chunks: the month's reconciliation as a child. A failure or a
     reconciliation already running by hand never fails the close; the summary says what happened."""
     wid = reconcile_workflow_id(period)
     try:
         summary: MeterDriftSummary = await workflow.execute_child_workflow(
             MetersReconcileWorkflow.run,
-            MeterReconcileInput(period=period, chunk_size=chunk_size, parallel_chunks=parallel_chunks),
+            MeterReconcileInput(period=period, chunk_size=chunk_size, parallel_chunks=parallel_chunks,
+                                settle_minutes=settle_minutes),
             id=wid, task_queue=workflow.info().task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
     except WorkflowAlreadyStartedError:

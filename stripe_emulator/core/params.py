@@ -126,3 +126,47 @@ def p_currency(params: dict, name: str, default=None, required=False, label: str
         raise invalid(f"Invalid currency: {v}", param=label or name)
     return v
 
+
+
+# ---- known parameters -------------------------------------------------------------------------------
+# Stripe refuses a parameter an endpoint does not take: 400 invalid_request_error "Received unknown
+# parameter: <name>" (``param`` the name, ``code`` parameter_unknown), before anything executes (so it is
+# never saved under an Idempotency-Key). An operation declares what it takes as a spec: name -> ANY (any
+# value: a scalar, or a free-form hash such as metadata or a meter event's payload) or a nested spec (a
+# hash with known keys; for an array, each element's keys).
+ANY = None
+LIST = {"limit": ANY, "starting_after": ANY, "ending_before": ANY, "created": ANY}  # every list endpoint
+SEARCH = {"query": ANY, "limit": ANY, "page": ANY}  # every search endpoint
+EVERYWHERE = {"expand": ANY}
+
+
+def known(*names: str, **nested) -> dict:
+    """A parameter spec: ``known("email", "name", metadata=ANY, period=known("start", "end"))``."""
+    return {**{n: ANY for n in names}, **nested}
+
+
+def unknown_parameter(params: dict, spec: dict, prefix: str = "") -> str | None:
+    """The full name of the first parameter ``spec`` does not know (``lines[0][foo]``), or None."""
+    for name, value in params.items():
+        label = f"{prefix}[{name}]" if prefix else name
+        if name not in spec and not (not prefix and name in EVERYWHERE):
+            return label
+        sub = spec.get(name)
+        if sub is None:
+            continue
+        elements = value if isinstance(value, list) else [value]
+        for i, element in enumerate(elements):
+            if isinstance(element, dict):
+                where = f"{label}[{i}]" if isinstance(value, list) else label
+                if (bad := unknown_parameter(element, sub, where)) is not None:
+                    return bad
+    return None
+
+
+def refuse_unknown(params: dict, spec: dict | None) -> None:
+    """Raise Stripe's 400 for the first unknown parameter (nothing when ``spec`` is None)."""
+    if spec is None:
+        return
+    bad = unknown_parameter(params, spec)
+    if bad is not None:
+        raise invalid(f"Received unknown parameter: {bad}", param=bad, code="parameter_unknown")

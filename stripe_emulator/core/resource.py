@@ -30,6 +30,9 @@ class Operation:
     method: str
     path: str  # template, e.g. "/v1/customers/{id}"
     handler: Handler
+    # The parameters the operation takes (core/params.py ``known``; ``expand`` is taken everywhere): any
+    # other is refused as Stripe refuses it, "Received unknown parameter: <name>". None: not checked.
+    params: dict | None = None
 
 
 @dataclass(frozen=True)

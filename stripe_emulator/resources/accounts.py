@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..core.errors import StripeError, find
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate
-from ..core.params import p_enum, p_metadata, p_str
+from ..core.params import ANY, LIST, known, p_enum, p_metadata, p_str
 from ..core.resource import Operation, Resource
 from ..core.state import EmulatorState, Store
 
@@ -111,9 +111,12 @@ def create_account_link(st, req):
 
 
 resource = Resource("accounts", stores=(Store("accounts"),), operations=(
-    Operation("POST", "/v1/account_links", create_account_link),
-    Operation("POST", "/v1/accounts", create_account),
-    Operation("GET", "/v1/accounts", list_accounts),
-    Operation("GET", "/v1/accounts/{id}", get_account),
-    Operation("POST", "/v1/accounts/{id}", update_account),
+    Operation("POST", "/v1/account_links", create_account_link,
+              known("account", "type", "refresh_url", "return_url")),
+    Operation("POST", "/v1/accounts", create_account,
+              known("type", "business_type", "country", "default_currency", "email", metadata=ANY,
+                    capabilities=ANY)),
+    Operation("GET", "/v1/accounts", list_accounts, LIST),
+    Operation("GET", "/v1/accounts/{id}", get_account, {}),
+    Operation("POST", "/v1/accounts/{id}", update_account, known("email", metadata=ANY, capabilities=ANY)),
 ))

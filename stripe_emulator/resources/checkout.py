@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..core.errors import StripeError, find
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate
-from ..core.params import p_currency, p_enum, p_int, p_metadata, p_str
+from ..core.params import ANY, LIST, known, p_currency, p_enum, p_int, p_metadata, p_str
 from ..core.resource import Operation, Resource
 from ..core.state import Store
 
@@ -59,7 +59,11 @@ def list_sessions(st, req):
 
 resource = Resource("checkout", stores=(Store("checkout_sessions"), Store("events"),
                                         Store("webhook_config", counted=False)), operations=(
-    Operation("POST", "/v1/checkout/sessions", create_session),
-    Operation("GET", "/v1/checkout/sessions", list_sessions),
-    Operation("GET", "/v1/checkout/sessions/{id}", get_session),
+    Operation("POST", "/v1/checkout/sessions", create_session,
+              known("mode", "success_url", "cancel_url", "client_reference_id", "customer", metadata=ANY,
+                    payment_intent_data=known("description", metadata=ANY),  # taken; not modelled
+                    line_items=known("quantity", price_data=known(
+                        "currency", "unit_amount", "product", product_data=known("name", "description", metadata=ANY))))),
+    Operation("GET", "/v1/checkout/sessions", list_sessions, LIST),
+    Operation("GET", "/v1/checkout/sessions/{id}", get_session, {}),
 ))

@@ -5,13 +5,16 @@ from __future__ import annotations
 from ..core.errors import find
 from ..core.ids import new_id, random_token
 from ..core.listing import newest_first, paginate, search
-from ..core.params import p_metadata, p_str
+from ..core.params import ANY, LIST, SEARCH, known, p_metadata, p_str
 from ..core.resource import Operation, Resource
 from ..core.state import EmulatorState, Store
 
 
 def find_customer(st: EmulatorState, cid: str, param: str | None = None) -> dict:
     return find(st.customers, "customer", cid, param)
+
+
+CUSTOMER_PARAMS = known("email", "name", "description", "phone", metadata=ANY)
 
 
 def create_customer(st, req):
@@ -65,10 +68,10 @@ def search_customers(st, req):
 
 
 resource = Resource("customers", stores=(Store("customers"),), operations=(
-    Operation("POST", "/v1/customers", create_customer),
-    Operation("GET", "/v1/customers", list_customers),
-    Operation("GET", "/v1/customers/search", search_customers),
-    Operation("GET", "/v1/customers/{id}", get_customer),
-    Operation("POST", "/v1/customers/{id}", update_customer),
-    Operation("DELETE", "/v1/customers/{id}", delete_customer),
+    Operation("POST", "/v1/customers", create_customer, CUSTOMER_PARAMS),
+    Operation("GET", "/v1/customers", list_customers, known("email", **LIST)),
+    Operation("GET", "/v1/customers/search", search_customers, SEARCH),
+    Operation("GET", "/v1/customers/{id}", get_customer, {}),
+    Operation("POST", "/v1/customers/{id}", update_customer, CUSTOMER_PARAMS),
+    Operation("DELETE", "/v1/customers/{id}", delete_customer, {}),
 ))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from ..core.errors import StripeError, find
 from ..core.listing import newest_first, paginate
-from ..core.params import p_bool, p_currency, p_str
+from ..core.params import LIST, known, p_bool, p_currency, p_str
 from ..core.resource import Operation, Resource
 from .customers import find_customer
-from .invoices import build_item, check_room, find_invoice, line_for_item, not_draft, recompute_totals
+from .invoices import ITEM_PARAMS, build_item, check_room, find_invoice, line_for_item, not_draft, recompute_totals
 
 
 def create_invoice_item(st, req):
@@ -61,7 +61,8 @@ def list_invoice_items(st, req):
 
 
 resource = Resource("invoice_items", operations=(
-    Operation("POST", "/v1/invoiceitems", create_invoice_item),
-    Operation("GET", "/v1/invoiceitems", list_invoice_items),
-    Operation("GET", "/v1/invoiceitems/{id}", get_invoice_item),
+    Operation("POST", "/v1/invoiceitems", create_invoice_item,
+              known("customer", "invoice", "unit_amount_decimal", **ITEM_PARAMS)),
+    Operation("GET", "/v1/invoiceitems", list_invoice_items, known("invoice", "customer", "pending", **LIST)),
+    Operation("GET", "/v1/invoiceitems/{id}", get_invoice_item, {}),
 ))

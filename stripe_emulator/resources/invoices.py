@@ -11,13 +11,23 @@ from decimal import ROUND_HALF_UP, Decimal
 from ..core.errors import StripeError, find, invalid, missing
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate, search
-from ..core.params import p_bool, p_currency, p_decimal, p_enum, p_int, p_metadata, p_str
+from ..core.params import ANY, LIST, SEARCH, known, p_bool, p_currency, p_decimal, p_enum, p_int, p_metadata, p_str
 from ..core.resource import Operation, Resource
 from ..core.state import EmulatorState, Store
 from .customers import find_customer
 
 MAX_INVOICE_LINES = 250
 INVOICE_LINES_INLINE = 10
+
+
+# What one line (an add_lines entry) or an invoice item takes: build_item reads these.
+ITEM_PARAMS = known(
+    "amount", "currency", "description", "quantity", "quantity_decimal", "price", metadata=ANY,
+    period=known("start", "end"), pricing=known("price"),
+    price_data=known("currency", "product", "unit_amount", "unit_amount_decimal",
+                     product_data=known("name", "description", metadata=ANY)))
+INVOICE_PARAMS = known("customer", "currency", "collection_method", "days_until_due", "due_date",
+                       "pending_invoice_items_behavior", "auto_advance", "description", "footer", metadata=ANY)
 
 
 def find_invoice(st: EmulatorState, iid: str, param: str | None = None) -> dict:
@@ -435,17 +445,18 @@ resource = Resource(
     stores=(Store("invoices"), Store("invoice_lines", counted=False),  # invoice id -> line objects, in order
             Store("invoice_items")),
     operations=(
-        Operation("POST", "/v1/invoices", create_invoice),
-        Operation("GET", "/v1/invoices", list_invoices),
-        Operation("GET", "/v1/invoices/search", search_invoices),
-        Operation("GET", "/v1/invoices/{id}", get_invoice),
-        Operation("POST", "/v1/invoices/{id}", update_invoice),
-        Operation("DELETE", "/v1/invoices/{id}", delete_invoice),
-        Operation("POST", "/v1/invoices/{id}/add_lines", add_lines),
-        Operation("GET", "/v1/invoices/{id}/lines", list_lines),
-        Operation("POST", "/v1/invoices/{id}/finalize", finalize_invoice),
-        Operation("POST", "/v1/invoices/{id}/pay", pay_invoice),
-        Operation("POST", "/v1/invoices/{id}/void", void_invoice),
-        Operation("POST", "/v1/invoices/{id}/mark_uncollectible", mark_uncollectible),
+        Operation("POST", "/v1/invoices", create_invoice, INVOICE_PARAMS),
+        Operation("GET", "/v1/invoices", list_invoices, known("customer", "status", "collection_method", **LIST)),
+        Operation("GET", "/v1/invoices/search", search_invoices, SEARCH),
+        Operation("GET", "/v1/invoices/{id}", get_invoice, {}),
+        Operation("POST", "/v1/invoices/{id}", update_invoice,
+                  {k: v for k, v in INVOICE_PARAMS.items() if k not in ("customer", "pending_invoice_items_behavior")}),
+        Operation("DELETE", "/v1/invoices/{id}", delete_invoice, {}),
+        Operation("POST", "/v1/invoices/{id}/add_lines", add_lines, known(lines=known("invoice_item", **ITEM_PARAMS))),
+        Operation("GET", "/v1/invoices/{id}/lines", list_lines, LIST),
+        Operation("POST", "/v1/invoices/{id}/finalize", finalize_invoice, known("auto_advance")),
+        Operation("POST", "/v1/invoices/{id}/pay", pay_invoice, {}),
+        Operation("POST", "/v1/invoices/{id}/void", void_invoice, {}),
+        Operation("POST", "/v1/invoices/{id}/mark_uncollectible", mark_uncollectible, {}),
     ),
 )

@@ -21,7 +21,7 @@ from collections import defaultdict
 from ..core.errors import StripeError, find, missing
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate
-from ..core.params import p_enum, p_int, p_str
+from ..core.params import ANY, LIST, known, p_enum, p_int, p_str
 from ..core.resource import Operation, Resource
 from ..core.state import EmulatorState, Store
 
@@ -223,11 +223,17 @@ resource = Resource(
               derive=lambda st: default_meter_settings()),
     ),
     operations=(
-        Operation("POST", "/v1/billing/meters", create_meter),
-        Operation("GET", "/v1/billing/meters", list_meters),
-        Operation("GET", "/v1/billing/meters/{id}", get_meter),
-        Operation("GET", "/v1/billing/meters/{id}/event_summaries", meter_event_summaries),
-        Operation("POST", "/v1/billing/meter_events", create_meter_event),
+        Operation("POST", "/v1/billing/meters", create_meter,
+                  known("display_name", "event_name", "event_time_window",
+                        default_aggregation=known("formula"), customer_mapping=known("event_payload_key", "type"),
+                        value_settings=known("event_payload_key"))),
+        Operation("GET", "/v1/billing/meters", list_meters, known("status", **LIST)),
+        Operation("GET", "/v1/billing/meters/{id}", get_meter, {}),
+        Operation("GET", "/v1/billing/meters/{id}/event_summaries", meter_event_summaries,
+                  known("customer", "start_time", "end_time", "value_grouping_window", "limit",
+                        "starting_after", "ending_before")),
+        Operation("POST", "/v1/billing/meter_events", create_meter_event,
+                  known("event_name", "identifier", "timestamp", payload=ANY)),
     ),
     prune_expired=prune_identifiers,
 )

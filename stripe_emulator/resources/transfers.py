@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..core.errors import StripeError, find
 from ..core.ids import new_id
 from ..core.listing import newest_first, paginate
-from ..core.params import p_currency, p_int, p_metadata, p_str
+from ..core.params import ANY, LIST, known, p_currency, p_int, p_metadata, p_str
 from ..core.resource import Operation, Resource
 from ..core.state import EmulatorState, Store
 
@@ -109,9 +109,11 @@ def list_reversals(st, req):
 
 resource = Resource("transfers", stores=(Store("transfers"), Store("balance", factory=_balance, counted=False)),
                     operations=(
-    Operation("POST", "/v1/transfers", create_transfer),
-    Operation("GET", "/v1/transfers", list_transfers),
-    Operation("GET", "/v1/transfers/{id}", get_transfer),
-    Operation("POST", "/v1/transfers/{id}/reversals", create_reversal),
-    Operation("GET", "/v1/transfers/{id}/reversals", list_reversals),
+    Operation("POST", "/v1/transfers", create_transfer,
+              known("amount", "currency", "destination", "description", "source_transaction", "transfer_group",
+                    metadata=ANY)),
+    Operation("GET", "/v1/transfers", list_transfers, known("destination", "transfer_group", **LIST)),
+    Operation("GET", "/v1/transfers/{id}", get_transfer, {}),
+    Operation("POST", "/v1/transfers/{id}/reversals", create_reversal, known("amount", metadata=ANY)),
+    Operation("GET", "/v1/transfers/{id}/reversals", list_reversals, LIST),
 ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 import pytest
 import stripe
@@ -30,6 +31,11 @@ def _minute(emu) -> int:
     return int(emu.now()) // 60 * 60
 
 
+def _settle(emu) -> None:
+    """Let the summaries catch up: they lag behind ingestion (STRIPE_EMULATOR_METER_SUMMARY_LAG, on in tests)."""
+    emu.advance_clock(emu.state.meter_settings["summary_lag_seconds"] + 1)
+
+
 def test_duplicate_identifier_is_rejected_and_not_counted(client, emu, meter):
     now = _minute(emu)
     ev = _event(client, "cus_a", 5, identifier="evt-1")
@@ -39,6 +45,7 @@ def test_duplicate_identifier_is_rejected_and_not_counted(client, emu, meter):
     assert exc.value.http_status == 400
     assert "already exists with identifier evt-1" in exc.value.user_message
     assert exc.value.headers.get("Stripe-Should-Retry") == "false"
+    _settle(emu)
     summary = client.billing.meters.event_summaries.list(
         meter.id, params={"customer": "cus_a", "start_time": now - 60, "end_time": now + 60})
     assert summary.data[0].aggregated_value == 5
@@ -56,6 +63,7 @@ def test_event_summaries_sum_values_per_customer_within_the_window(client, emu, 
     _event(client, "cus_a", 32, timestamp=now - 60)
     _event(client, "cus_a", 1000, timestamp=now - 7200)  # before the window
     _event(client, "cus_b", 7, timestamp=now - 60)       # other customer
+    _settle(emu)
     res = client.billing.meters.event_summaries.list(
         meter.id, params={"customer": "cus_a", "start_time": now - 3600, "end_time": now + 60})
     assert len(res.data) == 1
@@ -114,23 +122,27 @@ def test_hourly_summaries_group_events_by_their_timestamp_hour(client, emu, mete
     _event(client, "cus_a", 4, timestamp=hour)
     _event(client, "cus_a", 5, timestamp=hour + 3599)
     _event(client, "cus_a", 6, timestamp=hour + 2 * 3600)
+    _settle(emu)
     res = client.billing.meters.event_summaries.list(meter.id, params={
         "customer": "cus_a", "start_time": hour, "end_time": hour + 3 * 3600, "value_grouping_window": "hour"})
     assert [(s.start_time - hour, s.aggregated_value) for s in res.data] == [(0, 9), (3600, 0), (7200, 6)]
 
 
 def test_summaries_lag_behind_ingestion_by_the_configured_lag(client, emu, meter):
-    from stripe_emulator.resources.meters import set_summary_lag
+    from stripe_emulator.resources.meters import SUMMARY_LAG_ENV, set_summary_lag
 
-    set_summary_lag(emu.state, 120)
+    set_summary_lag(emu.state, 300)
     hour = int(emu.now()) // 3600 * 3600 - 3600
     _event(client, "cus_a", 7, timestamp=hour)
     params = {"customer": "cus_a", "start_time": hour, "end_time": hour + 3600}
     assert client.billing.meters.event_summaries.list(meter.id, params=params).data[0].aggregated_value == 0
-    emu.advance_clock(121)
+    emu.advance_clock(299)
+    assert client.billing.meters.event_summaries.list(meter.id, params=params).data[0].aggregated_value == 0
+    emu.advance_clock(2)
     assert client.billing.meters.event_summaries.list(meter.id, params=params).data[0].aggregated_value == 7
     emu.reset()
-    assert emu.state.meter_settings["summary_lag_seconds"] == 0  # a reset forgets the lag
+    # a reset goes back to the environment's lag (tests/conftest.py sets it for every test)
+    assert emu.state.meter_settings["summary_lag_seconds"] == float(os.environ[SUMMARY_LAG_ENV])
 
 
 def test_a_429_on_meter_events_executes_nothing_and_a_lost_response_replays_the_one_event(

@@ -100,6 +100,19 @@ class MetersEnv:
                      timestamp=e["timestamp"], identifier=e["identifier"])
                 for e in evs if customers is None or e["_customer"] in customers]
 
+    def let_stripe_settle(self) -> None:
+        """Time passes on the emulator clock until Stripe's summaries show every event sent so far (they lag
+        behind ingestion: ``STRIPE_EMULATOR_METER_SUMMARY_LAG``, set in tests/conftest.py)."""
+        self.emulator.state.advance_clock(self.emulator.state.meter_settings["summary_lag_seconds"] + 1)
+
+    def lose_event(self, identifier: str) -> None:
+        """Stripe loses an event it had accepted (what the reconciliation exists to catch)."""
+        st = self.emulator.state
+        with st.lock:
+            [ev] = [e for e in st.meter_events if e["identifier"] == identifier]
+            st.meter_events.remove(ev)
+            st.meter_index[(ev["event_name"], ev["_customer"])].remove((ev["timestamp"], ev["_value"], ev["created"]))
+
     def meter_posts(self) -> list[dict]:
         return [r for r in self.emulator.requests() if r["method"] == "POST"
                 and r["path"] == "/v1/billing/meter_events"]
@@ -129,6 +142,10 @@ class MetersEnv:
                 UsageReportScheduleInput(target=format_hour(target),
                                          **{"chunk_size": 2, "parallel_chunks": 2, **inp}),
                 id=f"scheduled-usage-report-{uuid.uuid4().hex[:8]}", task_queue=self.settings.task_queue)
+
+    def later(self, minutes: int) -> Deps:
+        """Dependencies whose clock (Tally's) runs ``minutes`` ahead: a reconciliation run that much later."""
+        return Deps(self.settings, clock=lambda: utc_now() + timedelta(minutes=minutes))
 
     async def reconcile(self, period: str, deps: Deps | None = None):
         async with self.worker(deps):

@@ -56,6 +56,10 @@ class MockMeters:
     failed_accounts: set[str] = field(default_factory=set)  # reported as failed events
     drift_accounts: set[str] = field(default_factory=set)
     fail_reconcile: bool = False
+    # account -> how many more checks its Stripe summary lags (unsettled) before it shows what was sent
+    lagging: dict[str, int] = field(default_factory=dict)
+    # account -> the drift its summary shows once settled (a lost event: -1)
+    settled_drift: dict[str, int] = field(default_factory=dict)
     block: asyncio.Event | None = None  # report_usage waits for it
     running: int = 0
     max_running: int = 0
@@ -130,8 +134,20 @@ class MockMeters:
         self.reconciled += ids
         lines = [MeterDriftLine(account_id=a, meter="executions", tally=10, reported=10, stripe=11, drift=1,
                                 unexplained=1, explanation="+1 unexplained") for a in ids if a in self.drift_accounts]
-        return ReconcileChunkResult(pairs=3 * len(ids), drifting=len(lines), unexplained=len(lines),
-                                    stripe_calls=3 * len(ids), lines=lines)
+        unsettled = 0
+        for a in ids:
+            if self.lagging.get(a, 0) > 0:
+                self.lagging[a] -= 1
+                unsettled += 1
+                lines.append(MeterDriftLine(account_id=a, meter="executions", tally=10, reported=10, stripe=7,
+                                            drift=0, unexplained=0, unsettled=3, explanation="3 not settled"))
+            elif a in self.settled_drift:
+                d = self.settled_drift[a]
+                lines.append(MeterDriftLine(account_id=a, meter="executions", tally=10, reported=10, stripe=10 + d,
+                                            drift=d, unexplained=d, explanation=f"{d:+d} unexplained"))
+        drifting = sum(1 for x in lines if x.drift)
+        return ReconcileChunkResult(pairs=3 * len(ids), drifting=drifting, unexplained=drifting,
+                                    unsettled=unsettled, stripe_calls=3 * len(ids), lines=lines)
 
     def all(self) -> list:
         return [self.plan_usage_hours, self.begin_usage_hour, self.list_usage_chunks, self.report_usage,

@@ -10,13 +10,9 @@ ops would send them.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
-from pathlib import Path
 
 from temporalio import activity
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import capabilities as registry
@@ -34,9 +30,9 @@ from models.schemas import (
     TrendChunkInput,
     TrendChunkResult,
 )
+from tests.integration.histories_recorder import Recording, main, record
 from workflows.alerts import AnomalyReviewWorkflow, OutboxDispatchWorkflow, ScheduledTrendCheckWorkflow
 
-HISTORIES = Path(__file__).parent / "histories"
 WINDOW = datetime(2026, 10, 25, 11, 55, tzinfo=timezone.utc)
 
 
@@ -85,46 +81,29 @@ class MockAlerts:
                 self.trend_account_chunks, self.check_trend_chunk]
 
 
-async def record() -> list[Path]:
-    from tests.conftest import venv_binary
+async def alerts_scenario(rec: Recording) -> None:
+    client, save = rec.client, rec.save
+    queue = "record-alerts-histories"
 
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=pydantic_data_converter,
-        search_attributes=list(registry.search_attributes().values()))
-    written = []
-    try:
-        client = env.client
-        queue = "record-alerts-histories"
 
-        async def save(name: str, workflow_id: str) -> None:
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
-            path = HISTORIES / f"{name}.json"
-            path.write_text(history.to_json())
-            written.append(path)
+    mock = MockAlerts()
+    async with Worker(client, task_queue=queue, workflows=registry.workflows(), activities=mock.all(),
+                      workflow_failure_exception_types=[Exception]):
+        await client.execute_workflow(OutboxDispatchWorkflow.run, DeliverNotificationsInput(),
+                                      id="notifications-outbox-a", task_queue=queue)
+        await save("outbox_dispatch_started_review", "notifications-outbox-a")
+        review = client.get_workflow_handle_for(AnomalyReviewWorkflow.run, "anomaly-acct-1-20261025T115500Z")
+        await review.execute_update(AnomalyReviewWorkflow.confirm, AnomalyDecision(by="ana", reason="leaked key"))
+        await review.execute_update(AnomalyReviewWorkflow.resume, AnomalyDecision(by="ana", reason="key rotated"))
+        await review.result()
+        await save("anomaly_review_confirmed_then_resumed", "anomaly-acct-1-20261025T115500Z")
 
-        mock = MockAlerts()
-        async with Worker(client, task_queue=queue, workflows=registry.workflows(), activities=mock.all(),
-                          workflow_failure_exception_types=[Exception]):
-            await client.execute_workflow(OutboxDispatchWorkflow.run, DeliverNotificationsInput(),
-                                          id="notifications-outbox-a", task_queue=queue)
-            await save("outbox_dispatch_started_review", "notifications-outbox-a")
-            review = client.get_workflow_handle_for(AnomalyReviewWorkflow.run, "anomaly-acct-1-20261025T115500Z")
-            await review.execute_update(AnomalyReviewWorkflow.confirm, AnomalyDecision(by="ana", reason="leaked key"))
-            await review.execute_update(AnomalyReviewWorkflow.resume, AnomalyDecision(by="ana", reason="key rotated"))
-            await review.result()
-            await save("anomaly_review_confirmed_then_resumed", "anomaly-acct-1-20261025T115500Z")
-
-            await client.execute_workflow(ScheduledTrendCheckWorkflow.run, 100, id="mid-month-trend-a", task_queue=queue)
-            await save("scheduled_trend_check_started", "mid-month-trend-a")
-            await save("trend_check", f"trend-{datetime.now(timezone.utc):%Y-%m}")
-            await client.execute_workflow(ScheduledTrendCheckWorkflow.run, 100, id="mid-month-trend-b", task_queue=queue)
-            await save("scheduled_trend_check_found_existing", "mid-month-trend-b")
-    finally:
-        await env.shutdown()
-    return written
-
+        await client.execute_workflow(ScheduledTrendCheckWorkflow.run, 100, id="mid-month-trend-a", task_queue=queue)
+        await save("scheduled_trend_check_started", "mid-month-trend-a")
+        await save("trend_check", f"trend-{datetime.now(timezone.utc):%Y-%m}")
+        await client.execute_workflow(ScheduledTrendCheckWorkflow.run, 100, id="mid-month-trend-b", task_queue=queue)
+        await save("scheduled_trend_check_found_existing", "mid-month-trend-b")
 
 
 if __name__ == "__main__":
-    for path in asyncio.run(record()):
-        print(f"wrote {path}")
+    main(record(alerts_scenario, dev_server=True))

@@ -9,14 +9,9 @@ time-skipping server (a grant's workflow sleeps for a year).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
-from pathlib import Path
 
 from temporalio import activity
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import capabilities as registry
@@ -27,10 +22,8 @@ from models.schemas import (
     CreditSweepInput,
     CreditSweepPage,
 )
+from tests.integration.histories_recorder import Recording, main, record
 from workflows.credits import CreditGrantsSweepWorkflow, CreditGrantWorkflow, CreditPurchasesPollWorkflow
-
-HISTORIES = Path(__file__).parent / "histories"
-
 
 class MockCredits:
     """A grant bought now that expires in a year with 95 credits left; one purchase granted by the poll;
@@ -68,42 +61,24 @@ class MockCredits:
                 self.credit_poll_purchases, self.credit_sweep_page]
 
 
-async def record() -> list[Path]:
-    from tests.conftest import venv_binary
+async def credits_scenario(rec: Recording) -> None:
+    client, save = rec.client, rec.save
+    queue = "record-credits-histories"
 
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter)
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace="default",
-        search_attributes={n: k.indexed_value_type for n, k in registry.search_attributes().items()}))
-    written = []
-    try:
-        client = env.client
-        queue = "record-credits-histories"
 
-        async def save(name: str, workflow_id: str) -> None:
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
-            path = HISTORIES / f"{name}.json"
-            path.write_text(history.to_json())
-            written.append(path)
-
-        mock = MockCredits(await env.get_current_time())
-        async with Worker(client, task_queue=queue, workflows=registry.workflows(), activities=mock.all(),
-                          workflow_failure_exception_types=[Exception]):
-            await client.execute_workflow(CreditGrantWorkflow.run, CreditGrantInput(grant_id="grant-cp_1"),
-                                          id="credit-grant-grant-cp_1", task_queue=queue)
-            await save("credit_grant_notice_then_expiry", "credit-grant-grant-cp_1")
-            await client.execute_workflow(CreditPurchasesPollWorkflow.run, 48, id="credit-purchases-poll-a",
-                                          task_queue=queue)
-            await save("credit_purchases_poll", "credit-purchases-poll-a")
-            await client.execute_workflow(CreditGrantsSweepWorkflow.run, CreditSweepInput(), id="credit-grants-sweep-a",
-                                          task_queue=queue)
-            await save("credit_grants_sweep", "credit-grants-sweep-a")
-    finally:
-        await env.shutdown()
-    return written
+    mock = MockCredits(await rec.env.get_current_time())
+    async with Worker(client, task_queue=queue, workflows=registry.workflows(), activities=mock.all(),
+                      workflow_failure_exception_types=[Exception]):
+        await client.execute_workflow(CreditGrantWorkflow.run, CreditGrantInput(grant_id="grant-cp_1"),
+                                      id="credit-grant-grant-cp_1", task_queue=queue)
+        await save("credit_grant_notice_then_expiry", "credit-grant-grant-cp_1")
+        await client.execute_workflow(CreditPurchasesPollWorkflow.run, 48, id="credit-purchases-poll-a",
+                                      task_queue=queue)
+        await save("credit_purchases_poll", "credit-purchases-poll-a")
+        await client.execute_workflow(CreditGrantsSweepWorkflow.run, CreditSweepInput(), id="credit-grants-sweep-a",
+                                      task_queue=queue)
+        await save("credit_grants_sweep", "credit-grants-sweep-a")
 
 
 if __name__ == "__main__":
-    for path in asyncio.run(record()):
-        print(f"wrote {path}")
+    main(record(credits_scenario))

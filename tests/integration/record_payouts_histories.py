@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from pathlib import Path
 
 from temporalio import activity
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import capabilities as registry
@@ -31,10 +28,8 @@ from models.schemas import (
     PayPayoutsInput,
     PayPayoutsResult,
 )
+from tests.integration.histories_recorder import Recording, main, record
 from workflows.payouts import PayoutRunWorkflow, PayoutWorkflow, ScheduledPayoutsWorkflow
-
-HISTORIES = Path(__file__).parent / "histories"
-
 
 def view(payout_id: str, status: str) -> PayoutView:
     return PayoutView(id=payout_id, creator_id=payout_id.split("-")[1], period=payout_id[-7:], status=status,
@@ -74,53 +69,37 @@ class MockPayouts:
                 self.cancel_payout]
 
 
-async def record() -> list[Path]:
-    from tests.conftest import venv_binary
+async def payouts_scenario(rec: Recording) -> None:
+    client, save = rec.client, rec.save
+    queue = "record-payouts-histories"
 
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=pydantic_data_converter,
-        search_attributes=list(registry.search_attributes().values()))
-    written = []
-    try:
-        client = env.client
-        queue = "record-payouts-histories"
 
-        async def save(name: str, workflow_id: str) -> None:
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
-            path = HISTORIES / f"{name}.json"
-            path.write_text(history.to_json())
-            written.append(path)
+    async with Worker(client, task_queue=queue, workflows=registry.workflows(), activities=MockPayouts().all(),
+                      workflow_failure_exception_types=[Exception]):
+        await client.execute_workflow(ScheduledPayoutsWorkflow.run, PayoutRunInput(period="2026-10", page_size=2),
+                                      id="monthly-payouts-a", task_queue=queue)
+        await save("scheduled_payouts_started", "monthly-payouts-a")
+        await save("payout_run", "payouts-2026-10")
 
-        async with Worker(client, task_queue=queue, workflows=registry.workflows(), activities=MockPayouts().all(),
-                          workflow_failure_exception_types=[Exception]):
-            await client.execute_workflow(ScheduledPayoutsWorkflow.run, PayoutRunInput(period="2026-10", page_size=2),
-                                          id="monthly-payouts-a", task_queue=queue)
-            await save("scheduled_payouts_started", "monthly-payouts-a")
-            await save("payout_run", "payouts-2026-10")
+        retried = client.get_workflow_handle_for(PayoutWorkflow.run, "payout-bob-2026-10")
+        await retried.terminate("the recorder starts its own, with a short linger")
+        handle = await client.start_workflow(
+            PayoutWorkflow.run, PayoutInput(payout_id="payout-cy-2026-10", creator_id="cy", period="2026-10",
+                                            status="failed", reason="balance_insufficient", linger_seconds=1),
+            id="payout-cy-2026-10", task_queue=queue)
+        await asyncio.gather(handle.execute_update(PayoutWorkflow.retry, PayoutRetry(by="ana")),
+                             handle.execute_update(PayoutWorkflow.retry, PayoutRetry(by="bo")))
+        await handle.result()
+        await save("payout_retried_twice_paid_once", "payout-cy-2026-10")
 
-            retried = client.get_workflow_handle_for(PayoutWorkflow.run, "payout-bob-2026-10")
-            await retried.terminate("the recorder starts its own, with a short linger")
-            handle = await client.start_workflow(
-                PayoutWorkflow.run, PayoutInput(payout_id="payout-cy-2026-10", creator_id="cy", period="2026-10",
-                                                status="failed", reason="balance_insufficient", linger_seconds=1),
-                id="payout-cy-2026-10", task_queue=queue)
-            await asyncio.gather(handle.execute_update(PayoutWorkflow.retry, PayoutRetry(by="ana")),
-                                 handle.execute_update(PayoutWorkflow.retry, PayoutRetry(by="bo")))
-            await handle.result()
-            await save("payout_retried_twice_paid_once", "payout-cy-2026-10")
-
-            handle = await client.start_workflow(
-                PayoutWorkflow.run, PayoutInput(payout_id="payout-dan-2026-10", creator_id="dan", period="2026-10",
-                                                status="failed", reason="no connected account", linger_seconds=1),
-                id="payout-dan-2026-10", task_queue=queue)
-            await handle.execute_update(PayoutWorkflow.cancel, PayoutCancel(by="ana", reason="creator left"))
-            await handle.result()
-            await save("payout_cancelled", "payout-dan-2026-10")
-    finally:
-        await env.shutdown()
-    return written
+        handle = await client.start_workflow(
+            PayoutWorkflow.run, PayoutInput(payout_id="payout-dan-2026-10", creator_id="dan", period="2026-10",
+                                            status="failed", reason="no connected account", linger_seconds=1),
+            id="payout-dan-2026-10", task_queue=queue)
+        await handle.execute_update(PayoutWorkflow.cancel, PayoutCancel(by="ana", reason="creator left"))
+        await handle.result()
+        await save("payout_cancelled", "payout-dan-2026-10")
 
 
 if __name__ == "__main__":
-    for path in asyncio.run(record()):
-        print(f"wrote {path}")
+    main(record(payouts_scenario, dev_server=True))

@@ -3,6 +3,7 @@ window) and the reconciliation at close, on real Postgres, the time-skipping ser
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -11,12 +12,13 @@ from sqlalchemy import text
 
 from billing.meters import HOUR, floor_hour, format_hour
 from billing.periods import Period
-from models.schemas import ClosePeriodInput
+from models.schemas import ClosePeriodInput, MeterReconcileInput
 from services.errors import InvalidInput
 from services.meters import drift_lines, meters_status, reportable_hour
 from tests.integration.meters_env import MetersEnv, recent_hour
 from workflows.close import ClosePeriodWorkflow
 from workflows.search_attributes import METER_DRIFT
+from workflows.usage_report import MetersReconcileWorkflow
 
 UTC = timezone.utc
 
@@ -73,7 +75,8 @@ async def test_a_late_event_after_its_hour_was_reported_is_one_correction_not_a_
         revs = conn.execute(text("SELECT revision, quantity, state FROM meter_reports WHERE account_id = 'a1' "
                                  "AND meter_id = :m ORDER BY revision"), {"m": m.meter_id("executions")}).all()
     assert [tuple(r) for r in revs] == [(1, 4, "reported"), (2, 1, "reported")]
-    # and Stripe's summary for the hour holds the truth
+    # and Stripe's summary for the hour holds the truth, once it has caught up
+    m.let_stripe_settle()
     summary = m.client.v1.billing.meters.event_summaries.list(
         _stripe_meter(m, "executions"), params={"customer": m.customer("a1"), "start_time": int(h.timestamp()),
                                                 "end_time": int((h + HOUR).timestamp())})
@@ -174,6 +177,7 @@ async def test_close_reconciliation_finds_no_drift_and_an_account_created_mid_mo
     await report_last_hours(m, period, {"old-1": 2, "mid-1": 3})
     assert m.customer("mid-1") is not None  # created by the usage report, before any invoice
     customers_before = len(m.customer_posts())
+    m.let_stripe_settle()  # the close runs 48 h after the period: Stripe's summaries have caught up
 
     result, handle = await close_with_meters(m, period)
 
@@ -196,6 +200,7 @@ async def test_close_reconciliation_finds_a_planted_drift(meters_env):
     m.client.v1.billing.meter_events.create(params={
         "event_name": "tally_executions", "timestamp": int(hours[2].timestamp()),
         "payload": {"stripe_customer_id": m.customer("p1"), "value": "1"}})
+    m.let_stripe_settle()
 
     result, handle = await close_with_meters(m, period)
 
@@ -207,3 +212,54 @@ async def test_close_reconciliation_finds_a_planted_drift(meters_env):
     assert (await handle.describe()).typed_search_attributes.get(METER_DRIFT) == 1
     stored = drift_lines(m.engine, str(period))
     assert [(d.account_id, d.meter, d.drift) for d in stored] == [("p1", "executions", 1)]
+
+
+async def test_a_reconciliation_right_after_reporting_says_not_settled_and_finds_no_drift_once_settled(
+        meters_env):
+    m = meters_env
+    period = latest_closable_period(datetime.now(UTC))
+    m.account("s1", "payg")
+    await report_last_hours(m, period, {"s1": 2})
+    async with m.worker():
+        handle = await m.env.client.start_workflow(
+            MetersReconcileWorkflow.run, MeterReconcileInput(period=str(period), chunk_size=2, parallel_chunks=2),
+            id=f"meters-reconcile-{period}-{uuid.uuid4().hex[:6]}", task_queue=m.settings.task_queue)
+        # Stripe's summaries lag: the first answer is "not settled yet", not drift (time does not skip
+        # until the test waits for the result: the workflow waits on its settle timer meanwhile)
+        first = None
+        for _ in range(200):
+            first = await handle.query(MetersReconcileWorkflow.progress)
+            if first is not None and first.pairs == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert (first.pairs, first.drifting, first.unexplained, first.unsettled, first.rechecks) == (3, 0, 0, 3, 0)
+        m.let_stripe_settle()  # while the workflow waits the settle time, Stripe catches up
+        summary = await handle.result()
+    assert (summary.pairs, summary.drifting, summary.unexplained, summary.unsettled, summary.rechecks) == (
+        3, 0, 0, 0, 1)
+    assert drift_lines(m.engine, str(period)) == []
+
+
+async def test_an_event_stripe_lost_is_not_settled_at_first_and_drift_once_the_settle_time_passed(meters_env):
+    m = meters_env
+    period = latest_closable_period(datetime.now(UTC))
+    m.account("l1", "payg")
+    hours = await report_last_hours(m, period, {"l1": 1})
+    [lost] = [e for e in m.events("l1") if e["event_name"] == "tally_executions"
+              and e["timestamp"] == int(hours[2].timestamp())]
+    m.lose_event(lost["identifier"])
+    m.let_stripe_settle()  # Stripe shows 5 of the 6 executions Tally reported, and never will show more
+
+    soon, _ = await m.reconcile(str(period))  # sent a moment ago: may still be Stripe's lag
+    assert (soon.drifting, soon.unsettled) == (0, 1)
+    [line] = drift_lines(m.engine, str(period))
+    assert (line.meter, line.stripe, line.reported, line.unsettled, line.drift) == ("executions", 5, 6, 1, 0)
+    assert "1 sent within the settle time not in Stripe's summary yet" in line.explanation
+
+    later, _ = await m.reconcile(str(period), m.later(m.settings.meters_settle_minutes + 1))
+
+    assert (later.pairs, later.drifting, later.unexplained, later.unsettled) == (3, 1, 1, 0)
+    [line] = later.lines
+    assert (line.account_id, line.meter, line.tally, line.reported, line.stripe, line.drift) == (
+        "l1", "executions", 6, 6, 5, -1)
+    assert "-1 unexplained" in line.explanation

@@ -147,6 +147,48 @@ async def test_reconciliation_sums_the_chunks_and_sets_the_drift_for_the_ui(temp
     assert "2 of 15 account-meter totals drift" in await desc.memo_value("meter_drift")
 
 
+async def reconcile_with(env, mock: MockMeters, **inp):
+    queue = task_queue()
+    async with worker_for(env.client, queue, mock):
+        handle = await env.client.start_workflow(
+            MetersReconcileWorkflow.run,
+            MeterReconcileInput(period="2031-02", chunk_size=2, parallel_chunks=2, **inp),
+            id=f"meters-reconcile-2031-02-{queue}", task_queue=queue)
+        return await handle.result(), handle
+
+
+async def test_a_lagging_summary_is_not_settled_yet_and_only_its_chunk_is_checked_again(temporal_env):
+    mock = MockMeters(account_ids(5), lagging={"acct-0003": 1})
+
+    summary, handle = await reconcile_with(temporal_env, mock)
+
+    # chunks [0000, 0001], [0002, 0003], [0004]: the second one again, after the settle time
+    assert sorted(mock.reconciled) == sorted(account_ids(5) + ["acct-0002", "acct-0003"])
+    assert (summary.pairs, summary.drifting, summary.unsettled, summary.rechecks) == (15, 0, 0, 1)
+    assert summary.lines == []
+    assert "0 of 15 account-meter totals drift" in await (await handle.describe()).memo_value("meter_drift")
+
+
+async def test_a_shortfall_left_after_the_settle_time_is_drift(temporal_env):
+    mock = MockMeters(account_ids(3), lagging={"acct-0001": 1}, settled_drift={"acct-0001": -1})
+
+    summary, handle = await reconcile_with(temporal_env, mock)
+
+    assert (summary.drifting, summary.unexplained, summary.unsettled, summary.rechecks) == (1, 1, 0, 1)
+    assert [(d.account_id, d.drift) for d in summary.lines] == [("acct-0001", -1)]
+    assert (await handle.describe()).typed_search_attributes.get(METER_DRIFT) == 1
+
+
+async def test_a_summary_that_never_settles_is_reported_as_not_settled_after_the_rechecks(temporal_env):
+    mock = MockMeters(account_ids(3), lagging={"acct-0002": 99})
+
+    summary, handle = await reconcile_with(temporal_env, mock, rechecks=2)
+
+    assert (summary.drifting, summary.unsettled, summary.rechecks) == (0, 1, 2)
+    memo = await (await handle.describe()).memo_value("meter_drift")
+    assert "1 not settled yet" in memo and "tally meters reconcile --period 2031-02" in memo
+
+
 async def close(env, meters: MockMeters, **inp):
     closing = MockClose(account_ids(4))
     queue = task_queue()

@@ -212,3 +212,25 @@ def test_stripe_holding_more_than_tally_reported_is_unexplained_drift():
 def test_an_account_without_a_customer_is_explained():
     d = explain_drift(tally=5, reported=0, stripe=None, has_customer=False)
     assert d.drift == -5 and "no Stripe customer" in d.explanation
+
+
+def test_a_summary_short_of_what_was_sent_within_the_settle_time_is_unsettled_not_drift():
+    d = explain_drift(tally=10, reported=10, stripe=7, recent=4)
+    assert (d.drift, d.unexplained, d.unsettled) == (0, 0, 3)
+    assert "3 sent within the settle time not in Stripe's summary yet" in d.explanation
+
+
+def test_a_summary_short_by_more_than_the_recent_sends_is_drift_for_the_rest():
+    d = explain_drift(tally=10, reported=10, stripe=5, recent=2)
+    assert (d.drift, d.unexplained, d.unsettled) == (-3, -3, 2)
+    assert "-3 unexplained" in d.explanation
+
+
+def test_a_settled_summary_short_of_what_was_sent_is_drift():
+    d = explain_drift(tally=10, reported=10, stripe=7, recent=0)
+    assert (d.drift, d.unexplained, d.unsettled) == (-3, -3, 0)
+
+
+def test_recent_sends_never_hide_stripe_holding_more_than_tally_reported():
+    d = explain_drift(tally=10, reported=10, stripe=12, recent=5)
+    assert (d.drift, d.unexplained, d.unsettled) == (2, 2, 0)

@@ -92,20 +92,27 @@ def meters_status(as_json: bool) -> None:
         click.echo(f"  {f.hour} {f.account_id} {f.meter}: {f.error}")
     for r in s.reconciliations:
         click.echo(f"drift {r.period}: {r.drifting:,} of {r.pairs:,} account-meter totals differ from Stripe "
-                   f"({r.unexplained:,} unexplained), checked {r.checked_at:%Y-%m-%d %H:%M} UTC")
+                   f"({r.unexplained:,} unexplained), checked {r.checked_at:%Y-%m-%d %H:%M} UTC"
+                   + (f"; {r.unsettled:,} not settled yet (Stripe's summaries lag)" if r.unsettled else ""))
 
 
 @meters.command("reconcile")
 @click.option("--period", required=True, metavar="YYYY-MM", help="The calendar month (UTC) to compare.")
 @click.option("--all", "everything", is_flag=True, help="List every account-meter pair, not only the drift.")
+@click.option("--wait-to-settle", is_flag=True,
+              help="When Stripe's summaries do not show recent reports yet, wait the settle time "
+                   "(TALLY_METERS_SETTLE_MINUTES) and check those again, as the close does; without it the "
+                   "answer comes at once and says what is not settled yet.")
 @friendly
-def meters_reconcile(period: str, everything: bool) -> None:
+def meters_reconcile(period: str, everything: bool, wait_to_settle: bool) -> None:
     """Compare Tally's totals per account and meter with Stripe's meter summaries for the month
-    (workflow meters-reconcile-YYYY-MM; the close runs it too) and list the drift with its reasons."""
+    (workflow meters-reconcile-YYYY-MM; the close runs it too) and list the drift with its reasons.
+    Stripe's summaries lag behind ingestion: what was reported within the settle time and is missing
+    from them is listed as not settled yet, not as drift."""
     from services.meters import drift_lines, reconcile
 
     settings = get_settings()
-    summary = run(reconcile(temporal(settings), settings, period,
+    summary = run(reconcile(temporal(settings), settings, period, rechecks=3 if wait_to_settle else 0,
                             on_start=lambda wid: click.echo(f"reconciling {wid}", err=True)))
     click.echo(summary.headline())
     for d in drift_lines(engine(), period, everything=everything, limit=None if everything else 100):
