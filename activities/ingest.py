@@ -19,9 +19,9 @@ a crash leaves whole batches or nothing, and re-running the same file is harmles
 A bulk load keeps ``LOADERS`` (2) batches in flight, each on its own connection and thread: Python
 validates one while Postgres stores the other (profiled on 2 cores: a single loader waited on
 Postgres 40% of the time and Postgres idled while Python parsed). Each batch is still one
-transaction and observers hear of batches in file order. One difference from a single loader: an id
-used with two different contents in two batches loaded at once keeps the line recorded first, not
-necessarily the earlier one (the other is rejected with its line number either way).
+transaction and observers hear of batches in file order. A batch that repeats an event id of an
+earlier batch still in flight waits for that batch to commit first, so the first line of a file
+wins as with a single loader.
 
 Event ids are unique per tenant: the account's platform (ops file ingest included; 0 for an account
 of no platform). Either way the counters grow by exactly the rows inserted. Memory stays flat in the file size (one
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -338,6 +340,54 @@ def execution_errors(obj: object, models: frozenset[str], now: datetime) -> list
         except LineError as err:
             errors.append(err)
     return errors
+
+
+# The event id as it is written in a line, found without parsing the JSON: enough to tell whether two
+# batches can share an id (a line where it is not found this way makes its batch wait for every
+# earlier one).
+_RAW_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]*)"')
+
+
+def _raw_event_ids(batch: list[tuple[int, bytes]]) -> frozenset[bytes] | None:
+    """The event ids of ``batch`` as written, or None when one line's id cannot be read that way."""
+    ids = set()
+    for _n, raw in batch:
+        found = _RAW_EVENT_ID.findall(raw)
+        if len(found) != 1:
+            return None
+        ids.add(found[0])
+    return frozenset(ids)
+
+
+class _InFlight:
+    """Batches loaded at once, in file order: a batch sharing an event id with an earlier one still in
+    flight waits until that one is committed (first line wins, as with one loader). Only earlier batches
+    are waited for, so no two batches wait for each other."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: dict[int, tuple[threading.Event, list, threading.Event]] = {}
+
+    def enter(self, seq: int) -> None:
+        with self._lock:
+            self._batches[seq] = (threading.Event(), [None], threading.Event())
+
+    def wait_for_earlier(self, seq: int, ids: frozenset[bytes] | None) -> None:
+        with self._lock:
+            mine = self._batches[seq]
+            earlier = sorted(((s, b) for s, b in self._batches.items() if s < seq), key=lambda e: e[0])
+        mine[1][0] = ids
+        mine[0].set()
+        for _s, (known, their_ids, finished) in earlier:
+            known.wait()
+            if ids is None or their_ids[0] is None or ids & their_ids[0]:
+                finished.wait()
+
+    def leave(self, seq: int) -> None:
+        with self._lock:
+            known, _ids, finished = self._batches.pop(seq)
+        known.set()
+        finished.set()
 
 
 def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
@@ -661,9 +711,9 @@ def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[st
     ``loaders`` batches are loaded at once, each on a connection of its own (a thread each: Python
     validates one batch while Postgres stores another, and Postgres works on two). Each batch is
     still one transaction, so a crash leaves whole batches; but a batch after the one being
-    reported may have committed already. A repeated event id in two batches loaded at once is
-    sorted out by the row locks (the later one waits, then takes the general way); ``loaders=1``
-    loads and reports strictly one batch after the other."""
+    reported may have committed already. A batch repeating an event id of an earlier batch in flight
+    waits for it to commit (``_InFlight``), so the first line of a file wins; ``loaders=1`` loads and
+    reports strictly one batch after the other."""
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
     not_before = billed_from(now, grace_hours)
@@ -671,7 +721,16 @@ def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[st
     connections: queue.SimpleQueue = queue.SimpleQueue()
     opened: list[psycopg.Connection] = []
 
-    def load(batch: list[tuple[int, bytes]]) -> tuple[IngestReport, set[str]]:
+    in_flight = _InFlight()
+
+    def load(batch: list[tuple[int, bytes]], seq: int) -> tuple[IngestReport, set[str]]:
+        try:
+            in_flight.wait_for_earlier(seq, _raw_event_ids(batch))
+            return load_now(batch)
+        finally:
+            in_flight.leave(seq)
+
+    def load_now(batch: list[tuple[int, bytes]]) -> tuple[IngestReport, set[str]]:
         try:
             conn = connections.get_nowait()
         except queue.Empty:
@@ -694,15 +753,16 @@ def ingest_lines(database_url: str, lines: Iterable[bytes], models: frozenset[st
     try:
         if loaders <= 1:
             for batch in _batches(lines, batch_lines):
-                done(load(batch))
+                done(load_now(batch))
         else:
             with ThreadPoolExecutor(loaders, thread_name_prefix="ingest-loader") as pool:
                 pending: deque[Future] = deque()
                 try:
-                    for batch in _batches(lines, batch_lines):
+                    for seq, batch in enumerate(_batches(lines, batch_lines)):
                         if len(pending) >= loaders:  # at most ``loaders`` batches in memory
                             done(pending.popleft().result())
-                        pending.append(pool.submit(load, batch))
+                        in_flight.enter(seq)
+                        pending.append(pool.submit(load, batch, seq))
                     while pending:
                         done(pending.popleft().result())
                 except BaseException:
