@@ -46,9 +46,16 @@ _recorder = None  # the child's services.ingest.BatchRecorder
 POOL_SIZE, MAX_OVERFLOW = 2, 2
 
 
-def _start(database_url: str, catalog_path: str | None, pool_size: int, concurrency: int, grace_hours: int) -> None:
-    """In the child: its own engine, catalog and recorder; alerts evaluated in its background thread."""
+def _start(database_url: str, catalog_path: str | None, pool_size: int, concurrency: int, grace_hours: int,
+           nice: int = 0) -> None:
+    """In the child: its own engine, catalog and recorder; alerts evaluated in its background thread.
+    At ``nice`` (TALLY_API_INGEST_NICE): when the host's cores are all busy, the scheduler runs the
+    serving process's small requests before this child's batch work."""
     global _recorder
+    import os
+
+    if nice:
+        os.nice(nice)
     from api.app import api_engine
     from billing.catalog import load_catalog
     from services.alerts import evaluator
@@ -91,17 +98,23 @@ class IngestProcesses:
     """The batch recorders of one API process (``processes`` children, one batch at a time each)."""
 
     def __init__(self, database_url: str, catalog_path: Path | None, processes: int, pool_size: int = POOL_SIZE,
-                 concurrency: int = 1, grace_hours: int = 48):
-        self._args = (database_url, str(catalog_path) if catalog_path else None, pool_size, concurrency, grace_hours)
+                 concurrency: int = 1, grace_hours: int = 48, nice: int = 0):
+        self._args = (database_url, str(catalog_path) if catalog_path else None, pool_size, concurrency, grace_hours,
+                      nice)
         self.processes = processes
         self._lock = threading.Lock()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        # The children start with the first batch (their imports would otherwise compete with the
-        # server's own start-up): that batch waits a few seconds once.
         return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start, initargs=self._args)
+
+    def start(self) -> None:
+        """At the server's start-up, without waiting: start the children now rather than with the
+        first batches (their imports take seconds on a busy host; measured, the first batches after a
+        start waited up to 16 s at p99). A child the pool still lacks is started by the next batch."""
+        for _ in range(self.processes):
+            self._pool.submit(_ready)
 
     def ready(self, timeout: float = 120.0) -> bool:
         """Start a child and wait until it is ready (tests)."""

@@ -41,7 +41,7 @@ import httpx
 import orjson
 import psycopg
 
-from activities.ingest import ingest_file, known_models
+from activities.ingest import LOADERS, ingest_file, known_models
 from services.platforms import hash_key, new_api_key
 from benchmarks import floors
 from benchmarks.dataset import bench_accounts, write_dataset
@@ -304,6 +304,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-workers", type=int, default=2, help="uvicorn worker processes")
     p.add_argument("--ingest-processes", type=int, default=None,
                    help="TALLY_API_INGEST_PROCESSES for the API (default: its setting; 0: batches in the serving process)")
+    p.add_argument("--bulk-loaders", type=int, default=None,
+                   help="batches the bulk loader keeps in flight, each on its own connection (default: "
+                        "activities.ingest.LOADERS; 1: one after the other)")
     p.add_argument("--probe-pause-ms", type=float, default=5.0, help="pause between entitlement checks")
     p.add_argument("--event-ids", choices=("random", "ordered"), default="random",
                    help="random UUIDs (v4) or time-ordered (UUIDv7-like) event ids")
@@ -341,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             floor_s = floors.copy_floor(url, bulk_ds.copy_file, args.bulk_events)
             say(f"floor: {floor_s:.1f} s")
             say("bulk: ingest_file (validate, COPY to staging, merge, counters) ...")
-            bulk = ingest_file(url, bulk_ds.jsonl, models)
+            bulk = ingest_file(url, bulk_ds.jsonl, models,
+                               **({} if args.bulk_loaders is None else {"loaders": args.bulk_loaders}))
             say(f"bulk: {bulk.accepted:,} accepted, {bulk.rejected:,} rejected in {bulk.seconds:.1f} s")
             with psycopg.connect(libpq_url(url), autocommit=True) as conn:
                 conn.execute("VACUUM (ANALYZE) executions")
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'path':<44} {'events':>10} {'seconds':>8} {'events/s':>10} {'vs floor':>9}")
     print(f"{'COPY floor (plain COPY, same rows, same shape)':<44} {args.bulk_events:>10,} {floor_s:>8.1f} "
           f"{floor_rate:>10,.0f} {1:>9.2f}")
-    print(f"{'bulk file (ingest_file)':<44} {bulk.accepted:>10,} {bulk.seconds:>8.1f} {bulk_rate:>10,.0f} "
+    print(f"{f'bulk file (ingest_file, {args.bulk_loaders or LOADERS} loaders)':<44} {bulk.accepted:>10,} {bulk.seconds:>8.1f} {bulk_rate:>10,.0f} "
           f"{bulk_rate / floor_rate:>9.2f}")
     print(f"{f'HTTP POST /v1/executions ({args.batch:,}/req, {args.clients} clients)':<44} {http_accepted:>10,} "
           f"{http_s:>8.1f} {http_rate:>10,.0f} {http_rate / floor_rate:>9.2f}")

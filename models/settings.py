@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     api_ingest_processes: int = Field(
         default=1, ge=0, le=64,
         description="Child processes per API worker that record batches (0: in the serving process's threads).")
+    api_ingest_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="Niceness added to those child processes: on a busy host the serving process (entitlement "
+                    "checks, routes) gets the CPU before a batch does.")
     # Connection pools: docs/deployment.md adds them up against Postgres' max_connections.
     db_pool_size: int | None = Field(
         default=None, ge=1,

@@ -57,6 +57,19 @@ _ENTITLEMENT_SQL = text(
 )
 
 
+# The same facts as columns ``credits_only`` (NULL: the account holds no credits) and ``spendable`` of
+# an account ``a``, at the parameter ``%(at)s``: composed into the entitlement check's one read
+# (repositories.usage.account_with_counters), so a check is one round trip.
+ENTITLEMENT_FACTS_JOIN = """
+LEFT JOIN LATERAL (
+    SELECT ca.credits_only,
+           coalesce((SELECT sum(l.amount) FROM credit_grants g JOIN credit_ledger l ON l.grant_id = g.id
+                     WHERE g.account_id = ca.account_id AND g.unit = 'credits'
+                       AND g.granted_at <= %(at)s AND g.expires_at > %(at)s), 0) AS spendable
+    FROM credit_accounts ca WHERE ca.account_id = a.id
+) cr ON true"""
+
+
 def entitlement_facts(conn: Connection, account_id: str, at: datetime) -> tuple[bool, Decimal] | None:
     """(credits_only, spendable credits at ``at``) in one round trip; None when the account holds no
     credits (the plan's answer stands)."""
@@ -389,7 +402,7 @@ def grants_needing_workflows(conn: Connection, after: str | None, limit: int) ->
 
 
 __all__ = [
-    "lock_account", "ensure_credit_account", "credit_accounts_among", "entitlement_facts", "Purchase",
+    "lock_account", "ensure_credit_account", "credit_accounts_among", "entitlement_facts", "ENTITLEMENT_FACTS_JOIN", "Purchase",
     "insert_purchase", "set_checkout_session", "get_purchase", "purchases_of", "pending_purchases",
     "settle_purchase", "insert_grant", "get_grant", "grants_of", "grant_audit", "ledger_of", "append_entries",
     "balances", "consumption_per_day", "invoice_application", "accounts_with_usd",

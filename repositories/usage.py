@@ -9,7 +9,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from sqlalchemy import Connection, text
@@ -17,6 +17,7 @@ from sqlalchemy import Connection, text
 from billing.entitlements import MonthCounter
 from billing.periods import Period
 from billing.rating import TermsSegment, UsageRow
+from repositories.credits import ENTITLEMENT_FACTS_JOIN
 
 _COUNTER_COLUMNS = "account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd"
 _ADD_TO_COUNTERS = """
@@ -150,11 +151,13 @@ def adopt_event_ids(conn: Connection, account_id: str, platform_id: int) -> None
 
 
 # ---- reading counters and usage -----------------------------------------------------------------
-_SNAPSHOT = """
+_SNAPSHOT = f"""
 SELECT a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
        a.updated_at, c.model, c.byok, c.sandbox, c.executions, c.input_tokens, c.output_tokens, c.cost_usd,
-       EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id AND x.state IN ('open', 'confirmed'))
+       EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id AND x.state IN ('open', 'confirmed')),
+       cr.credits_only, cr.spendable
 FROM accounts a
+{ENTITLEMENT_FACTS_JOIN}
 LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
 WHERE a.id = %(id)s AND a.platform_id = %(platform_id)s
 """
@@ -172,20 +175,27 @@ class AccountSnapshot:
     created_at: datetime
     updated_at: datetime  # moves whenever the account's terms change (accounts.append_terms)
     paused_anomaly: bool = False  # a spike paused it and nobody has resumed it (anomalies)
+    # (credits_only, spendable credits) at the snapshot's instant; None: the account holds no credits
+    # (repositories.credits.entitlement_facts)
+    credit_facts: tuple[bool, Decimal] | None = None
 
 
-def account_with_counters(conn: Connection, account_id: str, platform_id: int, period: Period):
-    """(account, its counters for the period) in one indexed query; (None, []) when the account does
-    not exist or belongs to another platform. The entitlement hot path: run on the driver connection
-    (a prepared statement, no ORM result processing)."""
+def account_with_counters(conn: Connection, account_id: str, platform_id: int, period: Period,
+                          at: datetime | None = None):
+    """(account, its counters for the period) in one indexed query, with its credit facts at ``at``
+    (default: now); (None, []) when the account does not exist or belongs to another
+    platform. The entitlement hot path: one round trip on the driver connection (a prepared
+    statement, no ORM result processing)."""
     with conn.connection.driver_connection.cursor() as cur:
         rows = cur.execute(_SNAPSHOT, {"id": account_id, "platform_id": platform_id,
-                                       "period": str(period)}).fetchall()
+                                       "period": str(period), "at": at or datetime.now(timezone.utc)}).fetchall()
     if not rows:
         return None, []
     counters = [MonthCounter(r[9], r[10], r[11], int(r[12]), int(r[13]), int(r[14]), Decimal(r[15]))
                 for r in rows if r[9] is not None]
-    return AccountSnapshot(*rows[0][:9], paused_anomaly=rows[0][16]), counters
+    first = rows[0]
+    facts = None if first[17] is None else (first[17], Decimal(first[18]))
+    return AccountSnapshot(*first[:9], paused_anomaly=first[16], credit_facts=facts), counters
 
 
 def counters_of(conn: Connection, account_ids: list[str] | None = None, period: Period | None = None):

@@ -438,7 +438,16 @@ def entitlement(conn: Connection, catalog: Catalog, account, *, model: str, sand
     a credits-only account is refused with ``no_credits`` when its spendable credits cannot pay for the
     next execution of ``model``; a plan account blocked at its quota may run on credits. Accounts that
     hold no credits: one indexed read, the plan's answer unchanged."""
-    facts = repo.entitlement_facts(conn, account.id, now)
+    return entitlement_from_facts(repo.entitlement_facts(conn, account.id, now), catalog, account, model=model,
+                                  sandbox=sandbox, used=used, included=included, billed_plan=billed_plan,
+                                  decision=decision, now=now)
+
+
+def entitlement_from_facts(facts: tuple[bool, Decimal] | None, catalog: Catalog, account, *, model: str,
+                           sandbox: bool, used: int, included: int, billed_plan: bool, decision: tuple[bool, Reason],
+                           now: datetime) -> tuple[bool, Reason]:
+    """``entitlement`` with the account's credit facts read already (``repositories.usage
+    .account_with_counters`` reads them in the check's one round trip)."""
     if facts is None:
         return decision
     credits_only, spendable = facts
@@ -689,6 +698,7 @@ def expire_grant(engine: Engine, grant_id: str) -> Decimal:
 __all__ = [
     "AccountNotFound", "GrantNotFound", "PurchaseStarted", "PollResult", "GrantTimes", "grant_workflow_id", "buy",
     "settle_paid", "settle_unpaid", "poll_pending", "book_consumption", "consume_for", "on_usage", "entitlement",
+    "entitlement_from_facts",
     "apply_usd_at_close", "credits_view", "history", "parse_ops_amount", "ops_grant", "expire_now",
     "set_credits_only", "grant_times", "queue_expiry_notice", "expire_grant",
 ]

@@ -84,7 +84,7 @@ class MeteringService:
         now = self.clock()
         period = Period.of(now)
         with self._read() as conn:
-            account, counters = usage.account_with_counters(conn, account_id, platform_id, period)
+            account, counters = usage.account_with_counters(conn, account_id, platform_id, period, now)
             if account is None:
                 raise AccountNotFound(account_id)
             mtd = self.month_to_date(conn, account, counters, now)
@@ -110,13 +110,12 @@ class MeteringService:
 
     def _with_credits(self, account, model: str, sandbox: bool, mtd: MonthToDate, decision, now: datetime):
         """Prepaid credits may refuse a credits-only account (``no_credits``) or let a plan account past
-        its quota (services/credits.py); an account without credits: one indexed read, unchanged."""
+        its quota (services/credits.py); the credit facts came with the account's snapshot."""
         from services import credits
 
-        with self._read() as conn:
-            return credits.entitlement(conn, self.catalog, account, model=model, sandbox=sandbox, used=mtd.used,
-                                       included=mtd.included, billed_plan=mtd.plan_now is not None,
-                                       decision=decision, now=now)
+        return credits.entitlement_from_facts(account.credit_facts, self.catalog, account, model=model,
+                                              sandbox=sandbox, used=mtd.used, included=mtd.included,
+                                              billed_plan=mtd.plan_now is not None, decision=decision, now=now)
 
     def month_to_date(self, conn, account, counters: list[MonthCounter] | None, now: datetime,
                       exact: bool = False) -> MonthToDate:

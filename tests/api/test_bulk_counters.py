@@ -75,3 +75,23 @@ def test_a_known_id_at_the_start_of_a_big_batch_loses_no_line_after_it(clean_db)
     report = ingest_lines(clean_db, to_lines(batch), MODELS, batch_lines=50_000)
     assert (report.accepted, report.duplicates, report.rejected) == (20_010, 1, 1)
     assert counters_match(clean_db) == 20_011
+
+
+def test_batches_loaded_at_once_sharing_event_ids_record_each_once(clean_db):
+    """Two batches in flight on two connections (the bulk default) that repeat each other's ids (the
+    second in reverse order, so their row locks cross): each event is recorded and counted once, a
+    replay is a duplicate, and of an id used with two contents one line is kept and the other
+    rejected with its line number (which one: whichever was recorded first)."""
+    create_account(clean_db, "b1", "payg")
+    first = docs("b1", 40)
+    changed = dict(first[0], input_tokens=first[0]["input_tokens"] + 1)
+    lines = to_lines(first + list(reversed(first[1:])) + [changed])
+    report = ingest_lines(clean_db, lines, MODELS, batch_lines=40, loaders=2)
+    assert (report.accepted, report.duplicates, report.rejected) == (40, 39, 1)
+    [rejected] = report.rejections
+    assert rejected.reason == "event_id reused with different content" and rejected.line in (1, 80)
+    kept = changed if rejected.line == 1 else first[0]
+    with get_engine(clean_db).begin() as conn:
+        stored = conn.exec_driver_sql("SELECT input_tokens FROM executions WHERE event_id = 'b1-0'").scalar_one()
+    assert stored == kept["input_tokens"]
+    assert counters_match(clean_db) == 40

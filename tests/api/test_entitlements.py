@@ -190,3 +190,32 @@ def test_a_mid_month_plan_change_is_rated_by_segments_like_the_close(api):
     assert e["plan"] == "pro" and e["allowed"]
     assert Decimal(e["month_to_date_charges"]) == close_total(api, "up")
     assert e["included"] < 5_000  # the quota is pooled and prorated like the close's
+
+
+def test_a_check_while_a_batch_is_uncommitted_answers_at_once_from_what_is_committed(api):
+    """The read path never waits behind a batch: a batch holding the 100th execution, its rows and
+    counter written but not committed (the counter row locked), does not hold the check up, which
+    answers from what is committed; once the batch commits, the next check counts it."""
+    import psycopg
+    from concurrent.futures import ThreadPoolExecutor
+
+    from activities.ingest import content_hash, copy_fresh, known_models, parse_execution
+    from models.db import libpq_url
+
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    load(api, "f", 99)
+    row = parse_execution(event("f", 99, OCT_START + timedelta(days=20)), known_models(load_catalog()), NOW)
+    with get_engine(api.database_url).connect() as conn:
+        platform_id = platforms.platform_by_name(conn, "p").id
+    with psycopg.connect(libpq_url(api.database_url)) as batch, ThreadPoolExecutor(1) as pool:
+        with batch.cursor() as cur:
+            copy_fresh(cur, [row], [(platform_id, row[0], content_hash(row))])
+        during = pool.submit(check, api, key, "f")
+        try:
+            e = during.result(timeout=20)
+        finally:
+            batch.commit()  # whatever happened, let a waiting check go
+        assert (e["allowed"], e["used"], e["remaining_included"]) == (True, 99, 1)
+    e = check(api, key, "f")
+    assert (e["allowed"], e["reason"], e["used"]) == (False, "free_cap_reached", 100)

@@ -46,12 +46,14 @@ def totals(url: str) -> tuple[int, int, int]:
             "SELECT coalesce(sum(executions), 0) FROM usage_counters"))
 
 
-def test_postgres_stopped_mid_ingest_loses_nothing_and_a_rerun_loads_exactly_the_rest(own_postgres):
+def stop_mid_ingest(own_postgres, events: int, loaders: int) -> tuple[str, list[dict], tuple[int, int, int]]:
+    """Load ``events`` in batches of 200 with ``loaders`` in flight, stopping Postgres (immediate)
+    when the first batch is reported committed; started again, answers (url, docs, what is stored)."""
     server, stop_immediately = own_postgres
     url = server.get_uri()
     migrate(url)
     create_account(url, "a1", "payg")
-    docs = [event("a1", i, OCT_START + timedelta(minutes=i)) for i in range(600)]
+    docs = [event("a1", i, OCT_START + timedelta(minutes=i)) for i in range(events)]
     committed = []
 
     def stop_after_first_batch(accounts, _now):
@@ -60,12 +62,29 @@ def test_postgres_stopped_mid_ingest_loses_nothing_and_a_rerun_loads_exactly_the
             stop_immediately()
 
     with pytest.raises(psycopg.OperationalError):
-        ingest_lines(url, to_lines(docs), MODELS, batch_lines=200, on_batch=stop_after_first_batch)
+        ingest_lines(url, to_lines(docs), MODELS, batch_lines=200, on_batch=stop_after_first_batch, loaders=loaders)
     server.ensure_postgres_running()
-    assert totals(url) == (200, 200, 200)  # the committed batch, whole; nothing of the next
+    return url, docs, totals(url)
+
+
+def test_postgres_stopped_mid_ingest_loses_nothing_and_a_rerun_loads_exactly_the_rest(own_postgres):
+    url, docs, stored = stop_mid_ingest(own_postgres, 600, loaders=1)
+    assert stored == (200, 200, 200)  # the committed batch, whole; nothing of the next
     again = ingest_lines(url, to_lines(docs), MODELS, batch_lines=200)
     assert (again.accepted, again.duplicates, again.rejected) == (400, 200, 0)
     assert totals(url) == (600, 600, 600)
+    from models.db import get_engine
+    get_engine(url).dispose()
+
+
+def test_postgres_stopped_while_two_batches_load_at_once_leaves_whole_batches_and_a_rerun_loads_the_rest(own_postgres):
+    """The bulk loader's default: two batches in flight on two connections. Whatever the stop caught,
+    each batch is there whole or not at all, and a re-run loads exactly what is missing."""
+    url, docs, stored = stop_mid_ingest(own_postgres, 1000, loaders=2)
+    assert stored[0] in (200, 400) and stored == (stored[0],) * 3  # whole batches, counted exactly
+    again = ingest_lines(url, to_lines(docs), MODELS, batch_lines=200, loaders=2)
+    assert (again.accepted, again.duplicates, again.rejected) == (1000 - stored[0], stored[0], 0)
+    assert totals(url) == (1000, 1000, 1000)
     from models.db import get_engine
     get_engine(url).dispose()
 

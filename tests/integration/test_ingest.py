@@ -84,6 +84,31 @@ def test_timestamps_are_stored_in_utc_whatever_offset_they_arrive_with(clean_db)
     assert ts == datetime(2026, 11, 1, 0, 30, tzinfo=timezone.utc)
 
 
+def test_the_first_line_wins_although_the_next_batch_loads_at_the_same_time(clean_db, monkeypatch):
+    """Two loaders: the batch of line 1 is slow (held 1 s), the batch of line 2 repeats its id with other
+    content. Line 2's batch waits for line 1's to commit, so line 1 is kept and line 2 rejected."""
+    import time
+
+    import activities.ingest as ingest_module
+
+    create_account(clean_db, "fw2", "payg")
+    first = event("fw2", 1, OCT_START + timedelta(days=3), "claude-haiku", input_tokens=100, output_tokens=10)
+    later = {**first, "model": "claude-opus", "input_tokens": 999}
+    load_batch = ingest_module._load_batch
+
+    def slow_first(conn, batch, *args, **kwargs):
+        if batch[0][0] == 1:
+            time.sleep(1.0)
+        return load_batch(conn, batch, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "_load_batch", slow_first)
+    report = ingest_lines(clean_db, to_lines([first, later]), MODELS, batch_lines=1, loaders=2)
+    assert [(r.line, r.reason) for r in report.rejections] == [(2, "event_id reused with different content")]
+    with get_engine(clean_db).begin() as conn:
+        assert conn.exec_driver_sql("SELECT model, input_tokens FROM executions WHERE event_id = %s",
+                                    (first["event_id"],)).all() == [("claude-haiku", 100)]
+
+
 @pytest.mark.parametrize("batch_lines", [100_000, 1], ids=["one-batch", "a-batch-per-line"])
 def test_repeated_event_id_in_one_file_keeps_the_first_line_and_rejects_a_later_different_one(clean_db, batch_lines):
     create_account(clean_db, "fw", "payg")
