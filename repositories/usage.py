@@ -9,7 +9,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -306,16 +306,20 @@ _USAGE_ROWS_SQL = text(
 )
 
 
-# The same groups without the ranking: one pass over the chunk's executions (through the account
-# index), hash-aggregated. Rows outside every segment or version come back with a NULL idx / name: they
-# count toward the quota (as in the ranked query's ``totals``) but are not billed.
+# The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
+# the covering account index), hash-aggregated. Billable as for an account that does not pass a
+# positive quota: none under one, every non-sandbox execution without one (the rows of the accounts
+# past theirs are set aside for the ranked query). Rows outside every segment or version come back
+# with a NULL idx / name: they count toward the quota (as in the ranked query's ``totals``) but are
+# not billed.
 _UNRANKED_ROWS_SQL = text(
     f"""
     WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS a(account_id, starts)
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
     ), {_SEGMENTS_AND_VERSIONS}
     )
-    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, false AS billable,
+    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, NOT r.sandbox AND a.included = 0 AS billable,
            {USAGE_AGGREGATES}
     FROM executions r
     JOIN acct a ON a.account_id = r.account_id
@@ -324,7 +328,7 @@ _UNRANKED_ROWS_SQL = text(
     WHERE r.account_id = ANY(CAST(:ids AS text[]))
       AND r.occurred_at >= :start AND r.occurred_at < :end AND r.occurred_at >= a.starts
       AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
-    GROUP BY 1, 2, 3, 4, 5, 6
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
     """
 )
 
@@ -355,11 +359,9 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
     out: dict[str, list[UsageRow]] = {}
     for a, rows in unranked.items():
-        if a in ranked:
-            continue
-        free = included[a] > 0  # under a positive quota: every execution is included
-        out[a] = [replace(r, billable=not r.sandbox and not free) for r in rows
-                  if r.segment is not None and r.version is not None]
+        if 0 < included[a] < used[a]:
+            continue  # its rows' billable flags are the ranked query's to give
+        out[a] = [r for r in rows if r.segment is not None and r.version is not None]
     if ranked:
         with _local_settings(conn, plan_cache_mode="force_custom_plan"):
             out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions,
