@@ -307,7 +307,12 @@ _USAGE_ROWS_SQL = text(
 
 
 # The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
-# the covering account index), hash-aggregated. Billable as for an account that does not pass a
+# the covering account index), hash-aggregated. Each execution is first counted by account, model,
+# BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment, catalog
+# version or billing start of the chunk begins or ends (``width_bucket`` over those instants, in
+# order). No boundary falls inside a bucket, so all of a bucket's executions share one segment, one
+# version and one side of the billing start: the few groups are then matched by their bucket's first
+# instant, instead of every execution by range joins. Billable as for an account that does not pass a
 # positive quota: none under one, every non-sandbox execution without one (the rows of the accounts
 # past theirs are set aside for the ranked query). Rows outside every segment or version come back
 # with a NULL idx / name: they count toward the quota (as in the ranked query's ``totals``) but are
@@ -318,16 +323,31 @@ _UNRANKED_ROWS_SQL = text(
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
             AS a(account_id, included, starts)
     ), {_SEGMENTS_AND_VERSIONS}
+    ), bounds AS (
+        SELECT array_agg(t ORDER BY t) AS b
+        FROM (SELECT starts FROM seg UNION SELECT ends FROM seg UNION SELECT starts FROM ver
+              UNION SELECT ends FROM ver UNION SELECT starts FROM acct) AS x(t)
+    ), grouped AS (
+        SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, (SELECT b FROM bounds)) AS bucket,
+               {USAGE_AGGREGATES}
+        FROM executions r
+        WHERE r.account_id = ANY(CAST(:ids AS text[]))
+          AND r.occurred_at >= :start AND r.occurred_at < :end
+          AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
+        GROUP BY 1, 2, 3, 4, 5
+    ), placed AS (
+        -- bucket 0 lies before every instant (so before the billing start): its b[0] is NULL, dropped
+        SELECT g.*, bounds.b[g.bucket] AS at FROM grouped g CROSS JOIN bounds
     )
-    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, NOT r.sandbox AND a.included = 0 AS billable,
-           {USAGE_AGGREGATES}
-    FROM executions r
-    JOIN acct a ON a.account_id = r.account_id
-    LEFT JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
-    LEFT JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
-    WHERE r.account_id = ANY(CAST(:ids AS text[]))
-      AND r.occurred_at >= :start AND r.occurred_at < :end AND r.occurred_at >= a.starts
-      AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
+    SELECT g.account_id, s.idx, v.name, g.model, g.byok, g.sandbox, NOT g.sandbox AND a.included = 0 AS billable,
+           sum(g.executions)::bigint AS executions, sum(g.input_tokens) AS input_tokens,
+           sum(g.output_tokens) AS output_tokens, sum(g.cost) AS cost, sum(g.uncosted_in) AS uncosted_in,
+           sum(g.uncosted_out) AS uncosted_out
+    FROM placed g
+    JOIN acct a ON a.account_id = g.account_id
+    LEFT JOIN seg s ON s.account_id = g.account_id AND g.at >= s.starts AND g.at < s.ends
+    LEFT JOIN ver v ON g.at >= v.starts AND g.at < v.ends
+    WHERE g.at >= a.starts
     GROUP BY 1, 2, 3, 4, 5, 6, 7
     """
 )
@@ -353,7 +373,8 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     # are planned for their own accounts every time: psycopg prepares a statement from its 5th run
     # on a connection and Postgres then settles on a generic plan, blind to the chunk's ids, that
     # reads the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
-    with _local_settings(conn, enable_sort="off", plan_cache_mode="force_custom_plan"):
+    with _local_settings(conn, enable_sort="off", enable_incremental_sort="off",
+                         plan_cache_mode="force_custom_plan"):
         unranked = _aggregate(conn, _UNRANKED_ROWS_SQL, ids, start, end, segments, included, versions, known_at)
     used = {a: sum(r.executions for r in rows if not r.sandbox) for a, rows in unranked.items()}
     ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
