@@ -326,7 +326,7 @@ _UNRANKED_ROWS_SQL = text(
     ), bounds AS (
         SELECT array_agg(t ORDER BY t) AS b
         FROM (SELECT starts FROM seg UNION SELECT ends FROM seg UNION SELECT starts FROM ver
-              UNION SELECT ends FROM ver UNION SELECT starts FROM acct) AS x(t)
+              UNION SELECT ends FROM ver) AS x(t)  -- an account's billing start is its first segment's
     ), grouped AS (
         SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, (SELECT b FROM bounds)) AS bucket,
                {USAGE_AGGREGATES}
