@@ -5,12 +5,14 @@ then times, in the same run:
 - the floor: the plain SQL aggregation of the same rows (GROUP BY account, model);
 - Tally's rating of every account, in chunks of 100 as the close does (ranking, segments, versions,
   token lines, platform cost), without writing invoices.
-Prints rating time per million executions and the ratio to the floor. Nothing is asserted.
+Prints rating time per million executions, the ratio to the floor and the 1-minute load average
+before and after (other work on a shared machine skews both). Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -32,8 +34,6 @@ PERIOD = Period.parse("2026-10")
 
 def fresh_database(server_url: str | None) -> tuple[str, object]:
     """A new database on ``server_url`` / DATABASE_URL (dropped afterwards) or on an embedded server."""
-    import os
-
     from workers.devstack import ensure_database, start_embedded_postgres, stop_embedded_postgres
 
     server = server_url or os.environ.get("DATABASE_URL")
@@ -112,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         load(url, args.accounts, args.executions)
         print(f"loaded {args.accounts:,} accounts, {args.executions:,} executions in {time.perf_counter() - t:.1f} s")
+        load_before = os.getloadavg()[0]
         floor = min(sql_floor(url) for _ in range(2))
         rating, lines = rate_all(url, args.accounts)
         per_m = rating / (args.executions / 1_000_000)
         print(f"rating   {args.executions:,} executions (half token-priced) {rating:.2f} s = {per_m:.2f} s per 1M; "
-              f"{lines:,} lines | SQL GROUP BY floor {floor:.2f} s | ratio {rating / floor:.2f}x")
+              f"{lines:,} lines | SQL GROUP BY floor {floor:.2f} s | ratio {rating / floor:.2f}x | "
+              f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     finally:
         get_engine(url).dispose()
         if cleanup:

@@ -521,6 +521,51 @@ def _cost(version: CatalogVersion, model: str, rows: Sequence[UsageRow]) -> Deci
 llm_cost = _cost  # the same rule for lines priced outside this module (billing.contracts)
 
 
+@dataclass(frozen=True)
+class Execution:
+    """One recorded execution, as the close reads it (``aggregate_usage``)."""
+
+    event_id: str
+    occurred_at: datetime
+    model: str
+    byok: bool = False
+    sandbox: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal | None = None
+
+
+def aggregate_usage(executions: Iterable[Execution], start: datetime, end: datetime,
+                    segments: Sequence[TermsSegment], versions: Sequence[tuple[str, datetime, datetime]],
+                    included: int) -> list[UsageRow]:
+    """Reference rule for one account's usage rows of ``[start, end)``: what the close's SQL
+    (``repositories.usage.usage_rows``) computes, one execution at a time. Executions before the
+    first segment are left out; the others are ranked (``split_at_quota``, sandbox tries never
+    counted), then those inside a segment and a catalog version window are grouped by segment,
+    version, model, BYOK, sandbox and billable. Rows come back sorted by that key."""
+    first = segments[0].start if segments else start
+    seen = [e for e in executions if start <= e.occurred_at < end and e.occurred_at >= first]
+    _, past = split_at_quota([e for e in seen if not e.sandbox], included, key=lambda e: (e.occurred_at, e.event_id))
+    billable = {id(e) for e in past}
+    groups: dict[tuple, UsageRow] = {}
+    for e in seen:
+        seg = next((i for i, s in enumerate(segments) if s.start <= e.occurred_at < s.end), None)
+        ver = next((name for name, lo, hi in versions if lo <= e.occurred_at < hi), None)
+        if seg is None or ver is None:
+            continue
+        key = (seg, ver, e.model, e.byok, e.sandbox, id(e) in billable)
+        g = groups.get(key) or UsageRow(segment=seg, version=ver, model=e.model, byok=e.byok, sandbox=e.sandbox,
+                                        billable=key[-1])
+        uncosted = e.cost_usd is None and not e.byok
+        groups[key] = replace(
+            g, executions=g.executions + 1, input_tokens=g.input_tokens + e.input_tokens,
+            output_tokens=g.output_tokens + e.output_tokens,
+            cost=g.cost + (e.cost_usd if e.cost_usd is not None and not e.byok else ZERO),
+            uncosted_input_tokens=g.uncosted_input_tokens + (e.input_tokens if uncosted else 0),
+            uncosted_output_tokens=g.uncosted_output_tokens + (e.output_tokens if uncosted else 0))
+    return [groups[k] for k in sorted(groups)]
+
+
 # ---- late usage: prior-period lines ---------------------------------------------------------------
 PRIOR_KINDS = frozenset({"usage", "token_usage", "blocked_usage", "cap_adjustment", "contract_overage",
                          "enterprise_usage"})
@@ -589,6 +634,8 @@ __all__ = [
     "pooled_included",
     "prior_period_lines",
     "split_at_quota",
+    "Execution",
+    "aggregate_usage",
     "with_lines",
     "llm_cost",
 ]

@@ -8,6 +8,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -315,25 +316,49 @@ _USAGE_ROWS_SQL = text(
 )
 
 
-# The same groups without the ranking: one pass over the chunk's executions (through the account
-# index), hash-aggregated. Rows outside every segment or version come back with a NULL idx / name: they
-# count toward the quota (as in the ranked query's ``totals``) but are not billed.
+# The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
+# the covering account index), hash-aggregated. Each execution is first counted by account, model,
+# BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment, catalog
+# version or billing start of the chunk begins or ends (``width_bucket`` over those instants, in
+# order). No boundary falls inside a bucket, so all of a bucket's executions share one segment, one
+# version and one side of the billing start: the few groups are then matched by their bucket's first
+# instant, instead of every execution by range joins. Billable as for an account that does not pass a
+# positive quota: none under one, every non-sandbox execution without one (the rows of the accounts
+# past theirs are set aside for the ranked query). Rows outside every segment or version come back
+# with a NULL idx / name: they count toward the quota (as in the ranked query's ``totals``) but are
+# not billed.
 _UNRANKED_ROWS_SQL = text(
     f"""
     WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:starts AS timestamptz[])) AS a(account_id, starts)
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
     ), {_SEGMENTS_AND_VERSIONS}
+    ), bounds AS (
+        SELECT array_agg(t ORDER BY t) AS b
+        FROM (SELECT starts FROM seg UNION SELECT ends FROM seg UNION SELECT starts FROM ver
+              UNION SELECT ends FROM ver) AS x(t)  -- an account's billing start is its first segment's
+    ), grouped AS (
+        SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, (SELECT b FROM bounds)) AS bucket,
+               {USAGE_AGGREGATES}
+        FROM executions r
+        WHERE r.account_id = ANY(CAST(:ids AS text[]))
+          AND r.occurred_at >= :start AND r.occurred_at < :end
+          AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
+        GROUP BY 1, 2, 3, 4, 5
+    ), placed AS (
+        -- bucket 0 lies before every instant (so before the billing start): its b[0] is NULL, dropped
+        SELECT g.*, bounds.b[g.bucket] AS at FROM grouped g CROSS JOIN bounds
     )
-    SELECT r.account_id, s.idx, v.name, r.model, r.byok, r.sandbox, false AS billable,
-           {USAGE_AGGREGATES}
-    FROM executions r
-    JOIN acct a ON a.account_id = r.account_id
-    LEFT JOIN seg s ON s.account_id = r.account_id AND r.occurred_at >= s.starts AND r.occurred_at < s.ends
-    LEFT JOIN ver v ON r.occurred_at >= v.starts AND r.occurred_at < v.ends
-    WHERE r.account_id = ANY(CAST(:ids AS text[]))
-      AND r.occurred_at >= :start AND r.occurred_at < :end AND r.occurred_at >= a.starts
-      AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
-    GROUP BY 1, 2, 3, 4, 5, 6
+    SELECT g.account_id, s.idx, v.name, g.model, g.byok, g.sandbox, NOT g.sandbox AND a.included = 0 AS billable,
+           sum(g.executions)::bigint AS executions, sum(g.input_tokens) AS input_tokens,
+           sum(g.output_tokens) AS output_tokens, sum(g.cost) AS cost, sum(g.uncosted_in) AS uncosted_in,
+           sum(g.uncosted_out) AS uncosted_out
+    FROM placed g
+    JOIN acct a ON a.account_id = g.account_id
+    LEFT JOIN seg s ON s.account_id = g.account_id AND g.at >= s.starts AND g.at < s.ends
+    LEFT JOIN ver v ON g.at >= v.starts AND g.at < v.ends
+    WHERE g.at >= a.starts
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
     """
 )
 
@@ -354,24 +379,38 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     if not ids:
         return {}
     # The planner underestimates the groups (the segment and version joins filter on ranges) and
-    # sorts ~every execution of the chunk to aggregate them; hashing them is what fits.
-    was = conn.execute(text("SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)")).first()[0]
-    try:
+    # sorts ~every execution of the chunk to aggregate them; hashing them is what fits. Both queries
+    # are planned for their own accounts every time: psycopg prepares a statement from its 5th run
+    # on a connection and Postgres then settles on a generic plan, blind to the chunk's ids, that
+    # reads the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
+    with _local_settings(conn, enable_sort="off", enable_incremental_sort="off",
+                         plan_cache_mode="force_custom_plan"):
         unranked = _aggregate(conn, _UNRANKED_ROWS_SQL, ids, start, end, segments, included, versions, known_at)
-    finally:
-        conn.execute(text("SELECT set_config('enable_sort', :was, true)"), {"was": was})
     used = {a: sum(r.executions for r in rows if not r.sandbox) for a, rows in unranked.items()}
     ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
     out: dict[str, list[UsageRow]] = {}
     for a, rows in unranked.items():
-        if a in ranked:
-            continue
-        free = included[a] > 0  # under a positive quota: every execution is included
-        out[a] = [replace(r, billable=not r.sandbox and not free) for r in rows
-                  if r.segment is not None and r.version is not None]
+        if 0 < included[a] < used[a]:
+            continue  # its rows' billable flags are the ranked query's to give
+        out[a] = [r for r in rows if r.segment is not None and r.version is not None]
     if ranked:
-        out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions, known_at))
+        with _local_settings(conn, plan_cache_mode="force_custom_plan"):
+            out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions,
+                                  known_at))
     return out
+
+
+@contextmanager
+def _local_settings(conn: Connection, **values: str):
+    """Planner settings for the statements inside, then back to what they were (transaction-local)."""
+    names = list(values)
+    set_sql = ", ".join(f"current_setting('{n}'), set_config('{n}', :{n}, true)" for n in names)
+    row = conn.execute(text(f"SELECT {set_sql}"), values).first()
+    try:
+        yield
+    finally:
+        conn.execute(text("SELECT " + ", ".join(f"set_config('{n}', :{n}, true)" for n in names)),
+                     {n: row[2 * i] for i, n in enumerate(names)})
 
 
 def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: datetime,
