@@ -17,8 +17,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tally demo
 
+# The whole suite on TEST_WORKERS pytest-xdist workers, each with its own embedded Postgres, Temporal
+# servers, emulator and ports; a module's tests stay on one worker, the slowest modules are handed out
+# first (tests/conftest.py, SLOW_MODULES_FIRST; docs/testing.md, "In parallel").
+# TEST_WORKERS=0 runs it in this one process, as before.
+TEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-fast: install
 	$(BIN)/python -m pytest tests/unit tests/emulator

@@ -34,6 +34,41 @@ METER_SUMMARY_LAG_SECONDS = 120
 os.environ.setdefault("STRIPE_EMULATOR_METER_SUMMARY_LAG", str(METER_SUMMARY_LAG_SECONDS))
 
 
+# Under pytest-xdist (`make test`: --dist loadscope --no-loadscope-reorder) each module goes whole to one
+# worker, in the order below: the modules measured at a minute or more first (slowest first), then the
+# layers from slow to fast, so the unit tests fill the end instead of a lone end-to-end test running last
+# on one worker while the others idle (docs/testing.md, "In parallel"). Only the order changes: every
+# test runs, and a module's tests keep their order. A module missing from the list just starts later.
+SLOW_MODULES_FIRST = (
+    "tests/e2e/test_cli_close.py",
+    "tests/integration/test_devstack.py",
+    "tests/api/test_contract.py",
+    "tests/e2e/test_cli_contracts.py",
+    "tests/integration/test_routing_cli.py",
+    "tests/integration/test_invoices_verify.py",
+    "tests/faults/test_tenant_event_ids.py",
+    "tests/api/test_cli.py",
+    "tests/integration/test_contracts_close.py",
+    "tests/integration/test_partitions.py",
+    "tests/e2e/test_cli_meters.py",
+)
+LAYERS_SLOW_FIRST = ("tests/e2e/", "tests/faults/", "tests/integration/", "tests/api/", "tests/emulator/",
+                     "tests/deploy/", "tests/unit/")
+
+
+def _parallel_rank(nodeid: str) -> tuple[int, int]:
+    module = nodeid.split("::", 1)[0]
+    if module in SLOW_MODULES_FIRST:
+        return 0, SLOW_MODULES_FIRST.index(module)
+    layer = next((i for i, prefix in enumerate(LAYERS_SLOW_FIRST) if module.startswith(prefix)), len(LAYERS_SLOW_FIRST))
+    return 1, layer
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker's collection is the order work is handed out in
+        items.sort(key=lambda item: _parallel_rank(item.nodeid))  # stable: modules stay whole, in order
+
+
 def venv_binary(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     if candidate.exists():

@@ -22,7 +22,10 @@ import pytest
 from tests.conftest import ROOT, venv_binary
 from workers import devstack
 
-pytestmark = pytest.mark.e2e
+# A hang guard, not a speed limit: the whole `tally dev up` stack and a few dozen `tally` processes take
+# 1-2 minutes alone and up to 4 on a loaded 2-core machine next to three other test workers
+# (docs/testing.md, "In parallel"); pyproject's 300 s default was too close.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 PERIOD = "2026-10"
 OCT_START = datetime(2026, 10, 1, tzinfo=timezone.utc)

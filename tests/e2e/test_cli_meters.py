@@ -14,7 +14,10 @@ import pytest
 from billing.meters import HOUR, format_hour, last_ended_hour
 from tests.e2e.test_cli_close import Tally
 
-pytestmark = pytest.mark.e2e
+# A hang guard, not a speed limit: the whole `tally dev up` stack and a few dozen `tally` processes take
+# 1-2 minutes alone and up to 4 on a loaded 2-core machine next to three other test workers
+# (docs/testing.md, "In parallel"); pyproject's 300 s default was too close.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_cli_applies_meters_reports_an_hour_once_shows_status_and_reconciles(tmp_path):
