@@ -36,7 +36,10 @@ TARGETS = {
               "tests/integration/test_stripe_ledger_batch.py", "tests/integration/test_stripe_core.py",
               "tests/integration/test_stripe_customers.py"]),
     "close": (["workflows/close.py"], ["tests/integration/test_close_workflow.py"]),
-    "ingest": (["activities/ingest.py", "services/ingest.py"], ["tests/integration/test_ingest.py"]),
+    # each field's rule (no database), then both ways in on a handful of rows, then the bulk loader's own
+    "ingest": (["activities/ingest.py", "services/ingest.py"],
+               ["tests/unit/test_ingest_fields.py", "tests/integration/test_ingest_batches.py",
+                "tests/integration/test_ingest.py"]),
 }
 
 
