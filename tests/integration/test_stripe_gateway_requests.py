@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import stripe
 
-from gateways.stripe import StripeGateway, StripeRejected, StripeUnreachable
+from gateways.stripe import StripeFailed, StripeGateway, StripeRejected, StripeUnreachable
 from gateways.stripe.customers import ACCOUNT_KEY, CustomerMismatch
 from gateways.stripe.invoices import MAX_LINES, LineItem
 from gateways.stripe.meters import MeterEventDuplicate, MeterEventTooOld
@@ -379,3 +379,66 @@ def test_meter_events_are_paced_under_the_workers_rate(emulator, monkeypatch):
             gw.meters.report(event_name="none", customer_id="cus_x", value=1, identifier=f"e{i}",
                              timestamp=int(emulator.now()), idempotency_key=f"k{i}")
     assert len(waits) == 2 and all(0.2 < w <= 0.5 for w in waits)
+
+
+# ---- failures name the operation that met them ----------------------------------------------------------
+@pytest.mark.parametrize("op, method, path, act", [
+    ("customers.create", "POST", "/v1/customers", lambda gw: gw.customers.create("acme", None, "k")),
+    ("customers.list", "GET", "/v1/customers", lambda gw: gw.customers.find("acme", 0)),
+    ("customers.retrieve", "GET", "/v1/customers/cus_x", lambda gw: gw.customers.check_owner("cus_x", "acme")),
+    ("invoices.create", "POST", "/v1/invoices", lambda gw: gw.invoices.create("cus_x", "r", "a", "2026-10", "k")),
+    ("invoices.list", "GET", "/v1/invoices", lambda gw: gw.invoices.find("cus_x", "r")),
+    ("invoices.list", "GET", "/v1/invoices", lambda gw: gw.invoices.count_for_period("2026-10")),
+    ("invoices.add_lines", "POST", "/v1/invoices/in_x/add_lines",
+     lambda gw: gw.invoices.add_lines("in_x", [line("1")], "k")),
+    ("invoices.lines.list", "GET", "/v1/invoices/in_x/lines", lambda gw: gw.invoices.line_refs("in_x")),
+    ("invoices.retrieve", "GET", "/v1/invoices/in_x", lambda gw: gw.invoices.status("in_x")),
+    ("invoices.finalize", "POST", "/v1/invoices/in_x/finalize", lambda gw: gw.invoices.finalize("in_x", "k")),
+    ("billing.meters.create", "POST", "/v1/billing/meters",
+     lambda gw: gw.meters.create(event_name="e", display_name="E", key="e", idempotency_key="k")),
+    ("billing.meters.list", "GET", "/v1/billing/meters", lambda gw: gw.meters.find("e")),
+    ("billing.meter_events.create", "POST", "/v1/billing/meter_events",
+     lambda gw: gw.meters.report(event_name="e", customer_id="cus_x", value=1, identifier="i", timestamp=1,
+                                 idempotency_key="k")),
+    ("billing.meters.event_summaries.list", "GET", "/v1/billing/meters/mtr_x/event_summaries",
+     lambda gw: gw.meters.summary("mtr_x", "cus_x", 0, 3600)),
+])
+def test_a_stripe_failure_names_the_operation_that_met_it(gw, emulator, op, method, path, act):
+    emulator.add_fault(method=method, path=path, kind="error_500")
+    with pytest.raises(StripeFailed) as exc:
+        act(gw)
+    assert str(exc.value).startswith(f"{op}: Stripe error 500")
+
+
+def test_a_too_old_meter_event_keeps_stripes_message(gw, emulator):
+    gw.meters.create(event_name="executions", display_name="Executions", key="executions", idempotency_key="k0")
+    with pytest.raises(MeterEventTooOld) as exc:
+        gw.meters.report(event_name="executions", customer_id="cus_x", value=1, identifier="acme:h0",
+                         timestamp=int(emulator.now()) - 40 * 86400, idempotency_key="k1")
+    assert str(exc.value).startswith("billing.meter_events.create: ") and "too far in the past" in str(exc.value)
+
+
+def test_a_rejection_whose_sdk_error_has_no_parameter_is_read_by_its_message():
+    from gateways.stripe.meters import _names_identifier
+
+    err = StripeRejected("op: Keys for idempotent requests can only be used with the same parameters", 400)
+    err.__cause__ = stripe.IdempotencyError("Keys for idempotent requests ...", http_status=400)
+    assert not _names_identifier(err, "acme:h1")
+    err2 = StripeRejected("op: acme:h1 was sent before", 400)
+    err2.__cause__ = stripe.IdempotencyError("acme:h1 was sent before", http_status=400)
+    assert _names_identifier(err2, "acme:h1")
+
+
+def test_a_meter_summary_adds_up_every_summary_stripe_lists():
+    from types import SimpleNamespace
+
+    from gateways.stripe.meters import Meters
+
+    class Core:
+        client = SimpleNamespace(v1=SimpleNamespace(billing=SimpleNamespace(meters=SimpleNamespace(
+            event_summaries=SimpleNamespace(list=None)))))
+
+        def each(self, op, fn, *args, params):
+            return iter([SimpleNamespace(aggregated_value=2.4), SimpleNamespace(aggregated_value=3.4)])
+
+    assert Meters(Core()).summary("mtr", "cus", 0, 60) == 6  # 5.8, rounded
