@@ -442,3 +442,17 @@ def test_an_invoice_stripe_refuses_is_push_failed_as_rejected(engine, pusher, em
     assert str(exc.value) == f"invoice {inv_id} (acme 2026-10): invoices.create: No such customer"
     after = row(engine, inv_id)
     assert (after.status, after.last_error) == ("push_failed", "invoices.create: No such customer")
+
+
+def test_ensure_customer_on_a_connection_looks_up_from_the_first_key_after_a_saved_failure(engine, gw, emulator):
+    account(engine, "acme")
+    clock = lambda: datetime.now(timezone.utc)  # noqa: E731
+    emulator.add_fault(method="POST", path="/v1/customers", kind="error_500_after_commit")
+    with engine.connect() as conn:
+        with pytest.raises(StripeFailed):
+            ensure_customer(conn, gw, clock, "acme", None)
+        [first] = records(engine, "customer:acme")
+        cid = ensure_customer(conn, gw, clock, "acme", None)
+    assert list(emulator.state.customers) == [cid] and saved_customer(engine, "acme") == cid
+    [look] = [r for r in emulator.requests() if r["method"] == "GET" and r["path"] == "/v1/customers"]
+    assert look["params"]["created"] == {"gte": str(int(first.started_at.timestamp()) - CLOCK_SKEW)}
