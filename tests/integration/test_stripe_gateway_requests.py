@@ -1,15 +1,19 @@
-"""What each gateway resource sends to Stripe and how it reads the answers, request by request: the
-emulator over HTTP records every request's parameters, and no database is involved. Fast (well under a
+"""What each gateway resource (customers, invoices, meters, Connect, Checkout) sends to Stripe and how it
+reads the answers, request by request: the emulator over HTTP records every request's parameters, and no
+database is involved. Fast (well under a
 second each), so a mutation run (``make mutation-push``) can run them for every mutant of the gateway."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import stripe
 
 from gateways.stripe import StripeFailed, StripeGateway, StripeRejected, StripeUnreachable
+from gateways.stripe.checkout import CheckoutSession, session_of
+from gateways.stripe.connect import AccountState, account_state
 from gateways.stripe.customers import ACCOUNT_KEY, CustomerMismatch
 from gateways.stripe.invoices import MAX_LINES, LineItem
 from gateways.stripe.meters import MeterEventDuplicate, MeterEventTooOld
@@ -24,7 +28,7 @@ def gw(emulator) -> StripeGateway:
 
 @pytest.fixture
 def sdk(emulator) -> stripe.StripeClient:
-    return stripe.StripeClient(EMULATOR_API_KEY, base_addresses={"api": emulator.url})
+    return stripe.StripeClient(EMULATOR_API_KEY, base_addresses={"api": emulator.url, "connect": emulator.url})
 
 
 def sent(emulator, method: str, path: str) -> list[dict]:
@@ -430,8 +434,6 @@ def test_a_rejection_whose_sdk_error_has_no_parameter_is_read_by_its_message():
 
 
 def test_a_meter_summary_adds_up_every_summary_stripe_lists():
-    from types import SimpleNamespace
-
     from gateways.stripe.meters import Meters
 
     class Core:
@@ -442,3 +444,169 @@ def test_a_meter_summary_adds_up_every_summary_stripe_lists():
             return iter([SimpleNamespace(aggregated_value=2.4), SimpleNamespace(aggregated_value=3.4)])
 
     assert Meters(Core()).summary("mtr", "cus", 0, 60) == 6  # 5.8, rounded
+
+
+# ---- Connect --------------------------------------------------------------------------------------------
+def test_a_creators_express_account_asks_for_transfers_and_names_the_creator(gw, emulator):
+    acct = gw.connect.create_account("cr1", "cr1@example.test", "tally:cr1:account:a1")
+    [post] = sent(emulator, "POST", "/v1/accounts")
+    assert post["idempotency_key"] == "tally:cr1:account:a1"
+    assert post["params"] == {"type": "express", "email": "cr1@example.test",
+                              "capabilities": {"transfers": {"requested": "true"}},
+                              "metadata": {"tally_creator_id": "cr1"}}
+    assert acct in emulator.state.accounts
+
+
+def test_find_account_answers_the_creators_account_or_none(gw, emulator):
+    gw.connect.create_account("cr0", "a@example.test", "k0")
+    acct = gw.connect.create_account("cr1", "b@example.test", "k1")
+    assert gw.connect.find_account("cr1") == acct
+    assert gw.connect.find_account("cr9") is None
+    assert sent(emulator, "GET", "/v1/accounts")[0]["params"] == {"limit": "100"}
+
+
+def test_an_accounts_state_is_read_from_stripe_and_a_missing_account_is_none(gw, emulator):
+    acct = gw.connect.create_account("cr1", "b@example.test", "k1")
+    assert gw.connect.retrieve_account(acct) == AccountState(acct, False, False, False, "pending")
+    emulator.enable_account(acct)
+    assert gw.connect.retrieve_account(acct) == AccountState(acct, True, True, True, "active")
+    assert gw.connect.retrieve_account("acct_never_made") is None
+
+
+def test_account_state_reads_a_webhook_dict_and_an_sdk_object_alike():
+    payload = {"id": "acct_1", "charges_enabled": True, "payouts_enabled": False, "details_submitted": True,
+               "capabilities": {"transfers": "active"}}
+    assert account_state(payload) == AccountState("acct_1", True, False, True, "active")
+    obj = SimpleNamespace(id="acct_2", charges_enabled=0, payouts_enabled=1, details_submitted=None,
+                          capabilities=SimpleNamespace(transfers="pending"))
+    assert account_state(obj) == AccountState("acct_2", False, True, False, "pending")
+    assert account_state({"id": "acct_3"}) == AccountState("acct_3", False, False, False, "inactive")
+    assert account_state(SimpleNamespace(id="acct_4")).transfers == "inactive"
+    assert account_state({"id": "acct_5", "capabilities": {}}).transfers == "inactive"
+
+
+def test_an_onboarding_link_is_made_for_the_account_with_both_urls(gw, emulator):
+    acct = gw.connect.create_account("cr1", "b@example.test", "k1")
+    url = gw.connect.onboarding_link(acct, "https://tally.test/refresh", "https://tally.test/done")
+    assert url.startswith("https://") and acct in url
+    [post] = sent(emulator, "POST", "/v1/account_links")
+    assert post["params"] == {"account": acct, "type": "account_onboarding",
+                              "refresh_url": "https://tally.test/refresh", "return_url": "https://tally.test/done"}
+
+
+def test_a_transfer_carries_the_payout_as_group_and_metadata_in_whole_cents(gw, emulator):
+    acct = gw.connect.create_account("cr1", "b@example.test", "k1")
+    emulator.enable_account(acct)
+    emulator.set_platform_balance(10**9)
+    tr = gw.connect.create_transfer(payout_id="po1", destination=acct, amount=Decimal("12.35"),
+                                    idempotency_key="tally:po1:transfer:a1")
+    [post] = sent(emulator, "POST", "/v1/transfers")
+    assert post["idempotency_key"] == "tally:po1:transfer:a1"
+    assert post["params"] == {"amount": "1235", "currency": "usd", "destination": acct, "transfer_group": "po1",
+                              "description": "Tally creator payout po1", "metadata": {"tally_payout_id": "po1"}}
+    assert tr in emulator.state.transfers
+    assert gw.connect.find_transfer("po1") == tr
+    assert gw.connect.find_transfer("po2") is None
+    assert sent(emulator, "GET", "/v1/transfers")[0]["params"] == {"transfer_group": "po1", "limit": "100"}
+
+
+def test_find_transfer_ignores_a_transfer_of_the_group_that_names_another_payout(gw, emulator, sdk):
+    acct = gw.connect.create_account("cr1", "b@example.test", "k1")
+    emulator.enable_account(acct)
+    emulator.set_platform_balance(10**9)
+    sdk.v1.transfers.create(params={"amount": 100, "currency": "usd", "destination": acct, "transfer_group": "po1",
+                                    "metadata": {"tally_payout_id": "other"}})
+    assert gw.connect.find_transfer("po1") is None
+    mine = gw.connect.create_transfer(payout_id="po1", destination=acct, amount=Decimal("1"), idempotency_key="k2")
+    assert gw.connect.find_transfer("po1") == mine
+
+
+def test_a_reversal_sends_cents_and_the_reason_cut_to_500_characters(gw, emulator):
+    acct = gw.connect.create_account("cr1", "b@example.test", "k1")
+    emulator.enable_account(acct)
+    emulator.set_platform_balance(10**9)
+    tr = gw.connect.create_transfer(payout_id="po1", destination=acct, amount=Decimal("5"), idempotency_key="k2")
+    rev = gw.connect.reverse_transfer(tr, Decimal("1.50"), "r" * 501, "tally:po1:reverse:a1")
+    [post] = sent(emulator, "POST", f"/v1/transfers/{tr}/reversals")
+    assert post["idempotency_key"] == "tally:po1:reverse:a1"
+    assert post["params"] == {"amount": "150", "metadata": {"tally_reason": "r" * 500}}
+    assert rev.startswith("trr_")
+
+
+@pytest.mark.parametrize("op, method, path, act", [
+    ("accounts.create", "POST", "/v1/accounts", lambda gw: gw.connect.create_account("c", "e@x.test", "k")),
+    ("accounts.list", "GET", "/v1/accounts", lambda gw: gw.connect.find_account("c")),
+    ("accounts.retrieve", "GET", "/v1/accounts/acct_x", lambda gw: gw.connect.retrieve_account("acct_x")),
+    ("transfers.create", "POST", "/v1/transfers",
+     lambda gw: gw.connect.create_transfer(payout_id="p", destination="acct_x", amount=Decimal(1), idempotency_key="k")),
+    ("transfers.list", "GET", "/v1/transfers", lambda gw: gw.connect.find_transfer("p")),
+    ("transfers.reverse", "POST", "/v1/transfers/tr_x/reversals",
+     lambda gw: gw.connect.reverse_transfer("tr_x", Decimal(1), "r", "k")),
+    ("checkout.sessions.create", "POST", "/v1/checkout/sessions",
+     lambda gw: gw.checkout.create_session(purchase_id="p", account_id="a", description="d", price=Decimal(1),
+                                           success_url="https://s", cancel_url="https://c", customer=None,
+                                           idempotency_key="k")),
+    ("checkout.sessions.retrieve", "GET", "/v1/checkout/sessions/cs_x", lambda gw: gw.checkout.retrieve("cs_x")),
+    ("checkout.sessions.list", "GET", "/v1/checkout/sessions", lambda gw: gw.checkout.find("p", 0)),
+])
+def test_a_connect_or_checkout_failure_names_the_operation_that_met_it(gw, emulator, op, method, path, act):
+    emulator.add_fault(method=method, path=path, kind="error_500")
+    with pytest.raises(StripeFailed) as exc:
+        act(gw)
+    assert str(exc.value).startswith(f"{op}: Stripe error 500")
+
+
+# ---- Checkout -------------------------------------------------------------------------------------------
+def session(gw, purchase: str = "pu1", customer: str | None = None, key: str = "k1") -> CheckoutSession:
+    return gw.checkout.create_session(purchase_id=purchase, account_id="acme", description="100 credits",
+                                      price=Decimal("9.99"), success_url="https://tally.test/ok",
+                                      cancel_url="https://tally.test/cancel", customer=customer, idempotency_key=key)
+
+
+def test_a_checkout_session_pays_one_package_in_cents_and_names_the_purchase_three_ways(gw, emulator):
+    s = session(gw, key="tally:pu1:checkout:a1")
+    [post] = sent(emulator, "POST", "/v1/checkout/sessions")
+    assert post["idempotency_key"] == "tally:pu1:checkout:a1"
+    assert post["params"] == {
+        "mode": "payment", "client_reference_id": "pu1",
+        "line_items": [{"quantity": "1", "price_data": {"currency": "usd", "unit_amount": "999",
+                                                        "product_data": {"name": "100 credits"}}}],
+        "success_url": "https://tally.test/ok", "cancel_url": "https://tally.test/cancel",
+        "metadata": {"tally_purchase_id": "pu1", "tally_account_id": "acme"},
+        "payment_intent_data": {"metadata": {"tally_purchase_id": "pu1"}}}
+    assert (s.status, s.payment_status, s.purchase_id, s.payment_intent) == ("open", "unpaid", "pu1", None)
+    assert s.id.startswith("cs_") and s.url and s.id in s.url
+
+
+def test_a_checkout_session_for_a_known_customer_names_it(gw, emulator):
+    cid = gw.customers.create("acme", None, "k0")
+    session(gw, customer=cid)
+    assert sent(emulator, "POST", "/v1/checkout/sessions")[0]["params"]["customer"] == cid
+
+
+def test_a_session_is_retrieved_found_by_purchase_and_shows_its_payment(gw, emulator):
+    s = session(gw)
+    session(gw, purchase="pu2", key="k2")
+    assert gw.checkout.retrieve(s.id) == s
+    assert gw.checkout.retrieve("cs_never_made") is None
+    assert gw.checkout.find("pu1", 0) == s
+    assert gw.checkout.find("pu9", 0) is None
+    emulator.advance_clock(100)
+    assert gw.checkout.find("pu1", int(emulator.now())) is None  # created before the window
+    assert sent(emulator, "GET", "/v1/checkout/sessions")[0]["params"] == {"limit": "100", "created": {"gte": "0"}}
+    emulator.settle_checkout(s.id)
+    paid = gw.checkout.retrieve(s.id)
+    assert (paid.status, paid.payment_status, paid.purchase_id) == ("complete", "paid", "pu1")
+    assert paid.payment_intent.startswith("pi_")
+
+
+def test_session_of_reads_a_webhook_dict_and_an_sdk_object_and_falls_back_to_the_reference():
+    payload = {"id": "cs_1", "url": None, "status": "complete", "payment_status": "paid",
+               "metadata": {"tally_purchase_id": "pu1"}, "client_reference_id": "other", "payment_intent": "pi_1"}
+    assert session_of(payload) == CheckoutSession("cs_1", None, "complete", "paid", "pu1", "pi_1")
+    assert session_of({**payload, "metadata": None}).purchase_id == "other"
+    assert session_of({**payload, "metadata": {}}).purchase_id == "other"
+    obj = stripe.StripeObject.construct_from({**payload, "metadata": {"tally_purchase_id": "pu2"}}, "sk_test")
+    assert session_of(obj) == CheckoutSession("cs_1", None, "complete", "paid", "pu2", "pi_1")
+    bare = stripe.StripeObject.construct_from({"id": "cs_2", "client_reference_id": "pu3"}, "sk_test")
+    assert session_of(bare) == CheckoutSession("cs_2", None, None, None, "pu3", None)
