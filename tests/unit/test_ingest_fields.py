@@ -209,6 +209,15 @@ def test_execution_errors_lists_every_bad_field_in_order():
     assert execution_errors(GOOD, MODELS, NOW) == []
 
 
+@pytest.mark.parametrize("field, limit", [("event_id", 128), ("account_id", 64), ("agent_id", 128),
+                                          ("skill_id", 128), ("model", 64)])
+def test_execution_errors_apply_the_same_length_bounds(field, limit):
+    assert [str(e) for e in execution_errors({**GOOD, field: "x" * (limit + 1)}, MODELS, NOW)] == [
+        f"{field}: longer than {limit} characters"]
+    at_limit = [str(e) for e in execution_errors({**GOOD, field: "x" * limit}, MODELS, NOW)]
+    assert at_limit == (["model: unknown model '" + "x" * limit + "'"] if field == "model" else [])
+
+
 def test_a_line_error_names_its_field_and_reason_or_only_a_reason():
     err = LineError("input_tokens: must not be negative")
     assert (err.field, err.reason) == ("input_tokens", "must not be negative")
