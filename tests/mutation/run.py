@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=1)
     ap.add_argument("--refresh-tests", action="store_true",
                     help="with mutant names: copy the current tests into the existing copy first")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # options before or after the mutant names
     work = ROOT / ".mutation" / args.target
     if not (args.mutants and (work / "mutants").is_dir()):
         work = prepare(args.target)
