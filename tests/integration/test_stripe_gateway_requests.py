@@ -483,6 +483,8 @@ def test_account_state_reads_a_webhook_dict_and_an_sdk_object_alike():
     assert account_state({"id": "acct_3"}) == AccountState("acct_3", False, False, False, "inactive")
     assert account_state(SimpleNamespace(id="acct_4")).transfers == "inactive"
     assert account_state({"id": "acct_5", "capabilities": {}}).transfers == "inactive"
+    no_transfers = SimpleNamespace(id="acct_6", capabilities=SimpleNamespace())  # an SDK object without it
+    assert account_state(no_transfers).transfers == "inactive"
 
 
 def test_an_onboarding_link_is_made_for_the_account_with_both_urls(gw, emulator):
