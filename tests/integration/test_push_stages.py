@@ -298,7 +298,7 @@ def test_ensure_customer_creates_once_saves_it_and_checks_a_recorded_one(engine,
     assert saved_customer(engine, "acme") is None
 
 
-def test_ensure_customer_records_its_key_with_the_callers_clock(engine, gw):
+def test_ensure_customer_judges_its_key_by_the_callers_clock(engine, gw, emulator):
     account(engine, "acme")
     long_ago = datetime(2026, 1, 2, tzinfo=timezone.utc)
     ensure_customer(engine, gw, lambda: long_ago, "acme", None)
@@ -311,6 +311,9 @@ def test_ensure_customer_records_its_key_with_the_callers_clock(engine, gw):
     found = ensure_customer(engine, gw, lambda: later, "acme", None)
     assert [(r.attempt, r.state, r.stripe_object_id) for r in records(engine, "customer:acme")] == [
         (1, "succeeded", found)]
+    # looked up (a list), not sent again under the old key (which a clock of now would still trust)
+    assert len(posts(emulator, "/v1/customers")) == 1
+    assert [r["path"] for r in emulator.requests() if r["method"] == "GET"][:1] == ["/v1/customers"]
 
 
 def test_the_customer_look_up_lists_from_the_first_key_less_the_clock_skew(engine, pusher, emulator):
