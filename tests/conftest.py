@@ -78,11 +78,25 @@ def database_url(postgres_server_url):
     and would otherwise spend seconds creating and migrating a database each time."""
     migrated = os.environ.get("TALLY_TEST_MIGRATED_DATABASE_URL")
     if migrated:
+        wait_for_other_sessions_to_end(migrated)
         yield migrated
         return
     with scratch_database(postgres_server_url) as url:
         migrate(url)
         yield url
+
+
+def wait_for_other_sessions_to_end(url: str, timeout: float = 10.0) -> None:
+    """Until no other session is connected to the database (at most ``timeout`` seconds): the previous
+    pytest on a shared migrated database may have just exited, and Postgres ends its sessions, and lets
+    go of their advisory locks (an invoice's push lock), a moment later."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()").fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _with_database(url: str, name: str) -> str:
