@@ -38,7 +38,8 @@ mutation: install
 
 # One target's mutation run, restricted to its modules and their tests (tests/mutation/run.py): push
 # (activities/push.py + gateways/stripe/), close (workflows/close.py), ingest, billing. Integration tests
-# need DATABASE_URL pointing at a running Postgres (a database per mutant otherwise takes seconds).
+# need DATABASE_URL pointing at a running Postgres: the run migrates one database there, once (a database
+# per mutant otherwise takes seconds). MUTANTS="NAMES --refresh-tests" re-runs mutants against new tests.
 mutation-%: install
 	$(BIN)/python -m tests.mutation.run $* $(MUTANTS)
 

@@ -500,9 +500,6 @@ class _Batch:
     def accounts(self) -> list[str]:
         return list({row[1] for row in self.rows})
 
-    def counter_params(self) -> dict:
-        return counter_params(self.rows)
-
 
 def counter_params(rows: list[tuple]) -> dict:
     """The month-to-date counters of rows (``FIELDS`` order), as arrays for _ADD_COUNTERS."""

@@ -112,10 +112,31 @@ def scratch_database(server_url: str, prefix: str = "tally_test"):
 
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url):
-    """A fresh, migrated database for this test session (dropped at the end)."""
+    """A fresh, migrated database for this test session (dropped at the end). With
+    ``TALLY_TEST_MIGRATED_DATABASE_URL`` set, that database (already migrated, used by one pytest at a
+    time) instead, as it is: the mutation runs (``tests/mutation/run.py``) run pytest once per mutant
+    and would otherwise spend seconds creating and migrating a database each time."""
+    migrated = os.environ.get("TALLY_TEST_MIGRATED_DATABASE_URL")
+    if migrated:
+        wait_for_other_sessions_to_end(migrated)
+        yield migrated
+        return
     with scratch_database(postgres_server_url) as url:
         migrate(url)
         yield url
+
+
+def wait_for_other_sessions_to_end(url: str, timeout: float = 10.0) -> None:
+    """Until no other session is connected to the database (at most ``timeout`` seconds): the previous
+    pytest on a shared migrated database may have just exited, and Postgres ends its sessions, and lets
+    go of their advisory locks (an invoice's push lock), a moment later."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()").fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _with_database(url: str, name: str) -> str:
@@ -134,10 +155,65 @@ def all_tables(conn) -> list[str]:
     return [f'"{r[0]}"' for r in rows]
 
 
+def used_tables(conn) -> list[str]:
+    """The tables (as ``all_tables`` names them) that hold a row: what a TRUNCATE of every table would
+    change besides the sequences (``restart_sequences``)."""
+    tables = all_tables(conn)
+    rows = conn.execute(" UNION ALL ".join(f"SELECT {i} FROM (SELECT 1 FROM {t} LIMIT 1) AS r{i}"
+                                           for i, t in enumerate(tables))).fetchall() if tables else []
+    return [tables[i] for i in sorted(r[0] for r in rows)]
+
+
+def children_first(conn, tables: list[str]) -> list[str] | None:
+    """``tables`` ordered so that a table comes before every table it references (None for a cycle)."""
+    edges = conn.execute("SELECT DISTINCT conrelid::regclass::text, confrelid::regclass::text "
+                         "FROM pg_constraint WHERE contype = 'f' AND conrelid <> confrelid").fetchall()
+    quoted = {t.strip('"'): t for t in tables}
+    parents = {t: set() for t in tables}  # table -> the used tables it references
+    for child, parent in edges:
+        child, parent = child.strip('"'), parent.strip('"')
+        if child in quoted and parent in quoted:
+            parents[quoted[child]].add(quoted[parent])
+    out, left = [], list(tables)
+    while left:
+        ready = [t for t in left if not any(t in parents[c] for c in left if c != t)]
+        if not ready:
+            return None
+        out += ready
+        left = [t for t in left if t not in ready]
+    return out
+
+
+def restart_sequences(conn) -> None:
+    """Every sequence owned by a table's column that has handed out a value starts again (what
+    TRUNCATE ... RESTART IDENTITY of every table does)."""
+    for schema, name, start in conn.execute(
+            "SELECT DISTINCT s.schemaname, s.sequencename, s.start_value FROM pg_sequences s "
+            "JOIN pg_namespace n ON n.nspname = s.schemaname "
+            "JOIN pg_class c ON c.relname = s.sequencename AND c.relnamespace = n.oid "
+            "JOIN pg_depend d ON d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0 "
+            "WHERE s.schemaname = 'public' AND s.last_value IS NOT NULL").fetchall():
+        conn.execute("SELECT setval(%s, %s, false)", (f'"{schema}"."{name}"', start))
+
+
 @pytest.fixture
 def clean_db(database_url):
+    """Every table empty and every identity restarted. Only the tables holding rows are emptied, by
+    DELETE (a TRUNCATE costs a new file per table, with CASCADE dozens: about a second a test); a
+    table that refuses a DELETE (an append-only ledger's trigger) or a cycle of references falls back
+    to TRUNCATE ... CASCADE of those tables."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(all_tables(conn))} RESTART IDENTITY CASCADE")
+        used = used_tables(conn)
+        order = children_first(conn, used) if used else []
+        try:
+            if order is None:
+                raise psycopg.errors.ForeignKeyViolation("a cycle of references")
+            with conn.transaction():
+                for table in order:
+                    conn.execute(f"DELETE FROM {table}")
+        except psycopg.Error:
+            conn.execute(f"TRUNCATE {', '.join(used)} RESTART IDENTITY CASCADE")
+        restart_sequences(conn)
     return database_url
 
 

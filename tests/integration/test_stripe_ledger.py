@@ -121,6 +121,20 @@ def test_saved_500_whose_object_the_look_up_finds_mints_no_new_key(engine, gw, e
         (1, "succeeded", "cus_made_elsewhere")]
 
 
+def test_a_step_found_by_look_up_keeps_the_saved_failure_and_says_it_was_found(engine, gw, emulator):
+    emulator.add_fault(method="POST", path="/v1/customers", kind="error_500")
+    ledger = StripeLedger(engine)
+    with pytest.raises(StripeFailed):
+        create_partner(ledger, gw)
+    (failed,) = records(engine)
+
+    create_partner(ledger, gw, Lookup(found="cus_made_elsewhere"))
+
+    (rec,) = records(engine)
+    assert rec.error == failed.error + " [found in Stripe by look-up]"
+    assert failed.error.startswith("customers.create: Stripe error 500")
+
+
 def test_key_older_than_the_trust_window_is_not_reused_blindly(engine, gw, emulator):
     """Stripe committed, the answer was lost, and a day later the key may be forgotten: the look-up
     finds the object, so nothing is sent again (not even under the old key)."""
