@@ -4,6 +4,8 @@ task queue."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest_asyncio
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -15,17 +17,28 @@ import capabilities as registry
 SEARCH_ATTRIBUTES = {name: key.indexed_value_type for name, key in registry.search_attributes().items()}
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_env():
+@contextlib.asynccontextmanager
+async def time_skipping_server():
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(namespace="default", search_attributes=SEARCH_ATTRIBUTES)
-    )
-    yield env
-    await env.shutdown()
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace="default", search_attributes=SEARCH_ATTRIBUTES)
+        )
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_env():
+    async with time_skipping_server() as env:
+        yield env
+
+
+# A module whose workflows sleep takes a server of its own: tests/integration/own_temporal.py.
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

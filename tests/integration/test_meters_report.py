@@ -15,6 +15,7 @@ from repositories.stripe_requests import stripe_requests_for
 from services.errors import InvalidInput
 from services.meters import meters_status, reportable_hour
 from tests.integration.meters_env import MetersEnv, recent_hour
+from tests.integration.own_temporal import own_temporal_env  # noqa: F401 - this module's own server
 
 UTC = timezone.utc
 HAIKU_IN, HAIKU_OUT = "tally_input_tokens__claude_haiku", "tally_output_tokens__claude_haiku"

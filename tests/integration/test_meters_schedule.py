@@ -19,6 +19,7 @@ from tests.integration.meters_env import MetersEnv, recent_hour
 from workflows.close import ClosePeriodWorkflow
 from workflows.search_attributes import METER_DRIFT
 from workflows.usage_report import MetersReconcileWorkflow
+from tests.integration.own_temporal import own_temporal_env  # noqa: F401 - this module's own server
 
 UTC = timezone.utc
 

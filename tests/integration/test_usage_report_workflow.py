@@ -29,6 +29,7 @@ from workflows.usage_report import (
     UsageReportWorkflow,
     usage_report_workflow_id,
 )
+from tests.integration.own_temporal import own_temporal_env  # noqa: F401 - this module's own server
 
 HOUR = "2031-03-04T05"
 
