@@ -268,8 +268,12 @@ USAGE_AGGREGATES = """count(*) AS executions,
            coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
            coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
            coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
-# The terms segments and catalog version windows the executions are split by (CTEs ``seg``, ``ver``).
-_SEGMENTS_AND_VERSIONS = """seg AS (
+# The chunk's accounts (quota, billing start), and the terms segments and catalog version windows the
+# executions are split by (CTEs ``acct``, ``seg``, ``ver``).
+_CHUNK_CTES = """acct AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
+            AS a(account_id, included, starts)
+    ), seg AS (
         SELECT * FROM unnest(CAST(:seg_account AS text[]), CAST(:seg_index AS int[]),
                              CAST(:seg_start AS timestamptz[]), CAST(:seg_end AS timestamptz[]))
             AS s(account_id, idx, starts, ends)
@@ -278,10 +282,7 @@ _SEGMENTS_AND_VERSIONS = """seg AS (
                              CAST(:ver_end AS timestamptz[])) AS v(name, starts, ends)"""
 _USAGE_ROWS_SQL = text(
     f"""
-    WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
-            AS a(account_id, included, starts)
-    ), {_SEGMENTS_AND_VERSIONS}
+    WITH {_CHUNK_CTES}
     ), base AS (
         SELECT e.account_id, e.event_id, e.model, e.byok, e.sandbox, e.input_tokens, e.output_tokens,
                e.cost_usd, e.occurred_at, a.included
@@ -329,10 +330,7 @@ _USAGE_ROWS_SQL = text(
 # not billed.
 _UNRANKED_ROWS_SQL = text(
     f"""
-    WITH acct AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:included AS bigint[]), CAST(:starts AS timestamptz[]))
-            AS a(account_id, included, starts)
-    ), {_SEGMENTS_AND_VERSIONS}
+    WITH {_CHUNK_CTES}
     ), bounds AS (
         SELECT array_agg(t ORDER BY t) AS b
         FROM (SELECT starts FROM seg UNION SELECT ends FROM seg UNION SELECT starts FROM ver
