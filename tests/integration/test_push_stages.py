@@ -21,24 +21,14 @@ from activities.push import (
     InvoiceRejected,
     ensure_customer,
 )
-from gateways.stripe import StripeFailed, StripeGateway, StripeUnreachable
+from gateways.stripe import StripeFailed, StripeUnreachable
 from gateways.stripe.customers import ACCOUNT_KEY, CustomerMismatch
-from models.db import get_engine
 from models.settings import EMULATOR_API_KEY
 from models.tables import catalog_versions, invoice_lines, invoices as invoices_t
 from repositories import accounts, invoices, locks, stripe_requests
+from tests.integration.test_stripe_ledger import engine, gw  # noqa: F401  (fixtures)
 
 OCT = ("2026-10", datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc))
-
-
-@pytest.fixture
-def engine(settings):
-    return get_engine(settings.database_url)
-
-
-@pytest.fixture
-def gw(settings):
-    return StripeGateway(settings.model_copy(update={"stripe_max_network_retries": 0}))
 
 
 @pytest.fixture
@@ -76,6 +66,17 @@ def invoice(engine, account_id: str, amounts: list[str] = ("1.25", "2.50"), stat
             conn.execute(insert(invoice_lines).values(
                 invoice_id=inv_id, position=pos, kind="usage", description=f"{account_id} line {pos}",
                 quantity=Decimal(5), unit_price=Decimal(a) / 5, amount=Decimal(a), catalog_version_id=version_id))
+    return inv_id
+
+
+def first_push_fails(engine, pusher, emulator, path: str, kind: str, error=StripeFailed) -> int:
+    """Account ``acme`` and its draft invoice, whose first push fails with ``error`` on a ``kind`` fault
+    of ``POST path``; returns the invoice id."""
+    account(engine, "acme")
+    inv_id = invoice(engine, "acme")
+    emulator.add_fault(method="POST", path=path, kind=kind)
+    with pytest.raises(error):
+        pusher.push(inv_id)
     return inv_id
 
 
@@ -268,11 +269,7 @@ def test_a_customer_made_now_is_saved_on_the_account_and_not_checked_again(engin
 
 
 def test_a_customer_that_cannot_be_made_now_leaves_the_invoice_pushing_with_the_error(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/customers", kind="drop_after_commit")
-    with pytest.raises(StripeUnreachable):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/customers", "drop_after_commit", error=StripeUnreachable)
     after = row(engine, inv_id)
     assert after.status == "pushing" and "customers.create: no response" in after.last_error
     assert saved_customer(engine, "acme") is None
@@ -317,11 +314,7 @@ def test_ensure_customer_judges_its_key_by_the_callers_clock(engine, gw, emulato
 
 
 def test_the_customer_look_up_lists_from_the_first_key_less_the_clock_skew(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/customers", kind="error_500_after_commit")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/customers", "error_500_after_commit")
     [first] = records(engine, "customer:acme")
     out = pusher.push(inv_id)  # the saved 500 is looked up first: the committed customer is found
     assert len(emulator.state.customers) == 1 and out.status == "open"
@@ -332,11 +325,7 @@ def test_the_customer_look_up_lists_from_the_first_key_less_the_clock_skew(engin
 
 # ---- invoices, lines, finalize --------------------------------------------------------------------------
 def test_an_invoice_created_before_is_found_by_its_reference_after_a_saved_failure(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/invoices", kind="error_500_after_commit")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/invoices", "error_500_after_commit")
     assert row(engine, inv_id).status == "pushing" and row(engine, inv_id).stripe_invoice_id is None
     out = pusher.push(inv_id)
     assert len(emulator.state.invoices) == 1 and out.stripe_invoice_id in emulator.state.invoices
@@ -356,22 +345,14 @@ def test_an_invoice_whose_stripe_id_is_saved_is_not_created_again(engine, pusher
 
 
 def test_lines_already_all_on_the_stripe_invoice_are_not_added_twice(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/invoices/*/add_lines", kind="error_500_after_commit")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/invoices/*/add_lines", "error_500_after_commit")
     out = pusher.push(inv_id)
     assert len(emulator.state.invoice_lines[out.stripe_invoice_id]) == 2
     assert len(posts(emulator, "/add_lines")) == 1
 
 
 def test_lines_missing_from_the_stripe_invoice_are_added_under_the_next_key(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/invoices/*/add_lines", kind="error_500")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/invoices/*/add_lines", "error_500")
     out = pusher.push(inv_id)
     assert len(emulator.state.invoice_lines[out.stripe_invoice_id]) == 2
     assert [p["idempotency_key"] for p in posts(emulator, "/add_lines")] == [
@@ -379,11 +360,7 @@ def test_lines_missing_from_the_stripe_invoice_are_added_under_the_next_key(engi
 
 
 def test_a_stripe_invoice_holding_only_some_lines_is_refused_for_a_human(engine, pusher, emulator, sdk):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/invoices/*/add_lines", kind="error_500")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/invoices/*/add_lines", "error_500")
     sid = row(engine, inv_id).stripe_invoice_id
     with engine.begin() as conn:
         first_line = invoices.invoice_lines_of(conn, inv_id)[0].id
@@ -395,11 +372,7 @@ def test_a_stripe_invoice_holding_only_some_lines_is_refused_for_a_human(engine,
 
 
 def test_an_invoice_finalized_before_a_saved_failure_is_found_open_and_not_finalized_again(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/invoices/*/finalize", kind="error_500_after_commit")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/invoices/*/finalize", "error_500_after_commit")
     out = pusher.push(inv_id)
     assert out.status == "open" and len(posts(emulator, "/finalize")) == 1
     assert [(r.attempt, r.state) for r in records(engine, f"invoice:{inv_id}") if r.step == "finalize"] == [
@@ -407,11 +380,7 @@ def test_an_invoice_finalized_before_a_saved_failure_is_found_open_and_not_final
 
 
 def test_a_draft_left_by_a_saved_failure_is_finalized_under_the_next_key(engine, pusher, emulator):
-    account(engine, "acme")
-    inv_id = invoice(engine, "acme")
-    emulator.add_fault(method="POST", path="/v1/invoices/*/finalize", kind="error_500")
-    with pytest.raises(StripeFailed):
-        pusher.push(inv_id)
+    inv_id = first_push_fails(engine, pusher, emulator, "/v1/invoices/*/finalize", "error_500")
     assert row(engine, inv_id).status == "pushing"
     out = pusher.push(inv_id)
     assert emulator.state.invoices[out.stripe_invoice_id]["status"] == "open"
