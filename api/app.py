@@ -112,17 +112,19 @@ def api_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None, catalog: Catalog | None = None,
                clock: Callable[[], datetime] | None = None, temporal: TemporalClient | None = None,
-               ingest_processes: int = 0) -> FastAPI:
+               ingest_processes: int = 0, entitlement_view_ms: int = 0) -> FastAPI:
     """``ingest_processes``: record ``POST /v1/executions`` batches in that many child processes of their
     own (``api/ingest_process.py``; ``tally api`` passes ``TALLY_API_INGEST_PROCESSES``), or in this
-    process's threads (0: tests that inject an engine or a catalog)."""
+    process's threads (0: tests that inject an engine or a catalog). ``entitlement_view_ms``: answer
+    entitlement checks from an in-memory view refreshed that often (``services/entitlement_view.py``;
+    ``tally api`` passes ``TALLY_API_ENTITLEMENT_VIEW_MS``), or read Postgres in every check (0)."""
     settings = settings or get_settings()
     settings.check_production()
     engine = engine or api_engine(settings.effective_database_url(), settings.api_db_pool_size,
                                   settings.api_db_max_overflow)
     catalog = catalog or load_catalog(settings.catalog_path)
     service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency,
-                              grace_hours=settings.late_usage_grace_hours)
+                              grace_hours=settings.late_usage_grace_hours, entitlement_view_ms=entitlement_view_ms)
     keys = PlatformKeys(engine)
     temporal_client = temporal or (lambda: connect(settings))
     secret = settings.effective_api_secret()
@@ -146,6 +148,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.router.on_startup.append(ingest.start)
         app.router.on_shutdown.append(ingest.close)
     app.state.ingest = ingest
+    app.router.on_startup.append(service.start)
+    app.router.on_shutdown.append(service.close)
     install_error_handlers(app)
 
     async def platform(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Platform:
@@ -221,12 +225,18 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @app.get("/v1/accounts/{account_id}/entitlement", response_model=Entitlement, tags=["accounts"],
              responses=ERRORS)
-    def entitlement(account_id: str, model: str = Query(max_length=200, description="Model code, e.g. claude-haiku"),
-                    sandbox: bool = False, who: Platform = Depends(platform)) -> Response:
+    async def entitlement(account_id: str,
+                          model: str = Query(max_length=200, description="Model code, e.g. claude-haiku"),
+                          sandbox: bool = False, who: Platform = Depends(platform)) -> Response:
         """May this account start an execution of `model` now? With the reason, the included
         executions left and the month-to-date charges (what the close would bill so far)."""
         started = time.perf_counter()
-        resp = _json(service.entitlement(who.id, account_id, model, sandbox))
+        # Answered on the event loop when the entitlement view holds the account (memory only, about
+        # a millisecond); otherwise in a thread, as it reads Postgres.
+        answer = service.entitlement_from_view(who.id, account_id, model, sandbox)
+        if answer is None:
+            answer = await run_in_threadpool(service.entitlement_from_database, who.id, account_id, model, sandbox)
+        resp = _json(answer)
         resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return resp
 

@@ -152,15 +152,26 @@ def adopt_event_ids(conn: Connection, account_id: str, platform_id: int) -> None
 
 
 # ---- reading counters and usage -----------------------------------------------------------------
-_SNAPSHOT = f"""
-SELECT a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
+_SNAPSHOT_COLUMNS = """a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
        a.updated_at, c.model, c.byok, c.sandbox, c.executions, c.input_tokens, c.output_tokens, c.cost_usd,
        EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id AND x.state IN ('open', 'confirmed')),
-       cr.credits_only, cr.spendable
+       cr.credits_only, cr.spendable, a.platform_id"""
+_SNAPSHOT = f"""
+SELECT {_SNAPSHOT_COLUMNS}
 FROM accounts a
 {ENTITLEMENT_FACTS_JOIN}
 LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
 WHERE a.id = %(id)s AND a.platform_id = %(platform_id)s
+"""
+# The same for many accounts at once (the API's entitlement view, services/entitlement_view.py),
+# grouped by account.
+_SNAPSHOTS = f"""
+SELECT {_SNAPSHOT_COLUMNS}
+FROM accounts a
+{ENTITLEMENT_FACTS_JOIN}
+LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
+WHERE a.id = ANY(%(ids)s)
+ORDER BY a.id
 """
 
 
@@ -179,6 +190,17 @@ class AccountSnapshot:
     # (credits_only, spendable credits) at the snapshot's instant; None: the account holds no credits
     # (repositories.credits.entitlement_facts)
     credit_facts: tuple[bool, Decimal] | None = None
+    platform_id: int | None = None
+
+
+def _snapshot(rows: list) -> tuple[AccountSnapshot, list[MonthCounter]]:
+    """One account's snapshot from its rows of ``_SNAPSHOT_COLUMNS`` (one per counter row, or one
+    with NULL counter columns)."""
+    counters = [MonthCounter(r[9], r[10], r[11], int(r[12]), int(r[13]), int(r[14]), Decimal(r[15]))
+                for r in rows if r[9] is not None]
+    first = rows[0]
+    facts = None if first[17] is None else (first[17], Decimal(first[18]))
+    return AccountSnapshot(*first[:9], paused_anomaly=first[16], credit_facts=facts, platform_id=first[19]), counters
 
 
 def account_with_counters(conn: Connection, account_id: str, platform_id: int, period: Period,
@@ -192,11 +214,29 @@ def account_with_counters(conn: Connection, account_id: str, platform_id: int, p
                                        "period": str(period), "at": at or datetime.now(timezone.utc)}).fetchall()
     if not rows:
         return None, []
-    counters = [MonthCounter(r[9], r[10], r[11], int(r[12]), int(r[13]), int(r[14]), Decimal(r[15]))
-                for r in rows if r[9] is not None]
-    first = rows[0]
-    facts = None if first[17] is None else (first[17], Decimal(first[18]))
-    return AccountSnapshot(*first[:9], paused_anomaly=first[16], credit_facts=facts), counters
+    return _snapshot(rows)
+
+
+def accounts_with_counters(conn: Connection, account_ids: list[str], period: Period, at: datetime,
+                           page: int = 500) -> dict[str, tuple[AccountSnapshot, list[MonthCounter]]]:
+    """``account_with_counters`` for many accounts in one query (any platform: the snapshot names its
+    platform). Rows are converted ``page`` at a time, so a thread of the same process waiting for the
+    interpreter gets it between pages rather than after the whole result."""
+    out: dict[str, tuple[AccountSnapshot, list[MonthCounter]]] = {}
+    if not account_ids:
+        return out
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(_SNAPSHOTS, {"ids": list(account_ids), "period": str(period), "at": at})
+        group: list = []
+        while batch := cur.fetchmany(page):
+            for r in batch:
+                if group and group[0][0] != r[0]:
+                    out[group[0][0]] = _snapshot(group)
+                    group = []
+                group.append(r)
+        if group:
+            out[group[0][0]] = _snapshot(group)
+    return out
 
 
 def counters_of(conn: Connection, account_ids: list[str] | None = None, period: Period | None = None):

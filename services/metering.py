@@ -40,6 +40,10 @@ from services.inputs import ACCOUNT_ID
 SEGMENTS_CACHE_SECONDS = 300.0
 
 
+class _NeedsDatabase(Exception):
+    """The month to date cannot be told from memory alone (``month_to_date`` without a connection)."""
+
+
 class AccountNotFound(NotFound):
     def __init__(self, account_id: str):
         super().__init__(f"no account {account_id!r}")
@@ -62,12 +66,30 @@ class MonthToDate:
 
 class MeteringService:
     def __init__(self, engine: Engine, catalog: Catalog, clock: Callable[[], datetime] | None = None,
-                 ingest_concurrency: int = 1, grace_hours: int = 48):
+                 ingest_concurrency: int = 1, grace_hours: int = 48, entitlement_view_ms: int = 0):
+        """``entitlement_view_ms``: answer entitlement checks from an in-memory view of the checked
+        accounts refreshed that often (``services.entitlement_view``; ``start()`` starts its thread);
+        0: every check reads Postgres."""
         self.engine = engine
         self.catalog = catalog
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.recorder = BatchRecorder(engine, catalog, ingest_concurrency, grace_hours)
         self._segments: dict[tuple, tuple[list, float]] = {}
+        self.view = None
+        if entitlement_view_ms:
+            from services.entitlement_view import EntitlementView
+
+            self.view = EntitlementView(engine, entitlement_view_ms / 1000, self.clock,
+                                        on_refresh=self._warm_segments)
+
+    def start(self) -> None:
+        """Start the entitlement view's refresher (when there is a view)."""
+        if self.view is not None:
+            self.view.start()
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
 
     def _read(self):
         """A connection for reads: autocommit, so no BEGIN/ROLLBACK round trips."""
@@ -78,16 +100,49 @@ class MeteringService:
         return self.recorder.record(platform_id, items, self.clock())
 
     # ---- entitlement and month to date ---------------------------------------------------------
-    @retry_once_on_lost_connection
     def entitlement(self, platform_id: int, account_id: str, model: str, sandbox: bool) -> dict:
+        """The check from the entitlement view when it holds a fresh snapshot of the account (no I/O),
+        else from Postgres (which puts the snapshot in the view)."""
+        answer = self.entitlement_from_view(platform_id, account_id, model, sandbox)
+        if answer is not None:
+            return answer
+        return self.entitlement_from_database(platform_id, account_id, model, sandbox)
+
+    def entitlement_from_view(self, platform_id: int, account_id: str, model: str, sandbox: bool) -> dict | None:
+        """The check from memory alone, or None when the view does not hold a fresh snapshot of the
+        account or its month to date needs the executions table."""
+        if self.view is None or not ACCOUNT_ID.match(account_id):
+            return None
+        now = self.clock()
+        held = self.view.get(platform_id, account_id, Period.of(now))
+        if held is None:
+            return None
+        try:
+            answer = self._decide(account_id, model, sandbox, now, held[0],
+                                  self.month_to_date(None, held[0], held[1], now))
+        except _NeedsDatabase:  # rated like the close from the executions table: only Postgres can
+            self.view.needed_database += 1
+            return None
+        self.view.answered += 1
+        return answer
+
+    @retry_once_on_lost_connection
+    def entitlement_from_database(self, platform_id: int, account_id: str, model: str, sandbox: bool) -> dict:
+        """The check read from Postgres (one round trip; the view, if any, keeps what it read)."""
         _check_account_id(account_id)
         now = self.clock()
         period = Period.of(now)
+        read_at = self.view.mark() if self.view is not None else 0.0
         with self._read() as conn:
             account, counters = usage.account_with_counters(conn, account_id, platform_id, period, now)
             if account is None:
                 raise AccountNotFound(account_id)
             mtd = self.month_to_date(conn, account, counters, now)
+        if self.view is not None:
+            self.view.put(account, counters, period, read_at)
+        return self._decide(account_id, model, sandbox, now, account, mtd)
+
+    def _decide(self, account_id: str, model: str, sandbox: bool, now: datetime, account, mtd: "MonthToDate") -> dict:
         model_known = model in self.catalog.at(now).models
         allowed, reason = decide(status=account.status, model_known=model_known, sandbox=sandbox,
                                  plan=mtd.plan_now, overage_opt_in=mtd.overage_opt_in,
@@ -105,7 +160,7 @@ class MeteringService:
             "remaining_included": max(0, mtd.included - mtd.used),
             "overage_opt_in": mtd.overage_opt_in,
             "month_to_date_charges": None if mtd.charges is None else str(mtd.charges),
-            "period": str(period),
+            "period": str(Period.of(now)),
         }
 
     def _with_credits(self, account, model: str, sandbox: bool, mtd: MonthToDate, decision, now: datetime):
@@ -123,7 +178,8 @@ class MeteringService:
 
         From the counters (one indexed read, done by the caller) when the period has one terms
         segment, one catalog version and the time order of executions cannot change the money;
-        otherwise (or with ``exact``) from the executions table, like the close.
+        otherwise (or with ``exact``) from the executions table, like the close. ``conn`` None: from
+        the given counters and the cached terms only (the entitlement view), else ``_NeedsDatabase``.
         """
         catalog = self.catalog
         period = Period.of(now)
@@ -143,7 +199,7 @@ class MeteringService:
         if any(p.contract for p in plans):  # enterprise: its contract bills it (rated only when exact)
             used = non_sandbox_executions(counters) if counters is not None else usage.count_non_sandbox(
                 conn, account.id, period.start, period.end)
-            rating = pricing.rate_accounts(conn, catalog, period, [account.id]).get(account.id) if exact else None
+            rating = pricing.rate_accounts(_db(conn), catalog, period, [account.id]).get(account.id) if exact else None
             return MonthToDate(period, shown.plan, plan_now, opt_in, 0, used,
                                rating.rated.total if rating else None, rating.rated if rating else None, True)
         included = pooled_included(catalog, period.start, period.end, segments)
@@ -157,7 +213,7 @@ class MeteringService:
                 rated = rate_account(catalog, period.start, period.end, segments, rows)
                 return MonthToDate(period, shown.plan, plan_now, opt_in, included,
                                    non_sandbox_executions(counters), rated.total, rated, False)
-        rating = pricing.rate_accounts(conn, catalog, period, [account.id]).get(account.id)
+        rating = pricing.rate_accounts(_db(conn), catalog, period, [account.id]).get(account.id)
         used = sum(r.executions for r in rating.usage if not r.sandbox)
         return MonthToDate(period, shown.plan, plan_now, opt_in, rating.included, used,
                            rating.rated.total, rating.rated, True)
@@ -168,11 +224,30 @@ class MeteringService:
         hit = self._segments.get(key)
         if hit and hit[1] > now:
             return hit[0]
-        segments = pricing.terms_segments(conn, [account.id], period).get(account.id, [])
+        segments = pricing.terms_segments(_db(conn), [account.id], period).get(account.id, [])
+        self._keep_segments(key, segments, now)
+        return segments
+
+    def _keep_segments(self, key: tuple, segments: list, now: float) -> None:
         if len(self._segments) > 100_000:
             self._segments.clear()
         self._segments[key] = (segments, now + SEGMENTS_CACHE_SECONDS)
-        return segments
+
+    def _warm_segments(self, conn, snapshots: dict, period: Period) -> None:
+        """After each read of the entitlement view: the terms segments of the accounts whose cached
+        ones are missing, out of date or due to expire within a minute, in one query, so that checks
+        served from the view never read them."""
+        now = time.monotonic()
+        due = {}
+        for account, _ in snapshots.values():
+            key = (account.id, str(period), account.created_at, account.updated_at)
+            hit = self._segments.get(key)
+            if hit is None or hit[1] - now < 60:
+                due[account.id] = key
+        if due:
+            found = pricing.terms_segments(conn, list(due), period)
+            for account_id, key in due.items():
+                self._keep_segments(key, found.get(account_id, []), now)
 
     # ---- usage ------------------------------------------------------------------------------------
     @retry_once_on_lost_connection
@@ -257,6 +332,13 @@ class MeteringService:
         from services.credits import credits_view
 
         return credits_view(self.engine, account_id, now)
+
+
+def _db(conn):
+    """``conn``, or ``_NeedsDatabase`` when there is none (the month to date from memory only)."""
+    if conn is None:
+        raise _NeedsDatabase
+    return conn
 
 
 def _check_account_id(account_id: str) -> None:

@@ -1,5 +1,9 @@
 """GET /v1/accounts/{id}/entitlement at every boundary, and month-to-date charges equal to what the
-close bills (the close's rater on the executions table, and the invoice preview)."""
+close bills (the close's rater on the executions table, and the invoice preview).
+
+Every test runs twice: with each check read from Postgres, and with each check answered by the API's
+in-memory entitlement view (services/entitlement_view.py) refreshed just before, which must answer
+exactly what Postgres answers."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from models.db import get_engine
 from repositories import platforms, usage
 from services.accounts import change_terms
 from services.invoices import invoice_preview
+from services.entitlement_view import EntitlementView
 from services.metering import MeteringService
 from tests.api.conftest import NOW
 from tests.factories import OCT_START, event, events, ingest
@@ -37,11 +42,43 @@ def post(api, key: str, account_id: str, n: int, first: int, **extra) -> None:
     assert body["accepted"] == n, body
 
 
-def check(api, key: str, account_id: str, model: str = "claude-haiku", sandbox: bool = False) -> dict:
+@pytest.fixture(params=["from Postgres", "from the view"])
+def api(request, api):
+    service = api.app.state.service
+    if request.param == "from the view":  # refreshed by check() below, not by a thread
+        service.view = EntitlementView(service.engine, 3600, service.clock, on_refresh=service._warm_segments)
+    try:
+        yield api
+    finally:
+        service.view = None
+
+
+def _ask(api, key: str, account_id: str, model: str, sandbox: bool) -> dict:
     resp = api.client(key).get(f"/v1/accounts/{account_id}/entitlement",
                                params={"model": model, "sandbox": str(sandbox).lower()})
     assert resp.status_code == 200, resp.text
     return resp.json()
+
+
+def check(api, key: str, account_id: str, model: str = "claude-haiku", sandbox: bool = False) -> dict:
+    """The check; with a view: refreshed first (what its thread reads every 250 ms), the view holds the
+    account (after its first check) and answers exactly what Postgres answers."""
+    service = api.app.state.service
+    view = service.view
+    if view is None:
+        return _ask(api, key, account_id, model, sandbox)
+    view.refresh()
+    _ask(api, key, account_id, model, sandbox)  # the first check of an account reads Postgres; the view keeps it
+    view.refresh()
+    held = view.answered + view.needed_database
+    answer = _ask(api, key, account_id, model, sandbox)
+    assert view.answered + view.needed_database == held + 1, "the view did not hold the account"
+    service.view = None
+    try:
+        assert answer == _ask(api, key, account_id, model, sandbox)  # Postgres's answer
+    finally:
+        service.view = view
+    return answer
 
 
 def close_total(api, account_id: str) -> Decimal:

@@ -1,0 +1,202 @@
+"""The API's in-memory entitlement view (services/entitlement_view.py): what it holds, for how long,
+for whom, and its refresher thread. That its answers equal Postgres's at every boundary is proven by
+tests/api/test_entitlements.py, which runs each test through the view too."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from activities import pricing
+from billing.periods import Period
+from models.db import get_engine
+from repositories import platforms, usage
+from services.accounts import change_terms
+from services.entitlement_view import EntitlementView
+from tests.api.conftest import NOW
+from tests.factories import OCT_START, event
+
+OCTOBER = Period(2026, 10)
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def view(api):
+    """The session API's service with a view the test refreshes itself (no thread), on a clock it moves."""
+    service = api.app.state.service
+    ticks = Ticks()
+    service.view = EntitlementView(service.engine, 0.25, service.clock, on_refresh=service._warm_segments,
+                                   monotonic=ticks)
+    service.view.ticks = ticks
+    try:
+        yield service.view
+    finally:
+        service.view = None
+
+
+def ask(api, key: str, account_id: str):
+    return api.client(key).get(f"/v1/accounts/{account_id}/entitlement", params={"model": "claude-haiku"})
+
+
+def post(api, key: str, account_id: str, first: int, n: int = 1) -> None:
+    docs = [event(account_id, i, OCT_START + timedelta(days=20, seconds=i)) for i in range(first, first + n)]
+    assert api.client(key).post("/v1/executions", json={"executions": docs}).json()["accepted"] == n
+
+
+def test_a_held_account_is_answered_from_memory_without_reading_postgres(api, view, monkeypatch):
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    post(api, key, "f", 0, 3)
+    assert ask(api, key, "f").json()["used"] == 3  # read from Postgres, kept
+    assert len(view) == 1 and view.answered == 0
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the check read Postgres")
+
+    monkeypatch.setattr(usage, "account_with_counters", no_reads)
+    monkeypatch.setattr(pricing, "terms_segments", no_reads)
+    for _ in range(3):
+        assert ask(api, key, "f").json()["used"] == 3
+    assert view.answered == 3
+
+
+def test_what_was_recorded_since_shows_after_the_next_refresh_not_before(api, view):
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    post(api, key, "f", 0, 99)
+    ask(api, key, "f")
+    post(api, key, "f", 99)  # the 100th
+    assert ask(api, key, "f").json()["allowed"] is True  # the view's last read: 99
+    assert view.refresh() == 1
+    e = ask(api, key, "f").json()
+    assert (e["allowed"], e["reason"], e["used"]) == (False, "free_cap_reached", 100)
+
+
+def test_a_plan_change_and_a_pause_show_after_the_next_refresh(api, view, monkeypatch):
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    post(api, key, "f", 0, 100)
+    assert ask(api, key, "f").json()["reason"] == "free_cap_reached"
+    with get_engine(api.database_url).begin() as conn:
+        change_terms(conn, account_id="f", effective_from=datetime(2026, 10, 1, tzinfo=timezone.utc),
+                     reason="upgrade", plan="pro", overage_opt_in=False, now=NOW)
+    assert ask(api, key, "f").json()["plan"] == "free"  # not refreshed yet
+    view.refresh()  # reads the new terms segments too: the check itself reads nothing
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the check read Postgres")
+
+    with monkeypatch.context() as m:
+        m.setattr(usage, "account_with_counters", no_reads)
+        m.setattr(pricing, "terms_segments", no_reads)
+        e = ask(api, key, "f").json()
+    assert (e["plan"], e["allowed"]) == ("pro", True)
+    with get_engine(api.database_url).begin() as conn:
+        conn.exec_driver_sql("UPDATE accounts SET status = 'paused' WHERE id = 'f'")
+    view.refresh()
+    assert ask(api, key, "f").json()["reason"] == "account_paused"
+    assert view.answered == 3
+
+
+def test_another_platforms_key_never_sees_a_held_account(api, view):
+    key = api.platform("p")
+    other = api.platform("q")
+    api.account("f", "free", platform="p")
+    assert ask(api, key, "f").status_code == 200
+    assert len(view) == 1
+    resp = ask(api, other, "f")
+    assert resp.status_code == 404 and "no account 'f'" in resp.text
+
+
+def test_an_entry_older_than_max_age_is_read_from_postgres_again(api, view, monkeypatch):
+    """The refresher stuck (or Postgres away for it): after max_age the check reads Postgres itself
+    and sees what was recorded, instead of answering from an ever older read."""
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    ask(api, key, "f")
+    post(api, key, "f", 0, 100)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Postgres away")
+
+    monkeypatch.setattr(usage, "accounts_with_counters", fails)
+    with pytest.raises(RuntimeError):
+        view.refresh()
+    view.ticks.t += view.max_age - 0.01
+    assert ask(api, key, "f").json()["used"] == 0  # still the view's (stale but within max_age)
+    view.ticks.t += 0.02
+    e = ask(api, key, "f").json()
+    assert (e["used"], e["reason"]) == (100, "free_cap_reached")
+    assert view.answered == 1
+
+
+def test_accounts_not_checked_for_keep_seconds_and_deleted_ones_leave_the_view(api, view):
+    key = api.platform("p")
+    for acct in ("a", "b", "c"):
+        api.account(acct, "free", platform="p")
+        ask(api, key, acct)
+    assert len(view) == 3
+    view.ticks.t += view.keep - 1
+    ask(api, key, "a")
+    with get_engine(api.database_url).begin() as conn:
+        for table in ("account_terms", "accounts"):
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE {'account_id' if table == 'account_terms' else 'id'} = 'a'")
+    view.ticks.t += 2  # b and c: last checked keep + 1 s ago
+    assert view.refresh() == 0  # a is gone, b and c were dropped before the read
+    assert len(view) == 0
+
+
+def test_a_slower_older_read_never_replaces_a_newer_one(api, view):
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    ask(api, key, "f")
+    with get_engine(api.database_url).connect() as conn:
+        pid = platforms.platform_by_name(conn, "p").id
+        account, counters = usage.account_with_counters(conn, "f", pid, OCTOBER, NOW)
+    newer = view._entries["f"].read_at
+    view.put(account, [], OCTOBER, newer - 1)
+    assert view._entries["f"].read_at == newer
+    view.put(account, counters, OCTOBER, newer + 1)
+    assert view._entries["f"].read_at == newer + 1
+
+
+def test_a_full_view_keeps_what_it_holds_and_reads_the_rest_from_postgres(api, view):
+    key = api.platform("p")
+    view.capacity = 1
+    for acct in ("a", "b"):
+        api.account(acct, "free", platform="p")
+        assert ask(api, key, acct).status_code == 200
+    assert list(view._entries) == ["a"]
+    assert ask(api, key, "b").json()["used"] == 0 and view.answered == 0
+
+
+def test_the_refresher_thread_shows_a_recorded_batch_within_a_few_intervals(api):
+    """With the thread running (as `tally api` runs it, every TALLY_API_ENTITLEMENT_VIEW_MS), a batch
+    recorded after the account's first check is seen by the checks a few intervals later, from memory."""
+    service = api.app.state.service
+    service.view = EntitlementView(service.engine, 0.05, service.clock, on_refresh=service._warm_segments)
+    service.start()
+    try:
+        key = api.platform("p")
+        api.account("f", "free", platform="p")
+        assert ask(api, key, "f").json()["used"] == 0
+        post(api, key, "f", 0, 7)
+        deadline = time.monotonic() + 10
+        while ask(api, key, "f").json()["used"] != 7:
+            assert time.monotonic() < deadline, "the view never showed the batch"
+            time.sleep(0.02)
+        assert service.view.refreshes >= 1 and service.view.answered >= 1
+    finally:
+        service.close()
+        service.view = None
