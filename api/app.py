@@ -233,11 +233,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         started = time.perf_counter()
         # Answered on the event loop when the entitlement view holds the account (memory only, about
         # a millisecond); otherwise in a thread, as it reads Postgres.
-        answer = service.entitlement_from_view(who.id, account_id, model, sandbox)
+        answer, source = service.entitlement_from_view(who.id, account_id, model, sandbox), "view"
         if answer is None:
-            answer = await run_in_threadpool(service.entitlement_from_database, who.id, account_id, model, sandbox)
+            answer, source = await run_in_threadpool(service.entitlement_from_database, who.id, account_id, model,
+                                                     sandbox), "postgres"
         resp = _json(answer)
-        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f};desc={source}"
         return resp
 
     @app.get("/v1/accounts/{account_id}/usage", response_model=UsageReport, tags=["accounts"], responses=ERRORS)

@@ -158,17 +158,19 @@ def probe_entitlements(base: str, key: str, account_ids: list[str], pause: float
     library's) until ``stop`` is set; sends back latencies (ms) and errors."""
     models = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
     probe_requests(base, key, lambda rnd: ("GET", f"/v1/accounts/{rnd.choice(account_ids)}/entitlement"
-                                                  f"?model={rnd.choice(models)}", None), pause, stop, results)
+                                                  f"?model={rnd.choice(models)}", None), pause, stop, results,
+                   with_sources=True)
 
 
-def probe_requests(base: str, key: str, make_request, pause: float, stop, results) -> None:
+def probe_requests(base: str, key: str, make_request, pause: float, stop, results, with_sources: bool = False) -> None:
     """Sequential requests ``make_request(rng) -> (method, path, body)`` on one keep-alive connection
-    until ``stop`` is set; puts (latencies ms, Server-Timing ms, errors) on ``results``."""
+    until ``stop`` is set; puts (latencies ms, Server-Timing ms, errors) on ``results``, with
+    ``with_sources`` also each answer's Server-Timing ``desc`` (an entitlement: ``view`` or ``postgres``)."""
     host, port = base.split("//", 1)[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     rnd = random.Random(7)
-    latencies, server_ms, errors = [], [], 0
+    latencies, server_ms, sources, errors = [], [], [], 0
     while not stop.is_set():
         method, path, body = make_request(rnd)
         t = time.perf_counter()
@@ -178,27 +180,31 @@ def probe_requests(base: str, key: str, make_request, pause: float, stop, result
         latencies.append((time.perf_counter() - t) * 1000)
         timing = resp.getheader("Server-Timing", "")
         if "dur=" in timing:
-            server_ms.append(float(timing.split("dur=")[1]))
+            server_ms.append(float(timing.split("dur=")[1].split(";")[0]))
+            sources.append(timing.split("desc=")[1] if "desc=" in timing else "")
         errors += resp.status != 200
         stop.wait(pause)
     conn.close()
-    results.put((latencies, server_ms, errors))
+    results.put((latencies, server_ms, errors, sources) if with_sources else (latencies, server_ms, errors))
 
 
-def warm_up(base: str, key: str, account_ids: list[str], rounds: int = 3) -> None:
-    """Check every account a few times first: each API process caches an account's terms for the
-    month (a platform checks its active accounts all day long; the first check pays one more query)."""
+def warm_up(base: str, key: str, account_ids: list[str], rounds: int = 8) -> None:
+    """Check every account a few times first, each round on a new connection (the kernel hands a
+    connection to one uvicorn worker; 8 rounds reach both of 2 workers but for a 1-in-128 chance):
+    each API process holds the accounts it checks in its entitlement view and their terms for the
+    month (a platform checks its active accounts all day long; the first check in a process reads
+    Postgres)."""
     host, port = base.split("//", 1)[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=120)
-    for _ in range(8):  # an empty batch waits for the worker's ingest processes to have started
-        conn.request("POST", "/v1/executions", body=b'{"executions": []}',
-                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-        conn.getresponse().read()
     for _ in range(rounds):
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        for _ in range(8):  # an empty batch waits for the worker's ingest processes to have started
+            conn.request("POST", "/v1/executions", body=b'{"executions": []}',
+                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            conn.getresponse().read()
         for acct in account_ids:
             conn.request("GET", f"/v1/accounts/{acct}/entitlement?model=gpt-4o", headers={"Authorization": f"Bearer {key}"})
             conn.getresponse().read()
-    conn.close()
+        conn.close()
 
 
 def _probe_main(target, ready, *args) -> None:
@@ -230,10 +236,23 @@ class Probe:
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
-        self.latencies, self.server_ms, self.errors = self.results.get(timeout=60)
+        got = self.results.get(timeout=60)
+        self.latencies, self.server_ms, self.errors = got[:3]
+        self.sources = got[3][5:] if len(got) > 3 else []
         self.proc.join(timeout=10)
         self.latencies = self.latencies[5:]  # connection warm-up
         self.server_ms = self.server_ms[5:]
+
+    def by_source(self) -> str:
+        """Where the answers came from (entitlements: the API's view or Postgres), and the handler's
+        p99 of each."""
+        if not self.sources:
+            return ""
+        parts = []
+        for source in sorted(set(self.sources)):
+            ms = [m for m, s in zip(self.server_ms, self.sources) if s == source]
+            parts.append(f"{source or '?'} {len(ms) / len(self.sources):.0%} p99 {pct(ms, 99):.2f} ms")
+        return "; " + ", ".join(parts)
 
 
 def post_all(base: str, key: str, bodies: list[bytes], clients: int,
@@ -409,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                       (f"during HTTP ingestion at {paced_accepted / paced_s:,.0f}/s", paced_probe)):
         print(f"  {label:<38} n={len(pr.latencies):>6,}  p50 {pct(pr.latencies, 50):6.2f} ms  "
               f"p99 {pct(pr.latencies, 99):6.2f} ms   (in the handler: p50 {pct(pr.server_ms, 50):.2f} ms, "
-              f"p99 {pct(pr.server_ms, 99):.2f} ms)")
+              f"p99 {pct(pr.server_ms, 99):.2f} ms{pr.by_source()})")
     expected = bulk.accepted + http_accepted + paced_accepted
     print(f"exact: {stored:,} executions stored (expected {expected:,}); "
           f"counters == executions aggregate: {'yes' if exact else 'NO'}")

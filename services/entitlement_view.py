@@ -10,7 +10,7 @@ Measured with the same bench, a check answered from this view never waits for Po
 How it stays current. One thread per serving process (``start``) re-reads, every ``interval``
 (``TALLY_API_ENTITLEMENT_VIEW_MS``, default 250 ms), everything a check reads of every account
 checked in the last ``keep`` seconds: the account row, whether a spike paused it, its credit facts and
-the period's counters (``repositories.usage.accounts_with_counters``, one query, on a connection of its
+the period's counters (``repositories.usage.snapshot_rows``, one query, on a connection of its
 own), and replaces those entries. A check uses an entry read at most ``max_age`` ago (default 5 s);
 an older one means the refresher is stuck or Postgres is away, and the check reads Postgres itself as
 before (and puts what it read here, so the next check of that account is served from memory).
@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
@@ -46,21 +45,33 @@ KEEP_SECONDS = 600.0  # accounts not checked for this long leave the view
 CAPACITY = 20_000  # accounts per serving process (each refresh reads them all in one query)
 
 
-@dataclass
 class _Entry:
-    account: AccountSnapshot
-    counters: list[MonthCounter]
-    period: str
-    read_at: float  # monotonic instant the read that produced it started
-    checked_at: float  # monotonic instant of the last check that used it
+    """One account: the row last read (``repositories.usage.snapshot_rows``), made into a snapshot the
+    first time a check asks for it."""
+
+    __slots__ = ("row", "period", "read_at", "checked_at", "_snapshot")
+
+    def __init__(self, row: tuple | None, period: str, read_at: float, checked_at: float,
+                 snapshot: tuple[AccountSnapshot, list[MonthCounter]] | None = None):
+        self.row = row
+        self.period = period
+        self.read_at = read_at  # monotonic instant the read that produced it started
+        self.checked_at = checked_at  # monotonic instant of the last check that used it
+        self._snapshot = snapshot
+
+    def snapshot(self) -> tuple[AccountSnapshot, list[MonthCounter]]:
+        if self._snapshot is None:
+            self._snapshot = usage.snapshot_from_row(self.row)
+        return self._snapshot
 
 
 class EntitlementView:
     """The checked accounts' snapshots for the current period, refreshed every ``interval`` seconds.
 
-    ``now``: the service's clock (the period and the credit facts' instant); ``on_refresh(conn,
-    snapshots, period)``: called on the refresher's connection after each read (the metering service
-    keeps the accounts' terms segments warm with it)."""
+    ``now``: the service's clock (the period and the credit facts' instant); ``on_refresh(conn, rows,
+    period)``: called on the refresher's connection after each read with the rows read
+    (``repositories.usage.snapshot_rows``: id, ..., created_at, updated_at at 7 and 8); the metering
+    service keeps the accounts' terms segments warm with it."""
 
     def __init__(self, engine: Engine, interval: float, now: Callable[[], datetime], *,
                  max_age: float = MAX_AGE_SECONDS, keep: float = KEEP_SECONDS, capacity: int = CAPACITY,
@@ -86,13 +97,16 @@ class EntitlementView:
         """The account's snapshot and counters for ``period`` if this view holds a fresh one for this
         platform's account; else None (read Postgres)."""
         entry = self._entries.get(account_id)
-        if entry is None or entry.period != str(period) or entry.account.platform_id != platform_id:
+        if entry is None or entry.period != str(period):
             return None
         now = self._monotonic()
         if now - entry.read_at > self.max_age:
             return None
+        held = entry.snapshot()
+        if held[0].platform_id != platform_id:
+            return None
         entry.checked_at = now
-        return entry.account, entry.counters
+        return held
 
     def mark(self) -> float:
         """The instant a read starts, for ``put``."""
@@ -106,7 +120,7 @@ class EntitlementView:
             return
         if entry is None and len(self._entries) >= self.capacity:
             return
-        self._entries[account.id] = _Entry(account, counters, str(period), read_at, self._monotonic())
+        self._entries[account.id] = _Entry(None, str(period), read_at, self._monotonic(), (account, counters))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -124,20 +138,24 @@ class EntitlementView:
         at = self._now()
         period = Period.of(at)
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            snapshots = usage.accounts_with_counters(conn, ids, period, at)
+            rows = usage.snapshot_rows(conn, ids, period, at)
             if self._on_refresh is not None:
-                self._on_refresh(conn, snapshots, period)
+                self._on_refresh(conn, rows, period)
+        found = {row[0]: row for row in rows}
+        key = str(period)
         for account_id in ids:
             entry = self._entries.get(account_id)
-            if entry is None:
+            if entry is None or entry.read_at > started:  # dropped, or a check read it after this read began
                 continue
-            found = snapshots.get(account_id)
-            if found is None:  # the account is gone
+            row = found.get(account_id)
+            if row is None:  # the account is gone
                 self._entries.pop(account_id, None)
-            elif entry.read_at <= started:
-                self._entries[account_id] = _Entry(found[0], found[1], str(period), started, entry.checked_at)
+            elif row == entry.row and entry.period == key:  # unchanged: keep its snapshot
+                entry.read_at = started
+            else:
+                self._entries[account_id] = _Entry(row, key, started, entry.checked_at)
         self.refreshes += 1
-        return len(snapshots)
+        return len(rows)
 
     def start(self) -> None:
         if self._thread is None:

@@ -233,17 +233,17 @@ class MeteringService:
             self._segments.clear()
         self._segments[key] = (segments, now + SEGMENTS_CACHE_SECONDS)
 
-    def _warm_segments(self, conn, snapshots: dict, period: Period) -> None:
-        """After each read of the entitlement view: the terms segments of the accounts whose cached
-        ones are missing, out of date or due to expire within a minute, in one query, so that checks
-        served from the view never read them."""
+    def _warm_segments(self, conn, rows: list[tuple], period: Period) -> None:
+        """After each read of the entitlement view (``repositories.usage.snapshot_rows``): the terms
+        segments of the accounts whose cached ones are missing, out of date or due to expire within a
+        minute, in one query, so that checks served from the view never read them."""
         now = time.monotonic()
         due = {}
-        for account, _ in snapshots.values():
-            key = (account.id, str(period), account.created_at, account.updated_at)
+        for row in rows:
+            key = (row[0], str(period), row[7], row[8])  # id, created_at, updated_at: as _terms_segments
             hit = self._segments.get(key)
             if hit is None or hit[1] - now < 60:
-                due[account.id] = key
+                due[row[0]] = key
         if due:
             found = pricing.terms_segments(conn, list(due), period)
             for account_id, key in due.items():

@@ -130,7 +130,7 @@ def test_an_entry_older_than_max_age_is_read_from_postgres_again(api, view, monk
     def fails(*args, **kwargs):
         raise RuntimeError("Postgres away")
 
-    monkeypatch.setattr(usage, "accounts_with_counters", fails)
+    monkeypatch.setattr(usage, "snapshot_rows", fails)
     with pytest.raises(RuntimeError):
         view.refresh()
     view.ticks.t += view.max_age - 0.01
