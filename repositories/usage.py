@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from sqlalchemy import Connection, text
@@ -164,20 +164,32 @@ LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
 WHERE a.id = %(id)s AND a.platform_id = %(platform_id)s
 """
 # The same for many accounts at once (the API's entitlement view, services/entitlement_view.py): one
-# row per account, its counters folded into one text (fields split by U+001F, rows by U+001E), so that
-# a refresh of thousands of accounts decodes thousands of short rows, and the view can tell an
-# unchanged account by comparing rows and convert only the accounts a check asks for
-# (``snapshot_from_row``). No ORDER BY in the aggregate (a sort per account): the primary key's order
-# is the usual one, and another order only costs one needless conversion.
-_US, _RS = "\x1f", "\x1e"
-_SNAPSHOT_ROWS = f"""
-SELECT a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
-       a.updated_at,
-       EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id AND x.state IN ('open', 'confirmed')),
-       cr.credits_only, cr.spendable::text, a.platform_id,
-       (SELECT string_agg(concat_ws(E'\\x1f', c.model, c.byok::int, c.sandbox::int, c.executions, c.input_tokens,
-                                    c.output_tokens, c.cost_usd), E'\\x1e')
-        FROM usage_counters c WHERE c.account_id = a.id AND c.period = %(period)s)
+# row per account, (id, text), everything a check reads folded into the text: the account's fields
+# split by U+001F, then U+001D, then its counters (fields split by U+001F, counters by U+001E);
+# instants as microseconds since the epoch. A refresh of thousands of accounts then decodes thousands
+# of short strings, tells an unchanged account by comparing them, and only the accounts a check asks
+# for are made into snapshots (``snapshot_from_row``). No ORDER BY in the counters' aggregate (a sort
+# per account): the primary key's order is the usual one, and another order costs one needless
+# conversion, never a wrong answer.
+_US, _RS, _GS = "\x1f", "\x1e", "\x1d"
+
+
+def _micros(column: str) -> str:
+    return f"coalesce((extract(epoch FROM {column}) * 1000000)::bigint::text, '')"
+
+
+SNAPSHOT_ROWS_SQL = f"""
+SELECT a.id,
+       concat_ws(E'\\x1f', a.plan, a.seats, a.overage_opt_in::int, a.pricing, a.status,
+                 {_micros('a.billing_starts_at')}, {_micros('a.created_at')}, {_micros('a.updated_at')},
+                 (EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id
+                                                    AND x.state IN ('open', 'confirmed')))::int,
+                 coalesce(cr.credits_only::int::text, ''), coalesce(cr.spendable::text, ''),
+                 coalesce(a.platform_id::text, ''))
+       || E'\\x1d' ||
+       coalesce((SELECT string_agg(concat_ws(E'\\x1f', c.model, c.byok::int, c.sandbox::int, c.executions,
+                                             c.input_tokens, c.output_tokens, c.cost_usd), E'\\x1e')
+                 FROM usage_counters c WHERE c.account_id = a.id AND c.period = %(period)s), '')
 FROM accounts a
 {ENTITLEMENT_FACTS_JOIN}
 WHERE a.id = ANY(%(ids)s)
@@ -226,24 +238,47 @@ def account_with_counters(conn: Connection, account_id: str, platform_id: int, p
     return _snapshot(rows)
 
 
-def snapshot_rows(conn: Connection, account_ids: list[str], period: Period, at: datetime) -> list[tuple]:
-    """For each of the accounts that exist (any platform), one row of what ``account_with_counters``
-    reads, counters folded into one text; ``snapshot_from_row`` makes the snapshot of one."""
+def snapshot_rows_params(account_ids: list[str], period: Period, at: datetime) -> dict:
+    return {"ids": list(account_ids), "period": str(period), "at": at}
+
+
+def snapshot_rows(conn: Connection, account_ids: list[str], period: Period, at: datetime) -> list[tuple[str, str]]:
+    """For each of the accounts that exist (any platform), (id, text) of what ``account_with_counters``
+    reads (``SNAPSHOT_ROWS_SQL``); ``snapshot_from_row`` makes the snapshot of one."""
     if not account_ids:
         return []
     with conn.connection.driver_connection.cursor() as cur:
-        return cur.execute(_SNAPSHOT_ROWS, {"ids": list(account_ids), "period": str(period), "at": at}).fetchall()
+        return cur.execute(SNAPSHOT_ROWS_SQL, snapshot_rows_params(account_ids, period, at)).fetchall()
 
 
-def snapshot_from_row(row: tuple) -> tuple[AccountSnapshot, list[MonthCounter]]:
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _instant(micros: str) -> datetime | None:
+    return _EPOCH + timedelta(microseconds=int(micros)) if micros else None
+
+
+def account_part(row: tuple[str, str]) -> str:
+    """The account's fields of a ``snapshot_rows`` row (what changes when its terms, status, anomaly
+    pause or credits change; not when its counters do)."""
+    return row[1].partition(_GS)[0]
+
+
+def snapshot_from_row(row: tuple[str, str]) -> tuple[AccountSnapshot, list[MonthCounter]]:
+    account_text, _, counters_text = row[1].partition(_GS)
+    (plan, seats, overage, pricing, status, starts, created, updated, paused, credits_only, spendable,
+     platform) = account_text.split(_US)
     counters = []
-    if row[13]:
-        for item in row[13].split(_RS):
+    if counters_text:
+        for item in counters_text.split(_RS):
             model, byok, sandbox, executions, input_tokens, output_tokens, cost = item.split(_US)
             counters.append(MonthCounter(model, byok == "1", sandbox == "1", int(executions), int(input_tokens),
                                          int(output_tokens), Decimal(cost)))
-    facts = None if row[10] is None else (row[10], Decimal(row[11]))
-    return AccountSnapshot(*row[:9], paused_anomaly=row[9], credit_facts=facts, platform_id=row[12]), counters
+    facts = None if credits_only == "" else (credits_only == "1", Decimal(spendable))
+    account = AccountSnapshot(row[0], plan, int(seats), overage == "1", pricing, status, _instant(starts),
+                              _instant(created), _instant(updated), paused_anomaly=paused == "1",
+                              credit_facts=facts, platform_id=int(platform) if platform else None)
+    return account, counters
 
 
 def counters_of(conn: Connection, account_ids: list[str] | None = None, period: Period | None = None):

@@ -25,8 +25,8 @@ or past ``capacity``) is read from Postgres as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 from datetime import datetime
 from typing import Callable
@@ -43,10 +43,11 @@ log = logging.getLogger("tally.api.entitlement_view")
 MAX_AGE_SECONDS = 5.0  # an entry read longer ago than this is not used (the refresher is stuck)
 KEEP_SECONDS = 600.0  # accounts not checked for this long leave the view
 CAPACITY = 20_000  # accounts per serving process (each refresh reads them all in one query)
+SWEEP_SECONDS = 30.0  # how often every checked account's terms are warmed (their cache lasts 5 minutes)
 
 
 class _Entry:
-    """One account: the row last read (``repositories.usage.snapshot_rows``), made into a snapshot the
+    """One account: the text last read (``repositories.usage.snapshot_rows``), made into a snapshot the
     first time a check asks for it."""
 
     __slots__ = ("row", "period", "read_at", "checked_at", "_snapshot")
@@ -68,14 +69,14 @@ class _Entry:
 class EntitlementView:
     """The checked accounts' snapshots for the current period, refreshed every ``interval`` seconds.
 
-    ``now``: the service's clock (the period and the credit facts' instant); ``on_refresh(conn, rows,
-    period)``: called on the refresher's connection after each read with the rows read
-    (``repositories.usage.snapshot_rows``: id, ..., created_at, updated_at at 7 and 8); the metering
-    service keeps the accounts' terms segments warm with it."""
+    ``now``: the service's clock (the period and the credit facts' instant). ``warm(conn, accounts,
+    period)``: given checked accounts whose terms may have changed (and, every ``SWEEP_SECONDS``, all
+    checked ones), loads what a check needs besides the snapshot (the metering service's terms segments)
+    on a connection of the engine, so that checks served from here read nothing."""
 
     def __init__(self, engine: Engine, interval: float, now: Callable[[], datetime], *,
                  max_age: float = MAX_AGE_SECONDS, keep: float = KEEP_SECONDS, capacity: int = CAPACITY,
-                 on_refresh: Callable | None = None, monotonic: Callable[[], float] = time.monotonic):
+                 warm: Callable | None = None, monotonic: Callable[[], float] = time.monotonic):
         self.engine = engine
         self.interval = interval
         self.max_age = max(max_age, 2 * interval)
@@ -83,16 +84,16 @@ class EntitlementView:
         self.capacity = capacity
         self._now = now
         self._monotonic = monotonic
-        self._on_refresh = on_refresh
+        self._warm = warm
         self._entries: dict[str, _Entry] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._swept = monotonic()
+        self._task: asyncio.Task | None = None
         self._failing = False
         self.refreshes = 0  # completed refreshes
         self.answered = 0  # checks answered from memory
         self.needed_database = 0  # checks of held accounts whose month to date needs the executions table
 
-    # ---- the check's side (no I/O, no lock: one dict read under the GIL) --------------------------
+    # ---- the check's side (no I/O, no lock) ---------------------------------------------------------
     def get(self, platform_id: int, account_id: str, period: Period) -> tuple[AccountSnapshot, list[MonthCounter]] | None:
         """The account's snapshot and counters for ``period`` if this view holds a fresh one for this
         platform's account; else None (read Postgres)."""
@@ -125,62 +126,119 @@ class EntitlementView:
     def __len__(self) -> int:
         return len(self._entries)
 
-    # ---- the refresher's side --------------------------------------------------------------------
-    def refresh(self) -> int:
-        """Re-read every account checked in the last ``keep`` seconds; returns how many were read."""
+    # ---- the refresher's side ------------------------------------------------------------------------
+    def _begin(self):
+        """Drop the accounts not checked for ``keep`` seconds; (started, ids, at, period) of this read."""
         started = self._monotonic()
         for account_id, entry in list(self._entries.items()):
             if started - entry.checked_at > self.keep:
                 self._entries.pop(account_id, None)
-        ids = list(self._entries)
-        if not ids:
-            return 0
         at = self._now()
-        period = Period.of(at)
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            rows = usage.snapshot_rows(conn, ids, period, at)
-            if self._on_refresh is not None:
-                self._on_refresh(conn, rows, period)
-        found = {row[0]: row for row in rows}
+        return started, list(self._entries), at, Period.of(at)
+
+    def _apply(self, rows: list[tuple[str, str]], ids: list[str], started: float, period: Period) -> list[AccountSnapshot]:
+        """Replace the entries read; returns the checked accounts whose own fields changed (their terms
+        may have), made into snapshots now, plus every checked account once per SWEEP_SECONDS."""
+        found = dict(rows)
         key = str(period)
+        changed: list[AccountSnapshot] = []
         for account_id in ids:
             entry = self._entries.get(account_id)
             if entry is None or entry.read_at > started:  # dropped, or a check read it after this read began
                 continue
-            row = found.get(account_id)
-            if row is None:  # the account is gone
+            text = found.get(account_id)
+            if text is None:  # the account is gone
                 self._entries.pop(account_id, None)
-            elif row == entry.row and entry.period == key:  # unchanged: keep its snapshot
+                continue
+            row = (account_id, text)
+            if row == entry.row and entry.period == key:  # unchanged: keep its snapshot
                 entry.read_at = started
             else:
-                self._entries[account_id] = _Entry(row, key, started, entry.checked_at)
+                fresh = _Entry(row, key, started, entry.checked_at)
+                if entry._snapshot is not None and (entry.row is None or entry.period != key or
+                                                    usage.account_part(row) != usage.account_part(entry.row)):
+                    changed.append(fresh.snapshot()[0])
+                self._entries[account_id] = fresh
+        if started - self._swept > SWEEP_SECONDS:
+            self._swept = started
+            changed = [e.snapshot()[0] for e in list(self._entries.values()) if e._snapshot is not None]
         self.refreshes += 1
+        return changed
+
+    def refresh(self) -> int:
+        """Re-read every account checked in the last ``keep`` seconds (here, on a connection of the
+        engine); returns how many were read."""
+        started, ids, at, period = self._begin()
+        if not ids:
+            return 0
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            rows = usage.snapshot_rows(conn, ids, period, at)
+            changed = self._apply(rows, ids, started, period)
+            if changed and self._warm is not None:
+                self._warm(conn, changed, period)
         return len(rows)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="entitlement-view", daemon=True)
-            self._thread.start()
+    async def refresh_async(self, conn) -> int:
+        """``refresh`` on the serving process's event loop, on an async psycopg connection: the loop
+        serves checks while Postgres works, and no thread of the process competes with them for the
+        interpreter (converting the rows is one short step; warming, when due, runs in a thread)."""
+        started, ids, at, period = self._begin()
+        if not ids:
+            return 0
+        cur = await conn.execute(usage.SNAPSHOT_ROWS_SQL, usage.snapshot_rows_params(ids, period, at))
+        rows = await cur.fetchall()
+        changed = self._apply(rows, ids, started, period)
+        if changed and self._warm is not None:
+            await asyncio.to_thread(self._warm_on_engine, changed, period)
+        return len(rows)
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+    def _warm_on_engine(self, accounts: list[AccountSnapshot], period: Period) -> None:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            self._warm(conn, accounts, period)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    async def start(self) -> None:
+        """Start refreshing on the running event loop (the API's start-up)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="entitlement-view")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
             try:
-                self.refresh()
-            except Exception as exc:  # noqa: BLE001 - Postgres away: checks read it themselves meanwhile
-                if not self._failing:
-                    log.warning("entitlement view: refresh failed (checks read Postgres until it works "
-                                "again): %s", str(exc).strip().splitlines()[:1])
-                self._failing = True
-            else:
-                if self._failing:
-                    log.info("entitlement view: refreshing again")
-                self._failing = False
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        import psycopg
+
+        from models.db import libpq_url
+
+        dsn = libpq_url(self.engine.url.render_as_string(hide_password=False))
+        conn = None
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+                    await self.refresh_async(conn)
+                except Exception as exc:  # noqa: BLE001 - Postgres away: checks read it themselves meanwhile
+                    if not self._failing:
+                        log.warning("entitlement view: refresh failed (checks read Postgres until it works "
+                                    "again): %s", str(exc).strip().splitlines()[:1])
+                    self._failing = True
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
+                else:
+                    if self._failing:
+                        log.info("entitlement view: refreshing again")
+                    self._failing = False
+        finally:
+            if conn is not None:
+                await conn.close()
 
 
-__all__ = ["EntitlementView", "MAX_AGE_SECONDS", "KEEP_SECONDS", "CAPACITY"]
+__all__ = ["EntitlementView", "MAX_AGE_SECONDS", "KEEP_SECONDS", "CAPACITY", "SWEEP_SECONDS"]

@@ -79,17 +79,16 @@ class MeteringService:
         if entitlement_view_ms:
             from services.entitlement_view import EntitlementView
 
-            self.view = EntitlementView(engine, entitlement_view_ms / 1000, self.clock,
-                                        on_refresh=self._warm_segments)
+            self.view = EntitlementView(engine, entitlement_view_ms / 1000, self.clock, warm=self._warm_segments)
 
-    def start(self) -> None:
-        """Start the entitlement view's refresher (when there is a view)."""
+    async def start(self) -> None:
+        """Start the entitlement view's refresher on the running event loop (when there is a view)."""
         if self.view is not None:
-            self.view.start()
+            await self.view.start()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.view is not None:
-            self.view.close()
+            await self.view.close()
 
     def _read(self):
         """A connection for reads: autocommit, so no BEGIN/ROLLBACK round trips."""
@@ -128,7 +127,8 @@ class MeteringService:
 
     @retry_once_on_lost_connection
     def entitlement_from_database(self, platform_id: int, account_id: str, model: str, sandbox: bool) -> dict:
-        """The check read from Postgres (one round trip; the view, if any, keeps what it read)."""
+        """The check read from Postgres (one round trip; the view, if any, keeps what it read, and the
+        terms segments it read are cached)."""
         _check_account_id(account_id)
         now = self.clock()
         period = Period.of(now)
@@ -233,17 +233,17 @@ class MeteringService:
             self._segments.clear()
         self._segments[key] = (segments, now + SEGMENTS_CACHE_SECONDS)
 
-    def _warm_segments(self, conn, rows: list[tuple], period: Period) -> None:
-        """After each read of the entitlement view (``repositories.usage.snapshot_rows``): the terms
-        segments of the accounts whose cached ones are missing, out of date or due to expire within a
-        minute, in one query, so that checks served from the view never read them."""
+    def _warm_segments(self, conn, accounts: list, period: Period) -> None:
+        """For the entitlement view: the terms segments of those accounts whose cached ones are missing,
+        out of date or due to expire within a minute, in one query, so that checks served from the
+        view never read them."""
         now = time.monotonic()
         due = {}
-        for row in rows:
-            key = (row[0], str(period), row[7], row[8])  # id, created_at, updated_at: as _terms_segments
+        for account in accounts:
+            key = (account.id, str(period), account.created_at, account.updated_at)
             hit = self._segments.get(key)
             if hit is None or hit[1] - now < 60:
-                due[row[0]] = key
+                due[account.id] = key
         if due:
             found = pricing.terms_segments(conn, list(due), period)
             for account_id, key in due.items():

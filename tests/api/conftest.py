@@ -99,10 +99,11 @@ def api_server(database_url, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def serving(app):
-    """``app`` served by uvicorn in a thread of this process; yields its base URL."""
+def serving(app, lifespan: str = "off"):
+    """``app`` served by uvicorn in a thread of this process; yields its base URL. ``lifespan="on"``
+    runs its start-up and shutdown hooks (the entitlement view's refresher)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

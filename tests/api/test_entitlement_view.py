@@ -7,15 +7,17 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
 
 from activities import pricing
+from api.app import create_app
 from billing.periods import Period
 from models.db import get_engine
 from repositories import platforms, usage
 from services.accounts import change_terms
 from services.entitlement_view import EntitlementView
-from tests.api.conftest import NOW
+from tests.api.conftest import NOW, no_temporal, serving
 from tests.factories import OCT_START, event
 
 OCTOBER = Period(2026, 10)
@@ -36,7 +38,7 @@ def view(api):
     """The session API's service with a view the test refreshes itself (no thread), on a clock it moves."""
     service = api.app.state.service
     ticks = Ticks()
-    service.view = EntitlementView(service.engine, 0.25, service.clock, on_refresh=service._warm_segments,
+    service.view = EntitlementView(service.engine, 0.25, service.clock, warm=service._warm_segments,
                                    monotonic=ticks)
     service.view.ticks = ticks
     try:
@@ -181,22 +183,56 @@ def test_a_full_view_keeps_what_it_holds_and_reads_the_rest_from_postgres(api, v
     assert ask(api, key, "b").json()["used"] == 0 and view.answered == 0
 
 
-def test_the_refresher_thread_shows_a_recorded_batch_within_a_few_intervals(api):
-    """With the thread running (as `tally api` runs it, every TALLY_API_ENTITLEMENT_VIEW_MS), a batch
-    recorded after the account's first check is seen by the checks a few intervals later, from memory."""
-    service = api.app.state.service
-    service.view = EntitlementView(service.engine, 0.05, service.clock, on_refresh=service._warm_segments)
-    service.start()
+def test_the_refresher_shows_a_recorded_batch_within_a_few_intervals(api):
+    """Served as `tally api` serves it (the refresher started with the app, every
+    TALLY_API_ENTITLEMENT_VIEW_MS, here 50 ms): a batch recorded after the account's first check is
+    seen a few intervals later by checks answered from memory."""
+    app = create_app(api.settings, clock=api.clock, temporal=no_temporal, entitlement_view_ms=50)
+    service = app.state.service
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
     try:
-        key = api.platform("p")
-        api.account("f", "free", platform="p")
-        assert ask(api, key, "f").json()["used"] == 0
-        post(api, key, "f", 0, 7)
-        deadline = time.monotonic() + 10
-        while ask(api, key, "f").json()["used"] != 7:
-            assert time.monotonic() < deadline, "the view never showed the batch"
-            time.sleep(0.02)
-        assert service.view.refreshes >= 1 and service.view.answered >= 1
+        with serving(app, lifespan="on") as url, httpx.Client(base_url=url, timeout=30,
+                                                               headers={"Authorization": f"Bearer {key}"}) as c:
+            ask_ = lambda: c.get("/v1/accounts/f/entitlement", params={"model": "claude-haiku"})  # noqa: E731
+            assert ask_().json()["used"] == 0
+            docs = [event("f", i, OCT_START + timedelta(days=20, seconds=i)) for i in range(7)]
+            assert c.post("/v1/executions", json={"executions": docs}).json()["accepted"] == 7
+            deadline = time.monotonic() + 10
+            while (resp := ask_()).json()["used"] != 7:
+                assert time.monotonic() < deadline, "the view never showed the batch"
+                time.sleep(0.02)
+            assert resp.headers["Server-Timing"].endswith("desc=view")
+            assert service.view.refreshes >= 1 and service.view.answered >= 1
     finally:
-        service.close()
-        service.view = None
+        from services.alerts import evaluator
+
+        evaluator(service.engine, service.catalog).queue.settle()
+        service.engine.dispose()
+
+
+def test_a_snapshot_row_makes_the_same_snapshot_as_the_checks_own_read(api):
+    """The view's folded text (repositories.usage.snapshot_rows) and the check's own query read the same
+    account: credits, pause, platform, instants to the microsecond, every counter."""
+    key = api.platform("p")
+    api.account("g", "payg", platform="p", pricing="tokens")
+    post(api, key, "g", 0, 5)
+    docs = [{**event("g", i, OCT_START + timedelta(days=3, seconds=i), model="gpt-4o"), "byok": True}
+            for i in range(5, 8)]
+    assert api.client(key).post("/v1/executions", json={"executions": docs}).json()["accepted"] == 3
+    api.account("lonely", "free")  # no platform, no counters
+    with get_engine(api.database_url).begin() as conn:
+        conn.exec_driver_sql("UPDATE accounts SET status = 'paused' WHERE id = 'lonely'")
+    with get_engine(api.database_url).connect() as conn:
+        pid = platforms.platform_by_name(conn, "p").id
+        rows = dict(usage.snapshot_rows(conn, ["g", "lonely", "nobody"], OCTOBER, NOW))
+        assert set(rows) == {"g", "lonely"}
+        for account_id, platform_id in (("g", pid), ("lonely", None)):
+            direct, counters = usage.account_with_counters(conn, account_id, platform_id, OCTOBER, NOW) \
+                if platform_id else (None, None)
+            account, folded = usage.snapshot_from_row((account_id, rows[account_id]))
+            if direct is not None:
+                assert account == direct
+                assert sorted(folded, key=repr) == sorted(counters, key=repr) and len(folded) == 2
+            else:
+                assert (account.platform_id, account.status, folded) == (None, "paused", [])

@@ -46,7 +46,7 @@ def post(api, key: str, account_id: str, n: int, first: int, **extra) -> None:
 def api(request, api):
     service = api.app.state.service
     if request.param == "from the view":  # refreshed by check() below, not by a thread
-        service.view = EntitlementView(service.engine, 3600, service.clock, on_refresh=service._warm_segments)
+        service.view = EntitlementView(service.engine, 3600, service.clock, warm=service._warm_segments)
     try:
         yield api
     finally:
