@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         description="Niceness added to those child processes: on a busy host the serving process (entitlement "
                     "checks, routes) gets the CPU before a batch does.")
     api_entitlement_view_ms: int = Field(
-        default=250, ge=0, le=10_000,
+        default=500, ge=0, le=10_000,
         description="How often each API process re-reads the month to date of the accounts it checks "
                     "(services/entitlement_view.py); checks answer from that view, at most this stale "
                     "plus one read. 0: every check reads Postgres.")
