@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 
 from tests.api.conftest import free_port
-from tests.factories import create_account
+from tests.factories import create_account, event
 
 TALLY = str(Path(sys.executable).parent / "tally")
 
@@ -57,7 +58,16 @@ def test_platform_keys_links_and_the_api_server(clean_db, tmp_path):
             time.sleep(0.2)
         headers = {"Authorization": f"Bearer {key}"}
         e = httpx.get(f"{base}/v1/accounts/acct-1/entitlement", params={"model": "claude-haiku"}, headers=headers)
-        assert e.status_code == 200 and e.json()["allowed"] is True
+        assert e.status_code == 200 and e.json()["allowed"] is True and e.json()["used"] == 0
+        # An execution recorded now shows within a refresh or two of the entitlement view, from memory.
+        doc = event("acct-1", 1, datetime.now(timezone.utc) - timedelta(minutes=1))
+        assert httpx.post(f"{base}/v1/executions", json=doc, headers=headers).json()["accepted"] == 1
+        deadline = time.monotonic() + 15
+        while (e := httpx.get(f"{base}/v1/accounts/acct-1/entitlement", params={"model": "claude-haiku"},
+                              headers=headers)).json()["used"] != 1:
+            assert time.monotonic() < deadline, "the entitlement view never showed the execution"
+            time.sleep(0.1)
+        assert e.headers["Server-Timing"].endswith("desc=view")
         page = httpx.get(link.stdout.strip().replace(f"localhost:{port}", f"127.0.0.1:{port}"))
         assert page.status_code == 200 and "acct-1" in page.text  # the CLI and the API share the secret
         rotated = run(env, "platforms", "rotate-key", "acme")
