@@ -44,7 +44,7 @@ from repositories.usage import AccountSnapshot
 log = logging.getLogger("tally.api.entitlement_view")
 
 MAX_AGE_SECONDS = 5.0  # an entry read longer ago than this is not used (the refresher is stuck)
-KEEP_SECONDS = 600.0  # accounts not checked for this long leave the view
+KEEP_SECONDS = 30.0  # accounts not checked for this long leave the view (their next check reads Postgres)
 CAPACITY = 5_000  # accounts per serving process (each refresh reads them all in one query: ~30 ms of Postgres per 1,000)
 SWEEP_SECONDS = 30.0  # how often every checked account's terms are warmed (their cache lasts 5 minutes)
 
