@@ -61,10 +61,11 @@ def test_platform_keys_links_and_the_api_server(clean_db, tmp_path):
         assert e.status_code == 200 and e.json()["allowed"] is True and e.json()["used"] == 0
         # An execution recorded now shows within a refresh or two of the entitlement view, from memory.
         doc = event("acct-1", 1, datetime.now(timezone.utc) - timedelta(minutes=1))
-        assert httpx.post(f"{base}/v1/executions", json=doc, headers=headers).json()["accepted"] == 1
+        # (the first batch may wait for the ingest child's imports: seconds on a busy machine)
+        assert httpx.post(f"{base}/v1/executions", json=doc, headers=headers, timeout=120).json()["accepted"] == 1
         deadline = time.monotonic() + 15
         while (e := httpx.get(f"{base}/v1/accounts/acct-1/entitlement", params={"model": "claude-haiku"},
-                              headers=headers)).json()["used"] != 1:
+                              headers=headers, timeout=30)).json()["used"] != 1:
             assert time.monotonic() < deadline, "the entitlement view never showed the execution"
             time.sleep(0.1)
         assert e.headers["Server-Timing"].endswith("desc=view")
