@@ -22,6 +22,7 @@ from typing import TypeVar
 from billing import line_keys
 from billing.catalog import Catalog, CatalogVersion, Plan
 from billing.errors import RatingError
+from billing.fastinit import dict_init
 from billing.money import ZERO, format_rate, format_usd, round_money
 
 
@@ -69,6 +70,7 @@ class LineKind(str, Enum):
     prepaid_balance = "prepaid_balance"
 
 
+@dict_init
 @dataclass(frozen=True)
 class RatedLine:
     kind: LineKind
@@ -242,6 +244,7 @@ class TermsSegment:
     pricing: str = "executions"  # or "tokens"
 
 
+@dict_init
 @dataclass(frozen=True)
 class UsageRow:
     """Aggregated executions of one account that share everything pricing depends on.
@@ -267,6 +270,7 @@ class UsageRow:
     credit_funded: bool = False  # paid with prepaid credits: shown, never charged (billing.credits)
 
 
+@dict_init
 @dataclass(frozen=True)
 class _Segment:
     index: int
