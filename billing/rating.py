@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from enum import Enum
 from typing import TypeVar
@@ -311,6 +311,45 @@ def segment_days(period_start: datetime, period_end: datetime, seg: TermsSegment
 
 def resolve_segments(catalog: Catalog, period_start: datetime, period_end: datetime,
                      segments: Sequence[TermsSegment]) -> list[_Segment]:
+    """Each terms segment with its plan and catalog version looked up and checked (``RatingError``
+    / ``CatalogError`` otherwise). Remembered per catalog object and plainly typed segments: most
+    accounts of a close share their terms, and the close resolves each account's twice (its quota,
+    then its rating)."""
+    key = _resolve_key(catalog, period_start, period_end, segments)
+    if key is None:
+        return _resolve_segments(catalog, period_start, period_end, segments)
+    hit = _RESOLVED.get(key)
+    if hit is None or hit[0] is not catalog:
+        hit = (catalog, tuple(_resolve_segments(catalog, period_start, period_end, segments)))
+        if len(_RESOLVED) >= 4_096:
+            _RESOLVED.clear()
+        _RESOLVED[key] = hit
+    return list(hit[1])
+
+
+# (id(catalog), period start, period end, *segments) -> (catalog, its resolved segments). The entry
+# holds the catalog, so its id cannot be reused while the entry lives; catalogs are frozen.
+_RESOLVED: dict[tuple, tuple[Catalog, tuple[_Segment, ...]]] = {}
+
+
+def _resolve_key(catalog: Catalog, period_start: datetime, period_end: datetime,
+                 segments: Sequence[TermsSegment]) -> tuple | None:
+    """A key under which equal inputs are the same input, or None (not remembered). Only exact
+    types qualify: ``True == 1`` and equal instants in other time zones compare equal but resolve
+    differently (seats must not be a bool; labels and day checks read the zone's fields)."""
+    if not (isinstance(segments, (list, tuple)) and type(period_start) is datetime and type(period_end) is datetime
+            and period_start.tzinfo is timezone.utc and period_end.tzinfo is timezone.utc):
+        return None
+    for s in segments:
+        if not (type(s) is TermsSegment and type(s.start) is datetime and type(s.end) is datetime
+                and s.start.tzinfo is timezone.utc and s.end.tzinfo is timezone.utc and type(s.plan) is str
+                and type(s.seats) is int and type(s.overage_opt_in) is bool and type(s.pricing) is str):
+            return None
+    return (id(catalog), period_start, period_end, *segments)
+
+
+def _resolve_segments(catalog: Catalog, period_start: datetime, period_end: datetime,
+                      segments: Sequence[TermsSegment]) -> list[_Segment]:
     if not segments:
         raise RatingError("at least one terms segment is needed", field="segments")
     period_days = (period_end - period_start).days
