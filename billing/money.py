@@ -37,6 +37,8 @@ _CONTEXTS: dict[int, Context] = {}
 
 
 def _as_decimal(x: object, what: str = "amount") -> Decimal:
+    if type(x) is Decimal and x.is_finite():  # the common case, first
+        return x
     if isinstance(x, bool) or isinstance(x, float):
         raise MoneyError(f"must be a Decimal, not {type(x).__name__} ({x!r})", field=what)
     if isinstance(x, int):

@@ -500,11 +500,15 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         markup = versions[version].markup
         seg = segs[rows[0].segment]
         where = _where(version if multi_version else None, seg.label if seg_index is not None else None)
-        n = sum(r.executions for r in rows)
+        n = qty_in = qty_out = 0
+        for r in rows:
+            n += r.executions
+            qty_in += r.input_tokens
+            qty_out += r.output_tokens
         cost = _cost(versions[version], model, rows)
         for direction, qty, per_m in (
-            ("input", sum(r.input_tokens for r in rows), m.user_price_input(markup)),
-            ("output", sum(r.output_tokens for r in rows), m.user_price_output(markup)),
+            ("input", qty_in, m.user_price_input(markup)),
+            ("output", qty_out, m.user_price_output(markup)),
         ):
             if qty == 0:
                 continue
