@@ -496,8 +496,6 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
             executions=n, cost=_cost(versions[version], model, rows),
         ))
     for (model, version, seg_index), rows in sorted(tokens.items(), key=lambda kv: str(kv[0])):
-        m = versions[version].model(model)
-        markup = versions[version].markup
         seg = segs[rows[0].segment]
         where = _where(version if multi_version else None, seg.label if seg_index is not None else None)
         n = qty_in = qty_out = 0
@@ -506,19 +504,15 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
             qty_in += r.input_tokens
             qty_out += r.output_tokens
         cost = _cost(versions[version], model, rows)
-        for direction, qty, per_m in (
-            ("input", qty_in, m.user_price_input(markup)),
-            ("output", qty_out, m.user_price_output(markup)),
-        ):
+        for (direction, unit, per_m_text), qty in zip(_token_prices(versions[version], model), (qty_in, qty_out)):
             if qty == 0:
                 continue
-            unit = per_m / PER_MILLION
             amount = round_money(Decimal(qty) * unit)
             if seg.plan.usage_cap is not None:
                 capped_charge += amount
             usage_lines.append(RatedLine(
                 LineKind.token_usage,
-                f"{model} {direction} tokens{where}: {qty:,} × {_rate_text(per_m)} per 1M",
+                f"{model} {direction} tokens{where}: {qty:,} × {per_m_text} per 1M",
                 Decimal(qty), unit, amount, model,
                 key=line_keys.token_usage(model, version, direction, seg_index), version=version,
                 direction=direction, executions=n if direction == "input" else 0,
@@ -580,6 +574,25 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
     )
 
 
+def _token_prices(version: CatalogVersion, model: str) -> tuple[tuple[str, Decimal, str], tuple[str, Decimal, str]]:
+    """("input" / "output", unit price per token, text of the price per 1M) of ``model`` under
+    ``version``: its user prices (explicit, else cost x markup) / 1M in the rating's context.
+    Remembered per catalog version object (frozen: the same object always prices the same); the
+    entry holds the version, so its id cannot be reused while the entry lives."""
+    key = (id(version), model)
+    hit = _TOKEN_PRICES.get(key)
+    if hit is None or hit[0] is not version:
+        m = version.model(model)
+        per_in, per_out = m.user_price_input(version.markup), m.user_price_output(version.markup)
+        hit = (version, (("input", _RATING_CONTEXT.divide(per_in, PER_MILLION), format_rate(per_in)),
+                         ("output", _RATING_CONTEXT.divide(per_out, PER_MILLION), format_rate(per_out))))
+        if len(_TOKEN_PRICES) >= 4_096:
+            _TOKEN_PRICES.clear()
+        _TOKEN_PRICES[key] = hit
+    return hit[1]
+
+
+_TOKEN_PRICES: dict[tuple[int, str], tuple[CatalogVersion, tuple]] = {}
 _RATE_TEXTS: dict[Decimal, str] = {}
 
 

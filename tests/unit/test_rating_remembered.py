@@ -1,17 +1,26 @@
-"""``billing.rating.resolve_segments`` remembers its answers (most accounts of a close share their
-terms): a remembered answer must be exactly what resolving again would give, and inputs that are
-equal but not the same (bool seats, other time zones, another catalog) must not get one."""
+"""What ``billing.rating`` remembers between accounts (most accounts of a close share their terms and
+rate cards): ``resolve_segments``' answers and each catalog version's token prices. A remembered
+answer must be exactly what computing again would give, and inputs that are equal but not the same
+(bool seats, other time zones, another catalog with the same version id) must not get one."""
 
 from __future__ import annotations
 
 from datetime import timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
 from billing.catalog import load_catalog
 from billing.errors import RatingError
 from billing.periods import Period
-from billing.rating import TermsSegment, _resolve_segments, pooled_included, resolve_segments
+from billing.rating import (
+    TermsSegment,
+    UsageRow,
+    _resolve_segments,
+    pooled_included,
+    rate_account,
+    resolve_segments,
+)
 
 CATALOG = load_catalog()
 OCT = Period.parse("2026-10")
@@ -59,3 +68,26 @@ def test_another_catalog_with_the_same_version_id_is_resolved_afresh():
         **v.plans, "pro": v.plan("pro").model_copy(update={"included_executions": 7})}}),)})
     assert pooled_included(smaller, OCT.start, OCT.end, segments) == 7
     assert pooled_included(CATALOG, OCT.start, OCT.end, segments) == 5_000
+
+
+def test_another_catalog_with_the_same_version_id_gets_its_own_token_prices():
+    segments = [TermsSegment(OCT.start, OCT.end, "pro", pricing="tokens")]
+    v = CATALOG.versions[0]
+    rows = [UsageRow(0, v.version, "gpt-4o", executions=2, input_tokens=1_000_000, output_tokens=1_000_000)]
+
+    def token_lines(catalog):
+        inv = rate_account(catalog, OCT.start, OCT.end, segments, rows)
+        return [(ln.direction, ln.unit_price, ln.amount, ln.description) for ln in inv.lines if ln.direction]
+
+    before = token_lines(CATALOG)
+    m = v.model("gpt-4o")
+    dearer = CATALOG.model_copy(update={"versions": (v.model_copy(update={
+        "models": {**v.models, "gpt-4o": m.model_copy(update={"price_input_per_mtok": Decimal("99"),
+                                                               "price_output_per_mtok": Decimal("0.5")})},
+        "markup": Decimal("3")}),)})
+    assert token_lines(dearer) == [
+        ("input", Decimal("0.000099"), Decimal("99.00"), "gpt-4o input tokens: 1,000,000 × $99.00 per 1M"),
+        ("output", Decimal("5E-7"), Decimal("0.50"), "gpt-4o output tokens: 1,000,000 × $0.50 per 1M")]
+    assert token_lines(CATALOG) == before
+    per_in = m.user_price_input(v.markup)
+    assert before[0][:2] == ("input", per_in / Decimal(1_000_000))
