@@ -23,7 +23,7 @@ SEPARATOR = "|"
 
 
 def _key(*parts: object) -> str:
-    return SEPARATOR.join("" if p is None else str(p) for p in parts)
+    return SEPARATOR.join(["" if p is None else str(p) for p in parts])  # a list joins faster than a generator
 
 
 def base_fee(segment: int, plan: str, seats: int) -> str:

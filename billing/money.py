@@ -22,10 +22,23 @@ _MONEY_RE = re.compile(r"(?P<sign>[-+]?)\$?(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))
 def _context_for(x: Decimal) -> Context:
     # Enough significant digits to hold x exactly and x to the cent exactly.
     digits = max(28, len(x.as_tuple().digits) + 2, x.adjusted() + 4)
-    return Context(prec=digits, rounding=ROUND_HALF_UP)
+    # One context per precision, made once (a Context costs more than the quantize it serves; the
+    # rating rounds tens of thousands of lines per chunk). Callers only pass it to operations, which
+    # read its precision, rounding and traps and at most raise its flags, which nothing here reads.
+    ctx = _CONTEXTS.get(digits)
+    if ctx is None:
+        ctx = Context(prec=digits, rounding=ROUND_HALF_UP)
+        if len(_CONTEXTS) < 1_000:
+            _CONTEXTS[digits] = ctx
+    return ctx
+
+
+_CONTEXTS: dict[int, Context] = {}
 
 
 def _as_decimal(x: object, what: str = "amount") -> Decimal:
+    if type(x) is Decimal and x.is_finite():  # the common case, first
+        return x
     if isinstance(x, bool) or isinstance(x, float):
         raise MoneyError(f"must be a Decimal, not {type(x).__name__} ({x!r})", field=what)
     if isinstance(x, int):

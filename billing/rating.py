@@ -14,14 +14,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from enum import Enum
 from typing import TypeVar
 
 from billing import line_keys
-from billing.catalog import Catalog, CatalogVersion, Plan
+from billing.catalog import Catalog, CatalogVersion, LlmModel, Plan
 from billing.errors import RatingError
+from billing.fastinit import dict_init
 from billing.money import ZERO, format_rate, format_usd, round_money
 
 
@@ -69,6 +70,7 @@ class LineKind(str, Enum):
     prepaid_balance = "prepaid_balance"
 
 
+@dict_init
 @dataclass(frozen=True)
 class RatedLine:
     kind: LineKind
@@ -242,6 +244,7 @@ class TermsSegment:
     pricing: str = "executions"  # or "tokens"
 
 
+@dict_init
 @dataclass(frozen=True)
 class UsageRow:
     """Aggregated executions of one account that share everything pricing depends on.
@@ -267,6 +270,7 @@ class UsageRow:
     credit_funded: bool = False  # paid with prepaid credits: shown, never charged (billing.credits)
 
 
+@dict_init
 @dataclass(frozen=True)
 class _Segment:
     index: int
@@ -307,6 +311,45 @@ def segment_days(period_start: datetime, period_end: datetime, seg: TermsSegment
 
 def resolve_segments(catalog: Catalog, period_start: datetime, period_end: datetime,
                      segments: Sequence[TermsSegment]) -> list[_Segment]:
+    """Each terms segment with its plan and catalog version looked up and checked (``RatingError``
+    / ``CatalogError`` otherwise). Remembered per catalog object and plainly typed segments: most
+    accounts of a close share their terms, and the close resolves each account's twice (its quota,
+    then its rating)."""
+    key = _resolve_key(catalog, period_start, period_end, segments)
+    if key is None:
+        return _resolve_segments(catalog, period_start, period_end, segments)
+    hit = _RESOLVED.get(key)
+    if hit is None or hit[0] is not catalog:
+        hit = (catalog, tuple(_resolve_segments(catalog, period_start, period_end, segments)))
+        if len(_RESOLVED) >= 4_096:
+            _RESOLVED.clear()
+        _RESOLVED[key] = hit
+    return list(hit[1])
+
+
+# (id(catalog), period start, period end, *segments) -> (catalog, its resolved segments). The entry
+# holds the catalog, so its id cannot be reused while the entry lives; catalogs are frozen.
+_RESOLVED: dict[tuple, tuple[Catalog, tuple[_Segment, ...]]] = {}
+
+
+def _resolve_key(catalog: Catalog, period_start: datetime, period_end: datetime,
+                 segments: Sequence[TermsSegment]) -> tuple | None:
+    """A key under which equal inputs are the same input, or None (not remembered). Only exact
+    types qualify: ``True == 1`` and equal instants in other time zones compare equal but resolve
+    differently (seats must not be a bool; labels and day checks read the zone's fields)."""
+    if not (isinstance(segments, (list, tuple)) and type(period_start) is datetime and type(period_end) is datetime
+            and period_start.tzinfo is timezone.utc and period_end.tzinfo is timezone.utc):
+        return None
+    for s in segments:
+        if not (type(s) is TermsSegment and type(s.start) is datetime and type(s.end) is datetime
+                and s.start.tzinfo is timezone.utc and s.end.tzinfo is timezone.utc and type(s.plan) is str
+                and type(s.seats) is int and type(s.overage_opt_in) is bool and type(s.pricing) is str):
+            return None
+    return (id(catalog), period_start, period_end, *segments)
+
+
+def _resolve_segments(catalog: Catalog, period_start: datetime, period_end: datetime,
+                      segments: Sequence[TermsSegment]) -> list[_Segment]:
     if not segments:
         raise RatingError("at least one terms segment is needed", field="segments")
     period_days = (period_end - period_start).days
@@ -346,14 +389,18 @@ def rate_account(catalog: Catalog, period_start: datetime, period_end: datetime,
     with localcontext(_RATING_CONTEXT):
         segs = resolve_segments(catalog, period_start, period_end, segments)
         versions = {}
+        known: set[tuple[str, str]] = set()  # (version, model) pairs already looked up
+        n_segs = len(segs)
         for row in usage:
             if row.version not in versions:
                 versions[row.version] = catalog.version(row.version)
-            if not 0 <= row.segment < len(segs):
+            if not 0 <= row.segment < n_segs:
                 raise RatingError(f"usage row refers to segment {row.segment}", field="usage")
             if row.executions < 0 or row.input_tokens < 0 or row.output_tokens < 0:
                 raise RatingError("counts must not be negative", field="usage")
-            versions[row.version].model(row.model)  # CatalogError for an unknown model
+            if (row.version, row.model) not in known:
+                versions[row.version].model(row.model)  # CatalogError for an unknown model
+                known.add((row.version, row.model))
         return _rate(versions, segs, list(usage), pooled_included=sum(s.included() for s in segs))
 
 
@@ -382,9 +429,19 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         lines.append(RatedLine(LineKind.base_fee, desc, qty, unit, round_money(qty * unit),
                                key=line_keys.base_fee(seg.index, plan.code, seg.seats)))
 
-    platform = [r for r in usage if not r.sandbox]
-    total_exec = sum(r.executions for r in platform)
-    total_billable = sum(r.executions for r in platform if r.billable)
+    # One pass for the period's counts (platform = not sandbox).
+    platform: list[UsageRow] = []
+    total_exec = total_billable = sandbox = byok = 0
+    for r in usage:
+        if r.sandbox:
+            sandbox += r.executions
+            continue
+        platform.append(r)
+        total_exec += r.executions
+        if r.billable:
+            total_billable += r.executions
+        if r.byok:
+            byok += r.executions
 
     # 2. informational: included executions, sandbox tries, BYOK
     if pooled_included > 0 and total_exec > 0:
@@ -392,7 +449,6 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         lines.append(RatedLine(LineKind.included_usage,
                                f"Included executions ({used:,} of {pooled_included:,})",
                                Decimal(used), ZERO, ZERO, key=line_keys.included_usage()))
-    sandbox = sum(r.executions for r in usage if r.sandbox)
     if sandbox:
         lines.append(RatedLine(LineKind.sandbox, f"Sandbox tries: {_n(sandbox, 'try').replace('trys', 'tries')} (not charged)",
                                Decimal(sandbox), ZERO, ZERO, key=line_keys.sandbox()))
@@ -403,20 +459,26 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
     per_exec: dict[tuple, list[UsageRow]] = {}
     tokens: dict[tuple, list[UsageRow]] = {}
     funded: dict[str, int] = {}
+    seg_billed = [seg.billed for seg in segs]
+    seg_tokens = [seg.pricing == "tokens" for seg in segs]
+    seg_key = [seg.index if multi_segment else None for seg in segs]
+    rates: dict[tuple[str, int], Decimal] = {}  # (version, segment) -> the plan's overage rate there
     for r in platform:
-        seg = segs[r.segment]
+        i = r.segment
         if r.credit_funded:
             funded[r.model] = funded.get(r.model, 0) + r.executions
             continue
-        if r.billable and not seg.billed:
+        if r.billable and not seg_billed[i]:
             blocked[r.model] = blocked.get(r.model, 0) + r.executions
             continue
-        if seg.pricing == "tokens":
+        if seg_tokens[i]:
             if not r.byok:
-                tokens.setdefault((r.model, r.version, seg.index if multi_segment else None), []).append(r)
+                tokens.setdefault((r.model, r.version, seg_key[i]), []).append(r)
         elif r.billable:
-            rate = versions[r.version].plan(seg.plan.code).overage_rate
-            per_exec.setdefault((r.model, r.version, rate, seg.index if multi_segment else None), []).append(r)
+            rate_key = (r.version, i)
+            if rate_key not in rates:
+                rates[rate_key] = versions[r.version].plan(segs[i].plan.code).overage_rate
+            per_exec.setdefault((r.model, r.version, rates[rate_key], seg_key[i]), []).append(r)
 
     capped_charge = ZERO  # usage charged under a plan with a usage cap (pay-as-you-go)
     for (model, version, rate, seg_index), rows in sorted(per_exec.items(), key=lambda kv: str(kv[0])):
@@ -428,31 +490,29 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         label = "Overage" if pooled_included > 0 else "Usage"
         where = _where(version if multi_version else None, seg.label if seg_index is not None else None)
         usage_lines.append(RatedLine(
-            LineKind.usage, f"{label} — {model}{where}: {_n(n)} × {format_rate(rate)}",
+            LineKind.usage, f"{label} — {model}{where}: {_n(n)} × {_rate_text(rate)}",
             Decimal(n), rate, amount, model,
             key=line_keys.usage(model, version, rate, seg_index), version=version,
             executions=n, cost=_cost(versions[version], model, rows),
         ))
     for (model, version, seg_index), rows in sorted(tokens.items(), key=lambda kv: str(kv[0])):
-        m = versions[version].model(model)
-        markup = versions[version].markup
         seg = segs[rows[0].segment]
         where = _where(version if multi_version else None, seg.label if seg_index is not None else None)
-        n = sum(r.executions for r in rows)
+        n = qty_in = qty_out = 0
+        for r in rows:
+            n += r.executions
+            qty_in += r.input_tokens
+            qty_out += r.output_tokens
         cost = _cost(versions[version], model, rows)
-        for direction, qty, per_m in (
-            ("input", sum(r.input_tokens for r in rows), m.user_price_input(markup)),
-            ("output", sum(r.output_tokens for r in rows), m.user_price_output(markup)),
-        ):
+        for (direction, unit, per_m_text), qty in zip(_token_prices(versions[version], model), (qty_in, qty_out)):
             if qty == 0:
                 continue
-            unit = per_m / PER_MILLION
             amount = round_money(Decimal(qty) * unit)
             if seg.plan.usage_cap is not None:
                 capped_charge += amount
             usage_lines.append(RatedLine(
                 LineKind.token_usage,
-                f"{model} {direction} tokens{where}: {qty:,} × {format_rate(per_m)} per 1M",
+                f"{model} {direction} tokens{where}: {qty:,} × {per_m_text} per 1M",
                 Decimal(qty), unit, amount, model,
                 key=line_keys.token_usage(model, version, direction, seg_index), version=version,
                 direction=direction, executions=n if direction == "input" else 0,
@@ -485,7 +545,21 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
     subtotal = round_money(sum((line.amount for line in lines), ZERO))
     if subtotal < 0:  # pragma: no cover - impossible by construction (cap > 0, prices >= 0)
         raise RatingError(f"rated subtotal is negative ({subtotal})", field="total")
-    platform_cost = sum((_cost(versions[r.version], r.model, [r]) for r in platform), ZERO)
+    # Each row's cost as ``_cost(version, model, [row])`` gives it, added up in row order: the same
+    # operations as summing those calls, inlined (the close does this for ~20 rows an account). A BYOK
+    # row's is 0.00, which changes nothing in a sum that starts at 0.00.
+    platform_cost = ZERO
+    llm_models: dict[tuple[str, str], LlmModel] = {}
+    for r in platform:
+        if r.byok:
+            continue
+        m = llm_models.get((r.version, r.model))
+        if m is None:
+            m = llm_models[(r.version, r.model)] = versions[r.version].model(r.model)
+        row_cost = ZERO + r.cost
+        row_cost += (Decimal(r.uncosted_input_tokens) * m.cost_input_per_mtok
+                     + Decimal(r.uncosted_output_tokens) * m.cost_output_per_mtok) / PER_MILLION
+        platform_cost += row_cost
     return RatedInvoice(
         plan=segs[-1].plan.code,
         catalog_version=segs[-1].version.version,
@@ -495,9 +569,42 @@ def _rate(versions: dict[str, CatalogVersion], segs: list[_Segment], usage: list
         subtotal=subtotal,
         total=subtotal,
         sandbox_executions=sandbox,
-        byok_executions=sum(r.executions for r in platform if r.byok),
+        byok_executions=byok,
         platform_cost=platform_cost,
     )
+
+
+def _token_prices(version: CatalogVersion, model: str) -> tuple[tuple[str, Decimal, str], tuple[str, Decimal, str]]:
+    """("input" / "output", unit price per token, text of the price per 1M) of ``model`` under
+    ``version``: its user prices (explicit, else cost x markup) / 1M in the rating's context.
+    Remembered per catalog version object (frozen: the same object always prices the same); the
+    entry holds the version, so its id cannot be reused while the entry lives."""
+    key = (id(version), model)
+    hit = _TOKEN_PRICES.get(key)
+    if hit is None or hit[0] is not version:
+        m = version.model(model)
+        per_in, per_out = m.user_price_input(version.markup), m.user_price_output(version.markup)
+        hit = (version, (("input", _RATING_CONTEXT.divide(per_in, PER_MILLION), format_rate(per_in)),
+                         ("output", _RATING_CONTEXT.divide(per_out, PER_MILLION), format_rate(per_out))))
+        if len(_TOKEN_PRICES) >= 4_096:
+            _TOKEN_PRICES.clear()
+        _TOKEN_PRICES[key] = hit
+    return hit[1]
+
+
+_TOKEN_PRICES: dict[tuple[int, str], tuple[CatalogVersion, tuple]] = {}
+_RATE_TEXTS: dict[Decimal, str] = {}
+
+
+def _rate_text(rate: Decimal) -> str:
+    """``format_rate`` of a catalog rate, remembered: its text depends only on the rate's value (equal
+    Decimals such as 0.50 and 0.5 give the same text), and a catalog has few distinct rates."""
+    text = _RATE_TEXTS.get(rate)
+    if text is None:
+        text = format_rate(rate)
+        if len(_RATE_TEXTS) < 10_000:
+            _RATE_TEXTS[rate] = text
+    return text
 
 
 def _where(version: str | None, segment_label: str | None) -> str:

@@ -63,9 +63,10 @@ def segments(history: Sequence[TermsRecord], period: Period) -> list[TermsSegmen
     starts after the period."""
     rows = sorted(history, key=lambda r: r.effective_from)
     out: list[TermsSegment] = []
+    period_start, period_end = period.start, period.end  # each read builds a datetime (and end a Period)
     for i, r in enumerate(rows):
-        nxt = rows[i + 1].effective_from if i + 1 < len(rows) else period.end
-        start, end = max(r.effective_from, period.start), min(nxt, period.end)
+        nxt = rows[i + 1].effective_from if i + 1 < len(rows) else period_end
+        start, end = max(r.effective_from, period_start), min(nxt, period_end)
         if start >= end:
             continue
         seg = TermsSegment(start=start, end=end, plan=r.plan, seats=r.seats,

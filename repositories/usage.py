@@ -509,19 +509,35 @@ def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: date
         "ver_name": [v[0] for v in versions], "ver_start": [v[1] for v in versions],
         "ver_end": [v[2] for v in versions], "start": start, "end": end, "known_at": known_at,
     })
+    # Fetched in one go and unpacked by position (~40k rows a month for 2,000 accounts): both queries
+    # select account_id, then the columns ``as_usage_row`` reads, in its order (checked).
+    if tuple(rows.keys()) != _USAGE_COLUMNS:
+        raise RuntimeError(f"usage query columns {tuple(rows.keys())} are not {_USAGE_COLUMNS}")
     out: dict[str, list[UsageRow]] = {}
-    for r in rows:
-        out.setdefault(r.account_id, []).append(as_usage_row(r))
+    for account_id, *fields in rows.all():
+        rows_of = out.get(account_id)
+        if rows_of is None:
+            rows_of = out[account_id] = []
+        rows_of.append(_usage_row(*fields))
     return out
+
+
+_USAGE_COLUMNS = ("account_id", "idx", "name", "model", "byok", "sandbox", "billable", "executions", "input_tokens",
+                  "output_tokens", "cost", "uncosted_in", "uncosted_out")
 
 
 def as_usage_row(r) -> UsageRow:
     """A row of the close's aggregation (``idx``, ``name``, model, byok, sandbox, billable, counts)."""
-    return UsageRow(
-        segment=r.idx, version=r.name, model=r.model, byok=r.byok, sandbox=r.sandbox, billable=r.billable,
-        executions=r.executions, input_tokens=int(r.input_tokens), output_tokens=int(r.output_tokens),
-        cost=Decimal(r.cost), uncosted_input_tokens=int(r.uncosted_in), uncosted_output_tokens=int(r.uncosted_out),
-    )
+    return _usage_row(r.idx, r.name, r.model, r.byok, r.sandbox, r.billable, r.executions, r.input_tokens,
+                      r.output_tokens, r.cost, r.uncosted_in, r.uncosted_out)
+
+
+def _usage_row(idx, name, model, byok, sandbox, billable, executions, input_tokens, output_tokens, cost,
+               uncosted_in, uncosted_out) -> UsageRow:
+    # The sums of bigint columns arrive as Decimal (numeric): made int here. ``cost`` is numeric,
+    # already a Decimal from the driver.
+    return UsageRow(idx, name, model, byok, sandbox, billable, executions, int(input_tokens), int(output_tokens),
+                    cost if type(cost) is Decimal else Decimal(cost), int(uncosted_in), int(uncosted_out))
 
 
 def period_executions(conn: Connection, account_id: str, start: datetime, end: datetime):

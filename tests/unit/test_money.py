@@ -164,3 +164,30 @@ def test_format_rate_keeps_every_digit_of_a_long_rate_and_signs_negatives():
     assert format_rate(D("-0.005")) == "-$0.005"
     assert format_rate(D("0")) == "$0.00"
     assert format_rate(D("0.000")) == "$0.00"
+
+
+def test_round_money_is_exact_at_every_size_whatever_was_rounded_before():
+    # The contexts are made once per precision and reused (billing.money._context_for): rounding a
+    # small amount first must not leave a too-narrow context for a huge one, nor the other way round.
+    from decimal import ROUND_HALF_UP, Context
+
+    def reference(x: Decimal) -> Decimal:
+        digits = max(28, len(x.as_tuple().digits) + 2, x.adjusted() + 4)
+        return x.quantize(CENT, rounding=ROUND_HALF_UP, context=Context(prec=digits, rounding=ROUND_HALF_UP))
+
+    values = [D("0.005"), D("9" * 60 + ".995"), D("1.2349"), D("-" + "4" * 120 + ".125"), D("0.00000001"),
+              D("123456789012345678901234567890123.455"), D("7"), D("-0.004")]
+    for order in (values, values[::-1]):
+        for x in order:
+            r = round_money(x)
+            assert r == reference(x) and r.as_tuple() == reference(x).as_tuple()
+    assert round_money(D("9" * 60 + ".995")) == D("1" + "0" * 60)
+    assert format_usd(D("-" + "4" * 40 + ".125")) == "-$" + f"{int('4' * 40):,}" + ".13"
+
+
+def test_format_rate_depends_only_on_the_value():
+    # billing.rating remembers the text of each rate by value: equal Decimals must give equal text.
+    for a, b in [("0.5", "0.50"), ("0.500000", "0.5"), ("79", "79.00"), ("0.005", "0.0050"), ("0", "0.000"),
+                 ("-0", "0"), ("1E+2", "100"), ("2.5E-7", "0.00000025"), ("1234.5", "1234.500")]:
+        assert D(a) == D(b)
+        assert format_rate(D(a)) == format_rate(D(b))
