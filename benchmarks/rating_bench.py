@@ -5,8 +5,10 @@ then times, in the same run:
 - the floor: the plain SQL aggregation of the same rows (GROUP BY account, model);
 - Tally's rating of every account, in chunks of 100 as the close does (ranking, segments, versions,
   token lines, platform cost), without writing invoices.
-Prints rating time per million executions, the ratio to the floor and the 1-minute load average
-before and after (other work on a shared machine skews both). Nothing is asserted.
+Floor and rating alternate ``--repeats`` times (default 3); prints the best of each, their ratio, every
+pair, and the 1-minute load average before and after (other work on a shared machine skews both; the
+later rounds rate with the rater's per-catalog memories warm, as a worker does after its first chunk).
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accounts", type=int, default=2_000)
     ap.add_argument("--executions", type=int, default=1_000_000)
     ap.add_argument("--database-url", default=None, help="a server to create the bench database on")
+    ap.add_argument("--repeats", type=int, default=3, help="floor and rating measured this many times, alternating")
     args = ap.parse_args(argv)
     url, cleanup = fresh_database(args.database_url)
     try:
@@ -113,12 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         load(url, args.accounts, args.executions)
         print(f"loaded {args.accounts:,} accounts, {args.executions:,} executions in {time.perf_counter() - t:.1f} s")
         load_before = os.getloadavg()[0]
-        floor = min(sql_floor(url) for _ in range(2))
-        rating, lines = rate_all(url, args.accounts)
+        # Floor and rating alternate, so a burst of other work on a shared machine hits both; the
+        # figure is the best of each (what the machine does when nothing else runs), every pair shown.
+        pairs = []
+        for _ in range(args.repeats):
+            floor_s = min(sql_floor(url) for _ in range(2))
+            rating_s, lines = rate_all(url, args.accounts)
+            pairs.append((floor_s, rating_s))
+        floor, rating = min(f for f, _ in pairs), min(r for _, r in pairs)
         per_m = rating / (args.executions / 1_000_000)
         print(f"rating   {args.executions:,} executions (half token-priced) {rating:.2f} s = {per_m:.2f} s per 1M; "
               f"{lines:,} lines | SQL GROUP BY floor {floor:.2f} s | ratio {rating / floor:.2f}x | "
               f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+        print("  each pair (floor s / rating s = ratio): "
+              + ", ".join(f"{f:.2f} / {r:.2f} = {r / f:.2f}x" for f, r in pairs))
     finally:
         get_engine(url).dispose()
         if cleanup:
