@@ -17,6 +17,12 @@ counts and runs the usage observers (alerts) exactly as the in-process path does
 moves bytes for a batch; its threads, GIL and connection pool are the read path's alone. The time a
 batch is recorded at is the serving process's clock, passed along.
 
+Group commit: a batch that arrives while every child is busy (and one call is already queued for the
+next free one) waits in the serving process; the next call takes every batch waiting (``TALLY_API_INGEST_GROUP``, default 4, at most) and records
+them as one (``BatchRecorder.record_many``: one transaction, one commit, the observers told once),
+each request answered as if its batch had been recorded alone after the earlier ones. With as many
+batches in flight as children nothing waits and each batch goes alone, as before.
+
 A child that dies (killed, out of memory) answers its batch 503 with Retry-After and is replaced;
 the batch was one transaction, so a retry records what was not recorded and answers the rest
 ``duplicate``.
@@ -42,7 +48,7 @@ from api.errors import ApiError
 log = logging.getLogger("tally.api.ingest")
 
 _recorder = None  # the child's services.ingest.BatchRecorder
-# Each ingest process's connections (docs/deployment.md counts them): one batch at a time, plus the
+# Each ingest process's connections (docs/deployment.md counts them): one batch (or group) at a time, plus the
 # alert evaluation's reads and writes.
 POOL_SIZE, MAX_OVERFLOW = 2, 2
 
@@ -125,10 +131,11 @@ def _record_group(batches: list[tuple[int, bytes, datetime]]) -> list[tuple[int,
 
 
 class IngestProcesses:
-    """The batch recorders of one API process: ``processes`` children, one call at a time each. A batch
-    that arrives while every child is busy waits here; a child that becomes free takes every batch
-    waiting (at most ``group``) and records them as one (``_record_group``), so under load the batches
-    share a transaction, its statements and its commit while each request keeps its own answer."""
+    """The batch recorders of one API process: ``processes`` children, one call at a time each, and one
+    call queued for the next free child. A batch that arrives while they are all taken waits here; the
+    next call takes every batch waiting (at most ``group``) and records them as one (``_record_group``),
+    so under load the batches share a transaction, its statements and its commit while each request
+    keeps its own answer."""
 
     def __init__(self, database_url: str, catalog_path: Path | None, processes: int, pool_size: int = POOL_SIZE,
                  concurrency: int = 1, grace_hours: int = 48, nice: int = 0, group: int = 4):
@@ -164,9 +171,11 @@ class IngestProcesses:
         return await answer
 
     def _dispatch(self) -> None:
-        """(In the event loop.) Hand the waiting batches to the children that are free, ``group`` at most
-        per call."""
-        while self._waiting and self._busy < self.processes:
+        """(In the event loop.) Hand the waiting batches to the children, ``group`` at most per call, and
+        one call more than there are children: that one waits in the pool's queue, so a child that
+        finishes starts on it at once instead of idling while the next body crosses the pipe. What
+        arrives after it waits here and goes as one group."""
+        while self._waiting and self._busy < self.processes + 1:
             taken = [self._waiting.popleft() for _ in range(min(self.group, len(self._waiting)))]
             taken = [t for t in taken if not t[3].done()]  # a request cancelled while it waited
             if not taken:

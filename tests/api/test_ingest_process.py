@@ -143,6 +143,7 @@ def test_batches_that_wait_for_a_busy_recorder_are_recorded_as_one_and_each_gets
     bodies = {
         "first": [event("a1", i, OCT_START) for i in range(1, 5)],  # waits on the locked counter
         "second": [event("a2", 1, OCT_START), shared],
+        "queued": [event("a1", 9, OCT_START)],  # queued for the child, goes alone
         "third": [shared, {**shared, "event_id": "a2-51"}, {**shared, "event_id": "a2-52", "model": "gpt-9"},
                   {**event("a2", 1, OCT_START), "input_tokens": 7}],
     }
@@ -160,6 +161,10 @@ def test_batches_that_wait_for_a_busy_recorder_are_recorded_as_one_and_each_gets
                                           "AND datname = current_database()"):
             assert time.monotonic() < deadline, "the first batch never reached the locked counter"
             time.sleep(0.05)
+        posters["queued"].start()
+        while ingest._busy < 2:
+            assert time.monotonic() < deadline, "the queued batch never arrived"
+            time.sleep(0.01)
         posters["second"].start()
         while len(ingest._waiting) < 1:
             assert time.monotonic() < deadline, "the second batch never arrived"
@@ -171,17 +176,17 @@ def test_batches_that_wait_for_a_busy_recorder_are_recorded_as_one_and_each_gets
         blocker.rollback()
     for t in posters.values():
         t.join(timeout=60)
-    assert ingest.sent - sent_before == {1: 1, 2: 1}  # the first alone, then the two that waited as one
+    assert ingest.sent - sent_before == {1: 2, 2: 1}  # the first and the queued alone, then the two that waited as one
     statuses = {name: [r["status"] for r in a.json()["results"]] for name, a in answers.items()}
-    assert statuses == {"first": ["accepted"] * 4, "second": ["accepted", "accepted"],
+    assert statuses == {"first": ["accepted"] * 4, "queued": ["accepted"], "second": ["accepted", "accepted"],
                         "third": ["duplicate", "accepted", "rejected", "rejected"]}
     third = answers["third"].json()["results"]
     assert third[2]["errors"] == [{"field": "model", "reason": "unknown model 'gpt-9'"}]
     assert third[3]["errors"] == [{"field": "event_id", "reason": "event_id reused with different content"}]
     assert rows(papi.database_url, "SELECT account_id, count(*) FROM executions GROUP BY 1 ORDER BY 1") == [
-        ("a1", 5), ("a2", 3)]
+        ("a1", 6), ("a2", 3)]
     assert rows(papi.database_url, "SELECT account_id, sum(executions)::int FROM usage_counters GROUP BY 1 "
-                                   "ORDER BY 1") == [("a1", 5), ("a2", 3)]
+                                   "ORDER BY 1") == [("a1", 6), ("a2", 3)]
 
 
 def test_a_group_whose_bodies_are_not_all_batches_answers_each_for_itself():
