@@ -144,7 +144,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
         ingest = IngestProcesses(settings.effective_database_url(), settings.catalog_path, ingest_processes,
                                  concurrency=settings.api_ingest_concurrency,
-                                 grace_hours=settings.late_usage_grace_hours, nice=settings.api_ingest_nice)
+                                 grace_hours=settings.late_usage_grace_hours, nice=settings.api_ingest_nice,
+                                 group=settings.api_ingest_group)
         app.router.on_startup.append(ingest.start)
         app.router.on_shutdown.append(ingest.close)
     app.state.ingest = ingest

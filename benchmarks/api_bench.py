@@ -10,6 +10,11 @@
   (so the posting threads cannot delay it) on the idle server, while the HTTP ingestion runs flat out,
   and while it runs at the 10,000 events/s target.
 
+- CPU: the CPU seconds per 1,000 events the floor's COPY spent (this process and Postgres) and the
+  HTTP run spent (this process's posting threads, the API's process tree with its ingest children, and
+  Postgres; the concurrent entitlement probe's requests included), and their ratio: unlike events/s,
+  it does not move with whatever else a shared machine runs.
+
 Every event is of the current month up to now (the API refuses future events), so the counters the
 entitlements read are this month's. At the end the executions and counters are checked exactly.
 
@@ -38,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+import psutil
 import orjson
 import psycopg
 
@@ -45,7 +51,7 @@ from activities.ingest import LOADERS, ingest_file, known_models
 from services.platforms import hash_key, new_api_key
 from benchmarks import floors
 from benchmarks.dataset import bench_accounts, write_dataset
-from benchmarks.stack import BenchStack, install_signal_handlers
+from benchmarks.stack import BenchStack, cpu_seconds, install_signal_handlers
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import libpq_url
@@ -299,6 +305,35 @@ def post_all(base: str, key: str, bodies: list[bytes], clients: int,
     return time.perf_counter() - started, accepted, failed, latencies
 
 
+class CpuMeter:
+    """CPU seconds (user + system) spent by this process and by the given process trees (Postgres, the
+    API with its uvicorn workers and ingest children) between ``start`` and ``stop``: what a path costs
+    whatever else the shared machine runs, unlike its events/s."""
+
+    def __init__(self, **trees: psutil.Process | None):
+        self.trees = trees
+        self.me = psutil.Process()
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        t = self.me.cpu_times()
+        return {"bench": t.user + t.system} | {k: cpu_seconds(p, with_children=True) for k, p in self.trees.items()}
+
+    def __enter__(self) -> "CpuMeter":
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.5)  # a backend whose connection just closed is counted once Postgres has reaped it
+        end = self._now()
+        self.spent = {k: end[k] - self._start[k] for k in end}
+
+    def per_thousand(self, events: int) -> str:
+        total = sum(self.spent.values())
+        parts = ", ".join(f"{k} {v / events * 1e6:.0f}" for k, v in self.spent.items())
+        return f"{total / events * 1e6:.0f} CPU ms per 1,000 ({parts})"
+
+
 def check_exact(url: str) -> tuple[int, bool]:
     with psycopg.connect(libpq_url(url)) as conn:
         n = conn.execute("SELECT count(*) FROM executions").fetchone()[0]
@@ -360,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             bodies = batches_of(http_ds.jsonl, args.batch)
 
             say("floor: plain COPY of the bulk rows into a table shaped like executions ...")
-            floor_s = floors.copy_floor(url, bulk_ds.copy_file, args.bulk_events)
+            with CpuMeter(postgres=stack.postgres_process()) as floor_cpu:
+                floor_s = floors.copy_floor(url, bulk_ds.copy_file, args.bulk_events)
             say(f"floor: {floor_s:.1f} s")
             say("bulk: ingest_file (validate, COPY to staging, merge, counters) ...")
             bulk = ingest_file(url, bulk_ds.jsonl, models,
@@ -382,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             full, paced_bodies = bodies[:len(bodies) - args.paced_batches], bodies[len(bodies) - args.paced_batches:]
             say(f"http: posting {len(full):,} batches of {args.batch:,} from {args.clients} clients, "
                 "as fast as they go ...")
-            with Probe(base, key, ids, pause=args.probe_pause_ms / 1000) as probe:
+            with Probe(base, key, ids, pause=args.probe_pause_ms / 1000) as probe, \
+                    CpuMeter(postgres=stack.postgres_process(), api=psutil.Process(api.pid)) as http_cpu:
                 http_s, http_accepted, failed, req_ms = post_all(base, key, full, args.clients)
             say(f"http: {http_accepted:,} accepted in {http_s:.1f} s; {failed} failed requests")
             rate = TARGET_HTTP / args.batch
@@ -422,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  POST latency: p50 {pct(req_ms, 50):.0f} ms, p99 {pct(req_ms, 99):.0f} ms; "
           f"{args.api_workers} uvicorn workers, ingest processes per worker "
           f"{'default' if args.ingest_processes is None else args.ingest_processes}; failed requests {failed}")
+    print(f"  CPU (this machine's cores, whatever else runs): COPY floor {floor_cpu.per_thousand(args.bulk_events)}; "
+          f"HTTP {http_cpu.per_thousand(http_accepted)}; floor/HTTP {sum(floor_cpu.spent.values()) / args.bulk_events / (sum(http_cpu.spent.values()) / max(http_accepted, 1)):.2f}")
     print("entitlement check latency (separate client process, http.client, one keep-alive connection, "
           "after a warm-up pass over the accounts):")
     for label, pr in (("idle server", idle), ("during HTTP ingestion at full speed", probe),

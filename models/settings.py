@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     api_ingest_processes: int = Field(
         default=1, ge=0, le=64,
         description="Child processes per API worker that record batches (0: in the serving process's threads).")
+    api_ingest_group: int = Field(
+        default=4, ge=1, le=64,
+        description="Batches waiting for a busy ingest process that it then records as one (one transaction, "
+                    "one commit, each request answered as if alone); 1: each batch alone.")
     api_ingest_nice: int = Field(
         default=10, ge=0, le=19,
         description="Niceness added to those child processes: on a busy host the serving process (entitlement "

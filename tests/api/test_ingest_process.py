@@ -10,10 +10,12 @@ import threading
 import time
 from datetime import timedelta
 
+import orjson
 import psycopg
 import pytest
 
 from api.app import create_app
+from api.errors import DATABASE_RETRY_AFTER_SECONDS
 from models.db import libpq_url
 from models.settings import Settings
 from tests.api.conftest import NOW, Clock, LiveApi, serving
@@ -127,3 +129,96 @@ def test_a_recording_process_that_dies_answers_503_and_is_replaced(papi):
     assert refused.json()["error"]["type"] == "unavailable"
     again = c.post("/v1/executions", json=event("a1", 1, OCT_START))
     assert again.status_code == 200 and again.json()["accepted"] == 1
+
+
+def test_batches_that_wait_for_a_busy_recorder_are_recorded_as_one_and_each_gets_its_own_answer(papi):
+    key = papi.platform("p1")
+    papi.account("a1", "pro", platform="p1")
+    papi.account("a2", "pro", platform="p1")
+    c = papi.client(key)
+    assert c.post("/v1/executions", json=event("a1", 0, OCT_START)).json()["accepted"] == 1
+    ingest = papi.app.state.ingest
+    sent_before = ingest.sent.copy()
+    shared = event("a2", 50, OCT_START)
+    bodies = {
+        "first": [event("a1", i, OCT_START) for i in range(1, 5)],  # waits on the locked counter
+        "second": [event("a2", 1, OCT_START), shared],
+        "queued": [event("a1", 9, OCT_START)],  # queued for the child, goes alone
+        "third": [shared, {**shared, "event_id": "a2-51"}, {**shared, "event_id": "a2-52", "model": "gpt-9"},
+                  {**event("a2", 1, OCT_START), "input_tokens": 7}],
+    }
+    answers: dict = {}
+
+    def post(name):
+        answers[name] = papi.client(key).post("/v1/executions", json={"executions": bodies[name]})
+
+    posters = {name: threading.Thread(target=post, args=(name,)) for name in bodies}
+    with psycopg.connect(libpq_url(papi.database_url)) as blocker:
+        blocker.execute("SELECT 1 FROM usage_counters WHERE account_id = 'a1' FOR UPDATE")
+        posters["first"].start()
+        deadline = time.monotonic() + 30
+        while not rows(papi.database_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                          "AND datname = current_database()"):
+            assert time.monotonic() < deadline, "the first batch never reached the locked counter"
+            time.sleep(0.05)
+        posters["queued"].start()
+        while ingest._busy < 2:
+            assert time.monotonic() < deadline, "the queued batch never arrived"
+            time.sleep(0.01)
+        posters["second"].start()
+        while len(ingest._waiting) < 1:
+            assert time.monotonic() < deadline, "the second batch never arrived"
+            time.sleep(0.01)
+        posters["third"].start()
+        while len(ingest._waiting) < 2:
+            assert time.monotonic() < deadline, "the third batch never arrived"
+            time.sleep(0.01)
+        blocker.rollback()
+    for t in posters.values():
+        t.join(timeout=60)
+    assert ingest.sent - sent_before == {1: 2, 2: 1}  # the first and the queued alone, then the two that waited as one
+    statuses = {name: [r["status"] for r in a.json()["results"]] for name, a in answers.items()}
+    assert statuses == {"first": ["accepted"] * 4, "queued": ["accepted"], "second": ["accepted", "accepted"],
+                        "third": ["duplicate", "accepted", "rejected", "rejected"]}
+    third = answers["third"].json()["results"]
+    assert third[2]["errors"] == [{"field": "model", "reason": "unknown model 'gpt-9'"}]
+    assert third[3]["errors"] == [{"field": "event_id", "reason": "event_id reused with different content"}]
+    assert rows(papi.database_url, "SELECT account_id, count(*) FROM executions GROUP BY 1 ORDER BY 1") == [
+        ("a1", 6), ("a2", 3)]
+    assert rows(papi.database_url, "SELECT account_id, sum(executions)::int FROM usage_counters GROUP BY 1 "
+                                   "ORDER BY 1") == [("a1", 6), ("a2", 3)]
+
+
+def test_a_group_whose_bodies_are_not_all_batches_answers_each_for_itself():
+    """In the child: a body that is not a batch is refused alone; the others are recorded as one."""
+    import api.ingest_process as ip
+
+    calls = []
+
+    class Recorder:
+        def record_many(self, batches):
+            calls.append([len(items) for _, items, _ in batches])
+            return [{"results": [], "accepted": len(items), "duplicates": 0, "rejected": 0} for _, items, _ in batches]
+
+    saved, ip._recorder = ip._recorder, Recorder()
+    try:
+        answers = ip._record_group([(1, b'{"executions": [{}, {}]}', NOW), (1, b"{not json", NOW),
+                                    (1, b'{"executions": [{}]}', NOW)])
+    finally:
+        ip._recorder = saved
+    assert calls == [[2, 1]]
+    assert [a[0] for a in answers] == [200, 400, 200]
+    assert [orjson.loads(a[1]).get("accepted") for a in answers] == [2, None, 1]
+
+    class Failing:  # the group failed, and recorded alone one batch failed on its own
+        def record_many(self, batches):
+            return [psycopg.OperationalError("server closed the connection"), RuntimeError("a bug"),
+                    {"results": [], "accepted": 0, "duplicates": 0, "rejected": 0}]
+
+    saved, ip._recorder = ip._recorder, Failing()
+    try:
+        answers = ip._record_group([(1, b'{"executions": []}', NOW)] * 3)
+    finally:
+        ip._recorder = saved
+    assert [(a[0], a[2]) for a in answers] == [(503, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}), (500, None), (200, None)]
+    assert orjson.loads(answers[1][1])["error"]["type"] == "internal"

@@ -274,3 +274,119 @@ def test_a_recorder_uses_the_catalogs_models_and_its_grace(db):
     assert out["rejected"] == 1
     assert BatchRecorder(get_engine(db), CATALOG).record(pid, [doc("j2", occurred_at="2026-07-15T00:00:00Z")],
                                                          now)["accepted"] == 1
+
+
+# ---- batches recorded as one (group commit: BatchRecorder.record_many) -------------------------------------
+def stored(url: str) -> list[tuple]:
+    with get_engine(url).begin() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT a.platform_id, e.event_id, e.input_tokens FROM executions e "
+            "JOIN accounts a ON a.id = e.account_id ORDER BY 1, 2").all()]
+
+
+def test_batches_recorded_as_one_each_get_the_answers_they_would_get_alone_in_order(recorder, db, monkeypatch):
+    heard = []
+    monkeypatch.setattr(capabilities, "observe_usage",
+                        lambda engine, catalog, rec: heard.append((rec.account_ids, rec.recorded_at)))
+    pid = platform(db, "p1", "acme", "globex")
+    first = [doc("e1"), {"event_id": "bad", "model": "gpt-9"}, doc("e2"), doc("z1", "nobody")]
+    second = [doc("g1", "globex"), doc("e1"), doc("e2", input_tokens=99), doc("e3")]
+    out = recorder.record_many([(pid, first, NOW), (pid, second, NOW + timedelta(seconds=1))])
+    assert [r["status"] for r in out[0]["results"]] == ["accepted", "rejected", "accepted", "rejected"]
+    assert out[0]["results"][3]["errors"] == [{"field": "account_id", "reason": "unknown account 'nobody'"}]
+    assert (out[0]["accepted"], out[0]["duplicates"], out[0]["rejected"]) == (2, 0, 2)
+    # the second batch sees the first one's ids as if it had been recorded after it: the first line wins
+    assert out[1]["results"] == [
+        {"event_id": "g1", "status": "accepted", "errors": []},
+        {"event_id": "e1", "status": "duplicate", "errors": []},
+        {"event_id": "e2", "status": "rejected",
+         "errors": [{"field": "event_id", "reason": "event_id reused with different content"}]},
+        {"event_id": "e3", "status": "accepted", "errors": []}]
+    assert (out[1]["accepted"], out[1]["duplicates"], out[1]["rejected"]) == (2, 1, 1)
+    assert executions(db) == [("e1", "acme", 10), ("e2", "acme", 10), ("e3", "acme", 10), ("g1", "globex", 10)]
+    assert counters(db) == [("acme", "2026-10", "claude-haiku", 3, 30, 6, Decimal("0")),
+                            ("globex", "2026-10", "claude-haiku", 1, 10, 2, Decimal("0"))]
+    assert heard == [(("acme", "globex"), NOW + timedelta(seconds=1))]  # once for the group, at its latest clock
+    # and alone, afterwards, the same items are what they were
+    again = recorder.record_many([(pid, [doc("e2", input_tokens=99)], NOW), (pid, [doc("g1", "globex")], NOW)])
+    assert [a["results"][0]["status"] for a in again] == ["rejected", "duplicate"]
+
+
+def test_a_group_records_a_known_id_by_the_general_statement_without_losing_the_fresh_batch(recorder, db):
+    pid = platform(db, "p1", "acme")
+    recorder.record(pid, [doc("e1")], NOW)
+    out = recorder.record_many([(pid, [doc("e2"), doc("e3")], NOW), (pid, [doc("e1"), doc("e4")], NOW)])
+    assert [[r["status"] for r in o["results"]] for o in out] == [["accepted", "accepted"],
+                                                                   ["duplicate", "accepted"]]
+    assert counters(db) == [("acme", "2026-10", "claude-haiku", 4, 40, 8, Decimal("0"))]
+
+
+def test_a_group_keeps_each_batch_to_its_own_platform_and_clock(recorder, db):
+    p1 = platform(db, "p1", "acme")
+    p2 = platform(db, "p2", "globex")
+    later = NOW + timedelta(days=2)  # 2026-10-27: an event of the 26th is in the past only at this clock
+    out = recorder.record_many([
+        (p1, [doc("x1"), doc("x2", "globex"), doc("f1", day=26)], NOW),
+        (p2, [doc("x1", "globex"), doc("x3", "acme"), doc("f2", "globex", day=26)], later)])
+    assert [r["status"] for r in out[0]["results"]] == ["accepted", "rejected", "rejected"]
+    assert out[0]["results"][1]["errors"] == [{"field": "account_id", "reason": "unknown account 'globex'"}]
+    assert out[0]["results"][2]["errors"][0]["field"] == "occurred_at"
+    assert [r["status"] for r in out[1]["results"]] == ["accepted", "rejected", "accepted"]  # x1 is p2's own id
+    assert stored(db) == [(p1, "x1", 10), (p2, "f2", 10), (p2, "x1", 10)]
+
+
+def test_a_group_straddling_a_month_end_tells_the_observers_once_per_month(recorder, db, monkeypatch):
+    heard = []
+    monkeypatch.setattr(capabilities, "observe_usage",
+                        lambda engine, catalog, rec: heard.append((rec.account_ids, rec.recorded_at)))
+    pid = platform(db, "p1", "acme", "globex")
+    october = datetime(2026, 10, 31, 23, 59, 59, tzinfo=timezone.utc)
+    november = datetime(2026, 11, 1, 0, 0, 1, tzinfo=timezone.utc)
+    recorder.record_many([(pid, [doc("e1")], october), (pid, [doc("g1", "globex")], november),
+                          (pid, [doc("e2", day=30)], october), (pid, [doc("e1")], november)])
+    assert heard == [(("acme",), october), (("globex",), november)]
+
+
+def test_when_the_group_fails_as_one_each_batch_is_recorded_alone_and_answered_for_itself(recorder, db, monkeypatch):
+    pid = platform(db, "p1", "acme", "globex")
+    real = recorder._insert
+    tried = []
+
+    def poisoned(requests):
+        tried.append(len(requests))
+        if any(row[1] == "globex" for r in requests for _, row, _ in r.valid):  # globex's batch breaks its transaction
+            raise DBAPIError("COPY", {}, psycopg.errors.NumericValueOutOfRange("out of range"))
+        return real(requests)
+
+    monkeypatch.setattr(recorder, "_insert", poisoned)
+    out = recorder.record_many([(pid, [doc("e1"), doc("e2")], NOW), (pid, [doc("g1", "globex")], NOW),
+                                (pid, [doc("e3"), {"nope": 1}], NOW)])
+    assert tried == [3, 1, 1, 1]  # the group, then each alone
+    assert [r["status"] for r in out[0]["results"]] == ["accepted", "accepted"]
+    assert isinstance(out[1], DBAPIError)
+    assert [r["status"] for r in out[2]["results"]] == ["accepted", "rejected"]
+    assert executions(db) == [("e1", "acme", 10), ("e2", "acme", 10), ("e3", "acme", 10)]
+    assert counters(db) == [("acme", "2026-10", "claude-haiku", 3, 30, 6, Decimal("0"))]
+
+
+def test_a_group_that_loses_a_deadlock_is_recorded_again_as_one(recorder, db, monkeypatch):
+    pid = platform(db, "p1", "acme")
+    real, calls = recorder._insert, []
+
+    def flaky(requests):
+        calls.append(len(requests))
+        if len(calls) == 1:
+            raise _deadlock()
+        return real(requests)
+
+    monkeypatch.setattr(recorder, "_insert", flaky)
+    monkeypatch.setattr(service.time, "sleep", lambda s: None)
+    out = recorder.record_many([(pid, [doc("e1")], NOW), (pid, [doc("e2")], NOW)])
+    assert calls == [2, 2] and [o["accepted"] for o in out] == [1, 1]
+
+
+def test_a_group_of_one_request_is_recorded_as_record_does(recorder, db):
+    pid = platform(db, "p1", "acme")
+    assert recorder.record_many([(pid, [doc("e1"), doc("e1")], NOW)]) == [recorder.record(pid, [], NOW) | {
+        "results": [{"event_id": "e1", "status": "accepted", "errors": []},
+                    {"event_id": "e1", "status": "duplicate", "errors": []}], "accepted": 1, "duplicates": 1}]
