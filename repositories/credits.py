@@ -42,8 +42,13 @@ def credit_accounts_among(conn: Connection, account_ids: list[str]) -> dict[str,
     """{account id: credits_only} for the accounts of ``account_ids`` that hold credits (one indexed read)."""
     if not account_ids:
         return {}
-    return dict(conn.execute(select(credit_accounts.c.account_id, credit_accounts.c.credits_only)
-                             .where(credit_accounts.c.account_id.in_(account_ids))).all())
+    # One array parameter (not an IN list of as many parameters): the ingest asks this of every batch's
+    # accounts, and rendering and binding 1,000 parameters cost ~18 ms of CPU a batch (issue 15).
+    return dict(conn.execute(_CREDIT_ACCOUNTS_AMONG, {"ids": list(account_ids)}).all())
+
+
+_CREDIT_ACCOUNTS_AMONG = text(
+    "SELECT account_id, credits_only FROM credit_accounts WHERE account_id = ANY(CAST(:ids AS text[]))")
 
 
 _ENTITLEMENT_SQL = text(
