@@ -68,8 +68,8 @@ class MeteringService:
     def __init__(self, engine: Engine, catalog: Catalog, clock: Callable[[], datetime] | None = None,
                  ingest_concurrency: int = 1, grace_hours: int = 48, entitlement_view_ms: int = 0):
         """``entitlement_view_ms``: answer entitlement checks from an in-memory view of the checked
-        accounts refreshed that often (``services.entitlement_view``; ``start()`` starts its thread);
-        0: every check reads Postgres."""
+        accounts refreshed that often (``services.entitlement_view``; ``start()`` starts its refresher on
+        the running event loop); 0: every check reads Postgres."""
         self.engine = engine
         self.catalog = catalog
         self.clock = clock or (lambda: datetime.now(timezone.utc))
