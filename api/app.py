@@ -123,8 +123,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     engine = engine or api_engine(settings.effective_database_url(), settings.api_db_pool_size,
                                   settings.api_db_max_overflow)
     catalog = catalog or load_catalog(settings.catalog_path)
+    rate_exact = None
+    if entitlement_view_ms and ingest_processes:  # `tally api`: the view's exact ratings in a process of their own
+        from services.entitlement_view import ExactRater
+
+        rate_exact = ExactRater(settings.effective_database_url(),
+                                str(settings.catalog_path) if settings.catalog_path else None,
+                                nice=settings.api_ingest_nice)
     service = MeteringService(engine, catalog, clock, ingest_concurrency=settings.api_ingest_concurrency,
-                              grace_hours=settings.late_usage_grace_hours, entitlement_view_ms=entitlement_view_ms)
+                              grace_hours=settings.late_usage_grace_hours, entitlement_view_ms=entitlement_view_ms,
+                              rate_exact=rate_exact)
     keys = PlatformKeys(engine)
     temporal_client = temporal or (lambda: connect(settings))
     secret = settings.effective_api_secret()
@@ -151,6 +159,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.ingest = ingest
     app.router.on_startup.append(service.start)
     app.router.on_shutdown.append(service.close)
+    if rate_exact is not None:
+        app.router.on_shutdown.append(rate_exact.close)
     install_error_handlers(app)
 
     async def platform(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Platform:

@@ -47,6 +47,7 @@ MAX_AGE_SECONDS = 5.0  # an entry read longer ago than this is not used (the ref
 KEEP_SECONDS = 30.0  # accounts not checked for this long leave the view (their next check reads Postgres)
 CAPACITY = 5_000  # accounts per serving process (each refresh reads them all in one query: ~30 ms of Postgres per 1,000)
 SWEEP_SECONDS = 30.0  # how often every checked account's terms are warmed (their cache lasts 5 minutes)
+EXACT_EVERY = 2.0  # how often the accounts rated from the executions table are rated again in the background
 
 
 class _Entry:
@@ -79,7 +80,8 @@ class EntitlementView:
 
     def __init__(self, engine: Engine, interval: float, now: Callable[[], datetime], *,
                  max_age: float = MAX_AGE_SECONDS, keep: float = KEEP_SECONDS, capacity: int = CAPACITY,
-                 warm: Callable | None = None, monotonic: Callable[[], float] = time.monotonic):
+                 warm: Callable | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 rate_exact: Callable | None = None):
         self.engine = engine
         self.interval = interval
         self.max_age = max(max_age, 2 * interval)
@@ -88,6 +90,11 @@ class EntitlementView:
         self._now = now
         self._monotonic = monotonic
         self._warm = warm
+        # rate_exact(account_ids, period) -> {account id: (included, charges)}, awaitable: the month to
+        # date of accounts whose money depends on the time order of their executions (see exact_month)
+        self._rate_exact = rate_exact
+        self._exact: dict[str, tuple[int, object, float, str]] = {}  # account -> (included, charges, read_at, period)
+        self._want_exact: set[str] = set()
         self._entries: dict[str, _Entry] = {}
         self._swept = monotonic()
         self._task: asyncio.Task | None = None
@@ -128,6 +135,19 @@ class EntitlementView:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def exact_month(self, account_id: str, period: Period) -> tuple[int, object] | None:
+        """(included, charges) of an account whose month to date must be rated from the executions table,
+        as rated in the background at most ``max_age`` ago; None (and the account is rated from now on)
+        when there is none. The check takes the decision from the view's fresh counters, and the charges
+        from this rating."""
+        if self._rate_exact is None:
+            return None
+        known = self._exact.get(account_id)
+        if known is None or known[3] != str(period) or self._monotonic() - known[2] > self.max_age:
+            self._want_exact.add(account_id)
+            return None
+        return known[0], known[1]
 
     # ---- the refresher's side ------------------------------------------------------------------------
     def _begin(self):
@@ -193,7 +213,41 @@ class EntitlementView:
         changed = self._apply(rows, ids, started, period)
         if changed and self._warm is not None:
             await asyncio.to_thread(self._warm_on_engine, changed, period)
+        await self.rate_exact_due(period)
         return len(rows)
+
+    def put_exact(self, account_id: str, period: Period, included: int, charges, read_at: float) -> None:
+        """An exact month to date a check just rated from the executions table itself (started at
+        ``read_at``): the view's next checks use it, and the background rates the account from now on."""
+        if self._rate_exact is None:
+            return
+        known = self._exact.get(account_id)
+        if known is None or known[3] != str(period) or known[2] < read_at:
+            self._exact[account_id] = (included, charges, read_at, str(period))
+        self._want_exact.add(account_id)
+
+    async def rate_exact_due(self, period: Period) -> int:
+        """Rate again, in one call of ``rate_exact`` (a process of its own in ``tally api``), the held
+        accounts that need the executions table and were rated more than ``EXACT_EVERY`` ago."""
+        if self._rate_exact is None or not self._want_exact:
+            return 0
+        started = self._monotonic()
+        for account_id in list(self._want_exact):
+            if account_id not in self._entries:
+                self._want_exact.discard(account_id)
+                self._exact.pop(account_id, None)
+        due = sorted(a for a in self._want_exact if a not in self._exact or self._exact[a][3] != str(period)
+                     or started - self._exact[a][2] > EXACT_EVERY)
+        if not due:
+            return 0
+        rated = await self._rate_exact(due, period)
+        for account_id in due:
+            if account_id in rated:
+                included, charges = rated[account_id]
+                self._exact[account_id] = (included, charges, started, str(period))
+            else:  # not billed in the period any more: the check reads Postgres
+                self._exact.pop(account_id, None)
+        return len(due)
 
     def _warm_on_engine(self, accounts: list[AccountSnapshot], period: Period) -> None:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -244,4 +298,59 @@ class EntitlementView:
                 await conn.close()
 
 
-__all__ = ["EntitlementView", "MAX_AGE_SECONDS", "KEEP_SECONDS", "CAPACITY", "SWEEP_SECONDS"]
+class ExactRater:
+    """``rate_exact`` for ``tally api``: the month to date of the given accounts rated from the
+    executions table like the close (``activities.pricing.rate_accounts``) in a process of its own at
+    ``nice``, so that the rater's Python never holds the interpreter the serving process's checks need."""
+
+    def __init__(self, database_url: str, catalog_path: str | None, nice: int = 10):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_exact_start, initargs=(database_url, catalog_path, nice))
+
+    async def __call__(self, account_ids: list[str], period: Period) -> dict:
+        return await asyncio.wrap_future(self._pool.submit(_exact_rate, account_ids, str(period)))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_exact_state: tuple | None = None  # in the rater's process: (engine, catalog)
+
+
+def _exact_start(database_url: str, catalog_path: str | None, nice: int) -> None:
+    global _exact_state
+    import os
+    from pathlib import Path
+
+    if nice:
+        os.nice(nice)
+    from billing.catalog import load_catalog
+    from models.db import get_engine
+
+    _exact_state = (get_engine(database_url, pool_size=1, max_overflow=1),
+                    load_catalog(Path(catalog_path) if catalog_path else None))
+
+
+def _exact_rate(account_ids: list[str], period_text: str) -> dict:
+    engine, catalog = _exact_state
+    return exact_months(engine, catalog, account_ids, Period.parse(period_text))
+
+
+def exact_months(engine: Engine, catalog, account_ids: list[str], period: Period) -> dict:
+    """{account: (included, charges)} of the accounts billed in the period, rated from the executions
+    table in chunks of 100 exactly as the close rates them (what ``month_to_date`` reads in the check)."""
+    from activities import pricing
+
+    out = {}
+    for i in range(0, len(account_ids), 100):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for account_id, rating in pricing.rate_accounts(conn, catalog, period, account_ids[i:i + 100]).items():
+                out[account_id] = (rating.included, rating.rated.total)
+    return out
+
+
+__all__ = ["EntitlementView", "ExactRater", "exact_months", "MAX_AGE_SECONDS", "KEEP_SECONDS", "CAPACITY", "SWEEP_SECONDS",
+           "EXACT_EVERY"]

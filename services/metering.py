@@ -66,10 +66,13 @@ class MonthToDate:
 
 class MeteringService:
     def __init__(self, engine: Engine, catalog: Catalog, clock: Callable[[], datetime] | None = None,
-                 ingest_concurrency: int = 1, grace_hours: int = 48, entitlement_view_ms: int = 0):
+                 ingest_concurrency: int = 1, grace_hours: int = 48, entitlement_view_ms: int = 0,
+                 rate_exact=None):
         """``entitlement_view_ms``: answer entitlement checks from an in-memory view of the checked
         accounts refreshed that often (``services.entitlement_view``; ``start()`` starts its refresher on
-        the running event loop); 0: every check reads Postgres."""
+        the running event loop); 0: every check reads Postgres. ``rate_exact``: the view's background
+        rating of accounts whose month to date needs the executions table
+        (``services.entitlement_view.ExactRater``; None: those checks read Postgres)."""
         self.engine = engine
         self.catalog = catalog
         self.clock = clock or (lambda: datetime.now(timezone.utc))
@@ -79,7 +82,8 @@ class MeteringService:
         if entitlement_view_ms:
             from services.entitlement_view import EntitlementView
 
-            self.view = EntitlementView(engine, entitlement_view_ms / 1000, self.clock, warm=self._warm_segments)
+            self.view = EntitlementView(engine, entitlement_view_ms / 1000, self.clock, warm=self._warm_segments,
+                                        rate_exact=rate_exact)
 
     async def start(self) -> None:
         """Start the entitlement view's refresher on the running event loop (when there is a view)."""
@@ -140,6 +144,8 @@ class MeteringService:
             mtd = self.month_to_date(conn, account, counters, now)
         if self.view is not None:
             self.view.put(account, counters, period, read_at)
+            if mtd.exact and mtd.rated is not None:  # rated from the executions table, like the close
+                self.view.put_exact(account.id, period, mtd.included, mtd.charges, read_at)
         return self._decide(account_id, model, sandbox, now, account, mtd)
 
     def _decide(self, account_id: str, model: str, sandbox: bool, now: datetime, account, mtd: "MonthToDate") -> dict:
@@ -213,7 +219,13 @@ class MeteringService:
                 rated = rate_account(catalog, period.start, period.end, segments, rows)
                 return MonthToDate(period, shown.plan, plan_now, opt_in, included,
                                    non_sandbox_executions(counters), rated.total, rated, False)
-        rating = pricing.rate_accounts(_db(conn), catalog, period, [account.id]).get(account.id)
+        if conn is None:  # the entitlement view: its background rating, the decision from fresh counters
+            known = self.view.exact_month(account.id, period) if self.view is not None else None
+            if known is None:
+                raise _NeedsDatabase
+            return MonthToDate(period, shown.plan, plan_now, opt_in, known[0], non_sandbox_executions(counters),
+                               known[1], None, True)
+        rating = pricing.rate_accounts(conn, catalog, period, [account.id]).get(account.id)
         used = sum(r.executions for r in rating.usage if not r.sandbox)
         return MonthToDate(period, shown.plan, plan_now, opt_in, rating.included, used,
                            rating.rated.total, rating.rated, True)

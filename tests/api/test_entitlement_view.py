@@ -236,3 +236,66 @@ def test_a_snapshot_row_makes_the_same_snapshot_as_the_checks_own_read(api):
                 assert sorted(folded, key=repr) == sorted(counters, key=repr) and len(folded) == 2
             else:
                 assert (account.platform_id, account.status, folded) == (None, "paused", [])
+
+
+def test_an_account_rated_from_the_executions_table_is_answered_from_its_background_rating(api, view):
+    """Past its quota with overage on several models, an account's charges depend on the time order of its
+    executions: the view answers it from a rating of the executions table done in the background (here
+    in this process; `tally api` does it in a process of its own), re-done after new usage, with the
+    decision from the fresh counters; without a rating younger than max_age the check reads Postgres."""
+    import asyncio
+
+    from billing.catalog import load_catalog
+    from services.entitlement_view import exact_months
+    from tests.factories import events, ingest
+
+    service = api.app.state.service
+
+    async def rate(account_ids, period):
+        return exact_months(service.engine, service.catalog, account_ids, period)
+
+    view._rate_exact = rate
+    key = api.platform("p")
+    api.account("over", "pro", platform="p", overage=True)
+    docs = list(events("over", 5_100, step=timedelta(seconds=47), models=("claude-haiku", "gpt-4o", "claude-sonnet")))
+    assert ingest(api.database_url, docs, now=NOW).accepted == 5_100
+
+    def close_total() -> str:
+        with get_engine(api.database_url).connect() as conn:
+            return str(pricing.rate_accounts(conn, load_catalog(), OCTOBER, ["over"])["over"].total)
+
+    first = ask(api, key, "over")
+    assert first.headers["Server-Timing"].endswith("desc=postgres") and first.json()["used"] == 5_100
+    assert ask(api, key, "over").headers["Server-Timing"].endswith("desc=view")  # the check's own exact rating
+    post(api, key, "over", 5_100, 40)
+    view.refresh()
+    stale = ask(api, key, "over").json()  # fresh counters, charges of the last rating
+    assert stale["used"] == 5_140 and stale["month_to_date_charges"] == first.json()["month_to_date_charges"]
+    view.ticks.t += 3  # past EXACT_EVERY
+    assert asyncio.run(view.rate_exact_due(OCTOBER)) == 1
+    e = ask(api, key, "over")
+    assert e.headers["Server-Timing"].endswith("desc=view")
+    assert (e.json()["used"], e.json()["month_to_date_charges"]) == (5_140, close_total())
+    assert e.json()["month_to_date_charges"] != first.json()["month_to_date_charges"]
+    view.ticks.t += view.max_age + 0.1  # no rating since: the check reads Postgres again
+    view.refresh()
+    assert ask(api, key, "over").headers["Server-Timing"].endswith("desc=postgres")
+
+
+def test_the_exact_rater_of_tally_api_rates_in_a_process_of_its_own_as_the_close_does(api):
+    import asyncio
+
+    from services.entitlement_view import ExactRater, exact_months
+
+    key = api.platform("p")
+    api.account("g", "payg", platform="p")
+    api.account("later", "pro", billing_start=datetime(2027, 1, 1, tzinfo=timezone.utc))
+    post(api, key, "g", 0, 12)
+    rater = ExactRater(api.database_url, None, nice=0)
+    try:
+        rated = asyncio.run(rater(["g", "later"], OCTOBER))
+    finally:
+        rater.close()
+    service = api.app.state.service
+    assert rated == exact_months(service.engine, service.catalog, ["g", "later"], OCTOBER)
+    assert set(rated) == {"g"} and rated["g"][1] > 0  # "later" is not billed in October
