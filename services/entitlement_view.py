@@ -24,6 +24,15 @@ what a check can promise anyway: a platform checks before an execution and recor
 seconds later; and whatever slips through past a quota is billed exactly as the close ranks it (a
 blocked execution appears at $0), never from this view. An account no view holds (its first check,
 or past ``capacity``) is read from Postgres as before.
+
+Accounts rated from the executions table. When an account's month to date depends on the time order of
+its executions (``MeteringService.month_to_date``: several terms or catalog versions in the month,
+overage billed on several models, blocked token-priced executions), the counters cannot price it. The
+view then keeps an exact rating of it (``exact_month``), seeded by the check that rated it and re-done
+every ``EXACT_EVERY`` (2 s) after a refresh, by ``rate_exact`` (``ExactRater`` in ``tally api``: a process
+of its own at the ingest niceness, since the rater's Python would hold the interpreter the checks
+need). The check takes the decision from the fresh counters and the charges from that rating; without
+one younger than ``max_age`` it rates the account itself from Postgres, as before.
 """
 
 from __future__ import annotations
