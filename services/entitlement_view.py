@@ -316,11 +316,20 @@ class ExactRater:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_exact_start, initargs=(database_url, catalog_path, nice))
+        self._new = lambda: ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_exact_start, initargs=(database_url, catalog_path, nice))
+        self._pool = self._new()
 
     async def __call__(self, account_ids: list[str], period: Period) -> dict:
-        return await asyncio.wrap_future(self._pool.submit(_exact_rate, account_ids, str(period)))
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = self._pool
+        try:
+            return await asyncio.wrap_future(pool.submit(_exact_rate, account_ids, str(period)))
+        except BrokenProcessPool:  # the process died (killed, out of memory): a new one for the next call
+            if self._pool is pool:
+                self._pool = self._new()
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

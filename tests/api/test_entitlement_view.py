@@ -299,3 +299,24 @@ def test_the_exact_rater_of_tally_api_rates_in_a_process_of_its_own_as_the_close
     service = api.app.state.service
     assert rated == exact_months(service.engine, service.catalog, ["g", "later"], OCTOBER)
     assert set(rated) == {"g"} and rated["g"][1] > 0  # "later" is not billed in October
+
+
+def test_the_exact_rater_starts_a_new_process_when_its_process_dies(api):
+    import asyncio
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    from services.entitlement_view import ExactRater
+
+    api.account("g", "payg")
+    rater = ExactRater(api.database_url, None, nice=0)
+    try:
+        assert set(asyncio.run(rater(["g"], OCTOBER))) == {"g"}
+        for pid in list(rater._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            asyncio.run(rater(["g"], OCTOBER))
+        assert set(asyncio.run(rater(["g"], OCTOBER))) == {"g"}  # the view's next refresh rates again
+    finally:
+        rater.close()
