@@ -29,10 +29,10 @@ Accounts rated from the executions table. When an account's month to date depend
 its executions (``MeteringService.month_to_date``: several terms or catalog versions in the month,
 overage billed on several models, blocked token-priced executions), the counters cannot price it. The
 view then keeps an exact rating of it (``exact_month``), seeded by the check that rated it and re-done
-every ``EXACT_EVERY`` (2 s) after a refresh, by ``rate_exact`` (``ExactRater`` in ``tally api``: a process
+every ``EXACT_EVERY`` (2 s) beside the refreshes, by ``rate_exact`` (``ExactRater`` in ``tally api``: a process
 of its own at the ingest niceness, since the rater's Python would hold the interpreter the checks
 need). The check takes the decision from the fresh counters and the charges from that rating; without
-one younger than ``max_age`` it rates the account itself from Postgres, as before.
+one younger than ``EXACT_MAX_AGE`` (15 s) it rates the account itself from Postgres, as before.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ KEEP_SECONDS = 30.0  # accounts not checked for this long leave the view (their 
 CAPACITY = 5_000  # accounts per serving process (each refresh reads them all in one query: ~30 ms of Postgres per 1,000)
 SWEEP_SECONDS = 30.0  # how often every checked account's terms are warmed (their cache lasts 5 minutes)
 EXACT_EVERY = 2.0  # how often the accounts rated from the executions table are rated again in the background
+EXACT_MAX_AGE = 15.0  # a background rating older than this is not used (the check rates the account itself)
 
 
 class _Entry:
@@ -104,6 +105,7 @@ class EntitlementView:
         self._rate_exact = rate_exact
         self._exact: dict[str, tuple[int, object, float, str]] = {}  # account -> (included, charges, read_at, period)
         self._want_exact: set[str] = set()
+        self._rating: asyncio.Task | None = None  # the background rating in flight
         self._entries: dict[str, _Entry] = {}
         self._swept = monotonic()
         self._task: asyncio.Task | None = None
@@ -153,7 +155,7 @@ class EntitlementView:
         if self._rate_exact is None:
             return None
         known = self._exact.get(account_id)
-        if known is None or known[3] != str(period) or self._monotonic() - known[2] > self.max_age:
+        if known is None or known[3] != str(period) or self._monotonic() - known[2] > EXACT_MAX_AGE:
             self._want_exact.add(account_id)
             return None
         return known[0], known[1]
@@ -222,8 +224,16 @@ class EntitlementView:
         changed = self._apply(rows, ids, started, period)
         if changed and self._warm is not None:
             await asyncio.to_thread(self._warm_on_engine, changed, period)
-        await self.rate_exact_due(period)
+        if self._rate_exact is not None and self._want_exact and (self._rating is None or self._rating.done()):
+            # beside the refreshes, not in their way: a rating of many accounts takes seconds
+            self._rating = asyncio.get_running_loop().create_task(self._rate_exact_logged(period))
         return len(rows)
+
+    async def _rate_exact_logged(self, period: Period) -> None:
+        try:
+            await self.rate_exact_due(period)
+        except Exception as exc:  # noqa: BLE001 - the checks rate those accounts themselves meanwhile
+            log.warning("entitlement view: exact rating failed: %s", str(exc).strip().splitlines()[:1])
 
     def put_exact(self, account_id: str, period: Period, included: int, charges, read_at: float) -> None:
         """An exact month to date a check just rated from the executions table itself (started at
@@ -268,6 +278,8 @@ class EntitlementView:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="entitlement-view")
 
     async def close(self) -> None:
+        if self._rating is not None:
+            self._rating.cancel()
         if self._task is not None:
             self._task.cancel()
             try:

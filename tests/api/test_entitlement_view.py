@@ -246,7 +246,7 @@ def test_an_account_rated_from_the_executions_table_is_answered_from_its_backgro
     import asyncio
 
     from billing.catalog import load_catalog
-    from services.entitlement_view import exact_months
+    from services.entitlement_view import EXACT_MAX_AGE, exact_months
     from tests.factories import events, ingest
 
     service = api.app.state.service
@@ -277,7 +277,7 @@ def test_an_account_rated_from_the_executions_table_is_answered_from_its_backgro
     assert e.headers["Server-Timing"].endswith("desc=view")
     assert (e.json()["used"], e.json()["month_to_date_charges"]) == (5_140, close_total())
     assert e.json()["month_to_date_charges"] != first.json()["month_to_date_charges"]
-    view.ticks.t += view.max_age + 0.1  # no rating since: the check reads Postgres again
+    view.ticks.t += EXACT_MAX_AGE + 0.1  # no rating since: the check reads Postgres again
     view.refresh()
     assert ask(api, key, "over").headers["Server-Timing"].endswith("desc=postgres")
 
@@ -320,3 +320,38 @@ def test_the_exact_rater_starts_a_new_process_when_its_process_dies(api):
         assert set(asyncio.run(rater(["g"], OCTOBER))) == {"g"}  # the view's next refresh rates again
     finally:
         rater.close()
+
+
+def test_a_slow_background_rating_does_not_hold_up_the_refreshes(api, view):
+    """The exact rating of many accounts takes seconds; the refreshes of the counters go on meanwhile
+    (one rating in flight at a time)."""
+    import asyncio
+
+    import psycopg
+
+    from models.db import libpq_url
+
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    ask(api, key, "f")
+    calls = []
+
+    async def slow(account_ids, period):
+        calls.append(account_ids)
+        await asyncio.sleep(3)
+        return {}
+
+    view._rate_exact = slow
+    view._want_exact.add("f")
+
+    async def refresh_twice() -> float:
+        async with await psycopg.AsyncConnection.connect(libpq_url(api.database_url), autocommit=True) as conn:
+            started = time.monotonic()
+            await view.refresh_async(conn)
+            await view.refresh_async(conn)
+            took = time.monotonic() - started
+            view._rating.cancel()
+            return took
+
+    took = asyncio.run(refresh_twice())
+    assert took < 2.5 and view.refreshes == 2 and calls == [["f"]]
