@@ -152,19 +152,8 @@ def adopt_event_ids(conn: Connection, account_id: str, platform_id: int) -> None
 
 
 # ---- reading counters and usage -----------------------------------------------------------------
-_SNAPSHOT_COLUMNS = """a.id, a.plan, a.seats, a.overage_opt_in, a.pricing, a.status, a.billing_starts_at, a.created_at,
-       a.updated_at, c.model, c.byok, c.sandbox, c.executions, c.input_tokens, c.output_tokens, c.cost_usd,
-       EXISTS (SELECT 1 FROM anomalies x WHERE x.account_id = a.id AND x.state IN ('open', 'confirmed')),
-       cr.credits_only, cr.spendable, a.platform_id"""
-_SNAPSHOT = f"""
-SELECT {_SNAPSHOT_COLUMNS}
-FROM accounts a
-{ENTITLEMENT_FACTS_JOIN}
-LEFT JOIN usage_counters c ON c.account_id = a.id AND c.period = %(period)s
-WHERE a.id = %(id)s AND a.platform_id = %(platform_id)s
-"""
-# The same for many accounts at once (the API's entitlement view, services/entitlement_view.py): one
-# row per account, (id, text), everything a check reads folded into the text: the account's fields
+# What an entitlement check reads of accounts (one, the check's own read; or many, the API's entitlement
+# view, services/entitlement_view.py): one row per account, (id, text), everything folded into the text: the account's fields
 # split by U+001F, then U+001D, then its counters (fields split by U+001F, counters by U+001E);
 # instants as microseconds since the epoch. A refresh of thousands of accounts then decodes thousands
 # of short strings, tells an unchanged account by comparing them, and only the accounts a check asks
@@ -214,28 +203,19 @@ class AccountSnapshot:
     platform_id: int | None = None
 
 
-def _snapshot(rows: list) -> tuple[AccountSnapshot, list[MonthCounter]]:
-    """One account's snapshot from its rows of ``_SNAPSHOT_COLUMNS`` (one per counter row, or one
-    with NULL counter columns)."""
-    counters = [MonthCounter(r[9], r[10], r[11], int(r[12]), int(r[13]), int(r[14]), Decimal(r[15]))
-                for r in rows if r[9] is not None]
-    first = rows[0]
-    facts = None if first[17] is None else (first[17], Decimal(first[18]))
-    return AccountSnapshot(*first[:9], paused_anomaly=first[16], credit_facts=facts, platform_id=first[19]), counters
-
-
 def account_with_counters(conn: Connection, account_id: str, platform_id: int, period: Period,
                           at: datetime | None = None):
     """(account, its counters for the period) in one indexed query, with its credit facts at ``at``
     (default: now); (None, []) when the account does not exist or belongs to another
     platform. The entitlement hot path: one round trip on the driver connection (a prepared
-    statement, no ORM result processing)."""
-    with conn.connection.driver_connection.cursor() as cur:
-        rows = cur.execute(_SNAPSHOT, {"id": account_id, "platform_id": platform_id,
-                                       "period": str(period), "at": at or datetime.now(timezone.utc)}).fetchall()
+    statement, no ORM result processing), the same read the entitlement view makes of many."""
+    rows = snapshot_rows(conn, [account_id], period, at or datetime.now(timezone.utc))
     if not rows:
         return None, []
-    return _snapshot(rows)
+    account, counters = snapshot_from_row(rows[0])
+    if account.platform_id != platform_id:
+        return None, []
+    return account, counters
 
 
 def snapshot_rows_params(account_ids: list[str], period: Period, at: datetime) -> dict:
