@@ -33,6 +33,13 @@ every ``EXACT_EVERY`` (2 s) beside the refreshes, by ``rate_exact`` (``ExactRate
 of its own at the ingest niceness, since the rater's Python would hold the interpreter the checks
 need). The check takes the decision from the fresh counters and the charges from that rating; without
 one younger than ``EXACT_MAX_AGE`` (15 s) it rates the account itself from Postgres, as before.
+What that costs is bounded: an account whose row in the view (counters, account, credit facts, pause)
+reads the same as when its last rating began is not rated again (that rating still is its month to
+date), and the ratings keep their process busy at most ``EXACT_SHARE`` (10%) of the time: a rating
+that took d seconds is followed by the next no sooner than 9 d later, however many accounts need one,
+and a rating is used up to 1.5 times that spacing when it exceeds ``EXACT_MAX_AGE``. Without that bound
+the ratings ran back to back once a round took longer than ``EXACT_EVERY`` (a round grows with the
+held accounts that need one and with their executions), each in every serving process.
 """
 
 from __future__ import annotations
@@ -58,6 +65,11 @@ CAPACITY = 5_000  # accounts per serving process (each refresh reads them all in
 SWEEP_SECONDS = 30.0  # how often every checked account's terms are warmed (their cache lasts 5 minutes)
 EXACT_EVERY = 2.0  # how often the accounts rated from the executions table are rated again in the background
 EXACT_MAX_AGE = 15.0  # a background rating older than this is not used (the check rates the account itself)
+# ... at most: after a background rating that took d seconds the next starts d * (1 / EXACT_SHARE - 1)
+# later at the soonest, so the ratings (their process and their Postgres backend) take at most this
+# share of the time of one core, however many accounts they cover; a rating is then used up to
+# 1.5 times the longest interval between two ratings' starts when that is more than EXACT_MAX_AGE.
+EXACT_SHARE = 0.1
 
 
 class _Entry:
@@ -104,6 +116,11 @@ class EntitlementView:
         # date of accounts whose money depends on the time order of their executions (see exact_month)
         self._rate_exact = rate_exact
         self._exact: dict[str, tuple[int, object, float, str]] = {}  # account -> (included, charges, read_at, period)
+        self._exact_rows: dict[str, tuple] = {}  # account -> the view's row when its last background rating began
+        self._exact_took = 0.0  # seconds the last background rating took
+        self._exact_next = 0.0  # monotonic instant before which no background rating starts
+        self.exact_ratings = 0  # background ratings done
+        self.exact_unchanged = 0  # accounts not rated again because nothing of theirs changed since their last rating
         self._want_exact: set[str] = set()
         self._rating: asyncio.Task | None = None  # the background rating in flight
         self._entries: dict[str, _Entry] = {}
@@ -155,10 +172,16 @@ class EntitlementView:
         if self._rate_exact is None:
             return None
         known = self._exact.get(account_id)
-        if known is None or known[3] != str(period) or self._monotonic() - known[2] > EXACT_MAX_AGE:
+        if known is None or known[3] != str(period) or self._monotonic() - known[2] > self.exact_max_age():
             self._want_exact.add(account_id)
             return None
         return known[0], known[1]
+
+    def exact_max_age(self) -> float:
+        """How old a background rating may be: EXACT_MAX_AGE, or 1.5 times the longest time between
+        two ratings' starts when the ratings' share (``EXACT_SHARE``) spaces them further apart."""
+        took = self._exact_took
+        return max(EXACT_MAX_AGE, 1.5 * (2 * took + took * (1 / EXACT_SHARE - 1)))
 
     # ---- the refresher's side ------------------------------------------------------------------------
     def _begin(self):
@@ -247,25 +270,50 @@ class EntitlementView:
 
     async def rate_exact_due(self, period: Period) -> int:
         """Rate again, in one call of ``rate_exact`` (a process of its own in ``tally api``), the held
-        accounts that need the executions table and were rated more than ``EXACT_EVERY`` ago."""
+        accounts that need the executions table, were rated more than ``EXACT_EVERY`` ago and changed
+        since (their row in this view differs from the one their last rating began with); not before
+        the last rating's share of the time allows (``EXACT_SHARE``). Returns how many were rated."""
         if self._rate_exact is None or not self._want_exact:
             return 0
         started = self._monotonic()
+        if started < self._exact_next:
+            return 0
         for account_id in list(self._want_exact):
             if account_id not in self._entries:
                 self._want_exact.discard(account_id)
                 self._exact.pop(account_id, None)
-        due = sorted(a for a in self._want_exact if a not in self._exact or self._exact[a][3] != str(period)
-                     or started - self._exact[a][2] > EXACT_EVERY)
+                self._exact_rows.pop(account_id, None)
+        key = str(period)
+        due = []
+        for a in sorted(self._want_exact):
+            known, entry = self._exact.get(a), self._entries[a]
+            if known is not None and known[3] == key and started - known[2] <= EXACT_EVERY:
+                continue
+            if (known is not None and known[3] == key and entry.row is not None and entry.period == key
+                    and self._exact_rows.get(a) == entry.row):
+                # Nothing of the account changed since its last rating began (its counters, row, credit
+                # facts and pause read identical): that rating is the month to date as of this entry's read.
+                self._exact[a] = (known[0], known[1], max(known[2], entry.read_at), key)
+                self.exact_unchanged += 1
+                continue
+            due.append(a)
         if not due:
             return 0
-        rated = await self._rate_exact(due, period)
+        rows = {a: self._entries[a].row for a in due}
+        try:
+            rated = await self._rate_exact(due, period)
+        finally:
+            self._exact_took = self._monotonic() - started
+            self._exact_next = self._monotonic() + max(0.0, self._exact_took * (1 / EXACT_SHARE - 1))
+        self.exact_ratings += 1
         for account_id in due:
             if account_id in rated:
                 included, charges = rated[account_id]
-                self._exact[account_id] = (included, charges, started, str(period))
+                self._exact[account_id] = (included, charges, started, key)
+                self._exact_rows[account_id] = rows[account_id]
             else:  # not billed in the period any more: the check reads Postgres
                 self._exact.pop(account_id, None)
+                self._exact_rows.pop(account_id, None)
         return len(due)
 
     def _warm_on_engine(self, accounts: list[AccountSnapshot], period: Period) -> None:

@@ -356,3 +356,85 @@ def test_a_slow_background_rating_does_not_hold_up_the_refreshes(api, view):
 
     took = asyncio.run(refresh_twice())
     assert took < 2.5 and view.refreshes == 2 and calls == [["f"]]
+
+
+def test_an_exact_rated_account_is_rated_again_only_when_its_row_in_the_view_changed(api, view):
+    """A background rating of an account whose counters, row, credit facts and pause read the same as when
+    its last rating began would give the same month to date: it is not done, and the last rating counts
+    as of that read (so it stays in use past EXACT_MAX_AGE while nothing changes). New usage rates it again."""
+    import asyncio
+
+    from billing.catalog import load_catalog
+    from services.entitlement_view import EXACT_MAX_AGE, exact_months
+    from tests.factories import events, ingest
+
+    service = api.app.state.service
+    calls = []
+
+    async def rate(account_ids, period):
+        calls.append(list(account_ids))
+        return exact_months(service.engine, service.catalog, account_ids, period)
+
+    view._rate_exact = rate
+    key = api.platform("p")
+    api.account("over", "pro", platform="p", overage=True)
+    docs = list(events("over", 5_100, step=timedelta(seconds=47), models=("claude-haiku", "gpt-4o", "claude-sonnet")))
+    assert ingest(api.database_url, docs, now=NOW).accepted == 5_100
+
+    def close_total() -> str:
+        with get_engine(api.database_url).connect() as conn:
+            return str(pricing.rate_accounts(conn, load_catalog(), OCTOBER, ["over"])["over"].total)
+
+    assert ask(api, key, "over").headers["Server-Timing"].endswith("desc=postgres")  # seeds its exact rating
+    view.refresh()
+    view.ticks.t += 3
+    assert asyncio.run(view.rate_exact_due(OCTOBER)) == 1 and len(calls) == 1  # its first background rating
+    for _ in range(3):
+        view.ticks.t += 3
+        view.refresh()
+        assert asyncio.run(view.rate_exact_due(OCTOBER)) == 0  # nothing changed: not rated again
+    assert len(calls) == 1 and view.exact_unchanged == 3
+    view.ticks.t += EXACT_MAX_AGE + 1
+    view.refresh()
+    asyncio.run(view.rate_exact_due(OCTOBER))
+    held = ask(api, key, "over")
+    assert held.headers["Server-Timing"].endswith("desc=view") and held.json()["month_to_date_charges"] == close_total()
+    post(api, key, "over", 5_100, 40)
+    view.refresh()
+    view.ticks.t += 3
+    assert asyncio.run(view.rate_exact_due(OCTOBER)) == 1 and len(calls) == 2
+    fresh = ask(api, key, "over")
+    assert fresh.headers["Server-Timing"].endswith("desc=view")
+    assert (fresh.json()["used"], fresh.json()["month_to_date_charges"]) == (5_140, close_total())
+    assert fresh.json()["month_to_date_charges"] != held.json()["month_to_date_charges"]
+
+
+def test_background_ratings_keep_their_process_busy_at_most_their_share_of_the_time(api, view):
+    """A rating that took d seconds is followed by the next no sooner than d * (1 / EXACT_SHARE - 1) later,
+    and a rating is used for 1.5 times the longest spacing of two ratings' starts then."""
+    import asyncio
+    from decimal import Decimal
+
+    from services.entitlement_view import EXACT_EVERY, EXACT_MAX_AGE, EXACT_SHARE
+
+    key = api.platform("p")
+    api.account("f", "free", platform="p")
+    ask(api, key, "f")  # held (read by the check itself: its row is not the refresher's, so it is always due)
+    took = 4.0
+
+    async def slow(account_ids, period):
+        view.ticks.t += took
+        return {a: (100, Decimal("0")) for a in account_ids}
+
+    view._rate_exact = slow
+    view._want_exact.add("f")
+    assert asyncio.run(view.rate_exact_due(OCTOBER)) == 1
+    rest = took * (1 / EXACT_SHARE - 1)
+    assert rest > EXACT_EVERY
+    view.ticks.t += rest - 0.1
+    assert asyncio.run(view.rate_exact_due(OCTOBER)) == 0  # within the rating's share
+    assert view.exact_month("f", OCTOBER) == (100, Decimal("0"))  # older than EXACT_MAX_AGE, still used
+    assert view.exact_max_age() == 1.5 * (2 * took + rest) > EXACT_MAX_AGE
+    view.ticks.t += 0.2
+    assert asyncio.run(view.rate_exact_due(OCTOBER)) == 1
+    assert view.exact_ratings == 2
