@@ -423,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
                 http_s, http_accepted, failed, req_ms = post_all(base, key, full, args.clients)
             say(f"http: {http_accepted:,} accepted in {http_s:.1f} s; {failed} failed requests")
             rate = TARGET_HTTP / args.batch
+            # The paced phase's probe connects anew and may land on the other uvicorn worker, whose view
+            # dropped the accounts not checked there for KEEP_SECONDS (30 s) while the full-speed phase
+            # ran: warmed again, as a platform checking from many connections keeps every worker warm
+            # (measured without this: 37-52% of the paced checks read Postgres when the probe changed workers).
+            warm_up(base, key, ids)
             say(f"http paced: {len(paced_bodies):,} batches at {rate:g}/s ({TARGET_HTTP:,} events/s) ...")
             with Probe(base, key, ids, pause=args.probe_pause_ms / 1000) as paced_probe:
                 paced_s, paced_accepted, paced_failed, _ = post_all(base, key, paced_bodies, args.clients,
