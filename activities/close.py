@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import pricing
 from activities.deps import Deps
+from activities.heartbeat import beating
 from activities.push import CustomerRefused, InvoiceNotFound, InvoicePusher, InvoiceRejected
 from billing.catalog import Catalog, CatalogError
 from billing.close import AccountOutcome, decide
@@ -113,7 +114,7 @@ class CloseActivities:
         write the outcome.
         """
         period = self._period(inp.period)
-        with self.engine.begin() as conn:
+        with beating(), self.engine.begin() as conn:
             version_ids = {v.version: catalog_versions.ensure_catalog_version(conn, v)
                            for v in self.catalog.versions_overlapping(period.start, period.end)}
             try:

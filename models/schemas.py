@@ -57,6 +57,7 @@ class CloseChunkInput(BaseModel):
     accounts: AccountRange
     push_to_stripe: bool = True
     push_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
+    rate_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
 
 
 class RateChunkResult(BaseModel):
@@ -141,6 +142,8 @@ class ClosePeriodInput(BaseModel):
     push_to_stripe: bool = True
     # How long a Stripe push may go silent before Temporal retries it elsewhere (a worker that died).
     push_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
+    # The same for the rating of a chunk (one transaction: a retry rates it again from the start).
+    rate_heartbeat_seconds: int = Field(default=30, ge=1, le=600)
     # Continue as new after this many chunks in one run (None: when Temporal suggests it). Tests lower it.
     chunks_per_run: int | None = Field(default=None, ge=1)
     # Set only by continue-as-new: where the previous run of the chain stopped and what it had done.

@@ -169,7 +169,8 @@ class ClosePeriodWorkflow:
                 tasks.append(asyncio.create_task(run_chunk(
                     CloseChunkInput(period=period, index=index, accounts=chunk,
                                     push_to_stripe=inp.push_to_stripe,
-                                    push_heartbeat_seconds=inp.push_heartbeat_seconds))))
+                                    push_heartbeat_seconds=inp.push_heartbeat_seconds,
+                                    rate_heartbeat_seconds=inp.rate_heartbeat_seconds))))
                 index += 1
                 more = pos + 1 < len(page.chunks) or page.next_cursor is not None
                 if more and self._should_continue_as_new(inp, started_this_run):
@@ -202,7 +203,8 @@ class CloseChunkWorkflow:
     async def run(self, inp: CloseChunkInput) -> ChunkResult:
         workflow.upsert_search_attributes([BILLING_PERIOD.value_set(inp.period)])
         rate: RateChunkResult = await workflow.execute_activity_method(
-            CloseActivities.rate_accounts, inp, **RATE)
+            CloseActivities.rate_accounts, inp,
+            **{**RATE, "heartbeat_timeout": timedelta(seconds=inp.rate_heartbeat_seconds)})
         if rate.account_ids:
             workflow.upsert_search_attributes([BILLING_ACCOUNT_IDS.value_set(rate.account_ids)])
         push: PushChunkResult | None = None

@@ -1,5 +1,5 @@
-"""A worker process SIGKILLed in the middle of the Stripe push: the close still ends with exactly one
-Stripe invoice per account and the right totals.
+"""A worker process SIGKILLed in the middle of the Stripe push (or of rating a chunk): the close still
+ends with exactly one Stripe invoice per account and the right totals.
 
 The first worker is a real ``python -m workers.worker`` process; it is killed while Stripe requests are
 in flight (the emulator delays every add_lines). A second worker then finishes the close: Temporal
@@ -25,12 +25,13 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest_asyncio
 import stripe
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from models.db import get_engine
+from models.db import get_engine, libpq_url
 from models.schemas import ClosePeriodInput
 from models.settings import EMULATOR_API_KEY
 from tests.conftest import ROOT, venv_binary
@@ -188,3 +189,65 @@ async def test_worker_killed_mid_close_ends_with_one_stripe_invoice_per_account_
     for key in cut_off:
         assert [r["replayed"] for r in log if r["idempotency_key"] == key and r["status"] == 200] \
             == [False, True], (key, [r for r in log if r["idempotency_key"] == key])
+
+
+def waiting_for_lock(url: str) -> list[str]:
+    """The statements of the backends waiting for a lock (the killed worker's rating)."""
+    with get_engine(url).connect() as conn:
+        return [r[0] for r in conn.exec_driver_sql(
+            "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()").all()]
+
+
+async def test_worker_killed_while_rating_a_chunk_is_retried_after_the_heartbeat_timeout_not_minutes(
+        dev_server, settings, tmp_path):
+    """Rating a chunk is one long statement and one transaction: a thread heartbeats while it runs, so a
+    worker that dies mid-rating is noticed within ``rate_heartbeat_seconds`` (not the 10 min start-to-close
+    timeout) and the retry rates the chunk from the start. The rating is held on a lock on executions
+    while the worker is killed."""
+    settings = settings.model_copy(update={"close_chunk_size": 6, "close_parallel_chunks": 1})
+    expected = seed(settings.database_url)
+    holder = psycopg.connect(libpq_url(settings.database_url))
+    holder.execute("LOCK TABLE executions IN ACCESS EXCLUSIVE MODE")
+    target_host = dev_server.client.service_client.config.target_host
+    log_path = tmp_path / "worker-rating.log"
+    proc = start_worker_process(settings, target_host, log_path)
+    try:
+        handle = await dev_server.client.start_workflow(
+            ClosePeriodWorkflow.run,
+            ClosePeriodInput(period=PERIOD, chunk_size=6, parallel_chunks=1, push_to_stripe=False,
+                             rate_heartbeat_seconds=HEARTBEAT_SECONDS),
+            id=f"close-{PERIOD}-killed-rating-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(minutes=10),
+        )
+        deadline = time.monotonic() + 60
+        while not (waiting := waiting_for_lock(settings.database_url)):
+            assert proc.poll() is None, "worker exited early:\n" + log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the rating never reached executions"
+            await asyncio.sleep(0.05)
+        assert any("executions" in q for q in waiting), waiting
+        children = (await handle.describe()).raw_description.pending_children
+        chunk = dev_server.client.get_workflow_handle(children[0].workflow_id)
+        pending = (await chunk.describe()).raw_description.pending_activities
+        assert [(a.activity_type.name, a.attempt) for a in pending] == [("rate_accounts", 1)], waiting
+        await asyncio.sleep(HEARTBEAT_SECONDS * 1.5)  # beating meanwhile: not timed out
+        pending = (await chunk.describe()).raw_description.pending_activities
+        assert [(a.activity_type.name, a.attempt) for a in pending] == [("rate_accounts", 1)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        holder.close()  # the dead worker's statement now runs; its answer reaches nobody
+    assert proc.returncode == -signal.SIGKILL
+    with get_engine(settings.database_url).begin() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM invoices").scalar() == 0  # its transaction never committed
+
+    killed_at = time.monotonic()
+    async with build_worker(dev_server.client, settings, fail_fast=True):
+        result = await asyncio.wait_for(handle.result(), timeout=60)  # the start-to-close timeout is 10 min
+    assert time.monotonic() - killed_at < 60
+    assert not result.failed and result.total == sum(expected.values())
+    with get_engine(settings.database_url).begin() as conn:
+        db = dict(conn.exec_driver_sql("SELECT account_id, total FROM invoices WHERE period = %(p)s",
+                                       {"p": PERIOD}).all())
+    assert db == expected
