@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from sqlalchemy import Connection, text
 
@@ -380,47 +380,35 @@ _USAGE_ROWS_SQL = text(
 
 
 # The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
-# the covering account index), hash-aggregated. Each execution is first counted by account, model,
-# BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment, catalog
-# version or billing start of the chunk begins or ends (``width_bucket`` over those instants, in
-# order). No boundary falls inside a bucket, so all of a bucket's executions share one segment, one
-# version and one side of the billing start: the few groups are then matched by their bucket's first
-# instant, instead of every execution by range joins. Billable as for an account that does not pass a
-# positive quota: none under one, every non-sandbox execution without one (the rows of the accounts
-# past theirs are set aside for the ranked query). Rows outside every segment or version come back
-# with a NULL idx / name: they count toward the quota (as in the ranked query's ``totals``) but are
-# not billed.
-_UNRANKED_ROWS_SQL = text(
-    f"""
-    WITH {_CHUNK_CTES}
-    ), bounds AS (
-        SELECT array_agg(t ORDER BY t) AS b
-        FROM (SELECT starts FROM seg UNION SELECT ends FROM seg UNION SELECT starts FROM ver
-              UNION SELECT ends FROM ver) AS x(t)  -- an account's billing start is its first segment's
-    ), grouped AS (
-        SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, (SELECT b FROM bounds)) AS bucket,
-               {USAGE_AGGREGATES}
-        FROM executions r
-        WHERE r.account_id = ANY(CAST(:ids AS text[]))
-          AND r.occurred_at >= :start AND r.occurred_at < :end
-          AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
-        GROUP BY 1, 2, 3, 4, 5
-    ), placed AS (
-        -- bucket 0 lies before every instant (so before the billing start): its b[0] is NULL, dropped
-        SELECT g.*, bounds.b[g.bucket] AS at FROM grouped g CROSS JOIN bounds
-    )
-    SELECT g.account_id, s.idx, v.name, g.model, g.byok, g.sandbox, NOT g.sandbox AND a.included = 0 AS billable,
-           sum(g.executions)::bigint AS executions, sum(g.input_tokens) AS input_tokens,
-           sum(g.output_tokens) AS output_tokens, sum(g.cost) AS cost, sum(g.uncosted_in) AS uncosted_in,
-           sum(g.uncosted_out) AS uncosted_out
-    FROM placed g
-    JOIN acct a ON a.account_id = g.account_id
-    LEFT JOIN seg s ON s.account_id = g.account_id AND g.at >= s.starts AND g.at < s.ends
-    LEFT JOIN ver v ON g.at >= v.starts AND g.at < v.ends
-    WHERE g.at >= a.starts
-    GROUP BY 1, 2, 3, 4, 5, 6, 7
-    """
-)
+# the covering account index), hash-aggregated, nothing else. Each execution is counted by account,
+# model, BYOK, sandbox, whether it came without a recorded cost, and "bucket": the stretch between two
+# consecutive instants where a segment or catalog version of the chunk begins or ends (``width_bucket``
+# over those instants in order; an account's billing start is its first segment's start). No boundary
+# falls inside a bucket, so all of a bucket's executions share one segment, one version and one side of
+# the billing start: ``_place_unranked`` then puts the few groups in their segment and version by their
+# bucket's first instant, in Python, instead of every execution by range joins (or the groups by joins
+# and a second aggregation in SQL, which cost Postgres ~20% of the pass). BYOK and "no recorded cost"
+# being keys, the uncosted tokens and the cost are plain sums of their groups, without a FILTER per
+# execution. The token sums are cast to bigint (the int they are; an overflow fails, never wraps), so
+# the driver hands back ints, not numerics to parse into Decimals.
+_UNRANKED_ROWS_SQL = """
+SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, %(bounds)s::timestamptz[]),
+       r.cost_usd IS NULL, count(*), sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint, sum(r.cost_usd)
+FROM executions r
+WHERE r.account_id = ANY(%(ids)s::text[])
+  AND r.occurred_at >= %(start)s AND r.occurred_at < %(end)s
+  AND (%(known_at)s::timestamptz IS NULL OR r.ingested_at <= %(known_at)s::timestamptz)
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+# The planner cannot estimate the groups of a bucket expression, takes every execution for a group,
+# and sorts the chunk to aggregate it; hashing is what fits. Sorting is turned off around the pass,
+# and back to what it was, in the same round trip as the pass (a pipeline: set, pass, restore; the
+# old values wait in a transaction-local setting of our own).
+_SORT_OFF = ("SELECT set_config('tally.saved_sort', current_setting('enable_sort') || ','"
+             " || current_setting('enable_incremental_sort'), true),"
+             " set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)")
+_SORT_BACK = ("SELECT set_config('enable_sort', split_part(current_setting('tally.saved_sort'), ',', 1), true),"
+              " set_config('enable_incremental_sort', split_part(current_setting('tally.saved_sort'), ',', 2), true)")
 
 
 def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
@@ -438,26 +426,108 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     ids = [a for a in included if a in segments]
     if not ids:
         return {}
-    # The planner underestimates the groups (the segment and version joins filter on ranges) and
-    # sorts ~every execution of the chunk to aggregate them; hashing them is what fits. Both queries
-    # are planned for their own accounts every time: psycopg prepares a statement from its 5th run
-    # on a connection and Postgres then settles on a generic plan, blind to the chunk's ids, that
-    # reads the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
-    with _local_settings(conn, enable_sort="off", enable_incremental_sort="off",
-                         plan_cache_mode="force_custom_plan"):
-        unranked = _aggregate(conn, _UNRANKED_ROWS_SQL, ids, start, end, segments, included, versions, known_at)
-    used = {a: sum(r.executions for r in rows if not r.sandbox) for a, rows in unranked.items()}
+    unranked, used = _unranked(conn, ids, start, end, segments, included, versions, known_at)
     ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
-    out: dict[str, list[UsageRow]] = {}
-    for a, rows in unranked.items():
-        if 0 < included[a] < used[a]:
-            continue  # its rows' billable flags are the ranked query's to give
-        out[a] = [r for r in rows if r.segment is not None and r.version is not None]
+    out = {a: rows for a, rows in unranked.items() if not 0 < included[a] < used[a]}
     if ranked:
+        # Planned for its own accounts every time: psycopg prepares a statement from its 5th run on a
+        # connection and Postgres then settles on a generic plan, blind to the chunk's ids, that reads
+        # the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
         with _local_settings(conn, plan_cache_mode="force_custom_plan"):
             out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions,
                                   known_at))
     return out
+
+
+def _unranked(conn: Connection, ids: list[str], start: datetime, end: datetime,
+              segments: dict[str, list[TermsSegment]], included: dict[str, int],
+              versions: list[tuple[str, datetime, datetime]],
+              known_at: datetime | None) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
+    """The unranked pass (``_UNRANKED_ROWS_SQL``) of the chunk: each account's rows as if it did not
+    pass a positive quota, and its non-sandbox executions counted toward the quota (those outside
+    every segment or version too: they count, as in the ranked query's ``totals``, but are not
+    billed). Accounts without an execution from their billing start on are absent."""
+    bounds = sorted({t for a in ids for sg in segments[a] for t in (sg.start, sg.end)}
+                    | {t for _, lo, hi in versions for t in (lo, hi)})
+    driver = conn.connection.driver_connection
+    # Never prepared (each chunk is planned for its own ids; a prepared statement's generic plan read
+    # the chunk's rows from the whole month's heap).
+    with driver.cursor() as cur:
+        with driver.pipeline():  # one round trip
+            driver.execute(_SORT_OFF)
+            cur.execute(_UNRANKED_ROWS_SQL, {"ids": ids, "bounds": bounds, "start": start, "end": end,
+                                             "known_at": known_at}, prepare=False)
+            driver.execute(_SORT_BACK)
+        groups = cur.fetchall()
+    return _place_unranked(groups, bounds, segments, included, versions)
+
+
+_ZERO_COST = Decimal(0)  # what Postgres's coalesce(sum(cost), 0) gives a group without a recorded cost
+_SUMS = Context(prec=100)  # adds costs (numeric(18, 8)) exactly, whatever the caller's context
+
+
+def _place_unranked(groups: list[tuple], bounds: list[datetime], segments: dict[str, list[TermsSegment]],
+                    included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
+                    ) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
+    """The unranked pass's groups put in their segment and version by their bucket's first instant
+    (``bounds[bucket - 1]``; bucket 0 lies before every instant, so before the billing start), and
+    added up by segment, version, model, BYOK and sandbox: the usage rows (billable: every non-sandbox
+    execution when the quota is 0, else none) and the executions counted toward the quota."""
+    places: dict[tuple[str, int], tuple | None] = {}
+    sums: dict[str, dict[tuple, list]] = {}
+    used: dict[str, int] = {}
+    for account_id, model, byok, sandbox, bucket, uncosted, n, tokens_in, tokens_out, cost in groups:
+        key = (account_id, bucket)
+        place = places.get(key, False)
+        if place is False:
+            place = places[key] = _place(bounds, bucket, segments[account_id], versions)
+        if place is None:
+            continue  # before the account's billing start
+        acc = sums.get(account_id)
+        if acc is None:
+            acc = sums[account_id] = {}
+            used[account_id] = 0
+        if not sandbox:
+            used[account_id] += n
+        segment, version = place
+        if segment is None or version is None:
+            continue  # counted toward the quota, not billed
+        row = acc.get((segment, version, model, byok, sandbox))
+        if row is None:
+            row = acc[(segment, version, model, byok, sandbox)] = [0, 0, 0, None, 0, 0]
+        row[0] += n
+        row[1] += tokens_in
+        row[2] += tokens_out
+        if byok:
+            continue  # BYOK executions carry no cost and no uncosted tokens
+        if uncosted:
+            row[4] += tokens_in
+            row[5] += tokens_out
+        else:
+            row[3] = cost if row[3] is None else _SUMS.add(row[3], cost)
+    out = {}
+    for account_id, acc in sums.items():
+        unpriced = included[account_id] == 0
+        out[account_id] = [
+            UsageRow(segment, version, model, byok, sandbox, unpriced and not sandbox, n, tokens_in, tokens_out,
+                     _ZERO_COST if cost is None else cost, uncosted_in, uncosted_out)
+            for (segment, version, model, byok, sandbox), (n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out)
+            in acc.items()]
+    return out, used
+
+
+def _place(bounds: list[datetime], bucket: int, segments: list[TermsSegment],
+           versions: list[tuple[str, datetime, datetime]]) -> tuple[int | None, str | None] | None:
+    """(segment index, version name) of a bucket of an account, either None when the bucket's first
+    instant is outside every segment / version; None when the bucket lies before its billing start."""
+    if bucket == 0:
+        return None
+    at = bounds[bucket - 1]
+    if at < segments[0].start:
+        return None
+    segment = next((i for i, sg in enumerate(segments) if sg.start <= at < sg.end), None)
+    version = next((name for name, lo, hi in versions if lo <= at < hi), None)
+    return segment, version
 
 
 @contextmanager
