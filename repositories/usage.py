@@ -474,46 +474,42 @@ def _place_unranked(groups: list[tuple], bounds: list[datetime], segments: dict[
     added up by segment, version, model, BYOK and sandbox: the usage rows (billable: every non-sandbox
     execution when the quota is 0, else none) and the executions counted toward the quota."""
     places: dict[tuple[str, int], tuple | None] = {}
-    sums: dict[str, dict[tuple, list]] = {}
+    rows_of: dict[str, dict[tuple, UsageRow]] = {}
     used: dict[str, int] = {}
+    unpriced: dict[str, bool] = {}  # no quota: every non-sandbox execution is billable
     for account_id, model, byok, sandbox, bucket, uncosted, n, tokens_in, tokens_out, cost in groups:
-        key = (account_id, bucket)
-        place = places.get(key, False)
+        place = places.get((account_id, bucket), False)
         if place is False:
-            place = places[key] = _place(bounds, bucket, segments[account_id], versions)
+            place = places[(account_id, bucket)] = _place(bounds, bucket, segments[account_id], versions)
         if place is None:
             continue  # before the account's billing start
-        acc = sums.get(account_id)
-        if acc is None:
-            acc = sums[account_id] = {}
+        rows = rows_of.get(account_id)
+        if rows is None:
+            rows = rows_of[account_id] = {}
             used[account_id] = 0
+            unpriced[account_id] = included[account_id] == 0
         if not sandbox:
             used[account_id] += n
         segment, version = place
         if segment is None or version is None:
             continue  # counted toward the quota, not billed
-        row = acc.get((segment, version, model, byok, sandbox))
-        if row is None:
-            row = acc[(segment, version, model, byok, sandbox)] = [0, 0, 0, None, 0, 0]
-        row[0] += n
-        row[1] += tokens_in
-        row[2] += tokens_out
-        if byok:
-            continue  # BYOK executions carry no cost and no uncosted tokens
-        if uncosted:
-            row[4] += tokens_in
-            row[5] += tokens_out
-        else:
-            row[3] = cost if row[3] is None else _SUMS.add(row[3], cost)
-    out = {}
-    for account_id, acc in sums.items():
-        unpriced = included[account_id] == 0
-        out[account_id] = [
-            UsageRow(segment, version, model, byok, sandbox, unpriced and not sandbox, n, tokens_in, tokens_out,
-                     _ZERO_COST if cost is None else cost, uncosted_in, uncosted_out)
-            for (segment, version, model, byok, sandbox), (n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out)
-            in acc.items()]
-    return out, used
+        # BYOK executions carry no cost and no uncosted tokens
+        row = UsageRow(segment, version, model, byok, sandbox, unpriced[account_id] and not sandbox, n, tokens_in,
+                       tokens_out, _ZERO_COST if byok or uncosted else cost, tokens_in if uncosted and not byok else 0,
+                       tokens_out if uncosted and not byok else 0)
+        key = (segment, version, model, byok, sandbox)
+        same = rows.get(key)
+        rows[key] = row if same is None else _added(same, row)
+    return {a: list(rows.values()) for a, rows in rows_of.items()}, used
+
+
+def _added(a: UsageRow, b: UsageRow) -> UsageRow:
+    """Two groups of one usage row (other buckets, or with and without a recorded cost) added up, the
+    cost as Postgres added the groups' ``coalesce(sum(cost), 0)``: exactly, 0 for no recorded cost."""
+    return replace(a, executions=a.executions + b.executions, input_tokens=a.input_tokens + b.input_tokens,
+                   output_tokens=a.output_tokens + b.output_tokens, cost=_SUMS.add(a.cost, b.cost),
+                   uncosted_input_tokens=a.uncosted_input_tokens + b.uncosted_input_tokens,
+                   uncosted_output_tokens=a.uncosted_output_tokens + b.uncosted_output_tokens)
 
 
 def _place(bounds: list[datetime], bucket: int, segments: list[TermsSegment],
