@@ -381,24 +381,26 @@ _USAGE_ROWS_SQL = text(
 
 # The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
 # the covering account index), hash-aggregated, nothing else. Each execution is counted by account,
-# model, BYOK, sandbox, whether it came without a recorded cost, and "bucket": the stretch between two
-# consecutive instants where a segment or catalog version of the chunk begins or ends (``width_bucket``
-# over those instants in order; an account's billing start is its first segment's start). No boundary
-# falls inside a bucket, so all of a bucket's executions share one segment, one version and one side of
-# the billing start: ``_place_unranked`` then puts the few groups in their segment and version by their
-# bucket's first instant, in Python, instead of every execution by range joins (or the groups by joins
-# and a second aggregation in SQL, which cost Postgres ~20% of the pass). BYOK and "no recorded cost"
-# being keys, the uncosted tokens and the cost are plain sums of their groups, without a FILTER per
-# execution. The token sums are cast to bigint (the int they are; an overflow fails, never wraps), so
-# the driver hands back ints, not numerics to parse into Decimals.
+# model, BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment or
+# catalog version of the chunk begins or ends (``width_bucket`` over those instants in order; an
+# account's billing start is its first segment's start). No boundary falls inside a bucket, so all of a
+# bucket's executions share one segment, one version and one side of the billing start:
+# ``_place_unranked`` then puts the few groups in their segment and version by their bucket's first
+# instant, in Python, instead of every execution by range joins (or the groups by joins and a second
+# aggregation in SQL, which cost Postgres ~20% of the pass). BYOK being a key, a BYOK group's cost and
+# uncosted tokens are set to none there, not filtered per execution here. The token sums are cast to
+# bigint (the int they are; an overflow fails, never wraps), so the driver hands back ints, not
+# numerics to parse into Decimals.
 _UNRANKED_ROWS_SQL = """
 SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, %(bounds)s::timestamptz[]),
-       r.cost_usd IS NULL, count(*), sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint, sum(r.cost_usd)
+       count(*), sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint, sum(r.cost_usd),
+       coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint,
+       coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint
 FROM executions r
 WHERE r.account_id = ANY(%(ids)s::text[])
   AND r.occurred_at >= %(start)s AND r.occurred_at < %(end)s
   AND (%(known_at)s::timestamptz IS NULL OR r.ingested_at <= %(known_at)s::timestamptz)
-GROUP BY 1, 2, 3, 4, 5, 6
+GROUP BY 1, 2, 3, 4, 5
 """
 # The planner cannot estimate the groups of a bucket expression, takes every execution for a group,
 # and sorts the chunk to aggregate it; hashing is what fits. Sorting is turned off around the pass,
@@ -477,7 +479,7 @@ def _place_unranked(groups: list[tuple], bounds: list[datetime], segments: dict[
     rows_of: dict[str, dict[tuple, UsageRow]] = {}
     used: dict[str, int] = {}
     unpriced: dict[str, bool] = {}  # no quota: every non-sandbox execution is billable
-    for account_id, model, byok, sandbox, bucket, uncosted, n, tokens_in, tokens_out, cost in groups:
+    for account_id, model, byok, sandbox, bucket, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out in groups:
         place = places.get((account_id, bucket), False)
         if place is False:
             place = places[(account_id, bucket)] = _place(bounds, bucket, segments[account_id], versions)
@@ -493,10 +495,10 @@ def _place_unranked(groups: list[tuple], bounds: list[datetime], segments: dict[
         segment, version = place
         if segment is None or version is None:
             continue  # counted toward the quota, not billed
-        # BYOK executions carry no cost and no uncosted tokens
+        if byok:  # BYOK executions carry no cost and no uncosted tokens
+            cost, uncosted_in, uncosted_out = None, 0, 0
         row = UsageRow(segment, version, model, byok, sandbox, unpriced[account_id] and not sandbox, n, tokens_in,
-                       tokens_out, _ZERO_COST if byok or uncosted else cost, tokens_in if uncosted and not byok else 0,
-                       tokens_out if uncosted and not byok else 0)
+                       tokens_out, _ZERO_COST if cost is None else cost, uncosted_in, uncosted_out)
         key = (segment, version, model, byok, sandbox)
         same = rows.get(key)
         rows[key] = row if same is None else _added(same, row)
@@ -504,8 +506,8 @@ def _place_unranked(groups: list[tuple], bounds: list[datetime], segments: dict[
 
 
 def _added(a: UsageRow, b: UsageRow) -> UsageRow:
-    """Two groups of one usage row (other buckets, or with and without a recorded cost) added up, the
-    cost as Postgres added the groups' ``coalesce(sum(cost), 0)``: exactly, 0 for no recorded cost."""
+    """Two groups of one usage row (other buckets of it) added up, the cost as Postgres added the
+    groups' ``coalesce(sum(cost), 0)``: exactly, 0 for no recorded cost."""
     return replace(a, executions=a.executions + b.executions, input_tokens=a.input_tokens + b.input_tokens,
                    output_tokens=a.output_tokens + b.output_tokens, cost=_SUMS.add(a.cost, b.cost),
                    uncosted_input_tokens=a.uncosted_input_tokens + b.uncosted_input_tokens,
