@@ -435,7 +435,7 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
         # Planned for its own accounts every time: psycopg prepares a statement from its 5th run on a
         # connection and Postgres then settles on a generic plan, blind to the chunk's ids, that reads
         # the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
-        with _local_settings(conn, plan_cache_mode="force_custom_plan"):
+        with _never_prepared(conn):
             out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions,
                                   known_at))
     return out
@@ -529,16 +529,16 @@ def _place(bounds: list[datetime], bucket: int, segments: list[TermsSegment],
 
 
 @contextmanager
-def _local_settings(conn: Connection, **values: str):
-    """Planner settings for the statements inside, then back to what they were (transaction-local)."""
-    names = list(values)
-    set_sql = ", ".join(f"current_setting('{n}'), set_config('{n}', :{n}, true)" for n in names)
-    row = conn.execute(text(f"SELECT {set_sql}"), values).first()
+def _never_prepared(conn: Connection):
+    """The statements inside are not prepared by psycopg (so each is planned for its own parameters),
+    then the connection prepares as before: a setting of the client, no round trip."""
+    driver = conn.connection.driver_connection
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = None
     try:
         yield
     finally:
-        conn.execute(text("SELECT " + ", ".join(f"set_config('{n}', :{n}, true)" for n in names)),
-                     {n: row[2 * i] for i, n in enumerate(names)})
+        driver.prepare_threshold = threshold
 
 
 def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: datetime,
