@@ -8,10 +8,9 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from sqlalchemy import Connection, text
 
@@ -330,6 +329,10 @@ USAGE_AGGREGATES = """count(*) AS executions,
            coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
            coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
            coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
+# The ranking as one query over every execution of the accounts (row_number in time order, then each
+# execution joined to its segment and version): what the close ran before its shortcuts, kept as the
+# SQL reference the passes below are checked against (tests/integration/test_rating_fast_path.py), as
+# ``billing.rating.aggregate_usage`` is the Python one. Run it with ``_aggregate``.
 # The chunk's accounts (quota, billing start), and the terms segments and catalog version windows the
 # executions are split by (CTEs ``acct``, ``seg``, ``ver``).
 _CHUNK_CTES = """acct AS (
@@ -379,48 +382,69 @@ _USAGE_ROWS_SQL = text(
 )
 
 
-# The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
-# the covering account index), hash-aggregated. Each execution is first counted by account, model,
-# BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment, catalog
-# version or billing start of the chunk begins or ends (``width_bucket`` over those instants, in
-# order). No boundary falls inside a bucket, so all of a bucket's executions share one segment, one
-# version and one side of the billing start: the few groups are then matched by their bucket's first
-# instant, instead of every execution by range joins. Billable as for an account that does not pass a
-# positive quota: none under one, every non-sandbox execution without one (the rows of the accounts
-# past theirs are set aside for the ranked query). Rows outside every segment or version come back
-# with a NULL idx / name: they count toward the quota (as in the ranked query's ``totals``) but are
-# not billed.
-_UNRANKED_ROWS_SQL = text(
-    f"""
-    WITH {_CHUNK_CTES}
-    ), bounds AS (
-        SELECT array_agg(t ORDER BY t) AS b
-        FROM (SELECT starts FROM seg UNION SELECT ends FROM seg UNION SELECT starts FROM ver
-              UNION SELECT ends FROM ver) AS x(t)  -- an account's billing start is its first segment's
-    ), grouped AS (
-        SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, (SELECT b FROM bounds)) AS bucket,
-               {USAGE_AGGREGATES}
-        FROM executions r
-        WHERE r.account_id = ANY(CAST(:ids AS text[]))
-          AND r.occurred_at >= :start AND r.occurred_at < :end
-          AND (CAST(:known_at AS timestamptz) IS NULL OR r.ingested_at <= CAST(:known_at AS timestamptz))
-        GROUP BY 1, 2, 3, 4, 5
-    ), placed AS (
-        -- bucket 0 lies before every instant (so before the billing start): its b[0] is NULL, dropped
-        SELECT g.*, bounds.b[g.bucket] AS at FROM grouped g CROSS JOIN bounds
-    )
-    SELECT g.account_id, s.idx, v.name, g.model, g.byok, g.sandbox, NOT g.sandbox AND a.included = 0 AS billable,
-           sum(g.executions)::bigint AS executions, sum(g.input_tokens) AS input_tokens,
-           sum(g.output_tokens) AS output_tokens, sum(g.cost) AS cost, sum(g.uncosted_in) AS uncosted_in,
-           sum(g.uncosted_out) AS uncosted_out
-    FROM placed g
-    JOIN acct a ON a.account_id = g.account_id
-    LEFT JOIN seg s ON s.account_id = g.account_id AND g.at >= s.starts AND g.at < s.ends
-    LEFT JOIN ver v ON g.at >= v.starts AND g.at < v.ends
-    WHERE g.at >= a.starts
-    GROUP BY 1, 2, 3, 4, 5, 6, 7
-    """
-)
+# The close's passes: each one scan of the accounts' executions (an index-only scan of the covering
+# account index), hash-aggregated, nothing else. Each execution is counted by account,
+# model, BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment or
+# catalog version of the chunk begins or ends (``width_bucket`` over those instants in order; an
+# account's billing start is its first segment's start). No boundary falls inside a bucket, so all of a
+# bucket's executions share one segment, one version and one side of the billing start:
+# ``_place_groups`` then puts the few groups in their segment and version by their bucket's first
+# instant, in Python, instead of every execution by range joins (or the groups by joins and a second
+# aggregation in SQL, which cost Postgres ~20% of the pass). BYOK being a key, a BYOK group's cost and
+# uncosted tokens are set to none there, not filtered per execution here. The token sums are cast to
+# bigint (the int they are; an overflow fails, never wraps), so the driver hands back ints, not
+# numerics to parse into Decimals.
+_PASS_SQL = """{cut}
+SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, %(bounds)s::timestamptz[]),
+       count(*), sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint, sum(r.cost_usd),
+       coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint,
+       coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint,
+       {billable}
+FROM executions r{join}
+WHERE r.account_id = ANY(%(ids)s::text[])
+  AND r.occurred_at >= %(start)s AND r.occurred_at < %(end)s
+  AND (%(known_at)s::timestamptz IS NULL OR r.ingested_at <= %(known_at)s::timestamptz)
+GROUP BY 1, 2, 3, 4, 5{group_billable}
+"""
+# billable NULL: the account's quota decides (none under a positive one, every non-sandbox execution
+# without one)
+_UNRANKED_ROWS_SQL = _PASS_SQL.format(cut="", billable="NULL::boolean", join="", group_billable="")
+# The accounts past a positive quota: the same pass, with billable as a key: past the account's last
+# included execution (its ``included``-th non-sandbox one from its billing start, in time order:
+# occurred_at, then event id; event ids are unique per account, so nothing ties). That execution is
+# found by reading the account's first ``included`` ones in the account index's order (ties on
+# occurred_at sorted by event id), not by numbering every execution of the chunk in a window.
+_RANKED_ROWS_SQL = _PASS_SQL.format(
+    cut="""WITH cut AS (
+    SELECT a.account_id, c.occurred_at, c.event_id
+    FROM unnest(%(ids)s::text[], %(included)s::bigint[], %(starts)s::timestamptz[]) AS a(account_id, included, starts)
+    CROSS JOIN LATERAL (
+        SELECT e.occurred_at, e.event_id FROM executions e
+        WHERE e.account_id = a.account_id AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
+          AND e.occurred_at >= a.starts AND NOT e.sandbox
+          AND (%(known_at)s::timestamptz IS NULL OR e.ingested_at <= %(known_at)s::timestamptz)
+        ORDER BY e.occurred_at, e.event_id COLLATE "C"
+        OFFSET a.included - 1 LIMIT 1
+    ) c
+)""",
+    billable="""NOT r.sandbox AND (r.occurred_at, r.event_id COLLATE "C") > (c.occurred_at, c.event_id)""",
+    join=" JOIN cut c ON c.account_id = r.account_id",
+    group_billable=", 12")
+# The planner cannot estimate the groups of a bucket expression, takes every execution for a group,
+# and sorts the chunk to aggregate it; hashing is what fits. Sorting is turned off around a pass, and
+# back to what it was, in the same round trip as the pass (a pipeline: set, pass, restore; the old
+# values wait in a transaction-local setting of our own). The ranked pass keeps incremental sorts: its
+# search for an account's last included execution reads the index in time order and sorts only ties.
+def _turned_off(*names: str) -> tuple[str, str]:
+    saved = " || ',' || ".join(f"current_setting('{n}')" for n in names)
+    off = ", ".join(f"set_config('{n}', 'off', true)" for n in names)
+    back = ", ".join(f"set_config('{n}', split_part(current_setting('tally.saved_planner'), ',', {i}), true)"
+                     for i, n in enumerate(names, 1))
+    return f"SELECT set_config('tally.saved_planner', {saved}, true), {off}", f"SELECT {back}"
+
+
+_UNRANKED_PASS = (_UNRANKED_ROWS_SQL, _turned_off("enable_sort", "enable_incremental_sort"))
+_RANKED_PASS = (_RANKED_ROWS_SQL, _turned_off("enable_sort"))
 
 
 def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
@@ -434,43 +458,111 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
 
     Most accounts never pass their quota: one unranked aggregation answers them (all included, or
     all billable when the quota is 0); only the accounts past a positive quota are ranked in time
-    order, by a second query over their executions alone."""
+    order, by a second pass over their executions alone (which reads each one's executions up to its
+    last included one in time order, not all of them sorted)."""
     ids = [a for a in included if a in segments]
     if not ids:
         return {}
-    # The planner underestimates the groups (the segment and version joins filter on ranges) and
-    # sorts ~every execution of the chunk to aggregate them; hashing them is what fits. Both queries
-    # are planned for their own accounts every time: psycopg prepares a statement from its 5th run
-    # on a connection and Postgres then settles on a generic plan, blind to the chunk's ids, that
-    # reads the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
-    with _local_settings(conn, enable_sort="off", enable_incremental_sort="off",
-                         plan_cache_mode="force_custom_plan"):
-        unranked = _aggregate(conn, _UNRANKED_ROWS_SQL, ids, start, end, segments, included, versions, known_at)
-    used = {a: sum(r.executions for r in rows if not r.sandbox) for a, rows in unranked.items()}
+    unranked, used = _pass(conn, _UNRANKED_PASS, ids, start, end, segments, included, versions, known_at)
     ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
-    out: dict[str, list[UsageRow]] = {}
-    for a, rows in unranked.items():
-        if 0 < included[a] < used[a]:
-            continue  # its rows' billable flags are the ranked query's to give
-        out[a] = [r for r in rows if r.segment is not None and r.version is not None]
+    out = {a: rows for a, rows in unranked.items() if not 0 < included[a] < used[a]}
     if ranked:
-        with _local_settings(conn, plan_cache_mode="force_custom_plan"):
-            out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions,
-                                  known_at))
+        out.update(_pass(conn, _RANKED_PASS, ranked, start, end, segments, included, versions, known_at)[0])
     return out
 
 
-@contextmanager
-def _local_settings(conn: Connection, **values: str):
-    """Planner settings for the statements inside, then back to what they were (transaction-local)."""
-    names = list(values)
-    set_sql = ", ".join(f"current_setting('{n}'), set_config('{n}', :{n}, true)" for n in names)
-    row = conn.execute(text(f"SELECT {set_sql}"), values).first()
-    try:
-        yield
-    finally:
-        conn.execute(text("SELECT " + ", ".join(f"set_config('{n}', :{n}, true)" for n in names)),
-                     {n: row[2 * i] for i, n in enumerate(names)})
+def _pass(conn: Connection, pass_: tuple[str, tuple[str, str]], ids: list[str], start: datetime, end: datetime,
+          segments: dict[str, list[TermsSegment]], included: dict[str, int],
+          versions: list[tuple[str, datetime, datetime]],
+          known_at: datetime | None) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
+    """A pass over the accounts' executions: the unranked one (``_UNRANKED_PASS``: each account's rows
+    as if it did not pass a positive quota) or the ranked one (``_RANKED_PASS``), and each
+    account's non-sandbox executions counted toward the quota (those outside every segment or version
+    too: they count, but are not billed). Accounts without an execution from their billing start on
+    are absent."""
+    bounds = sorted({t for a in ids for sg in segments[a] for t in (sg.start, sg.end)}
+                    | {t for _, lo, hi in versions for t in (lo, hi)})
+    driver = conn.connection.driver_connection
+    # Never prepared (each chunk is planned for its own ids; a prepared statement's generic plan read
+    # the chunk's rows from the whole month's heap).
+    sql, (turn_off, turn_back) = pass_
+    with driver.cursor() as cur:
+        with driver.pipeline():  # one round trip
+            driver.execute(turn_off)
+            cur.execute(sql, {"ids": ids, "bounds": bounds, "start": start, "end": end, "known_at": known_at,
+                              "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids]},
+                        prepare=False)
+            driver.execute(turn_back)
+        groups = cur.fetchall()
+    return _place_groups(groups, bounds, segments, included, versions)
+
+
+_ZERO_COST = Decimal(0)  # what Postgres's coalesce(sum(cost), 0) gives a group without a recorded cost
+_SUMS = Context(prec=100)  # adds costs (numeric(18, 8)) exactly, whatever the caller's context
+
+
+def _place_groups(groups: list[tuple], bounds: list[datetime], segments: dict[str, list[TermsSegment]],
+                  included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
+                  ) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
+    """A pass's groups put in their segment and version by their bucket's first instant
+    (``bounds[bucket - 1]``; bucket 0 lies before every instant, so before the billing start), and
+    added up by segment, version, model, BYOK, sandbox and billable: the usage rows (billable as the
+    ranked pass says; from the unranked one, every non-sandbox execution when the quota is 0, else
+    none) and the executions counted toward the quota."""
+    places: dict[tuple[str, int], tuple | None] = {}
+    rows_of: dict[str, dict[tuple, UsageRow]] = {}
+    used: dict[str, int] = {}
+    unpriced: dict[str, bool] = {}  # no quota: every non-sandbox execution is billable
+    for (account_id, model, byok, sandbox, bucket, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out,
+         billable) in groups:
+        place = places.get((account_id, bucket), False)
+        if place is False:
+            place = places[(account_id, bucket)] = _place(bounds, bucket, segments[account_id], versions)
+        if place is None:
+            continue  # before the account's billing start
+        rows = rows_of.get(account_id)
+        if rows is None:
+            rows = rows_of[account_id] = {}
+            used[account_id] = 0
+            unpriced[account_id] = included[account_id] == 0
+        if not sandbox:
+            used[account_id] += n
+        segment, version = place
+        if segment is None or version is None:
+            continue  # counted toward the quota, not billed
+        if byok:  # BYOK executions carry no cost and no uncosted tokens
+            cost, uncosted_in, uncosted_out = None, 0, 0
+        if billable is None:
+            billable = unpriced[account_id] and not sandbox
+        row = UsageRow(segment, version, model, byok, sandbox, billable, n, tokens_in, tokens_out,
+                       _ZERO_COST if cost is None else cost, uncosted_in, uncosted_out)
+        key = (segment, version, model, byok, sandbox, billable)
+        same = rows.get(key)
+        rows[key] = row if same is None else _added(same, row)
+    return {a: list(rows.values()) for a, rows in rows_of.items()}, used
+
+
+def _added(a: UsageRow, b: UsageRow) -> UsageRow:
+    """Two groups of one usage row (other buckets of it) added up, the cost as Postgres added the
+    groups' ``coalesce(sum(cost), 0)``: exactly, 0 for no recorded cost."""
+    return replace(a, executions=a.executions + b.executions, input_tokens=a.input_tokens + b.input_tokens,
+                   output_tokens=a.output_tokens + b.output_tokens, cost=_SUMS.add(a.cost, b.cost),
+                   uncosted_input_tokens=a.uncosted_input_tokens + b.uncosted_input_tokens,
+                   uncosted_output_tokens=a.uncosted_output_tokens + b.uncosted_output_tokens)
+
+
+def _place(bounds: list[datetime], bucket: int, segments: list[TermsSegment],
+           versions: list[tuple[str, datetime, datetime]]) -> tuple[int | None, str | None] | None:
+    """(segment index, version name) of a bucket of an account, either None when the bucket's first
+    instant is outside every segment / version; None when the bucket lies before its billing start."""
+    if bucket == 0:
+        return None
+    at = bounds[bucket - 1]
+    if at < segments[0].start:
+        return None
+    segment = next((i for i, sg in enumerate(segments) if sg.start <= at < sg.end), None)
+    version = next((name for name, lo, hi in versions if lo <= at < hi), None)
+    return segment, version
 
 
 def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: datetime,

@@ -19,7 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -91,8 +91,27 @@ def _key(row):
     return (row.segment, row.version, row.model, row.byok, row.sandbox, row.billable)
 
 
+# The fast path counts by the stretches between the chunk's boundaries (any account's terms change or
+# billing start, a price change), then adds up an account's stretches of one segment and version:
+# here the second account's recorded and missing costs and tokens on either side of the first
+# account's billing start and terms change, under its quota (pro: 5) and without one (payg).
+_STRETCHES = [
+    ([], (("pro", 1), True, "executions", ("team", 2, "executions"), True)),
+    ([("a", OCT_START + timedelta(days=2), "gpt-4o", False, False, 100, 10, "0.0123"),
+      ("b", LATE_START, "gpt-4o", False, False, 200, 20, "0.5"),
+      ("c", CHANGE, "gpt-4o", False, False, 300, 30, "0.0123"),
+      ("d", CHANGE, "gpt-4o", False, False, 400, 40, None),
+      ("e", OCT_START, "gpt-4o", False, False, 500, 50, None)], (("pro", 1), True, "tokens", None, False)),
+    ([("a", OCT_START, "claude-haiku", False, False, 1, 2, "0.5"),
+      ("b", CHANGE, "claude-haiku", False, False, 3, 4, "0.5"),
+      ("c", CHANGE - timedelta(microseconds=1), "claude-haiku", True, False, 5, 6, None)],
+     (("payg", 1), False, "tokens", None, False)),
+]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(executions, account_terms), min_size=3, max_size=3))
+@example(accounts=_STRETCHES)
 def test_fast_usage_rows_equal_the_pure_rule_and_the_slow_path_and_rate_the_same_invoice(clean_db, accounts):
     n = next(_ids)
     docs, ids = [], []
