@@ -8,6 +8,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Context, Decimal
@@ -329,10 +330,6 @@ USAGE_AGGREGATES = """count(*) AS executions,
            coalesce(sum(r.cost_usd) FILTER (WHERE NOT r.byok), 0) AS cost,
            coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_in,
            coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL AND NOT r.byok), 0) AS uncosted_out"""
-# The ranking as one query over every execution of the accounts (row_number in time order, then each
-# execution joined to its segment and version): what the close ran before its shortcuts, kept as the
-# SQL reference the passes below are checked against (tests/integration/test_rating_fast_path.py), as
-# ``billing.rating.aggregate_usage`` is the Python one. Run it with ``_aggregate``.
 # The chunk's accounts (quota, billing start), and the terms segments and catalog version windows the
 # executions are split by (CTEs ``acct``, ``seg``, ``ver``).
 _CHUNK_CTES = """acct AS (
@@ -382,69 +379,38 @@ _USAGE_ROWS_SQL = text(
 )
 
 
-# The close's passes: each one scan of the accounts' executions (an index-only scan of the covering
-# account index), hash-aggregated, nothing else. Each execution is counted by account,
+# The same groups without the ranking: one pass over the chunk's executions (an index-only scan of
+# the covering account index), hash-aggregated, nothing else. Each execution is counted by account,
 # model, BYOK, sandbox and "bucket": the stretch between two consecutive instants where a segment or
 # catalog version of the chunk begins or ends (``width_bucket`` over those instants in order; an
 # account's billing start is its first segment's start). No boundary falls inside a bucket, so all of a
 # bucket's executions share one segment, one version and one side of the billing start:
-# ``_place_groups`` then puts the few groups in their segment and version by their bucket's first
+# ``_place_unranked`` then puts the few groups in their segment and version by their bucket's first
 # instant, in Python, instead of every execution by range joins (or the groups by joins and a second
 # aggregation in SQL, which cost Postgres ~20% of the pass). BYOK being a key, a BYOK group's cost and
 # uncosted tokens are set to none there, not filtered per execution here. The token sums are cast to
 # bigint (the int they are; an overflow fails, never wraps), so the driver hands back ints, not
 # numerics to parse into Decimals.
-_PASS_SQL = """{cut}
+_UNRANKED_ROWS_SQL = """
 SELECT r.account_id, r.model, r.byok, r.sandbox, width_bucket(r.occurred_at, %(bounds)s::timestamptz[]),
        count(*), sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint, sum(r.cost_usd),
        coalesce(sum(r.input_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint,
-       coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint,
-       {billable}
-FROM executions r{join}
+       coalesce(sum(r.output_tokens) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint
+FROM executions r
 WHERE r.account_id = ANY(%(ids)s::text[])
   AND r.occurred_at >= %(start)s AND r.occurred_at < %(end)s
   AND (%(known_at)s::timestamptz IS NULL OR r.ingested_at <= %(known_at)s::timestamptz)
-GROUP BY 1, 2, 3, 4, 5{group_billable}
+GROUP BY 1, 2, 3, 4, 5
 """
-# billable NULL: the account's quota decides (none under a positive one, every non-sandbox execution
-# without one)
-_UNRANKED_ROWS_SQL = _PASS_SQL.format(cut="", billable="NULL::boolean", join="", group_billable="")
-# The accounts past a positive quota: the same pass, with billable as a key: past the account's last
-# included execution (its ``included``-th non-sandbox one from its billing start, in time order:
-# occurred_at, then event id; event ids are unique per account, so nothing ties). That execution is
-# found by reading the account's first ``included`` ones in the account index's order (ties on
-# occurred_at sorted by event id), not by numbering every execution of the chunk in a window.
-_RANKED_ROWS_SQL = _PASS_SQL.format(
-    cut="""WITH cut AS (
-    SELECT a.account_id, c.occurred_at, c.event_id
-    FROM unnest(%(ids)s::text[], %(included)s::bigint[], %(starts)s::timestamptz[]) AS a(account_id, included, starts)
-    CROSS JOIN LATERAL (
-        SELECT e.occurred_at, e.event_id FROM executions e
-        WHERE e.account_id = a.account_id AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
-          AND e.occurred_at >= a.starts AND NOT e.sandbox
-          AND (%(known_at)s::timestamptz IS NULL OR e.ingested_at <= %(known_at)s::timestamptz)
-        ORDER BY e.occurred_at, e.event_id COLLATE "C"
-        OFFSET a.included - 1 LIMIT 1
-    ) c
-)""",
-    billable="""NOT r.sandbox AND (r.occurred_at, r.event_id COLLATE "C") > (c.occurred_at, c.event_id)""",
-    join=" JOIN cut c ON c.account_id = r.account_id",
-    group_billable=", 12")
 # The planner cannot estimate the groups of a bucket expression, takes every execution for a group,
-# and sorts the chunk to aggregate it; hashing is what fits. Sorting is turned off around a pass, and
-# back to what it was, in the same round trip as the pass (a pipeline: set, pass, restore; the old
-# values wait in a transaction-local setting of our own). The ranked pass keeps incremental sorts: its
-# search for an account's last included execution reads the index in time order and sorts only ties.
-def _turned_off(*names: str) -> tuple[str, str]:
-    saved = " || ',' || ".join(f"current_setting('{n}')" for n in names)
-    off = ", ".join(f"set_config('{n}', 'off', true)" for n in names)
-    back = ", ".join(f"set_config('{n}', split_part(current_setting('tally.saved_planner'), ',', {i}), true)"
-                     for i, n in enumerate(names, 1))
-    return f"SELECT set_config('tally.saved_planner', {saved}, true), {off}", f"SELECT {back}"
-
-
-_UNRANKED_PASS = (_UNRANKED_ROWS_SQL, _turned_off("enable_sort", "enable_incremental_sort"))
-_RANKED_PASS = (_RANKED_ROWS_SQL, _turned_off("enable_sort"))
+# and sorts the chunk to aggregate it; hashing is what fits. Sorting is turned off around the pass,
+# and back to what it was, in the same round trip as the pass (a pipeline: set, pass, restore; the
+# old values wait in a transaction-local setting of our own).
+_SORT_OFF = ("SELECT set_config('tally.saved_sort', current_setting('enable_sort') || ','"
+             " || current_setting('enable_incremental_sort'), true),"
+             " set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)")
+_SORT_BACK = ("SELECT set_config('enable_sort', split_part(current_setting('tally.saved_sort'), ',', 1), true),"
+              " set_config('enable_incremental_sort', split_part(current_setting('tally.saved_sort'), ',', 2), true)")
 
 
 def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
@@ -458,63 +424,62 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
 
     Most accounts never pass their quota: one unranked aggregation answers them (all included, or
     all billable when the quota is 0); only the accounts past a positive quota are ranked in time
-    order, by a second pass over their executions alone (which reads each one's executions up to its
-    last included one in time order, not all of them sorted)."""
+    order, by a second query over their executions alone."""
     ids = [a for a in included if a in segments]
     if not ids:
         return {}
-    unranked, used = _pass(conn, _UNRANKED_PASS, ids, start, end, segments, included, versions, known_at)
+    unranked, used = _unranked(conn, ids, start, end, segments, included, versions, known_at)
     ranked = [a for a in ids if 0 < included[a] < used.get(a, 0)]
     out = {a: rows for a, rows in unranked.items() if not 0 < included[a] < used[a]}
     if ranked:
-        out.update(_pass(conn, _RANKED_PASS, ranked, start, end, segments, included, versions, known_at)[0])
+        # Planned for its own accounts every time: psycopg prepares a statement from its 5th run on a
+        # connection and Postgres then settles on a generic plan, blind to the chunk's ids, that reads
+        # the chunk's rows from the whole month's heap (~10x slower from the close's 10th chunk on).
+        with _never_prepared(conn):
+            out.update(_aggregate(conn, _USAGE_ROWS_SQL, ranked, start, end, segments, included, versions,
+                                  known_at))
     return out
 
 
-def _pass(conn: Connection, pass_: tuple[str, tuple[str, str]], ids: list[str], start: datetime, end: datetime,
-          segments: dict[str, list[TermsSegment]], included: dict[str, int],
-          versions: list[tuple[str, datetime, datetime]],
-          known_at: datetime | None) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
-    """A pass over the accounts' executions: the unranked one (``_UNRANKED_PASS``: each account's rows
-    as if it did not pass a positive quota) or the ranked one (``_RANKED_PASS``), and each
-    account's non-sandbox executions counted toward the quota (those outside every segment or version
-    too: they count, but are not billed). Accounts without an execution from their billing start on
-    are absent."""
+def _unranked(conn: Connection, ids: list[str], start: datetime, end: datetime,
+              segments: dict[str, list[TermsSegment]], included: dict[str, int],
+              versions: list[tuple[str, datetime, datetime]],
+              known_at: datetime | None) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
+    """The unranked pass (``_UNRANKED_ROWS_SQL``) of the chunk: each account's rows as if it did not
+    pass a positive quota, and its non-sandbox executions counted toward the quota (those outside
+    every segment or version too: they count, as in the ranked query's ``totals``, but are not
+    billed). Accounts without an execution from their billing start on are absent."""
     bounds = sorted({t for a in ids for sg in segments[a] for t in (sg.start, sg.end)}
                     | {t for _, lo, hi in versions for t in (lo, hi)})
     driver = conn.connection.driver_connection
     # Never prepared (each chunk is planned for its own ids; a prepared statement's generic plan read
     # the chunk's rows from the whole month's heap).
-    sql, (turn_off, turn_back) = pass_
     with driver.cursor() as cur:
         with driver.pipeline():  # one round trip
-            driver.execute(turn_off)
-            cur.execute(sql, {"ids": ids, "bounds": bounds, "start": start, "end": end, "known_at": known_at,
-                              "included": [included[a] for a in ids], "starts": [segments[a][0].start for a in ids]},
-                        prepare=False)
-            driver.execute(turn_back)
+            driver.execute(_SORT_OFF)
+            cur.execute(_UNRANKED_ROWS_SQL, {"ids": ids, "bounds": bounds, "start": start, "end": end,
+                                             "known_at": known_at}, prepare=False)
+            driver.execute(_SORT_BACK)
         groups = cur.fetchall()
-    return _place_groups(groups, bounds, segments, included, versions)
+    return _place_unranked(groups, bounds, segments, included, versions)
 
 
 _ZERO_COST = Decimal(0)  # what Postgres's coalesce(sum(cost), 0) gives a group without a recorded cost
 _SUMS = Context(prec=100)  # adds costs (numeric(18, 8)) exactly, whatever the caller's context
 
 
-def _place_groups(groups: list[tuple], bounds: list[datetime], segments: dict[str, list[TermsSegment]],
-                  included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
-                  ) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
-    """A pass's groups put in their segment and version by their bucket's first instant
+def _place_unranked(groups: list[tuple], bounds: list[datetime], segments: dict[str, list[TermsSegment]],
+                    included: dict[str, int], versions: list[tuple[str, datetime, datetime]],
+                    ) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
+    """The unranked pass's groups put in their segment and version by their bucket's first instant
     (``bounds[bucket - 1]``; bucket 0 lies before every instant, so before the billing start), and
-    added up by segment, version, model, BYOK, sandbox and billable: the usage rows (billable as the
-    ranked pass says; from the unranked one, every non-sandbox execution when the quota is 0, else
-    none) and the executions counted toward the quota."""
+    added up by segment, version, model, BYOK and sandbox: the usage rows (billable: every non-sandbox
+    execution when the quota is 0, else none) and the executions counted toward the quota."""
     places: dict[tuple[str, int], tuple | None] = {}
     rows_of: dict[str, dict[tuple, UsageRow]] = {}
     used: dict[str, int] = {}
     unpriced: dict[str, bool] = {}  # no quota: every non-sandbox execution is billable
-    for (account_id, model, byok, sandbox, bucket, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out,
-         billable) in groups:
+    for account_id, model, byok, sandbox, bucket, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out in groups:
         place = places.get((account_id, bucket), False)
         if place is False:
             place = places[(account_id, bucket)] = _place(bounds, bucket, segments[account_id], versions)
@@ -532,11 +497,9 @@ def _place_groups(groups: list[tuple], bounds: list[datetime], segments: dict[st
             continue  # counted toward the quota, not billed
         if byok:  # BYOK executions carry no cost and no uncosted tokens
             cost, uncosted_in, uncosted_out = None, 0, 0
-        if billable is None:
-            billable = unpriced[account_id] and not sandbox
-        row = UsageRow(segment, version, model, byok, sandbox, billable, n, tokens_in, tokens_out,
-                       _ZERO_COST if cost is None else cost, uncosted_in, uncosted_out)
-        key = (segment, version, model, byok, sandbox, billable)
+        row = UsageRow(segment, version, model, byok, sandbox, unpriced[account_id] and not sandbox, n, tokens_in,
+                       tokens_out, _ZERO_COST if cost is None else cost, uncosted_in, uncosted_out)
+        key = (segment, version, model, byok, sandbox)
         same = rows.get(key)
         rows[key] = row if same is None else _added(same, row)
     return {a: list(rows.values()) for a, rows in rows_of.items()}, used
@@ -563,6 +526,19 @@ def _place(bounds: list[datetime], bucket: int, segments: list[TermsSegment],
     segment = next((i for i, sg in enumerate(segments) if sg.start <= at < sg.end), None)
     version = next((name for name, lo, hi in versions if lo <= at < hi), None)
     return segment, version
+
+
+@contextmanager
+def _never_prepared(conn: Connection):
+    """The statements inside are not prepared by psycopg (so each is planned for its own parameters),
+    then the connection prepares as before: a setting of the client, no round trip."""
+    driver = conn.connection.driver_connection
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = threshold
 
 
 def _aggregate(conn: Connection, sql, ids: list[str], start: datetime, end: datetime,
