@@ -115,8 +115,9 @@ class EntitlementView:
         # rate_exact(account_ids, period) -> {account id: (included, charges)}, awaitable: the month to
         # date of accounts whose money depends on the time order of their executions (see exact_month)
         self._rate_exact = rate_exact
-        self._exact: dict[str, tuple[int, object, float, str]] = {}  # account -> (included, charges, read_at, period)
-        self._exact_rows: dict[str, tuple] = {}  # account -> the view's row when its last background rating began
+        # account -> (included, charges, read_at, period, the view's row when its last background rating
+        # began: None when no background rating began from a row read by the refresher)
+        self._exact: dict[str, tuple[int, object, float, str, tuple | None]] = {}
         self._exact_took = 0.0  # seconds the last background rating took
         self._exact_next = 0.0  # monotonic instant before which no background rating starts
         self.exact_ratings = 0  # background ratings done
@@ -180,8 +181,11 @@ class EntitlementView:
     def exact_max_age(self) -> float:
         """How old a background rating may be: EXACT_MAX_AGE, or 1.5 times the longest time between
         two ratings' starts when the ratings' share (``EXACT_SHARE``) spaces them further apart."""
-        took = self._exact_took
-        return max(EXACT_MAX_AGE, 1.5 * (2 * took + took * (1 / EXACT_SHARE - 1)))
+        return max(EXACT_MAX_AGE, 1.5 * (2 * self._exact_took + self._exact_rest()))
+
+    def _exact_rest(self) -> float:
+        """How long the background ratings rest after the last one (its share of the time)."""
+        return self._exact_took * (1 / EXACT_SHARE - 1)
 
     # ---- the refresher's side ------------------------------------------------------------------------
     def _begin(self):
@@ -265,7 +269,9 @@ class EntitlementView:
             return
         known = self._exact.get(account_id)
         if known is None or known[3] != str(period) or known[2] < read_at:
-            self._exact[account_id] = (included, charges, read_at, str(period))
+            # the row the last background rating began with still tells whether anything changed since
+            began = known[4] if known is not None and known[3] == str(period) else None
+            self._exact[account_id] = (included, charges, read_at, str(period), began)
         self._want_exact.add(account_id)
 
     async def rate_exact_due(self, period: Period) -> int:
@@ -282,7 +288,6 @@ class EntitlementView:
             if account_id not in self._entries:
                 self._want_exact.discard(account_id)
                 self._exact.pop(account_id, None)
-                self._exact_rows.pop(account_id, None)
         key = str(period)
         due = []
         for a in sorted(self._want_exact):
@@ -290,10 +295,10 @@ class EntitlementView:
             if known is not None and known[3] == key and started - known[2] <= EXACT_EVERY:
                 continue
             if (known is not None and known[3] == key and entry.row is not None and entry.period == key
-                    and self._exact_rows.get(a) == entry.row):
+                    and known[4] == entry.row):
                 # Nothing of the account changed since its last rating began (its counters, row, credit
                 # facts and pause read identical): that rating is the month to date as of this entry's read.
-                self._exact[a] = (known[0], known[1], max(known[2], entry.read_at), key)
+                self._exact[a] = (known[0], known[1], max(known[2], entry.read_at), key, known[4])
                 self.exact_unchanged += 1
                 continue
             due.append(a)
@@ -304,16 +309,14 @@ class EntitlementView:
             rated = await self._rate_exact(due, period)
         finally:
             self._exact_took = self._monotonic() - started
-            self._exact_next = self._monotonic() + max(0.0, self._exact_took * (1 / EXACT_SHARE - 1))
+            self._exact_next = self._monotonic() + self._exact_rest()
         self.exact_ratings += 1
         for account_id in due:
             if account_id in rated:
                 included, charges = rated[account_id]
-                self._exact[account_id] = (included, charges, started, key)
-                self._exact_rows[account_id] = rows[account_id]
+                self._exact[account_id] = (included, charges, started, key, rows[account_id])
             else:  # not billed in the period any more: the check reads Postgres
                 self._exact.pop(account_id, None)
-                self._exact_rows.pop(account_id, None)
         return len(due)
 
     def _warm_on_engine(self, accounts: list[AccountSnapshot], period: Period) -> None:
