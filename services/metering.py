@@ -231,7 +231,7 @@ class MeteringService:
                            rating.rated.total, rating.rated, True)
 
     def _terms_segments(self, conn, account, period: Period) -> list:
-        key = (account.id, str(period), account.created_at, account.updated_at)
+        key = _segments_key(account, period)
         now = time.monotonic()
         hit = self._segments.get(key)
         if hit and hit[1] > now:
@@ -252,7 +252,7 @@ class MeteringService:
         now = time.monotonic()
         due = {}
         for account in accounts:
-            key = (account.id, str(period), account.created_at, account.updated_at)
+            key = _segments_key(account, period)
             hit = self._segments.get(key)
             if hit is None or hit[1] - now < 60:
                 due[account.id] = key
@@ -344,6 +344,11 @@ class MeteringService:
         from services.credits import credits_view
 
         return credits_view(self.engine, account_id, now)
+
+
+def _segments_key(account, period: Period) -> tuple:
+    """The terms segments cache's key: an account's terms change only with its ``updated_at``."""
+    return account.id, str(period), account.created_at, account.updated_at
 
 
 def _db(conn):
