@@ -239,20 +239,19 @@ def test_a_snapshot_row_makes_the_same_snapshot_as_the_checks_own_read(api):
                 assert (account.platform_id, account.status, folded) == (None, "paused", [])
 
 
-def test_an_account_rated_from_the_executions_table_is_answered_from_its_background_rating(api, view):
-    """Past its quota with overage on several models, an account's charges depend on the time order of its
-    executions: the view answers it from a rating of the executions table done in the background (here
-    in this process; `tally api` does it in a process of its own), re-done after new usage, with the
-    decision from the fresh counters; without a rating younger than max_age the check reads Postgres."""
-    import asyncio
-
+def rated_in_the_background(api, view, calls: list | None = None):
+    """Account "over": past its quota with overage on several models, so its month to date depends on the
+    time order of its executions; the view rates it in the background here, in this process (recording
+    each call's accounts in ``calls``). Returns (the platform's key, the close's total of it now)."""
     from billing.catalog import load_catalog
-    from services.entitlement_view import EXACT_MAX_AGE, exact_months
+    from services.entitlement_view import exact_months
     from tests.factories import events, ingest
 
     service = api.app.state.service
 
     async def rate(account_ids, period):
+        if calls is not None:
+            calls.append(list(account_ids))
         return exact_months(service.engine, service.catalog, account_ids, period)
 
     view._rate_exact = rate
@@ -265,6 +264,19 @@ def test_an_account_rated_from_the_executions_table_is_answered_from_its_backgro
         with get_engine(api.database_url).connect() as conn:
             return str(pricing.rate_accounts(conn, load_catalog(), OCTOBER, ["over"])["over"].total)
 
+    return key, close_total
+
+
+def test_an_account_rated_from_the_executions_table_is_answered_from_its_background_rating(api, view):
+    """Past its quota with overage on several models, an account's charges depend on the time order of its
+    executions: the view answers it from a rating of the executions table done in the background (here
+    in this process; `tally api` does it in a process of its own), re-done after new usage, with the
+    decision from the fresh counters; without a rating younger than max_age the check reads Postgres."""
+    import asyncio
+
+    from services.entitlement_view import EXACT_MAX_AGE
+
+    key, close_total = rated_in_the_background(api, view)
     first = ask(api, key, "over")
     assert first.headers["Server-Timing"].endswith("desc=postgres") and first.json()["used"] == 5_100
     assert ask(api, key, "over").headers["Server-Timing"].endswith("desc=view")  # the check's own exact rating
@@ -364,27 +376,10 @@ def test_an_exact_rated_account_is_rated_again_only_when_its_row_in_the_view_cha
     as of that read (so it stays in use past EXACT_MAX_AGE while nothing changes). New usage rates it again."""
     import asyncio
 
-    from billing.catalog import load_catalog
-    from services.entitlement_view import EXACT_MAX_AGE, exact_months
-    from tests.factories import events, ingest
+    from services.entitlement_view import EXACT_MAX_AGE
 
-    service = api.app.state.service
     calls = []
-
-    async def rate(account_ids, period):
-        calls.append(list(account_ids))
-        return exact_months(service.engine, service.catalog, account_ids, period)
-
-    view._rate_exact = rate
-    key = api.platform("p")
-    api.account("over", "pro", platform="p", overage=True)
-    docs = list(events("over", 5_100, step=timedelta(seconds=47), models=("claude-haiku", "gpt-4o", "claude-sonnet")))
-    assert ingest(api.database_url, docs, now=NOW).accepted == 5_100
-
-    def close_total() -> str:
-        with get_engine(api.database_url).connect() as conn:
-            return str(pricing.rate_accounts(conn, load_catalog(), OCTOBER, ["over"])["over"].total)
-
+    key, close_total = rated_in_the_background(api, view, calls)
     assert ask(api, key, "over").headers["Server-Timing"].endswith("desc=postgres")  # seeds its exact rating
     view.refresh()
     view.ticks.t += 3
