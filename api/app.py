@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.service = service
     app.state.settings = settings
+    app.state.keys = keys
     ingest = None
     if ingest_processes:
         from api.ingest_process import IngestProcesses
