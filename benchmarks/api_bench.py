@@ -187,6 +187,7 @@ def probe_requests(base: str, key: str, make_request, pause: float, stop, result
         timing = resp.getheader("Server-Timing", "")
         if "dur=" in timing:
             server_ms.append(float(timing.split("dur=")[1].split(";")[0]))
+        if with_sources:  # one per request, aligned with the latencies
             sources.append(timing.split("desc=")[1] if "desc=" in timing else "")
         errors += resp.status != 200
         stop.wait(pause)
@@ -250,14 +251,16 @@ class Probe:
         self.server_ms = self.server_ms[5:]
 
     def by_source(self) -> str:
-        """Where the answers came from (entitlements: the API's view or Postgres), and the handler's
-        p99 of each."""
+        """Where the answers came from (entitlements: the API's view or Postgres), and the p99 of each in
+        the handler and from the client."""
         if not self.sources:
             return ""
         parts = []
         for source in sorted(set(self.sources)):
-            ms = [m for m, s in zip(self.server_ms, self.sources) if s == source]
-            parts.append(f"{source or '?'} {len(ms) / len(self.sources):.0%} p99 {pct(ms, 99):.2f} ms")
+            ms = [m for m, s in zip(self.server_ms, (s for s in self.sources if s)) if s == source]
+            client = [m for m, s in zip(self.latencies, self.sources) if s == source]
+            parts.append(f"{source or '?'} {len(ms) / len(self.sources):.0%} p99 {pct(ms, 99):.2f} ms, "
+                         f"from the client {pct(client, 99):.2f} ms")
         return "; " + ", ".join(parts)
 
 
