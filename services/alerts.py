@@ -295,7 +295,6 @@ class EvaluationQueue:
         self._sleep = sleep
         self._monotonic = monotonic
         self._next = 0.0  # monotonic instant before which the drainer starts no round (the last one's rest)
-        self.rounds = 0  # rounds evaluated
         self._mutex = threading.Lock()
         self._pending: dict[Period, tuple[set[str], datetime]] = {}
         self._running = False
@@ -354,7 +353,6 @@ class EvaluationQueue:
         finally:
             ended = self._monotonic()
             self._next = ended + self.rest(ended - started)
-            self.rounds += 1
 
     def settle(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted batch is evaluated (tests; a graceful shutdown)."""
