@@ -25,6 +25,7 @@ from api.auth import PlatformKeys
 from api.billing_page import render_billing_page
 from api.contracts import add_contract_routes
 from api.errors import ApiError, install_error_handlers, invalid, unauthorized
+from api.fast_path import server_timing
 from api.routing import add_routing_routes
 from api.schemas import (
     MAX_BATCH,
@@ -250,7 +251,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             answer, source = await run_in_threadpool(service.entitlement_from_database, who.id, account_id, model,
                                                      sandbox), "postgres"
         resp = _json(answer)
-        resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f};desc={source}"
+        resp.headers["Server-Timing"] = server_timing(started, source)
         return resp
 
     @app.get("/v1/accounts/{account_id}/usage", response_model=UsageReport, tags=["accounts"], responses=ERRORS)

@@ -32,6 +32,12 @@ _SANDBOX = {"true": True, "false": False, "1": True, "0": False}
 _JSON = (b"content-type", b"application/json")
 
 
+def server_timing(started: float, source: str) -> str:
+    """The check's ``Server-Timing`` value: the time since ``started`` (``time.perf_counter``) in the
+    handler, and where the answer came from (``view`` or ``postgres``)."""
+    return f"app;dur={(time.perf_counter() - started) * 1000:.2f};desc={source}"
+
+
 class EntitlementFastPath:
     """Pure ASGI wrapper around the application (``api.server.app_factory``). ``app.state`` must hold the
     metering ``service`` and the platform ``keys`` (``api.app.create_app`` puts them there)."""
@@ -90,7 +96,7 @@ class EntitlementFastPath:
             return None
         body = orjson.dumps(answer)
         self.answered += 1
-        return body, f"app;dur={(time.perf_counter() - started) * 1000:.2f};desc=view".encode()
+        return body, server_timing(started, "view").encode()
 
     def _platform(self, headers):
         authorization = None

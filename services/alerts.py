@@ -36,6 +36,7 @@ from repositories import notifications
 from services.errors import InvalidInput, NotFound
 from services.inputs import ACCOUNT_ID
 from services.metering import AccountNotFound, MeteringService
+from services.pacing import rest_after
 from workflows.alerts import anomaly_workflow_id
 
 log = logging.getLogger("tally.alerts")
@@ -323,7 +324,7 @@ class EvaluationQueue:
 
     def rest(self, took: float) -> float:
         """How long the drainer waits after a round that took ``took`` seconds."""
-        return max(self.min_interval, took * (1 / self.share - 1))
+        return max(self.min_interval, rest_after(took, self.share))
 
     def _drain(self) -> None:
         while True:

@@ -56,6 +56,7 @@ from billing.entitlements import MonthCounter
 from billing.periods import Period
 from repositories import usage
 from repositories.usage import AccountSnapshot
+from services.pacing import rest_after
 
 log = logging.getLogger("tally.api.entitlement_view")
 
@@ -185,7 +186,7 @@ class EntitlementView:
 
     def _exact_rest(self) -> float:
         """How long the background ratings rest after the last one (its share of the time)."""
-        return self._exact_took * (1 / EXACT_SHARE - 1)
+        return rest_after(self._exact_took, EXACT_SHARE)
 
     # ---- the refresher's side ------------------------------------------------------------------------
     def _begin(self):

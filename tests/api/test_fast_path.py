@@ -11,13 +11,13 @@ import pytest
 import httpx
 
 from tests.api.conftest import NOW, serving
-from tests.api.test_entitlement_view import post, view  # noqa: F401 - the fixture
+from tests.api.test_entitlement_view import ask, post, view  # noqa: F401 - the fixture
 from tests.factories import OCT_START, event
 
 
 def held(api, view, key: str, account_id: str) -> None:  # noqa: F811
     """The account read from Postgres once (the view keeps it) and refreshed."""
-    assert api.client(key).get(f"/v1/accounts/{account_id}/entitlement", params={"model": "claude-haiku"}).status_code == 200
+    assert ask(api, key, account_id).status_code == 200
     view.refresh()
 
 
