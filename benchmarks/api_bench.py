@@ -72,9 +72,11 @@ def free_port() -> int:
 
 
 def month_so_far(now: datetime) -> types.SimpleNamespace:
-    """[first of this month, now - 1 min): what write_dataset spreads events over."""
+    """[first of this month, now - 1 min): what write_dataset spreads events over; in the month's first
+    hour, [first of this month, now), never later (the API rejects events over 5 minutes ahead: a window
+    reaching past now made a bench run at 00:33 on the 1st reject every event of its paced phase)."""
     start = Period.of(now).start
-    end = max(now - timedelta(minutes=1), start + timedelta(hours=1))
+    end = now - timedelta(minutes=1) if now - start > timedelta(hours=1) else now
     return types.SimpleNamespace(start=start, end=end)
 
 
@@ -451,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     floor_rate = args.bulk_events / floor_s
     bulk_rate = bulk.accepted / bulk.seconds
     http_rate = http_accepted / http_s
+    paced_rate = paced_accepted / paced_s
     lat = probe.latencies
     paced_lat = paced_probe.latencies
     print()
@@ -472,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     print("entitlement check latency (separate client process, http.client, one keep-alive connection, "
           "after a warm-up pass over the accounts):")
     for label, pr in (("idle server", idle), ("during HTTP ingestion at full speed", probe),
-                      (f"during HTTP ingestion at {paced_accepted / paced_s:,.0f}/s", paced_probe)):
+                      (f"during HTTP ingestion at {paced_rate:,.0f}/s", paced_probe)):
         print(f"  {label:<38} n={len(pr.latencies):>6,}  p50 {pct(pr.latencies, 50):6.2f} ms  "
               f"p99 {pct(pr.latencies, 99):6.2f} ms   (in the handler: p50 {pct(pr.server_ms, 50):.2f} ms, "
               f"p99 {pct(pr.server_ms, 99):.2f} ms{pr.by_source()})")
@@ -483,9 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         ("HTTP", http_rate >= TARGET_HTTP, f">= {TARGET_HTTP:,}/s"),
         ("bulk", bulk_rate >= TARGET_BULK, f">= {TARGET_BULK:,}/s"),
         ("entitlement p99 at full speed", pct(lat, 99) < TARGET_P99_MS, f"< {TARGET_P99_MS:.0f} ms"),
-        ("at 10k/s", pct(paced_lat, 99) < TARGET_P99_MS, f"< {TARGET_P99_MS:.0f} ms"),
+        # Judged only when the paced phase reached its rate: a machine that ingests slower (or a phase whose
+        # events were rejected) says nothing about checks at 10,000 events/s.
+        ("at 10k/s", None if paced_rate < 0.9 * TARGET_HTTP else pct(paced_lat, 99) < TARGET_P99_MS,
+         f"< {TARGET_P99_MS:.0f} ms"),
     ]
-    print("targets: " + ", ".join(f"{name} {goal} {'ok' if ok else 'MISSED'}" for name, ok, goal in verdict))
+    print("targets: " + ", ".join(
+        f"{name} {goal} {'ok' if ok else 'MISSED' if ok is not None else f'not measured (reached {paced_rate:,.0f}/s)'}"
+        for name, ok, goal in verdict))
     print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after {'/'.join(f'{x:.2f}' for x in load_after)}: other work on a shared machine skews every figure")
     ok = exact and stored == expected and failed == 0 and probe.errors == 0 and paced_probe.errors == 0
