@@ -50,6 +50,7 @@ from billing.catalog import Catalog
 from models.db import libpq_url
 from activities.pricing import LATE_USAGE_LOOKBACK_PERIODS
 from billing.periods import oldest_billed_period
+from repositories.arrays import bool_array, int_array, numeric_array, text_array
 from repositories.usage import ADD_COUNTS, RECORDED_HASHES, TENANCY, merge_sql
 
 BATCH_LINES = 100_000
@@ -527,6 +528,18 @@ def counter_params(rows: list[tuple]) -> dict:
     }
 
 
+# _ADD_COUNTERS's arrays as Postgres array literals (repositories/arrays.py): psycopg's per-element
+# adaptation of the lists cost ~5x more client CPU (9.6 against 2.0 ms for a batch's 800 counter keys).
+_COUNTER_ARRAYS = {"account_id": text_array, "period": text_array, "model": text_array, "byok": bool_array,
+                   "sandbox": bool_array, "executions": int_array, "input_tokens": int_array,
+                   "output_tokens": int_array, "cost_usd": numeric_array}
+
+
+def counter_literals(params: dict) -> dict:
+    """``counter_params``'s lists as the array literals _ADD_COUNTERS is given."""
+    return {name: _COUNTER_ARRAYS[name](values) for name, values in params.items()}
+
+
 def _id_order(key: tuple[int, str, bytes]) -> tuple[int, str]:
     return key[0], key[1]
 
@@ -539,7 +552,7 @@ def record_ids_and_counts(cur: psycopg.Cursor, ids: list[tuple[int, str, bytes]]
         copy.set_types(["int4", "text", "bytea"])
         for key in sorted(ids, key=_id_order):
             copy.write_row(key)
-    cur.execute(_ADD_COUNTERS, counter_params(rows))
+    cur.execute(_ADD_COUNTERS, counter_literals(counter_params(rows)))
 
 
 def copy_fresh(cur: psycopg.Cursor, rows: list[tuple], ids: list[tuple[int, str, bytes]]) -> None:
@@ -606,7 +619,7 @@ def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
 
 
 def _tenancy(cur: psycopg.Cursor, account_ids: list[str]) -> dict[str, Tenancy]:
-    rows = cur.execute(TENANCY, {"ids": account_ids, "platform_id": None}).fetchall()
+    rows = cur.execute(TENANCY, {"ids": text_array(account_ids), "platform_id": None}).fetchall()
     return {r[0]: Tenancy(r[1], r[2]) for r in rows}
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from billing.credits import EntryKind, Grant, LedgerEntry, Unit
 from models.tables import credit_accounts, credit_grants, credit_ledger, credit_purchases
+from repositories.arrays import text_array
 
 
 # ---- locking ----------------------------------------------------------------------------------------
@@ -44,7 +45,8 @@ def credit_accounts_among(conn: Connection, account_ids: list[str]) -> dict[str,
         return {}
     # One array parameter (not an IN list of as many parameters): the ingest asks this of every batch's
     # accounts, and rendering and binding 1,000 parameters cost ~18 ms of CPU a batch (issue 15).
-    return dict(conn.execute(_CREDIT_ACCOUNTS_AMONG, {"ids": list(account_ids)}).all())
+    # As an array literal (repositories/arrays.py): adapting the list cost ~1 us an id more.
+    return dict(conn.execute(_CREDIT_ACCOUNTS_AMONG, {"ids": text_array(account_ids)}).all())
 
 
 _CREDIT_ACCOUNTS_AMONG = text(

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 from billing.entitlements import MonthCounter
 from billing.periods import Period
 from billing.rating import TermsSegment, UsageRow
+from repositories.arrays import text_array
 from repositories.credits import ENTITLEMENT_FACTS_JOIN
 
 _COUNTER_COLUMNS = "account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd"
@@ -112,7 +113,7 @@ WHERE id = ANY(%(ids)s::text[]) AND (%(platform_id)s::int IS NULL OR platform_id
 def tenancy(conn: Connection, account_ids: list[str], platform_id: int | None = None) -> dict[str, tuple]:
     """{account: (tenant, billing_starts_at)} of the accounts that exist (and belong to ``platform_id``
     when given)."""
-    rows = conn.exec_driver_sql(TENANCY, {"ids": account_ids, "platform_id": platform_id}).all()
+    rows = conn.exec_driver_sql(TENANCY, {"ids": text_array(account_ids), "platform_id": platform_id}).all()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -181,7 +182,7 @@ SELECT a.id,
                  FROM usage_counters c WHERE c.account_id = a.id AND c.period = %(period)s), '')
 FROM accounts a
 {ENTITLEMENT_FACTS_JOIN}
-WHERE a.id = ANY(%(ids)s)
+WHERE a.id = ANY(%(ids)s::text[])
 """
 
 
@@ -219,7 +220,7 @@ def account_with_counters(conn: Connection, account_id: str, platform_id: int, p
 
 
 def snapshot_rows_params(account_ids: list[str], period: Period, at: datetime) -> dict:
-    return {"ids": list(account_ids), "period": str(period), "at": at}
+    return {"ids": text_array(account_ids), "period": str(period), "at": at}
 
 
 def snapshot_rows(conn: Connection, account_ids: list[str], period: Period, at: datetime) -> list[tuple[str, str]]:
