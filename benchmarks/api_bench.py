@@ -76,7 +76,7 @@ def month_so_far(now: datetime) -> types.SimpleNamespace:
     hour, [first of this month, now), never later (the API rejects events over 5 minutes ahead: a window
     reaching past now made a bench run at 00:33 on the 1st reject every event of its paced phase)."""
     start = Period.of(now).start
-    end = now - timedelta(minutes=1) if now - start > timedelta(hours=1) else now
+    end = now - timedelta(minutes=1) if now - start > timedelta(hours=1) else max(now, start + timedelta(seconds=1))
     return types.SimpleNamespace(start=start, end=end)
 
 
