@@ -503,7 +503,8 @@ class _Batch:
 
 
 def counter_params(rows: list[tuple]) -> dict:
-    """The month-to-date counters of rows (``FIELDS`` order), as arrays for _ADD_COUNTERS."""
+    """The month-to-date counters of rows (``FIELDS`` order), a list per column of _ADD_COUNTERS
+    (``counter_literals`` writes them as the array literals it is given)."""
     counts: dict[tuple, list] = {}
     get = counts.get
     for row in rows:
