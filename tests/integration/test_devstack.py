@@ -348,6 +348,7 @@ def test_start_embedded_postgres_is_idempotent_and_stop_stops_it(scratch):
         assert pid and alive(pid)
         assert devstack.start_embedded_postgres(data_dir) == url
         assert devstack.postmaster_pid(data_dir) == pid
+        assert shared_buffers(url) == devstack.server_settings()["shared_buffers"]
         db_url = devstack.ensure_database(url, "scratch")
         assert devstack.ensure_database(url, "scratch") == db_url
         with psycopg.connect(db_url) as conn:
@@ -355,6 +356,38 @@ def test_start_embedded_postgres_is_idempotent_and_stop_stops_it(scratch):
         assert devstack.stop_embedded_postgres(data_dir) is True
         assert not alive(pid) and devstack.postmaster_pid(data_dir) is None
         assert devstack.stop_embedded_postgres(data_dir) is False
+    finally:
+        devstack.stop_embedded_postgres(data_dir)
+
+
+def shared_buffers(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT pg_size_pretty(pg_size_bytes(current_setting('shared_buffers')))").fetchone()[0] \
+            .replace(" ", "")
+
+
+def test_a_data_directory_from_before_the_settings_gets_them_at_its_next_start(scratch):
+    """A dev stack's Postgres initialised before its settings existed (initdb's 128 MB) runs with them
+    after one more start, restarted once; the start after that does not restart it."""
+    data_dir = scratch / "pg"
+    try:
+        url = devstack.start_embedded_postgres(data_dir)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET shared_buffers")
+        devstack.stop_embedded_postgres(data_dir)
+        from workers.devstack.postgres import _import_embedded_postgres
+
+        embedded_postgres, postgres_server = _import_embedded_postgres()
+        postgres_server.PostgresServer._instances.pop(data_dir.resolve(), None)
+        embedded_postgres.get_server(data_dir, cleanup_mode=None)  # started as the package leaves it
+        assert shared_buffers(url) == "128MB"
+        old_pid = devstack.postmaster_pid(data_dir)
+        assert devstack.start_embedded_postgres(data_dir) == url
+        assert shared_buffers(url) == devstack.server_settings()["shared_buffers"]
+        pid = devstack.postmaster_pid(data_dir)
+        assert pid != old_pid
+        devstack.start_embedded_postgres(data_dir)
+        assert devstack.postmaster_pid(data_dir) == pid
     finally:
         devstack.stop_embedded_postgres(data_dir)
 

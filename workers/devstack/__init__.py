@@ -35,6 +35,7 @@ from workers.devstack.postgres import (  # noqa: F401
     ensure_database,
     postmaster_pid,
     start_embedded_postgres,
+    server_settings,
     stop_embedded_postgres,
 )
 from workers.devstack.processes import (  # noqa: F401
