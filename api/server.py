@@ -40,7 +40,7 @@ def app_factory():
     settings = get_settings()
     # Batches are recorded in child processes of their own: this process serves the small requests,
     # and answers entitlement checks from its in-memory view of the checked accounts.
-    app = create_app(settings, ingest_processes=settings.api_ingest_processes,
+    app = create_app(settings, ingest_processes=settings.effective_api_ingest_processes(),
                      entitlement_view_ms=settings.api_entitlement_view_ms)
     # The framework's and the catalog's objects live as long as the process: keep them out of the
     # collector's full passes, which otherwise stall every request for tens of ms now and then.

@@ -360,7 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paced-batches", type=int, default=150, help="then posted at the 10,000 events/s target")
     p.add_argument("--batch", type=int, default=1_000)
     p.add_argument("--clients", type=int, default=4, help="concurrent HTTP connections posting batches")
-    p.add_argument("--api-workers", type=int, default=2, help="uvicorn worker processes")
+    p.add_argument("--api-workers", type=int, default=1,
+                   help="uvicorn worker processes (1, TALLY_API_WORKERS' default: one serving process whose batches "
+                        "go to its ingest processes, one per core by default)")
     p.add_argument("--ingest-processes", type=int, default=None,
                    help="TALLY_API_INGEST_PROCESSES for the API (default: its setting; 0: batches in the serving process)")
     p.add_argument("--bulk-loaders", type=int, default=None,
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute("VACUUM (ANALYZE) usage_counters")
 
             api, base, log = start_api(url, workdir, args.api_workers, args.ingest_processes)
-            say(f"api: {base} ({args.api_workers} uvicorn workers), log {log}")
+            say(f"api: {base} ({args.api_workers} uvicorn worker{'s' * (args.api_workers != 1)}), log {log}")
             ids = [a["id"] for a in accounts]
             warm_up(base, key, ids)
             with Probe(base, key, ids, pause=0.002) as idle:
@@ -468,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{f'HTTP POST /v1/executions ({args.batch:,}/req, {args.clients} clients)':<44} {http_accepted:>10,} "
           f"{http_s:>8.1f} {http_rate:>10,.0f} {http_rate / floor_rate:>9.2f}")
     print(f"  POST latency: p50 {pct(req_ms, 50):.0f} ms, p99 {pct(req_ms, 99):.0f} ms; "
-          f"{args.api_workers} uvicorn workers, ingest processes per worker "
-          f"{'default' if args.ingest_processes is None else args.ingest_processes}; failed requests {failed}")
+          f"{args.api_workers} uvicorn worker{'s' * (args.api_workers != 1)}, ingest processes per worker "
+          f"{f'{os.cpu_count()} (one per core)' if args.ingest_processes is None else args.ingest_processes}; "
+          f"failed requests {failed}")
     print(f"  CPU (this machine's cores, whatever else runs): COPY floor {floor_cpu.per_thousand(args.bulk_events)}; "
           f"HTTP {http_cpu.per_thousand(http_accepted)}; floor/HTTP {sum(floor_cpu.spent.values()) / args.bulk_events / (sum(http_cpu.spent.values()) / max(http_accepted, 1)):.2f}")
     print("entitlement check latency (separate client process, http.client, one keep-alive connection, "

@@ -8,6 +8,7 @@ stack (``tally dev up``) fills it in from ``$TALLY_HOME/stack.json``, which that
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -85,9 +86,10 @@ class Settings(BaseSettings):
     )
     billing_link_hours: int = Field(default=24, ge=1, le=30 * 24, description="How long a billing-page link stays valid (1 h to 30 days).")
     api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
-    api_ingest_processes: int = Field(
-        default=1, ge=0, le=64,
-        description="Child processes per API worker that record batches (0: in the serving process's threads).")
+    api_ingest_processes: int | None = Field(
+        default=None, ge=0, le=64,
+        description="Child processes per API worker that record batches; unset: one per CPU core "
+                    "(0: in the serving process's threads).")
     api_ingest_group: int = Field(
         default=4, ge=1, le=64,
         description="Batches waiting for a busy ingest process that it then records as one (one transaction, "
@@ -206,6 +208,13 @@ class Settings(BaseSettings):
             return json.loads(self.stack_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
+
+    def effective_api_ingest_processes(self) -> int:
+        """``api_ingest_processes``, or one per CPU core when unset: with one serving process (the
+        default ``api_workers``) its batches use every core (docs/scaling.md, seventh pass)."""
+        if self.api_ingest_processes is not None:
+            return self.api_ingest_processes
+        return os.cpu_count() or 1
 
     def effective_database_url(self) -> str:
         url = self.database_url or self.stack_state().get("database_url")

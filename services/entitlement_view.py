@@ -400,6 +400,10 @@ class ExactRater:
 
 
 _exact_state: tuple | None = None  # in the rater's process: (engine, catalog)
+# Connections of a serving process's view beside its pool (docs/deployment.md counts them): the
+# refresher's one async connection, and the exact rater's process's pool.
+REFRESHER_CONNECTIONS = 1
+EXACT_POOL_SIZE, EXACT_MAX_OVERFLOW = 1, 1
 
 
 def _exact_start(database_url: str, catalog_path: str | None, nice: int) -> None:
@@ -412,7 +416,7 @@ def _exact_start(database_url: str, catalog_path: str | None, nice: int) -> None
     from billing.catalog import load_catalog
     from models.db import get_engine
 
-    _exact_state = (get_engine(database_url, pool_size=1, max_overflow=1),
+    _exact_state = (get_engine(database_url, pool_size=EXACT_POOL_SIZE, max_overflow=EXACT_MAX_OVERFLOW),
                     load_catalog(Path(catalog_path) if catalog_path else None))
 
 

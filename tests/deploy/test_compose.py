@@ -15,6 +15,7 @@ from api import ingest_process
 from api.app import api_engine
 from models.db import get_engine, worker_pool
 from models.settings import Settings
+from services import entitlement_view
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 SECRETS = ("STRIPE_API_KEY", "TALLY_API_SECRET", "POSTGRES_PASSWORD", "TALLY_DB_PASSWORD", "TEMPORAL_DB_PASSWORD",
@@ -115,8 +116,12 @@ def test_connection_budget_worst_case_fits_max_connections(monkeypatch):
     workers_total = replicas * (size + overflow)
 
     api = service_settings(doc, "tally-api", monkeypatch)
+    # compose states the ingest processes: their default (one per core) would make the sum the host's
+    assert api.api_ingest_processes is not None
     api_total = api.api_workers * (pool_limit(api_engine(URL, api.api_db_pool_size, api.api_db_max_overflow))
-                                   + api.api_ingest_processes * (ingest_process.POOL_SIZE + ingest_process.MAX_OVERFLOW))
+                                   + api.api_ingest_processes * (ingest_process.POOL_SIZE + ingest_process.MAX_OVERFLOW)
+                                   + entitlement_view.REFRESHER_CONNECTIONS
+                                   + entitlement_view.EXACT_POOL_SIZE + entitlement_view.EXACT_MAX_OVERFLOW)
 
     cli_total = pool_limit(get_engine(URL))  # the ops CLI and the one-shot jobs, one at a time
 
