@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 
 from models.settings import get_settings
@@ -17,12 +18,17 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     settings.check_production()  # one line naming what a production deployment lacks
     settings.effective_database_url()  # fail early with the one-line message when there is no database
     settings.effective_api_secret()  # create the link secret once, before workers start
+    workers = workers or settings.api_workers
+    # Each worker divides the host's cores among the workers for its ingest processes (unless
+    # TALLY_API_INGEST_PROCESSES says how many): it must know how many there are, --workers included.
+    os.environ["TALLY_API_WORKERS"] = str(workers)
+    get_settings.cache_clear()  # one worker runs here: its app_factory reads the settings again
     uvicorn.run(
         "api.server:app_factory",
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        workers=workers or settings.api_workers,
+        workers=workers,
         log_level=log_level,
         access_log=False,
         proxy_headers=True,

@@ -362,7 +362,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=4, help="concurrent HTTP connections posting batches")
     p.add_argument("--api-workers", type=int, default=1,
                    help="uvicorn worker processes (1, TALLY_API_WORKERS' default: one serving process whose batches "
-                        "go to its ingest processes, one per core by default)")
+                        "go to its ingest processes, by default the cores divided among the workers)")
     p.add_argument("--ingest-processes", type=int, default=None,
                    help="TALLY_API_INGEST_PROCESSES for the API (default: its setting; 0: batches in the serving process)")
     p.add_argument("--bulk-loaders", type=int, default=None,
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{http_s:>8.1f} {http_rate:>10,.0f} {http_rate / floor_rate:>9.2f}")
     print(f"  POST latency: p50 {pct(req_ms, 50):.0f} ms, p99 {pct(req_ms, 99):.0f} ms; "
           f"{args.api_workers} uvicorn worker{'s' * (args.api_workers != 1)}, ingest processes per worker "
-          f"{f'{os.cpu_count()} (one per core)' if args.ingest_processes is None else args.ingest_processes}; "
+          f"{f'{max(1, (os.cpu_count() or 1) // args.api_workers)} (the cores among the workers)' if args.ingest_processes is None else args.ingest_processes}; "
           f"failed requests {failed}")
     print(f"  CPU (this machine's cores, whatever else runs): COPY floor {floor_cpu.per_thousand(args.bulk_events)}; "
           f"HTTP {http_cpu.per_thousand(http_accepted)}; floor/HTTP {sum(floor_cpu.spent.values()) / args.bulk_events / (sum(http_cpu.spent.values()) / max(http_accepted, 1)):.2f}")

@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     api_ingest_concurrency: int = Field(default=1, ge=1, description="Batch inserts at once per API process.")
     api_ingest_processes: int | None = Field(
         default=None, ge=0, le=64,
-        description="Child processes per API worker that record batches; unset: one per CPU core "
-                    "(0: in the serving process's threads).")
+        description="Child processes per API worker that record batches; unset: the host's CPU cores divided "
+                    "among the API workers, at least 1 (0: in the serving process's threads).")
     api_ingest_group: int = Field(
         default=4, ge=1, le=64,
         description="Batches waiting for a busy ingest process that it then records as one (one transaction, "
@@ -210,11 +210,12 @@ class Settings(BaseSettings):
             return {}
 
     def effective_api_ingest_processes(self) -> int:
-        """``api_ingest_processes``, or one per CPU core when unset: with one serving process (the
-        default ``api_workers``) its batches use every core (docs/scaling.md, seventh pass)."""
+        """``api_ingest_processes``, or when unset one per CPU core of the host shared among its
+        ``api_workers`` serving processes (at least one each): one serving process (the default)
+        records its batches on every core (docs/scaling.md, seventh pass)."""
         if self.api_ingest_processes is not None:
             return self.api_ingest_processes
-        return os.cpu_count() or 1
+        return max(1, (os.cpu_count() or 1) // self.api_workers)
 
     def effective_database_url(self) -> str:
         url = self.database_url or self.stack_state().get("database_url")
