@@ -55,6 +55,7 @@ from benchmarks.stack import BenchStack, cpu_seconds, install_signal_handlers
 from billing.catalog import load_catalog
 from billing.periods import Period
 from models.db import libpq_url
+from models.settings import Settings
 
 TARGET_HTTP = 10_000
 TARGET_BULK = 100_000
@@ -471,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{http_s:>8.1f} {http_rate:>10,.0f} {http_rate / floor_rate:>9.2f}")
     print(f"  POST latency: p50 {pct(req_ms, 50):.0f} ms, p99 {pct(req_ms, 99):.0f} ms; "
           f"{args.api_workers} uvicorn worker{'s' * (args.api_workers != 1)}, ingest processes per worker "
-          f"{f'{max(1, (os.cpu_count() or 1) // args.api_workers)} (the cores among the workers)' if args.ingest_processes is None else args.ingest_processes}; "
+          f"{Settings(api_workers=args.api_workers).effective_api_ingest_processes() if args.ingest_processes is None else args.ingest_processes}; "
           f"failed requests {failed}")
     print(f"  CPU (this machine's cores, whatever else runs): COPY floor {floor_cpu.per_thousand(args.bulk_events)}; "
           f"HTTP {http_cpu.per_thousand(http_accepted)}; floor/HTTP {sum(floor_cpu.spent.values()) / args.bulk_events / (sum(http_cpu.spent.values()) / max(http_accepted, 1)):.2f}")

@@ -366,48 +366,46 @@ def shared_buffers(url: str) -> str:
             .replace(" ", "")
 
 
-def forget_settings(url: str, data_dir: Path) -> None:
-    """The data directory as initdb left it (a dev stack's from before the settings), stopped."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM RESET shared_buffers")
-    devstack.stop_embedded_postgres(data_dir)
-
-
-def test_a_stopped_data_directory_from_before_the_settings_starts_with_them_restarted_once(scratch):
+@pytest.fixture
+def old_data_dir(scratch):
+    """(data directory, url) of a dev stack's Postgres from before the settings (initdb's shared_buffers),
+    stopped; stopped again at the end."""
     data_dir = scratch / "pg"
     try:
         url = devstack.start_embedded_postgres(data_dir)
-        forget_settings(url, data_dir)
-        assert devstack.start_embedded_postgres(data_dir) == url  # starts at 128 MB, then restarts once
-        assert shared_buffers(url) == devstack.server_settings()["shared_buffers"]
-        pid = devstack.postmaster_pid(data_dir)
-        devstack.start_embedded_postgres(data_dir)
-        assert devstack.postmaster_pid(data_dir) == pid  # no second restart
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET shared_buffers")
+        devstack.stop_embedded_postgres(data_dir)
+        yield data_dir, url
     finally:
         devstack.stop_embedded_postgres(data_dir)
 
 
-def test_a_running_server_from_before_the_settings_keeps_running_and_gets_them_at_its_next_start(scratch):
+def test_a_stopped_data_directory_from_before_the_settings_starts_with_them_restarted_once(old_data_dir):
+    data_dir, url = old_data_dir
+    assert devstack.start_embedded_postgres(data_dir) == url  # starts at 128 MB, then restarts once
+    assert shared_buffers(url) == devstack.server_settings()["shared_buffers"]
+    pid = devstack.postmaster_pid(data_dir)
+    devstack.start_embedded_postgres(data_dir)
+    assert devstack.postmaster_pid(data_dir) == pid  # no second restart
+
+
+def test_a_running_server_from_before_the_settings_keeps_running_and_gets_them_at_its_next_start(old_data_dir):
     """Another process (a running dev stack's worker, API) may be using it: it is not restarted under them."""
     from workers.devstack.postgres import _import_embedded_postgres
 
-    data_dir = scratch / "pg"
-    try:
-        url = devstack.start_embedded_postgres(data_dir)
-        forget_settings(url, data_dir)
-        embedded_postgres, postgres_server = _import_embedded_postgres()
-        postgres_server.PostgresServer._instances.pop(data_dir.resolve(), None)
-        embedded_postgres.get_server(data_dir, cleanup_mode=None)  # started as the package leaves it
-        pid = devstack.postmaster_pid(data_dir)
-        with psycopg.connect(url) as user:
-            assert devstack.start_embedded_postgres(data_dir) == url
-            assert devstack.postmaster_pid(data_dir) == pid
-            assert user.execute("SELECT current_setting('shared_buffers')").fetchone()[0] == "128MB"
-        devstack.stop_embedded_postgres(data_dir)
-        devstack.start_embedded_postgres(data_dir)
-        assert shared_buffers(url) == devstack.server_settings()["shared_buffers"]
-    finally:
-        devstack.stop_embedded_postgres(data_dir)
+    data_dir, url = old_data_dir
+    embedded_postgres, postgres_server = _import_embedded_postgres()
+    postgres_server.PostgresServer._instances.pop(data_dir.resolve(), None)
+    embedded_postgres.get_server(data_dir, cleanup_mode=None)  # started as the package leaves it
+    pid = devstack.postmaster_pid(data_dir)
+    with psycopg.connect(url) as user:
+        assert devstack.start_embedded_postgres(data_dir) == url
+        assert devstack.postmaster_pid(data_dir) == pid
+        assert user.execute("SELECT current_setting('shared_buffers')").fetchone()[0] == "128MB"
+    devstack.stop_embedded_postgres(data_dir)
+    devstack.start_embedded_postgres(data_dir)
+    assert shared_buffers(url) == devstack.server_settings()["shared_buffers"]
 
 
 # ---------------------------------------------------------------------------------------------- the table
