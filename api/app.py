@@ -148,17 +148,24 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.service = service
     app.state.settings = settings
     app.state.keys = keys
-    ingest = None
+    ingest = alerts = None
     if ingest_processes:
-        from api.ingest_process import IngestProcesses
+        from api.ingest_process import AlertsProcess, IngestProcesses
 
+        if settings.alerts_on_ingest:  # one evaluator for all the batch recorders (api/ingest_process.py)
+            alerts = AlertsProcess(settings.effective_database_url(), settings.catalog_path,
+                                   nice=settings.api_ingest_nice)
+            app.router.on_startup.append(alerts.start)
         ingest = IngestProcesses(settings.effective_database_url(), settings.catalog_path, ingest_processes,
                                  concurrency=settings.api_ingest_concurrency,
                                  grace_hours=settings.late_usage_grace_hours, nice=settings.api_ingest_nice,
-                                 group=settings.api_ingest_group)
+                                 group=settings.api_ingest_group, observer=alerts.submit if alerts else None)
         app.router.on_startup.append(ingest.start)
         app.router.on_shutdown.append(ingest.close)
+        if alerts is not None:
+            app.router.on_shutdown.append(alerts.close)
     app.state.ingest = ingest
+    app.state.alerts = alerts
     app.router.on_startup.append(service.start)
     app.router.on_shutdown.append(service.close)
     if rate_exact is not None:

@@ -284,7 +284,13 @@ class EvaluationQueue:
     no sooner than ``d * (1 / share - 1)`` later (and ``min_interval`` at least), so they take at most
     ``share`` (``EVALUATION_SHARE``, 10%) of the process's time however many accounts each covers. A
     round of 1,000 busy accounts that takes 0.2 s is followed by the next 1.8 s later: a threshold is then
-    noticed within about 2 s of its batch instead of half a second."""
+    noticed within about 2 s of its batch instead of half a second.
+
+    Forwarded (``forward`` set; ``tally api``'s batch recorders, api/ingest_process.py): ``submit`` only
+    hands the accounts to ``forward(account_ids, at)`` and evaluates nothing here. The recorders of one
+    serving process each see batches naming the same busy accounts; each evaluating them on its own
+    repeated every evaluation once per recorder (per core), so their serving process gathers what they
+    recorded and one process of its own evaluates it (``api.ingest_process.AlertsProcess``)."""
 
     def __init__(self, evaluator: AlertEvaluator, min_interval: float = 0.5, background: bool = False,
                  share: float | None = None, sleep: Callable[[float], None] = time.sleep,
@@ -301,8 +307,13 @@ class EvaluationQueue:
         self._running = False
         self._idle = threading.Event()
         self._idle.set()
+        self.forward: Callable[[tuple[str, ...], datetime], None] | None = None
+        self.evaluated = 0  # accounts evaluated by this queue's rounds (an account in two periods counts twice)
 
     def submit(self, account_ids: tuple[str, ...] | list[str], at: datetime) -> None:
+        if self.forward is not None:
+            self.forward(tuple(account_ids), at)
+            return
         period = Period.of(at)
         with self._mutex:
             ids, latest = self._pending.get(period, (set(), at))
@@ -347,6 +358,7 @@ class EvaluationQueue:
             todo, self._pending = self._pending, {}
         try:
             for _period, (ids, at) in sorted(todo.items(), key=lambda kv: kv[1][1]):
+                self.evaluated += len(ids)
                 try:
                     self.evaluator.evaluate(sorted(ids), at)
                 except Exception:  # noqa: BLE001 - logged; the accounts' next batch evaluates them again

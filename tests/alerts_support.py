@@ -52,3 +52,13 @@ def with_alert_settings(**numbers) -> Catalog:
     catalog = default_catalog()
     return Catalog(versions=tuple(v.model_copy(update={"alerts": AlertSettings(**{
         **v.alert_settings().model_dump(), **numbers})}) for v in catalog.versions))
+
+
+def payg_with_budget(live):
+    """On a live API (tests/api/conftest.py's LiveApi): a PAYG account ($0.01 per execution) with a $1.00
+    budget, 50 % at 50 executions, 80 % at 80, 100 % at 100. Its platform's client."""
+    key = live.platform("p1")
+    live.account("payg-1", "payg", platform="p1", email="owner@payg.example")
+    client = live.client(key)
+    assert client.put("/v1/accounts/payg-1/budget", json={"amount": "1.00"}).status_code == 200
+    return client

@@ -14,7 +14,7 @@ import capabilities
 from models.db import get_engine
 from models.schemas import RecordedUsage
 from services.alerts import AlertEvaluator, evaluator
-from tests.alerts_support import deliver, smtp_sink, subjects, with_alert_settings  # noqa: F401 - fixture
+from tests.alerts_support import deliver, payg_with_budget, smtp_sink, subjects, with_alert_settings  # noqa: F401 - fixture
 from tests.api.conftest import NOW
 from tests.factories import event
 
@@ -50,12 +50,7 @@ def post(client, docs: list[dict], api=None) -> dict:
 
 @pytest.fixture
 def payg(api):
-    """A PAYG account ($0.01 per execution) with a $1.00 budget: 50 % at 50 executions, 80 % at 80, 100 % at 100."""
-    key = api.platform("p1")
-    api.account("payg-1", "payg", platform="p1", email="owner@payg.example")
-    client = api.client(key)
-    assert client.put("/v1/accounts/payg-1/budget", json={"amount": "1.00"}).status_code == 200
-    return client
+    return payg_with_budget(api)
 
 
 def crossings(api, account: str) -> list[tuple[int, bool]]:

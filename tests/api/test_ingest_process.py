@@ -18,6 +18,7 @@ from api.app import create_app
 from api.errors import DATABASE_RETRY_AFTER_SECONDS
 from models.db import libpq_url
 from models.settings import Settings
+from tests.alerts_support import payg_with_budget
 from tests.api.conftest import NOW, Clock, LiveApi, serving
 from tests.factories import OCT_START, event
 
@@ -46,6 +47,16 @@ def papi(proc_server, clean_db):
 def rows(url: str, sql: str):
     with psycopg.connect(libpq_url(url)) as conn:
         return conn.execute(sql).fetchall()
+
+
+def kill(pool) -> None:
+    """SIGKILL a process pool's processes and wait until the pool knows."""
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not pool._broken:
+        assert time.monotonic() < deadline, "the pool never noticed its dead process"
+        time.sleep(0.05)
 
 
 def test_a_batch_recorded_in_its_own_process_gets_every_per_item_answer(papi):
@@ -88,6 +99,17 @@ def test_the_recording_process_uses_the_serving_processes_clock(papi):
     assert result["status"] == "rejected" and "future" in result["errors"][0]["reason"]
 
 
+def test_the_recorders_alerts_are_evaluated_once_by_the_serving_processes_alerts_process(papi):
+    """The recording process evaluates no alert itself: its call answers the accounts it recorded and the
+    serving process hands them to its AlertsProcess, where a budget the batch crossed is recorded."""
+    client = payg_with_budget(papi)
+    before = papi.app.state.alerts.settle()
+    docs = [event("payg-1", i, NOW - timedelta(hours=2, seconds=-i)) for i in range(60)]
+    assert client.post("/v1/executions", json={"executions": docs}).json()["accepted"] == 60
+    assert papi.app.state.alerts.settle() - before == 1  # evaluated there, once
+    assert rows(papi.database_url, "SELECT threshold FROM budget_crossings WHERE account_id = 'payg-1'") == [(50,)]
+
+
 def test_entitlements_answer_while_a_batch_waits_in_its_recording_process(papi):
     key = papi.platform("p1")
     papi.account("a1", "pro", platform="p1")
@@ -117,18 +139,26 @@ def test_a_recording_process_that_dies_answers_503_and_is_replaced(papi):
     key = papi.platform("p1")
     papi.account("a1", "pro", platform="p1")
     pool = papi.app.state.ingest._pool
-    for pid in list(pool._processes):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while not pool._broken:
-        assert time.monotonic() < deadline, "the pool never noticed its dead process"
-        time.sleep(0.05)
+    kill(pool)
     c = papi.client(key)
     refused = c.post("/v1/executions", json=event("a1", 1, OCT_START))
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert refused.json()["error"]["type"] == "unavailable"
     again = c.post("/v1/executions", json=event("a1", 1, OCT_START))
     assert again.status_code == 200 and again.json()["accepted"] == 1
+
+
+def test_an_alerts_process_that_dies_is_replaced_and_the_next_batch_is_evaluated_there(papi):
+    client = payg_with_budget(papi)
+    alerts = papi.app.state.alerts
+    alerts.settle()
+    pool = alerts._pool
+    kill(pool)
+    docs = [event("payg-1", i, NOW - timedelta(hours=2, seconds=-i)) for i in range(60)]
+    assert client.post("/v1/executions", json={"executions": docs}).json()["accepted"] == 60  # the batch never waits for it
+    assert alerts._pool is not pool
+    assert alerts.settle() == 1  # a new process, which evaluated the batch's account
+    assert rows(papi.database_url, "SELECT threshold FROM budget_crossings WHERE account_id = 'payg-1'") == [(50,)]
 
 
 def test_batches_that_wait_for_a_busy_recorder_are_recorded_as_one_and_each_gets_its_own_answer(papi):

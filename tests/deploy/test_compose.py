@@ -120,6 +120,7 @@ def test_connection_budget_worst_case_fits_max_connections(monkeypatch):
     assert api.api_ingest_processes is not None
     api_total = api.api_workers * (pool_limit(api_engine(URL, api.api_db_pool_size, api.api_db_max_overflow))
                                    + api.api_ingest_processes * (ingest_process.POOL_SIZE + ingest_process.MAX_OVERFLOW)
+                                   + ingest_process.ALERTS_POOL_SIZE + ingest_process.ALERTS_MAX_OVERFLOW
                                    + entitlement_view.REFRESHER_CONNECTIONS
                                    + entitlement_view.EXACT_POOL_SIZE + entitlement_view.EXACT_MAX_OVERFLOW)
 
