@@ -30,7 +30,9 @@ def add_args(p: argparse.ArgumentParser, *, bulk_events: int, warmup_batches: in
     p.add_argument("--http-events", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=1_000)
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--api-workers", type=int, default=2)
+    p.add_argument("--api-workers", type=int, default=1,
+                   help="uvicorn worker processes (1, TALLY_API_WORKERS' default: one serving process whose "
+                        "batches go to its ingest processes, one per core)")
     p.add_argument("--rounds", type=int, default=2, help="OFF/ON pairs of slices")
     p.add_argument("--warmup-batches", type=int, default=warmup_batches, help="posted first in each slice, not timed")
     p.add_argument("--probe-pause-ms", type=float, default=5.0)
