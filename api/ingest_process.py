@@ -311,8 +311,15 @@ class AlertsProcess:
                 self._pool = self._new_pool()
                 continue
             self._in_flight = True
-            call.add_done_callback(lambda done: self._loop.call_soon_threadsafe(self._answered, done))
+            call.add_done_callback(self._done)
             return
+
+    def _done(self, done) -> None:
+        """(In the pool's thread.) Back to the event loop; none at shutdown, when the loop has closed."""
+        try:
+            self._loop.call_soon_threadsafe(self._answered, done)
+        except RuntimeError:
+            pass
 
     def _answered(self, done) -> None:
         self._in_flight = False
