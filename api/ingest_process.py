@@ -58,7 +58,7 @@ from typing import Callable
 import orjson
 
 from api.errors import ApiError
-from billing.periods import Period
+from billing.periods import Period, gather_by_period
 
 log = logging.getLogger("tally.api.ingest")
 
@@ -257,12 +257,8 @@ class IngestProcesses:
                                          "again (recorded items answer duplicate)", headers={"Retry-After": "1"}))
 
     def close(self) -> None:
-        """At shutdown (uvicorn has answered every request by then): stop the children without waiting
-        for one that is still starting (its imports take seconds on a busy machine)."""
-        children = list(getattr(self._pool, "_processes", {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for child in children:
-            child.terminate()
+        """At shutdown (uvicorn has answered every request by then)."""
+        _stop(self._pool)
 
 
 class AlertsProcess:
@@ -276,7 +272,7 @@ class AlertsProcess:
     def __init__(self, database_url: str, catalog_path: Path | None, nice: int = 0):
         self._args = (database_url, str(catalog_path) if catalog_path else None, nice)
         self._pool = self._new_pool()
-        self._pending: dict[str, tuple[set[str], datetime]] = {}  # period -> (accounts, latest recorded at)
+        self._pending: dict[Period, tuple[set[str], datetime]] = {}  # (accounts, latest recorded at) per period
         self._in_flight = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -292,10 +288,7 @@ class AlertsProcess:
         """(In the event loop.) Evaluate these recorded accounts there; returns at once."""
         self._loop = asyncio.get_running_loop()
         for account_ids, at in observed:
-            period = str(Period.of(at))
-            ids, latest = self._pending.get(period, (set(), at))
-            ids.update(account_ids)
-            self._pending[period] = (ids, max(latest, at))
+            gather_by_period(self._pending, account_ids, at)
         if not self._in_flight:
             self._send()
 
@@ -340,10 +333,16 @@ class AlertsProcess:
         return self._pool.submit(_alerts_settle, timeout).result(timeout + 60)
 
     def close(self) -> None:
-        children = list(getattr(self._pool, "_processes", {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for child in children:
-            child.terminate()
+        _stop(self._pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's processes without waiting for one that is still starting (its imports take seconds
+    on a busy machine)."""
+    children = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in children:
+        child.terminate()
 
 
 _alerts = None  # in the alerts process: its services.alerts.AlertEvaluator

@@ -109,3 +109,12 @@ def oldest_billed_period(now: datetime, lookback_periods: int, grace_hours: int 
 
 
 __all__ = ["Period", "PeriodError", "UTC", "oldest_billed_period"]
+
+
+def gather_by_period(gathered: dict["Period", tuple[set[str], datetime]], ids, at: datetime) -> None:
+    """Add ``ids`` seen at ``at`` to ``gathered``: per period of ``at``, the union of the ids and the
+    latest instant (the usage observers and alert evaluations of a group of batches)."""
+    period = Period.of(at)
+    known, latest = gathered.get(period, (set(), at))
+    known.update(ids)
+    gathered[period] = (known, max(latest, at))

@@ -27,7 +27,7 @@ from activities.ingest import FUTURE_TOLERANCE
 from billing import alerts as rules
 from billing.catalog import AlertSettings, Catalog, CatalogVersion, Plan, version_windows
 from billing.errors import BillingError
-from billing.periods import Period
+from billing.periods import Period, gather_by_period
 from billing.rating import pooled_included
 from models.schemas import RecordedUsage
 from models.settings import get_settings
@@ -314,11 +314,8 @@ class EvaluationQueue:
         if self.forward is not None:
             self.forward(tuple(account_ids), at)
             return
-        period = Period.of(at)
         with self._mutex:
-            ids, latest = self._pending.get(period, (set(), at))
-            ids.update(account_ids)
-            self._pending[period] = (ids, max(latest, at))
+            gather_by_period(self._pending, account_ids, at)
             if self._running:
                 return
             self._running = True

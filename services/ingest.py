@@ -33,7 +33,7 @@ from activities.ingest import (
     screen,
 )
 from billing.catalog import Catalog
-from billing.periods import Period
+from billing.periods import Period, gather_by_period
 from models.db import get_engine
 from models.schemas import RecordedUsage
 from repositories import usage
@@ -182,11 +182,8 @@ class BatchRecorder:
         by_period: dict[Period, tuple[set[str], datetime]] = {}
         for request in requests:
             accounts = request.accounts()
-            if not accounts:
-                continue
-            ids, at = by_period.setdefault(Period.of(request.now), (set(), request.now))
-            ids |= accounts
-            by_period[Period.of(request.now)] = (ids, max(at, request.now))
+            if accounts:
+                gather_by_period(by_period, accounts, request.now)
         for ids, at in by_period.values():
             capabilities.observe_usage(self.engine, self.catalog, RecordedUsage(account_ids=tuple(sorted(ids)),
                                                                                 recorded_at=at))
