@@ -91,8 +91,10 @@ WITH ins AS (
     SELECT * FROM unnest(
         %(account_id)s::text[], %(period)s::text[], %(model)s::text[], %(byok)s::boolean[],
         %(sandbox)s::boolean[], %(executions)s::bigint[], %(input_tokens)s::bigint[],
-        %(output_tokens)s::bigint[], %(cost_usd)s::numeric[]
-    ) AS c(account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd)
+        %(output_tokens)s::bigint[], %(cost_usd)s::numeric[], %(uncosted_input_tokens)s::bigint[],
+        %(uncosted_output_tokens)s::bigint[]
+    ) AS c(account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd,
+           uncosted_input_tokens, uncosted_output_tokens)
 )
 {ADD_COUNTS}
 """
@@ -511,14 +513,21 @@ def counter_params(rows: list[tuple]) -> dict:
         ts = row[10]
         key = (row[1], ts.year, ts.month, row[4], row[7], row[8])
         c = get(key)
+        cost = row[9]
         if c is None:
-            counts[key] = [1, row[5], row[6], row[9] or _NO_COST]
+            if cost is None:
+                counts[key] = [1, row[5], row[6], _NO_COST, row[5], row[6]]
+            else:
+                counts[key] = [1, row[5], row[6], cost, 0, 0]
         else:
             c[0] += 1
             c[1] += row[5]
             c[2] += row[6]
-            if row[9]:
-                c[3] += row[9]
+            if cost is None:
+                c[4] += row[5]
+                c[5] += row[6]
+            else:
+                c[3] += cost
     keys = list(counts)
     sums = [counts[k] for k in keys]
     return {
@@ -526,6 +535,7 @@ def counter_params(rows: list[tuple]) -> dict:
         "model": [k[3] for k in keys], "byok": [k[4] for k in keys], "sandbox": [k[5] for k in keys],
         "executions": [c[0] for c in sums], "input_tokens": [c[1] for c in sums],
         "output_tokens": [c[2] for c in sums], "cost_usd": [c[3] for c in sums],
+        "uncosted_input_tokens": [c[4] for c in sums], "uncosted_output_tokens": [c[5] for c in sums],
     }
 
 
@@ -533,7 +543,8 @@ def counter_params(rows: list[tuple]) -> dict:
 # adaptation of the lists cost ~5x more client CPU (9.6 against 2.0 ms for a batch's 800 counter keys).
 _COUNTER_ARRAYS = {"account_id": text_array, "period": text_array, "model": text_array, "byok": bool_array,
                    "sandbox": bool_array, "executions": int_array, "input_tokens": int_array,
-                   "output_tokens": int_array, "cost_usd": numeric_array}
+                   "output_tokens": int_array, "cost_usd": numeric_array, "uncosted_input_tokens": int_array,
+                   "uncosted_output_tokens": int_array}
 
 
 def counter_literals(params: dict) -> dict:

@@ -1,7 +1,7 @@
 """Rating speed with a token-priced mix (``python -m benchmarks.rating_bench``; part of ``make bench``).
 
 Loads a month of executions (half the accounts priced per token, BYOK and sandbox mixed in) with COPY,
-then times, in the same run:
+and their month-to-date counters as ingest keeps them, then times, in the same run:
 - the floor: the plain SQL aggregation of the same rows (GROUP BY account, model);
 - Tally's rating of every account, in chunks of 100 as the close does (ranking, segments, versions,
   token lines, platform cost), without writing invoices.
@@ -33,6 +33,15 @@ from repositories import accounts as account_rows
 from workers.demo import MODEL_MIX
 
 PERIOD = Period.parse("2026-10")
+COUNT_LOADED = """
+INSERT INTO usage_counters (account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens,
+                            cost_usd, uncosted_input_tokens, uncosted_output_tokens)
+SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox, count(*),
+       sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0),
+       coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0),
+       coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0)
+FROM executions GROUP BY 1, 2, 3, 4, 5
+"""
 
 
 def fresh_database(server_url: str | None) -> tuple[str, object]:
@@ -80,6 +89,8 @@ def load(url: str, accounts: int, executions: int, seed: int = 5) -> None:
                     rng.random() < 0.1, rng.random() < 0.02,
                     PERIOD.start + timedelta(seconds=rng.random() * span),
                 ))
+        # What ingest counts of the same rows in the same transaction (repositories/usage.py).
+        cur.execute(COUNT_LOADED)
         conn.commit()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE executions")

@@ -239,7 +239,8 @@ accounts.append_column(Column("platform_id", Integer, ForeignKey("platforms.id")
 
 # Month-to-date counters per account, maintained in the same statement as the executions insert
 # (counting only rows actually inserted), so they are exact under concurrent ingestion. The
-# executions table stays the source of truth for the close; these serve entitlements and live views.
+# executions table stays the source of truth; these serve entitlements, live views and the close's
+# rating of the accounts that did not pass a positive quota (repositories.usage.usage_rows).
 usage_counters = Table(
     "usage_counters",
     metadata,
@@ -253,6 +254,11 @@ usage_counters = Table(
     Column("output_tokens", BigInteger, nullable=False, server_default="0"),
     Column("cost_usd", Numeric(20, 8), nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The tokens of the executions that came without a recorded cost (what the close prices at the rate
+    # card's cost). NULL: a row counted before they were (migration 0015); its month is rated from
+    # its executions.
+    Column("uncosted_input_tokens", BigInteger, nullable=True),
+    Column("uncosted_output_tokens", BigInteger, nullable=True),
 )
 
 # Every signed Stripe webhook event received, recorded once by Stripe's event id (Stripe delivers an

@@ -8,6 +8,7 @@ same statement; the bulk file path (``activities.ingest``) does so with ``COUNT_
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -21,13 +22,17 @@ from billing.rating import TermsSegment, UsageRow
 from repositories.arrays import text_array
 from repositories.credits import ENTITLEMENT_FACTS_JOIN
 
-_COUNTER_COLUMNS = "account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd"
+_COUNTER_COLUMNS = ("account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd, "
+                    "uncosted_input_tokens, uncosted_output_tokens")
+# A row counted before the uncosted tokens were (NULL there, migration 0015) stays NULL: NULL + n.
 _ADD_TO_COUNTERS = """
 ON CONFLICT (account_id, period, model, byok, sandbox) DO UPDATE SET
     executions = u.executions + EXCLUDED.executions,
     input_tokens = u.input_tokens + EXCLUDED.input_tokens,
     output_tokens = u.output_tokens + EXCLUDED.output_tokens,
     cost_usd = u.cost_usd + EXCLUDED.cost_usd,
+    uncosted_input_tokens = u.uncosted_input_tokens + EXCLUDED.uncosted_input_tokens,
+    uncosted_output_tokens = u.uncosted_output_tokens + EXCLUDED.uncosted_output_tokens,
     updated_at = now()
 """
 # Counts the rows of a data-modifying CTE named ``ins`` (``RETURNING account_id, occurred_at, model,
@@ -38,7 +43,9 @@ ON CONFLICT (account_id, period, model, byok, sandbox) DO UPDATE SET
 COUNT_INSERTED = f"""
 INSERT INTO usage_counters AS u ({_COUNTER_COLUMNS})
 SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox,
-       count(*), sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0)
+       count(*), sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0),
+       coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0),
+       coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0)
 FROM ins
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4, 5
@@ -442,27 +449,72 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     return out
 
 
+# The month's counters of accounts, as groups of the unranked pass (bucket left out).
+_COUNTED_ROWS_SQL = """
+SELECT account_id, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd,
+       uncosted_input_tokens, uncosted_output_tokens
+FROM usage_counters
+WHERE account_id = ANY(%(ids)s::text[]) AND period = %(period)s
+"""
+
+
 def _unranked(conn: Connection, ids: list[str], start: datetime, end: datetime,
               segments: dict[str, list[TermsSegment]], included: dict[str, int],
               versions: list[tuple[str, datetime, datetime]],
               known_at: datetime | None) -> tuple[dict[str, list[UsageRow]], dict[str, int]]:
-    """The unranked pass (``_UNRANKED_ROWS_SQL``) of the chunk: each account's rows as if it did not
-    pass a positive quota, and its non-sandbox executions counted toward the quota (those outside
-    every segment or version too: they count, as in the ranked query's ``totals``, but are not
-    billed). Accounts without an execution from their billing start on are absent."""
+    """The unranked pass of the chunk: each account's rows as if it did not pass a positive quota,
+    and its non-sandbox executions counted toward the quota (those outside every segment or version
+    too: they count, as in the ranked query's ``totals``, but are not billed). Accounts without an
+    execution from their billing start on are absent.
+
+    An account whose month is one bucket (``countable``) is read from its month's counters
+    (``_COUNTED_ROWS_SQL``: a few rows by primary key instead of every execution), unless one of them
+    predates the counting of uncosted tokens (NULL); the others from their executions
+    (``_UNRANKED_ROWS_SQL``). Counters and executions are written in one statement, so both give the
+    same groups (a property test compares them)."""
     bounds = sorted({t for a in ids for sg in segments[a] for t in (sg.start, sg.end)}
                     | {t for _, lo, hi in versions for t in (lo, hi)})
     driver = conn.connection.driver_connection
-    # Never prepared (each chunk is planned for its own ids; a prepared statement's generic plan read
-    # the chunk's rows from the whole month's heap).
-    with driver.cursor() as cur:
-        with driver.pipeline():  # one round trip
-            driver.execute(_SORT_OFF)
-            cur.execute(_UNRANKED_ROWS_SQL, {"ids": ids, "bounds": bounds, "start": start, "end": end,
-                                             "known_at": known_at}, prepare=False)
-            driver.execute(_SORT_BACK)
-        groups = cur.fetchall()
+    groups: list[tuple] = []
+    counted = countable(ids, start, end, segments, versions, known_at)
+    if counted:
+        bucket = bisect_right(bounds, start)  # width_bucket of every execution of the month
+        with driver.cursor() as cur:
+            rows = cur.execute(_COUNTED_ROWS_SQL, {"ids": counted, "period": str(Period.of(start))}).fetchall()
+        stale = {r[0] for r in rows if r[8] is None or r[9] is None}
+        groups = [(a, model, byok, sandbox, bucket, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out)
+                  for a, model, byok, sandbox, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out in rows
+                  if a not in stale]
+        done = set(counted) - stale
+        ids = [a for a in ids if a not in done]
+    if ids:
+        # Never prepared (each chunk is planned for its own ids; a prepared statement's generic plan
+        # read the chunk's rows from the whole month's heap).
+        with driver.cursor() as cur:
+            with driver.pipeline():  # one round trip
+                driver.execute(_SORT_OFF)
+                cur.execute(_UNRANKED_ROWS_SQL, {"ids": ids, "bounds": bounds, "start": start, "end": end,
+                                                 "known_at": known_at}, prepare=False)
+                driver.execute(_SORT_BACK)
+            groups += cur.fetchall()
     return _place_unranked(groups, bounds, segments, included, versions)
+
+
+def countable(ids: list[str], start: datetime, end: datetime, segments: dict[str, list[TermsSegment]],
+              versions: list[tuple[str, datetime, datetime]], known_at: datetime | None) -> list[str]:
+    """The accounts whose unranked groups their month's counters give: ``[start, end)`` is a whole
+    month (what a counter row sums), all of it is counted (no ``known_at``), and none of the account's
+    segments nor any catalog version begins or ends inside it, so every execution of its month
+    lies in one bucket, the one ``start`` lies in (one segment, one version, one side of the billing
+    start)."""
+    if known_at is not None:
+        return []
+    month = Period.of(start)
+    if start != month.start or end != month.end:
+        return []
+    if any(start < t < end for _, lo, hi in versions for t in (lo, hi)):
+        return []
+    return [a for a in ids if not any(start < t < end for sg in segments[a] for t in (sg.start, sg.end))]
 
 
 _ZERO_COST = Decimal(0)  # what Postgres's coalesce(sum(cost), 0) gives a group without a recorded cost

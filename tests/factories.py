@@ -13,6 +13,16 @@ from services import accounts
 
 OCT_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 MODELS = ("claude-haiku", "gpt-4o-mini", "claude-sonnet", "gpt-4o")
+# What usage_counters must hold (COUNTERS, in key order): the executions summed per account, UTC month,
+# model, BYOK and sandbox (COUNTED_EXECUTIONS), the tokens of those without a recorded cost apart.
+COUNTED_EXECUTIONS = (
+    "SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox, "
+    "count(*), sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0), "
+    "coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0), "
+    "coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0) "
+    "FROM executions GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5")
+COUNTERS = ("SELECT account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd, "
+            "uncosted_input_tokens, uncosted_output_tokens FROM usage_counters ORDER BY 1, 2, 3, 4, 5")
 
 
 def create_account(url: str, account_id: str, plan: str, *, seats: int = 1, overage: bool = False,

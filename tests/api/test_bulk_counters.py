@@ -9,20 +9,15 @@ from datetime import timedelta
 from activities.ingest import ingest_lines, known_models
 from billing.catalog import load_catalog
 from models.db import get_engine
-from tests.factories import OCT_START, create_account, event, to_lines
+from tests.factories import COUNTED_EXECUTIONS, COUNTERS, OCT_START, create_account, event, to_lines
 
 MODELS = known_models(load_catalog())
 
 
 def counters_match(url: str) -> int:
     with get_engine(url).begin() as conn:
-        truth = conn.exec_driver_sql(
-            "SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox, "
-            "count(*), sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0) "
-            "FROM executions GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5").all()
-        counters = conn.exec_driver_sql(
-            "SELECT account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd "
-            "FROM usage_counters ORDER BY 1, 2, 3, 4, 5").all()
+        truth = conn.exec_driver_sql(COUNTED_EXECUTIONS).all()
+        counters = conn.exec_driver_sql(COUNTERS).all()
     assert [tuple(r) for r in counters] == [tuple(r) for r in truth]
     return sum(r[5] for r in truth)
 

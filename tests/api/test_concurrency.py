@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from models.db import get_engine
 from tests.api.conftest import NOW
-from tests.factories import OCT_START, event, ingest
+from tests.factories import COUNTED_EXECUTIONS, COUNTERS, OCT_START, event, ingest
 
 THREADS = 8
 BATCHES = 8
@@ -81,13 +81,8 @@ def test_overlapping_concurrent_batches_count_each_event_once(api):
 
     with get_engine(api.database_url).begin() as conn:
         stored = conn.exec_driver_sql("SELECT count(*) FROM executions").scalar()
-        truth = conn.exec_driver_sql(
-            "SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox, "
-            "count(*), sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0) "
-            "FROM executions GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5").all()
-        counters = conn.exec_driver_sql(
-            "SELECT account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd "
-            "FROM usage_counters ORDER BY 1, 2, 3, 4, 5").all()
+        truth = conn.exec_driver_sql(COUNTED_EXECUTIONS).all()
+        counters = conn.exec_driver_sql(COUNTERS).all()
     assert stored == len(distinct)
     assert [tuple(r) for r in counters] == [tuple(r) for r in truth]
 

@@ -41,6 +41,22 @@ def month_docs(account: str, period: Period, n: int, prefix: str) -> list[dict]:
     return [{**event(account, i, period.start + timedelta(hours=i)), "event_id": f"{prefix}-{i}"} for i in range(n)]
 
 
+def ingest_before_uncosted_counters(url: str, docs: list[dict]):
+    """Today's ingest into a schema older than migration 0015: it writes the counters' uncosted tokens,
+    which that schema lacks, so the two columns are lent for the load and dropped again (the counters
+    then hold what the older Tally wrote; 0015 adds the columns back as NULL)."""
+    columns = ("uncosted_input_tokens", "uncosted_output_tokens")
+    with psycopg.connect(libpq_url(url)) as conn:
+        for c in columns:
+            conn.execute(f"ALTER TABLE usage_counters ADD COLUMN {c} bigint")
+    report = ingest_lines(url, to_lines(docs), MODELS, now=NOW)
+    get_engine(url).dispose()
+    with psycopg.connect(libpq_url(url)) as conn:
+        for c in columns:
+            conn.execute(f"ALTER TABLE usage_counters DROP COLUMN {c}")
+    return report
+
+
 def scanned_tables(url: str, period: Period) -> set[str]:
     with psycopg.connect(libpq_url(url)) as conn:
         plan = conn.execute(
@@ -63,11 +79,13 @@ def test_the_migration_partitions_a_table_with_rows_by_month_and_keeps_every_row
         migrate(url, "reliability_1")
         create_account(url, "a1", "payg")
         docs = [d for p in ("2026-08", "2026-09", "2026-10") for d in month_docs("a1", Period.parse(p), 30, p)]
-        assert ingest_lines(url, to_lines(docs), MODELS, now=NOW).accepted == 90
+        assert ingest_before_uncosted_counters(url, docs).accepted == 90
         before = all_rows(url)
-        get_engine(url).dispose()
         migrate(url)
         assert all_rows(url) == before
+        # counted before the uncosted tokens were: NULL, never a made-up 0 (rating reads executions then)
+        assert scalar(url, "SELECT count(*) FROM usage_counters WHERE uncosted_input_tokens IS NULL "
+                           "AND uncosted_output_tokens IS NULL") == scalar(url, "SELECT count(*) FROM usage_counters") == 3
         with psycopg.connect(libpq_url(url)) as conn:
             months = [str(p) for p in repo.month_partitions(conn)]
         assert {"2026-08", "2026-09", "2026-10"} <= set(months)

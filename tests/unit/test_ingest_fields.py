@@ -338,12 +338,13 @@ def test_counter_params_sum_rows_per_account_month_model_and_flags():
     rows.append(row_of("e6")[:9] + (Decimal("0.75"),) + row_of("e6")[10:])
     p = counter_params(rows)
     got = sorted(zip(p["account_id"], p["period"], p["model"], p["byok"], p["sandbox"], p["executions"],
-                     p["input_tokens"], p["output_tokens"], p["cost_usd"]))
-    assert got == [
-        ("acme", "2026-09", "claude-haiku", False, False, 1, 0, 0, Decimal(0)),
-        ("acme", "2026-10", "claude-haiku", False, False, 3, 7, 2, Decimal("1.00")),
-        ("acme", "2026-10", "claude-haiku", True, False, 1, 1, 0, Decimal(0)),
-        ("globex", "2026-10", "claude-haiku", False, False, 1, 1, 0, Decimal("0.5")),
+                     p["input_tokens"], p["output_tokens"], p["cost_usd"], p["uncosted_input_tokens"],
+                     p["uncosted_output_tokens"]))
+    assert got == [  # the tokens of rows without a cost are also counted apart (e1's 3, e4's 1)
+        ("acme", "2026-09", "claude-haiku", False, False, 1, 0, 0, Decimal(0), 0, 0),
+        ("acme", "2026-10", "claude-haiku", False, False, 3, 7, 2, Decimal("1.00"), 3, 0),
+        ("acme", "2026-10", "claude-haiku", True, False, 1, 1, 0, Decimal(0), 1, 0),
+        ("globex", "2026-10", "claude-haiku", False, False, 1, 1, 0, Decimal("0.5"), 0, 0),
     ]
     sandbox = row_of("e7")[:8] + (True,) + row_of("e7")[9:]
     assert counter_params([sandbox])["sandbox"] == [True]
