@@ -345,11 +345,14 @@ def check_exact(url: str) -> tuple[int, bool]:
         n = conn.execute("SELECT count(*) FROM executions").fetchone()[0]
         truth = conn.execute(
             "SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox, count(*), "
-            "sum(input_tokens), sum(output_tokens) FROM executions GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+            "sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0), "
+            "coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0), "
+            "coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0) "
+            "FROM executions GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
         ).fetchall()
         counters = conn.execute(
-            "SELECT account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens "
-            "FROM usage_counters ORDER BY 1, 2, 3, 4, 5").fetchall()
+            "SELECT account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd, "
+            "uncosted_input_tokens, uncosted_output_tokens FROM usage_counters ORDER BY 1, 2, 3, 4, 5").fetchall()
     return n, truth == counters
 
 
