@@ -30,18 +30,12 @@ from billing.catalog import default_catalog
 from billing.periods import Period
 from models.db import get_engine, libpq_url, migrate
 from repositories import accounts as account_rows
+from repositories.usage import COUNT_INSERTED, INSERTED_COLUMNS
 from workers.demo import MODEL_MIX
 
 PERIOD = Period.parse("2026-10")
-COUNT_LOADED = """
-INSERT INTO usage_counters (account_id, period, model, byok, sandbox, executions, input_tokens, output_tokens,
-                            cost_usd, uncosted_input_tokens, uncosted_output_tokens)
-SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'), model, byok, sandbox, count(*),
-       sum(input_tokens), sum(output_tokens), coalesce(sum(cost_usd), 0),
-       coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0),
-       coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0)
-FROM executions GROUP BY 1, 2, 3, 4, 5
-"""
+# The loaded rows counted by ingest's own statement (repositories.usage.COUNT_INSERTED).
+COUNT_LOADED = f"WITH ins AS (SELECT {INSERTED_COLUMNS} FROM executions)\n{COUNT_INSERTED}"
 
 
 def fresh_database(server_url: str | None) -> tuple[str, object]:
@@ -89,7 +83,7 @@ def load(url: str, accounts: int, executions: int, seed: int = 5) -> None:
                     rng.random() < 0.1, rng.random() < 0.02,
                     PERIOD.start + timedelta(seconds=rng.random() * span),
                 ))
-        # What ingest counts of the same rows in the same transaction (repositories/usage.py).
+        # What ingest counts of the same rows, in the same transaction.
         cur.execute(COUNT_LOADED)
         conn.commit()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
