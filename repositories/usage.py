@@ -449,9 +449,10 @@ def usage_rows(conn: Connection, start: datetime, end: datetime, segments: dict[
     return out
 
 
-# The month's counters of accounts, as groups of the unranked pass (bucket left out).
+# The month's counters of accounts as groups of the unranked pass (``_UNRANKED_ROWS_SQL``'s columns),
+# all in the one bucket given.
 _COUNTED_ROWS_SQL = """
-SELECT account_id, model, byok, sandbox, executions, input_tokens, output_tokens, cost_usd,
+SELECT account_id, model, byok, sandbox, %(bucket)s::int, executions, input_tokens, output_tokens, cost_usd,
        uncosted_input_tokens, uncosted_output_tokens
 FROM usage_counters
 WHERE account_id = ANY(%(ids)s::text[]) AND period = %(period)s
@@ -480,11 +481,10 @@ def _unranked(conn: Connection, ids: list[str], start: datetime, end: datetime,
     if counted:
         bucket = bisect_right(bounds, start)  # width_bucket of every execution of the month
         with driver.cursor() as cur:
-            rows = cur.execute(_COUNTED_ROWS_SQL, {"ids": counted, "period": str(Period.of(start))}).fetchall()
-        stale = {r[0] for r in rows if r[8] is None or r[9] is None}
-        groups = [(a, model, byok, sandbox, bucket, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out)
-                  for a, model, byok, sandbox, n, tokens_in, tokens_out, cost, uncosted_in, uncosted_out in rows
-                  if a not in stale]
+            rows = cur.execute(_COUNTED_ROWS_SQL, {"ids": counted, "period": str(Period.of(start)),
+                                                   "bucket": bucket}).fetchall()
+        stale = {r[0] for r in rows if r[9] is None or r[10] is None}
+        groups = [r for r in rows if r[0] not in stale]
         done = set(counted) - stale
         ids = [a for a in ids if a not in done]
     if ids:
