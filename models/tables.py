@@ -627,6 +627,18 @@ execution_ids = Table(
     Column("content_hash", LargeBinary, nullable=False),
 )
 
+# The months whose executions ``tally usage archive`` wrote to a file and dropped (their partition is
+# gone): recorded in the transaction that drops the partition, removed in the one that restores it.
+# ``invoices verify`` refuses these months (it would re-rate them from no executions).
+archived_months = Table(
+    "archived_months",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("rows", BigInteger, nullable=False),
+    Column("file", Text, nullable=False),
+    Column("archived_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # ---- prepaid credits (billing/credits.py, services/credits.py) ---------------------------------------
 CREDIT_UNITS = ("credits", "usd")
 CREDIT_ENTRY_KINDS = ("grant", "consume", "expire", "adjust", "invoice_application")

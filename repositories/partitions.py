@@ -7,7 +7,9 @@
   than the oldest period a close still bills). ``ensure_partitions`` moves such rows into their
   month's partition when it creates it;
 - ``archive_month`` writes a month's rows to a file (COPY binary, gzip) and detaches and drops its
-  partition; ``restore_month`` loads such a file back into a re-attached partition.
+  partition, recording the month in ``archived_months``; ``restore_month`` loads such a file back
+  into a re-attached partition and forgets the record (``archived`` reads them: ``invoices verify``
+  refuses an archived month).
 
 Deduplication does not depend on partitions: every event id is recorded once per tenant in the
 unpartitioned ``execution_ids`` (kept when a month is archived, so a replay of an archived event is
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import text
 
 from billing.periods import Period
 
@@ -146,6 +149,9 @@ def archive_month(conn: psycopg.Connection, period: Period, directory: Path) -> 
         partial.rename(path)
         conn.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {name}")
         conn.execute(f"DROP TABLE {name}")
+        conn.execute("INSERT INTO archived_months (period, rows, file) VALUES (%s, %s, %s) ON CONFLICT (period) "
+                     "DO UPDATE SET rows = EXCLUDED.rows, file = EXCLUDED.file, archived_at = now()",
+                     (str(period), rows, str(path)))
     return ArchivedMonth(str(period), rows, path)
 
 
@@ -187,4 +193,13 @@ def restore_month(conn: psycopg.Connection, path: Path) -> ArchivedMonth:
         loaded = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         if loaded != rows:
             raise ValueError(f"{path}: {loaded} rows loaded, the header says {rows}: nothing restored")
+        conn.execute("DELETE FROM archived_months WHERE period = %s", (str(period),))
     return ArchivedMonth(str(period), rows, path)
+
+
+def archived(conn, periods: list[Period]) -> dict[str, str]:
+    """Of ``periods``, those whose executions are archived (not in the database): month -> its file.
+    ``conn``: a SQLAlchemy connection."""
+    rows = conn.execute(text("SELECT period, file FROM archived_months WHERE period = ANY(:periods)"),
+                        {"periods": [str(p) for p in periods]}).all()
+    return dict(sorted((r[0], r[1]) for r in rows))

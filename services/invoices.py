@@ -31,7 +31,7 @@ from models.schemas import (
     PushInvoiceResult,
 )
 from models.settings import Settings
-from repositories import catalog_versions, invoices, usage
+from repositories import catalog_versions, invoices, partitions, usage
 from services.accounts import require_account
 from services.errors import Conflict, NotFound, OperationFailed, refused_input, root_cause
 from services.inputs import parse_period
@@ -224,7 +224,10 @@ def verify_period(engine: Engine, period_text: str, catalog: Catalog | None = No
     lines included, and list each invoice whose lines would differ. Reads only; changes nothing.
 
     Usage ingested concurrently with the close's rating can show as a difference (its transaction began
-    before the rating and committed after): such usage is billed as late usage on the next invoice."""
+    before the rating and committed after): such usage is billed as late usage on the next invoice.
+
+    Refused (``Conflict``) when the executions it would re-rate are archived (``tally usage archive``):
+    the period's own, or those of an earlier month whose late usage one of its invoices carries."""
     catalog = catalog or default_catalog()
     period = parse_period(period_text)
     differing: list[InvoiceDifferences] = []
@@ -236,6 +239,9 @@ def verify_period(engine: Engine, period_text: str, catalog: Catalog | None = No
         sources = [period.previous()]
         for _ in range(pricing.LATE_USAGE_LOOKBACK_PERIODS - 1):
             sources.append(sources[-1].previous())
+        archived = partitions.archived(conn, [period, *sources]) if invs else {}
+        if str(period) in archived:
+            raise _archived(period, archived)
         ids = [inv.account_id for inv in invs]
         late = {s: usage.arrived_between_invoices(conn, ids, s, period) for s in sources}
         for rated_at, group in by_rating.items():
@@ -246,12 +252,20 @@ def verify_period(engine: Engine, period_text: str, catalog: Catalog | None = No
                     if inv.account_id in facts else []
                 recorded_sources = {ln.source_period for ln in recorded if ln.source_period}
                 for source in sources:
+                    if str(source) in recorded_sources and str(source) in archived:
+                        raise _archived(source, archived, carried_by=inv)
                     if str(source) in recorded_sources or inv.account_id in late[source]:
                         expected += _prior_lines(conn, catalog, inv, source, period)
                 diffs = compare_lines(recorded, expected)
                 if diffs:
                     differing.append(InvoiceDifferences(inv.account_id, inv.id, inv.status, diffs))
     return VerifyReport(str(period), len(invs), differing)
+
+
+def _archived(month: Period, archived: dict[str, str], carried_by=None) -> Conflict:
+    why = "" if carried_by is None else f" (invoice {carried_by.id} of {carried_by.account_id} carries its late usage)"
+    return Conflict(f"period: the executions of {month} are archived in {archived[str(month)]}{why}; restore them "
+                    "with `tally usage restore FILE` to verify, then archive them again")
 
 
 def _prior_lines(conn: Connection, catalog: Catalog, inv, source: Period, period: Period) -> list:

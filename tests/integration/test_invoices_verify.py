@@ -75,3 +75,24 @@ def test_a_pricing_change_that_alters_history_is_listed_per_invoice(closed_month
     assert {d.account_id for d in report.differing} == payg_usage
     for d in report.differing:  # the usage lines at the old rate are gone, new ones appear (keys carry the rate)
         assert any(x.line.startswith("usage ") and "|0.01|" in x.line and x.now == "-" for x in d.differences), d
+
+
+def test_a_month_whose_executions_are_archived_is_refused_by_name_until_restored(closed_months, tmp_path):
+    from datetime import datetime, timezone
+
+    from services import partitions
+    from services.errors import Conflict
+
+    engine = get_engine(closed_months.database_url)
+    archived = partitions.archive(closed_months.database_url, OCT, tmp_path, datetime(2027, 6, 1, tzinfo=timezone.utc))
+    sep = next(m for m in archived if m.period == "2026-09")
+    assert sep.rows > 60_000
+    with pytest.raises(Conflict, match=r"executions of 2026-09 are archived in .*executions-2026-09\.copy\.gz"):
+        verify_period(engine, "2026-09")
+    # October's invoices carry September's late usage: re-rating those needs September's executions too
+    with pytest.raises(Conflict, match=r"executions of 2026-09 are archived .*carries its late usage"):
+        verify_period(engine, "2026-10")
+
+    partitions.restore(closed_months.database_url, sep.path)
+    reports = [verify_period(engine, p) for p in ("2026-09", "2026-10")]
+    assert [(r.checked, r.differing) for r in reports] == [(300, []), (300, [])]

@@ -131,7 +131,8 @@ def invoices_verify(period: str, as_json: bool) -> None:
     """Re-rate a closed period with today's code and list every invoice whose lines would differ.
 
     Uses the catalog versions that were in force and the usage known when each invoice was rated; reads
-    only. None is expected after a refactor; exit code 1 when any invoice differs.
+    only. None is expected after a refactor; exit code 1 when any invoice differs. Refused for a month
+    whose executions are archived (tally usage restore FILE first).
     """
     from services.invoices import verify_period
 
