@@ -151,7 +151,7 @@ def archive_month(conn: psycopg.Connection, period: Period, directory: Path) -> 
         conn.execute(f"DROP TABLE {name}")
         conn.execute("INSERT INTO archived_months (period, rows, file) VALUES (%s, %s, %s) ON CONFLICT (period) "
                      "DO UPDATE SET rows = EXCLUDED.rows, file = EXCLUDED.file, archived_at = now()",
-                     (str(period), rows, str(path)))
+                     (str(period), rows, str(path.absolute())))
     return ArchivedMonth(str(period), rows, path)
 
 
@@ -195,6 +195,11 @@ def restore_month(conn: psycopg.Connection, path: Path) -> ArchivedMonth:
             raise ValueError(f"{path}: {loaded} rows loaded, the header says {rows}: nothing restored")
         conn.execute("DELETE FROM archived_months WHERE period = %s", (str(period),))
     return ArchivedMonth(str(period), rows, path)
+
+
+def archived_months(conn: psycopg.Connection) -> list[tuple[str, int, str]]:
+    """Every archived month: (month, rows, file), oldest first."""
+    return [tuple(r) for r in conn.execute("SELECT period, rows, file FROM archived_months ORDER BY period")]
 
 
 def archived(conn, periods: list[Period]) -> dict[str, str]:

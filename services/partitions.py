@@ -40,6 +40,12 @@ def archive(database_url: str, before: Period, directory: Path, now: datetime,
         return [repo.archive_month(conn, p, directory) for p in months]
 
 
+def archived(database_url: str) -> list[tuple[str, int, str]]:
+    """The archived months: (month, rows, file), oldest first."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return repo.archived_months(conn)
+
+
 def restore(database_url: str, path: Path) -> repo.ArchivedMonth:
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         return repo.restore_month(conn, path)

@@ -206,14 +206,17 @@ def test_the_cli_archives_and_restores_a_month_and_refuses_recent_ones(clean_db,
     try:
         recent = runner.invoke(cli, ["usage", "archive", "--before", str(Period.of(now))], env=env)
         assert recent.exit_code != 0 and "too recent" in recent.output
-        done = runner.invoke(cli, ["usage", "archive", "--before", str(old.next()), "--dir", str(tmp_path / "a")],
-                             env=env)
+        monkeypatch.chdir(tmp_path)
+        done = runner.invoke(cli, ["usage", "archive", "--before", str(old.next()), "--dir", "a"], env=env)
         assert done.exit_code == 0, done.output
         assert f"{old}: 1 executions" in done.output
         assert scalar(clean_db, "SELECT count(*) FROM executions") == 0
         path = tmp_path / "a" / f"executions-{old}.copy.gz"
+        listed = runner.invoke(cli, ["usage", "partitions"], env=env)  # the file by its absolute path
+        assert listed.exit_code == 0 and f"archived {old}: 1 executions in {path}\n" in listed.output, listed.output
         back = runner.invoke(cli, ["usage", "restore", str(path)], env=env)
         assert back.exit_code == 0 and f"{old}: 1 executions restored" in back.output
         assert scalar(clean_db, "SELECT event_id FROM executions") == "o1"
+        assert "archived" not in runner.invoke(cli, ["usage", "partitions"], env=env).output
     finally:
         get_settings.cache_clear()

@@ -51,14 +51,17 @@ def usage_ingest(file: str, show_rejections: int) -> None:
 @friendly
 def usage_partitions(months_ahead: int) -> None:
     """Create the month partitions of executions ahead (what the daily `execution-partitions` schedule
-    does); a month found in the default partition gets its own."""
+    does); a month found in the default partition gets its own. Lists the archived months too."""
     from datetime import datetime, timezone
 
     from services import partitions
 
-    done = partitions.ensure(get_settings().effective_database_url(), datetime.now(timezone.utc), months_ahead)
+    url = get_settings().effective_database_url()
+    done = partitions.ensure(url, datetime.now(timezone.utc), months_ahead)
     click.echo(f"created {', '.join(done.created) or 'none'}"
                + (f"; moved out of the default partition: {', '.join(done.from_default)}" if done.from_default else ""))
+    for month, rows, file in partitions.archived(url):
+        click.echo(f"archived {month}: {rows:,} executions in {file}")
 
 
 @usage.command("archive")
