@@ -327,3 +327,20 @@ def test_on_a_plan_credits_pay_only_past_the_included_quota_in_time_order(clean_
     free, lines = invoice(url, "free-cr")
     assert free.total == Decimal("0.00") and ("credit_usage", "0.00") in lines
     assert not any(k == "blocked_usage" for k, _ in lines)  # the five past the quota were paid with credits
+
+
+def test_plan_accounts_past_their_quota_in_one_booking_are_each_ranked_in_their_own_time_order(clean_db):
+    url = clean_db
+    for a in ("free-a", "free-b"):  # 100 included each; interleaved in time, booked together
+        create_account(url, a, "free")
+        give(url, a, f"g-{a}", 10, t(1), t(1, 0, month=12))
+    ingest(url, [event("free-a", i, t(2, 1, i)) for i in range(60)] + [event("free-b", i, t(2, 1, i, 30)) for i in range(60)])
+    consume(url, ["free-a", "free-b"], t(25))
+    ingest(url, [event("free-a", 100 + i, t(4, 1, i)) for i in range(45)]  # 105: #101..#105 past the quota
+           + [event("free-b", 100 + i, t(4, 1, i, 30)) for i in range(42)])  # 102: #101, #102
+    consume(url, ["free-a", "free-b"], t(25))
+    with get_engine(url).begin() as conn:
+        funded = sorted(r[0] for r in conn.exec_driver_sql(
+            "SELECT event_id FROM credit_bookings WHERE funded ORDER BY 1").all())
+    assert funded == [f"free-a-{i}" for i in range(140, 145)] + ["free-b-140", "free-b-141"]
+    assert (sums(url, "free-a"), sums(url, "free-b")) == ({"g-free-a": Decimal("5.00")}, {"g-free-b": Decimal("8.00")})
