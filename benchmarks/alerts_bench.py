@@ -36,6 +36,7 @@ from activities.ingest import ingest_file, known_models
 from benchmarks import onoff
 from benchmarks.api_bench import batches_of, check_exact, month_so_far, pct, say
 from benchmarks.dataset import write_dataset
+from benchmarks.rating_bench import COUNT_LOADED
 from benchmarks.stack import BenchStack, install_signal_handlers
 from billing.catalog import load_catalog
 from models.db import libpq_url
@@ -97,25 +98,14 @@ def with_fallbacks(jsonl: Path, every: int = 100) -> None:
     out.replace(jsonl)
 
 
-# The counters' cost columns of executions given costs after they were counted (``prepare``).
-RECOUNT_COSTS = """
-UPDATE usage_counters u SET cost_usd = t.cost_usd, uncosted_input_tokens = t.uncosted_input_tokens,
-       uncosted_output_tokens = t.uncosted_output_tokens
-FROM (SELECT account_id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') AS period, model, byok, sandbox,
-             coalesce(sum(cost_usd), 0) AS cost_usd,
-             coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0) AS uncosted_input_tokens,
-             coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0) AS uncosted_output_tokens
-      FROM executions GROUP BY 1, 2, 3, 4, 5) t
-WHERE (u.account_id, u.period, u.model, u.byok, u.sandbox) = (t.account_id, t.period, t.model, t.byok, t.sandbox)
-"""
-
-
 def prepare(url: str, account_ids: list[str]) -> list[tuple[str, str]]:
     """Recorded costs for the month so far, small budgets on one account in ten; returns the
     (account, agent) pairs the verdict probe asks about."""
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("UPDATE executions SET cost_usd = (input_tokens + 4 * output_tokens) * 0.000001")
-        conn.execute(RECOUNT_COSTS)  # the counters of those executions, as ingest would have counted them
+        with conn.transaction():  # and their counters again, by ingest's own statement
+            conn.execute("UPDATE executions SET cost_usd = (input_tokens + 4 * output_tokens) * 0.000001")
+            conn.execute("DELETE FROM usage_counters")
+            conn.execute(COUNT_LOADED)
         conn.execute("INSERT INTO account_budgets (account_id, amount) SELECT unnest(%s::text[]), 5.00",
                      (account_ids[::10],))
         conn.execute("VACUUM (ANALYZE) executions")
