@@ -8,8 +8,8 @@
   month's partition when it creates it;
 - ``archive_month`` writes a month's rows to a file (COPY binary, gzip) and detaches and drops its
   partition, recording the month in ``archived_months``; ``restore_month`` loads such a file back
-  into a re-attached partition and forgets the record (``archived`` reads them: ``invoices verify``
-  refuses an archived month).
+  into a re-attached partition and forgets the record (``archived_months`` reads them: ``invoices
+  verify`` refuses an archived month).
 
 Deduplication does not depend on partitions: every event id is recorded once per tenant in the
 unpartitioned ``execution_ids`` (kept when a month is archived, so a replay of an archived event is
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import text
 
 from billing.periods import Period
 
@@ -197,14 +196,10 @@ def restore_month(conn: psycopg.Connection, path: Path) -> ArchivedMonth:
     return ArchivedMonth(str(period), rows, path)
 
 
-def archived_months(conn: psycopg.Connection) -> list[tuple[str, int, str]]:
-    """Every archived month: (month, rows, file), oldest first."""
-    return [tuple(r) for r in conn.execute("SELECT period, rows, file FROM archived_months ORDER BY period")]
-
-
-def archived(conn, periods: list[Period]) -> dict[str, str]:
-    """Of ``periods``, those whose executions are archived (not in the database): month -> its file.
-    ``conn``: a SQLAlchemy connection."""
-    rows = conn.execute(text("SELECT period, file FROM archived_months WHERE period = ANY(:periods)"),
-                        {"periods": [str(p) for p in periods]}).all()
-    return dict(sorted((r[0], r[1]) for r in rows))
+def archived_months(conn: psycopg.Connection, periods: list[Period] | None = None) -> list[tuple[str, int, str]]:
+    """The archived months (their executions are in a file, not in the database), or those among
+    ``periods``: (month, rows, file), oldest first."""
+    if periods is None:
+        return [tuple(r) for r in conn.execute("SELECT period, rows, file FROM archived_months ORDER BY period")]
+    return [tuple(r) for r in conn.execute("SELECT period, rows, file FROM archived_months WHERE period = ANY(%s) "
+                                           "ORDER BY period", ([str(p) for p in periods],))]

@@ -239,7 +239,8 @@ def verify_period(engine: Engine, period_text: str, catalog: Catalog | None = No
         sources = [period.previous()]
         for _ in range(pricing.LATE_USAGE_LOOKBACK_PERIODS - 1):
             sources.append(sources[-1].previous())
-        archived = partitions.archived(conn, [period, *sources]) if invs else {}
+        archived = {m: file for m, _, file in partitions.archived_months(conn.connection.driver_connection,
+                                                                         [period, *sources])} if invs else {}
         if str(period) in archived:
             raise _archived(period, archived)
         ids = [inv.account_id for inv in invs]

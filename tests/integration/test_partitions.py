@@ -139,14 +139,14 @@ def test_archived_months_are_dropped_from_executions_and_restored_exactly(clean_
     replay = ingest_lines(clean_db, to_lines(docs[:40]), MODELS, now=NOW)
     assert (replay.accepted, replay.duplicates) == (0, 40)  # the archived ids are still known
     months = [Period.parse(p) for p in ("2026-06", "2026-07", "2026-08")]
-    with get_engine(clean_db).connect() as conn:  # recorded, so invoices verify can refuse the month
-        assert repo.archived(conn, months) == {"2026-07": str(july.path)}
+    with psycopg.connect(libpq_url(clean_db)) as conn:  # recorded, so invoices verify can refuse the month
+        assert repo.archived_months(conn, months) == [("2026-07", 40, str(july.path))]
 
     restored = partitions.restore(clean_db, july.path)
     assert restored.rows == 40
     assert all_rows(clean_db) == before
-    with get_engine(clean_db).connect() as conn:
-        assert repo.archived(conn, months) == {}
+    with psycopg.connect(libpq_url(clean_db)) as conn:
+        assert repo.archived_months(conn, months) == []
     with pytest.raises(FileExistsError, match="has executions already"):
         partitions.restore(clean_db, july.path)
     assert all_rows(clean_db) == before
