@@ -430,10 +430,12 @@ executions.append_column(Column("routing_decision_id", BigInteger))
 Index("ix_executions_skill_occurred", executions.c.skill_id, executions.c.occurred_at)
 
 # ---- usage reporting to Stripe Billing Meters (billing/meters.py) ----------------------------------
-# Two BRIN indexes (tiny, cheap to keep up while COPY appends): executions arrive roughly in time
-# order, so "the executions of hour H" and "the executions ingested since T" read a few block ranges.
+# A BRIN on occurred_at (tiny, cheap to keep up while COPY appends): executions arrive roughly in time
+# order, so "the executions of hour H" reads a few block ranges. "The executions ingested since T" (the
+# credits booking after every batch, the meters, late usage) reads a B-tree (migration 0017): a BRIN
+# also reads every block range VACUUM has not summarized yet, i.e. the month's whole recent tail.
 Index("ix_executions_occurred_at_brin", executions.c.occurred_at, postgresql_using="brin")
-Index("ix_executions_ingested_at_brin", executions.c.ingested_at, postgresql_using="brin")
+Index("ix_executions_ingested_at", executions.c.ingested_at)
 
 # The Stripe meters Tally reports to (``tally meters apply``): one per quantity and model.
 meters = Table(

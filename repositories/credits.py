@@ -461,7 +461,8 @@ _READ_FROM_SQL = text(
     """
     SELECT least(clock_timestamp(),
                  (SELECT min(xact_start) FROM pg_stat_activity
-                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL))
+                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+                    AND backend_type = 'client backend'))
     """
 )
 
@@ -547,20 +548,30 @@ def account_rows(conn: Connection, account_ids: list[str]) -> list:
 
 _UNBOOKED_RECENT_SQL = text(
     """
-    SELECT e.account_id, e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
-    FROM executions e
-    WHERE e.ingested_at >= :fresh AND e.account_id = ANY(CAST(:ids AS text[]))
-      AND NOT EXISTS (SELECT 1 FROM credit_bookings b WHERE b.account_id = e.account_id AND b.event_id = e.event_id)
+    SELECT c.account_id, c.event_id, c.occurred_at, c.model, c.byok, c.sandbox
+    FROM (SELECT e.account_id, e.event_id, e.occurred_at, e.model, e.byok, e.sandbox
+          FROM executions e
+          JOIN unnest(CAST(:ids AS text[]), CAST(:fresh AS timestamptz[])) AS s(account_id, fresh)
+            ON s.account_id = e.account_id AND e.ingested_at >= s.fresh
+          WHERE e.ingested_at >= :oldest) c
+    LEFT JOIN LATERAL (SELECT true AS decided FROM credit_bookings b
+                       WHERE b.account_id = c.account_id AND b.event_id = c.event_id LIMIT 1) k ON true
+    WHERE k.decided IS NULL
     """
 )
 
 
-def unbooked_recent(conn: Connection, account_ids: list[str], fresh_since: datetime) -> dict[str, list[Unbooked]]:
-    """The not yet decided executions of these accounts ingested from ``fresh_since`` on, by account, in
-    time order: the few rows of the last batches (the BRIN index on ``ingested_at``), not each account's
-    month."""
+def unbooked_recent(conn: Connection, fresh_since: dict[str, datetime]) -> dict[str, list[Unbooked]]:
+    """The not yet decided executions of these accounts, each from its own ``fresh_since`` on, by
+    account, in time order: the rows of the last few seconds (the B-tree on ``ingested_at``) joined to
+    each account's own start, each candidate probed by key in ``credit_bookings`` (never the month's
+    bookings: the LIMIT keeps the probe a nested index lookup)."""
     out: dict[str, list[Unbooked]] = {}
-    for r in conn.execute(_UNBOOKED_RECENT_SQL, {"ids": account_ids, "fresh": fresh_since}):
+    if not fresh_since:
+        return out
+    ids = sorted(fresh_since)
+    params = {"ids": ids, "fresh": [fresh_since[a] for a in ids], "oldest": min(fresh_since.values())}
+    for r in conn.execute(_UNBOOKED_RECENT_SQL, params):
         out.setdefault(r.account_id, []).append(Unbooked(r.event_id, r.occurred_at, r.model, r.byok, r.sandbox))
     for rows in out.values():
         rows.sort(key=lambda u: (u.occurred_at, u.event_id.encode()))

@@ -302,6 +302,7 @@ def _quotas(conn: Connection, catalog: Catalog, accounts: list, period: Period) 
 
 BOOKING_MARGIN = timedelta(seconds=1)  # clock granularity; open transactions are accounted for exactly
 BOOKING_PAGE = 5000
+RECENT_READ = timedelta(seconds=30)  # booked this recently: read the platform's rows since, not the account's
 
 
 def book_consumption(conn: Connection, catalog: Catalog, account_id: str, credits_only: bool, now: datetime,
@@ -320,7 +321,8 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
     per account.
 
     Only executions ingested since an account's last booking (precisely: since the oldest transaction
-    that was still open then, whose rows it could not see) are read, so a batch costs what it brings, not the month; ``full``
+    that was still open then, whose rows it could not see) are read, each account from its own, so a
+    batch costs what it brings, not the month (docs/decisions.md, "What a booking reads"); ``full``
     reads every execution the grants could pay for (the expiry does, before it expires).
     """
     ids = sorted(holders)
@@ -346,15 +348,17 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
                 windows.append((account_id, period, start, end, fresh))
     written = 0
     remainders = {g.id: left for pairs in held.values() for g, left in pairs}
-    recent = None
-    if windows and all(w[4] is not None for w in windows):
-        # every account booked before: read only what was ingested since, for all of them at once
-        recent = repo.unbooked_recent(conn, sorted({w[0] for w in windows}), min(w[4] for w in windows))
+    # Accounts booked in the last RECENT_READ: what was ingested since each one's own last booking, all of
+    # them in one read of the last seconds' rows. The others (never booked, booked long ago, or ``full``)
+    # page through their own executions (the account index), so one quiet account never makes a batch
+    # read everything the platform ingested since it last had a booking.
+    recent_since = {w[0]: w[4] for w in windows if w[4] is not None and w[4] >= read_at - RECENT_READ}
+    recent = repo.unbooked_recent(conn, recent_since)
     while windows:
-        if recent is not None:
-            found = [[r for r in recent.get(w[0], []) if w[2] <= r.occurred_at < w[3]] for w in windows]
-        else:
-            found = repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in windows], BOOKING_PAGE)
+        paged = [w for w in windows if w[0] not in recent_since]
+        fetched = iter(repo.unbooked_many(conn, [(w[0], w[2], w[3], w[4]) for w in paged], BOOKING_PAGE))
+        found = [[r for r in recent.get(w[0], []) if w[2] <= r.occurred_at < w[3]] if w[0] in recent_since
+                 else next(fetched) for w in windows]
         busy = [(w, rows) for w, rows in zip(windows, found) if rows]
         on_plans = sorted({w[0] for w, _ in busy if not holders[w[0]]} - set(plans))
         if on_plans:
@@ -402,7 +406,7 @@ def book_consumptions(conn: Connection, catalog: Catalog, holders: dict[str, boo
                     remainders[e.grant_id] += e.amount
                     entries.append(e)
                 decided.append((account_id, c.event_id, c.credits, c.funded))
-            if recent is None and len(rows) == BOOKING_PAGE:
+            if account_id not in recent_since and len(rows) == BOOKING_PAGE:
                 again.append(w)
         written += repo.append_entries(conn, entries)
         repo.record_bookings_many(conn, decided)

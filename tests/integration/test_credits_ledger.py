@@ -344,3 +344,37 @@ def test_plan_accounts_past_their_quota_in_one_booking_are_each_ranked_in_their_
             "SELECT event_id FROM credit_bookings WHERE funded ORDER BY 1").all())
     assert funded == [f"free-a-{i}" for i in range(140, 145)] + ["free-b-140", "free-b-141"]
     assert (sums(url, "free-a"), sums(url, "free-b")) == ({"g-free-a": Decimal("5.00")}, {"g-free-b": Decimal("8.00")})
+
+
+def test_an_account_booked_long_ago_is_caught_up_from_its_own_executions_beside_a_recently_booked_one(clean_db):
+    url = clean_db
+    for a in ("quiet", "busy"):
+        credits_only(url, a)
+        give(url, a, f"g-{a}", 50, t(1), t(1, 0, month=12))
+    ingest(url, [event("quiet", 1, t(3), "claude-sonnet"), event("busy", 1, t(3), "claude-sonnet")])
+    consume(url, ["quiet", "busy"], t(25))
+    ingest(url, [event("quiet", 2, t(4), "claude-haiku")])  # its booking never ran (a recorder died)
+    with get_engine(url).begin() as conn:  # and its last booking is long past: read from its own rows
+        conn.exec_driver_sql("UPDATE credit_accounts SET booked_through = booked_through - interval '1 hour' "
+                             "WHERE account_id = 'quiet'")
+    ingest(url, [event("busy", 2, t(5), "claude-haiku")])
+    consume(url, ["quiet", "busy"], t(25))  # one booking: busy from the last seconds' rows, quiet from its own
+    with get_engine(url).begin() as conn:
+        booked = sorted(r[0] for r in conn.exec_driver_sql("SELECT event_id FROM credit_bookings WHERE funded").all())
+    assert booked == ["busy-1", "busy-2", "quiet-1", "quiet-2"]
+    assert (sums(url, "quiet"), sums(url, "busy")) == ({"g-quiet": Decimal("44.00")}, {"g-busy": Decimal("44.00")})
+
+
+def test_the_recent_read_starts_each_account_at_its_own_last_booking_and_skips_what_is_decided(clean_db):
+    url = clean_db
+    for a in ("early", "late"):
+        credits_only(url, a)
+    ingest(url, [event("early", 1, t(3)), event("late", 1, t(3))])
+    with get_engine(url).begin() as conn:
+        between = conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+        repo.record_bookings_many(conn, [("early", "early-1", 0, False)])  # decided already
+    ingest(url, [event("early", 2, t(4)), event("late", 2, t(4))])
+    with get_engine(url).begin() as conn:
+        found = repo.unbooked_recent(conn, {"early": between - timedelta(hours=1), "late": between})
+    assert {a: [u.event_id for u in rows] for a, rows in found.items()} == {
+        "early": ["early-2"], "late": ["late-2"]}
