@@ -698,6 +698,9 @@ credit_grants = Table(
     Column("granted_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # What is left: the sum of the grant's ledger entries, kept by a trigger on every insert into
+    # credit_ledger (migration 0018), so the booking and the entitlement check never sum the month's entries.
+    Column("remaining", CREDIT_AMOUNT, nullable=False, server_default="0"),
     CheckConstraint(f"unit IN {CREDIT_UNITS!r}", name="unit_known"),
     CheckConstraint("amount > 0 AND price >= 0 AND expires_at > granted_at", name="valid"),
     Index("ix_credit_grants_account_expires", "account_id", "expires_at"),

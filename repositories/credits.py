@@ -56,7 +56,7 @@ _CREDIT_ACCOUNTS_AMONG = text(
 _ENTITLEMENT_SQL = text(
     """
     SELECT ca.credits_only,
-           coalesce((SELECT sum(l.amount) FROM credit_grants g JOIN credit_ledger l ON l.grant_id = g.id
+           coalesce((SELECT sum(g.remaining) FROM credit_grants g
                      WHERE g.account_id = ca.account_id AND g.unit = 'credits'
                        AND g.granted_at <= :at AND g.expires_at > :at), 0) AS spendable
     FROM credit_accounts ca WHERE ca.account_id = :a
@@ -70,7 +70,7 @@ _ENTITLEMENT_SQL = text(
 ENTITLEMENT_FACTS_JOIN = """
 LEFT JOIN LATERAL (
     SELECT ca.credits_only,
-           coalesce((SELECT sum(l.amount) FROM credit_grants g JOIN credit_ledger l ON l.grant_id = g.id
+           coalesce((SELECT sum(g.remaining) FROM credit_grants g
                      WHERE g.account_id = ca.account_id AND g.unit = 'credits'
                        AND g.granted_at <= %(at)s AND g.expires_at > %(at)s), 0) AS spendable
     FROM credit_accounts ca WHERE ca.account_id = a.id
@@ -442,10 +442,9 @@ def lock_accounts(conn: Connection, account_ids: list[str]) -> None:
 _REMAINDERS_MANY_SQL = text(
     """
     SELECT g.id, g.account_id, g.unit, g.amount, g.price, g.package, g.reference, g.granted_at, g.expires_at,
-           s.rest
+           g.remaining AS rest
     FROM credit_grants g
-    JOIN LATERAL (SELECT sum(l.amount) AS rest FROM credit_ledger l WHERE l.grant_id = g.id) s ON true
-    WHERE g.account_id = ANY(CAST(:ids AS text[])) AND g.unit = :unit AND s.rest > 0
+    WHERE g.account_id = ANY(CAST(:ids AS text[])) AND g.unit = :unit AND g.remaining > 0
     """
 )
 

@@ -228,11 +228,15 @@ def test_property_balance_is_the_sum_of_its_ledger_and_never_negative(clean_db_o
         service.expire_grant(get_engine(url), f"{account}-g{expire_one}")
     with get_engine(url).begin() as conn:
         entries = repo.ledger_of(conn, account)
+        assert repo.append_entries(conn, entries) == 0  # a replayed write adds no entry, and nothing to a grant
         grants_ = repo.grants_of(conn, account)
         stored = repo.balances(conn, account, t(28, 23)).get("credits", (Decimal(0), Decimal(0)))[0]
+        kept = dict(conn.exec_driver_sql("SELECT id, remaining FROM credit_grants WHERE account_id = %s",
+                                         (account,)).all())
     assert stored == sum((e.amount for e in entries), Decimal(0)) == rules.balance(entries, Unit.credits)
     for g in grants_:
         assert rules.remaining(g, entries) >= 0
+        assert kept[g.id] == rules.remaining(g, entries)  # the trigger's running sum is the ledger's sum
         # no balance at any instant is negative: every prefix of the grant's entries in time order
         running = Decimal(0)
         for e in sorted((e for e in entries if e.grant_id == g.id), key=lambda e: (e.occurred_at, e.amount < 0)):
