@@ -296,7 +296,7 @@ def test_an_execution_whose_batch_was_still_open_during_a_booking_is_booked_by_t
     slow = psycopg.connect(libpq_url(url))  # a batch whose transaction is still open
     slow.execute("INSERT INTO executions (event_id, account_id, agent_id, model, occurred_at) "
                  "VALUES ('open-1-slow', 'open-1', 'a', 'claude-sonnet', %s)", (t(4),))
-    slow.execute("SELECT pg_sleep(1.5)")  # it has been open for longer than the booking's 1 s of slack
+    slow.execute("SELECT pg_sleep(0.5)")  # open for longer than the booking's 100 ms of slack
     consume(url, ["open-1"], t(25))  # cannot see it yet
     slow.commit()
     slow.close()
