@@ -49,8 +49,9 @@ def credit_accounts_among(conn: Connection, account_ids: list[str]) -> dict[str,
     return dict(conn.execute(_CREDIT_ACCOUNTS_AMONG, {"ids": text_array(account_ids)}).all())
 
 
-_CREDIT_ACCOUNTS_AMONG = text(
-    "SELECT account_id, credits_only FROM credit_accounts WHERE account_id = ANY(CAST(:ids AS text[]))")
+_CREDIT_ACCOUNTS_AMONG = text(  # joined from unnest: see repositories.usage.TENANCY
+    "SELECT ca.account_id, ca.credits_only FROM unnest(CAST(:ids AS text[])) AS k(id) "
+    "JOIN credit_accounts ca ON ca.account_id = k.id")
 
 
 _ENTITLEMENT_SQL = text(
