@@ -54,28 +54,23 @@ _CREDIT_ACCOUNTS_AMONG = text(  # joined from unnest: see repositories.usage.TEN
     "JOIN credit_accounts ca ON ca.account_id = k.id")
 
 
-_ENTITLEMENT_SQL = text(
-    """
+# An account's credit facts: credits_only and the credits spendable at ``{at}`` (what is left of its
+# grants valid then). One statement, written once, serves the single read and the check's composed read.
+_FACTS_OF = """
     SELECT ca.credits_only,
            coalesce((SELECT sum(g.remaining) FROM credit_grants g
                      WHERE g.account_id = ca.account_id AND g.unit = 'credits'
-                       AND g.granted_at <= :at AND g.expires_at > :at), 0) AS spendable
-    FROM credit_accounts ca WHERE ca.account_id = :a
-    """
-)
+                       AND g.granted_at <= {at} AND g.expires_at > {at}), 0) AS spendable
+    FROM credit_accounts ca WHERE ca.account_id = {account}
+"""
+_ENTITLEMENT_SQL = text(_FACTS_OF.format(at=":at", account=":a"))
 
 
 # The same facts as columns ``credits_only`` (NULL: the account holds no credits) and ``spendable`` of
 # an account ``a``, at the parameter ``%(at)s``: composed into the entitlement check's one read
 # (repositories.usage.account_with_counters), so a check is one round trip.
-ENTITLEMENT_FACTS_JOIN = """
-LEFT JOIN LATERAL (
-    SELECT ca.credits_only,
-           coalesce((SELECT sum(g.remaining) FROM credit_grants g
-                     WHERE g.account_id = ca.account_id AND g.unit = 'credits'
-                       AND g.granted_at <= %(at)s AND g.expires_at > %(at)s), 0) AS spendable
-    FROM credit_accounts ca WHERE ca.account_id = a.id
-) cr ON true"""
+ENTITLEMENT_FACTS_JOIN = f"""
+LEFT JOIN LATERAL ({_FACTS_OF.format(at="%(at)s", account="a.id")}) cr ON true"""
 
 
 def entitlement_facts(conn: Connection, account_id: str, at: datetime) -> tuple[bool, Decimal] | None:

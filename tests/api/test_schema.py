@@ -1,6 +1,6 @@
 """Migration 0002: creates exactly what models/tables.py declares, backfills the counters of
-executions recorded before it, and downgrades cleanly; migration 0018 fills
-each credit grant's `remaining` from its ledger and keeps it by trigger."""
+executions recorded before it, and downgrades cleanly; migration 0018 fills each credit grant's
+`remaining` from its ledger and keeps it by trigger."""
 
 from __future__ import annotations
 
