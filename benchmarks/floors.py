@@ -2,6 +2,9 @@
 
 - ``copy_floor``: a plain COPY of the same rows (pre-formatted COPY text, so no parsing in Python)
   into ``executions_floor (LIKE executions INCLUDING ALL)``: same columns, primary key and index.
+- ``batch_copy_floor``: the same plain COPY into ``executions`` itself, in statements of one API batch,
+  after the run (rolled back): what the rows' own storage costs where the HTTP path puts them, a month
+  partition already holding the month's rows, without ids, counters, screening or Python.
 - ``sql_floor``: the month's GROUP BY account, model, fetched to the client.
 - ``stripe_floor``: the Stripe writes the close made (customer, invoice create, add_lines with the
   same lines, finalize), straight through ``stripe.StripeClient``, no bookkeeping, at the close's
@@ -46,6 +49,27 @@ def copy_floor(database_url: str, copy_file, rows: int) -> float:
         conn.commit()
     if n != rows:
         raise RuntimeError(f"floor COPY loaded {n} rows, expected {rows}")
+    return seconds
+
+
+def batch_copy_floor(database_url: str, copy_file, rows: int, batch: int) -> float:
+    """Seconds to COPY ``copy_file`` (COPY text, one row a line) into ``executions`` in statements of
+    ``batch`` rows, one connection, one transaction that is rolled back: the table keeps exactly what
+    it held (the rows' index entries stay until VACUUM: run it last)."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        before = conn.execute("SELECT count(*) FROM executions").fetchone()[0]
+        conn.commit()
+        sql = f"COPY executions ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        started = time.perf_counter()
+        with conn.cursor() as cur, open(copy_file, "rb") as fh:
+            while lines := [line for _, line in zip(range(batch), fh)]:
+                with cur.copy(sql) as copy:
+                    copy.write(b"".join(lines))
+        seconds = time.perf_counter() - started
+        n = conn.execute("SELECT count(*) FROM executions").fetchone()[0] - before
+        conn.rollback()
+    if n != rows:
+        raise RuntimeError(f"batch COPY floor loaded {n} rows, expected {rows}")
     return seconds
 
 
