@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{f'  reference: the COPY in {args.batch:,}-row statements':<44} {args.http_events:>10,} {ref_s:>8.1f} "
           f"{ref_rate:>10,.0f} {ref_rate / floor_rate:>9.2f}")
     print(f"  (plain COPY into executions after the run, the month's partition holding {stored:,} rows, rolled "
-          f"back; {ref_cpu.per_thousand(args.http_events)}): HTTP is {http_rate / ref_rate:.2f} of it")
+          f"back; {ref_cpu.per_thousand(args.http_events)}): HTTP is {http_rate / ref_rate if ref_rate else 0:.2f} of it")
     print(f"  POST latency: p50 {pct(req_ms, 50):.0f} ms, p99 {pct(req_ms, 99):.0f} ms; "
           f"{args.api_workers} uvicorn worker{'s' * (args.api_workers != 1)}, ingest processes per worker "
           f"{Settings(api_workers=args.api_workers).effective_api_ingest_processes() if args.ingest_processes is None else args.ingest_processes}; "
