@@ -31,6 +31,7 @@ batch of lines at a time). The HTTP API validates its items with the same ``pars
 from __future__ import annotations
 
 import hashlib
+import operator
 import queue
 import re
 import threading
@@ -552,6 +553,9 @@ def counter_literals(params: dict) -> dict:
     return {name: _COUNTER_ARRAYS[name](values) for name, values in params.items()}
 
 
+_by_account = operator.itemgetter(1)  # FIELDS[1]: account_id
+
+
 def _id_order(key: tuple[int, str, bytes]) -> tuple[int, str]:
     return key[0], key[1]
 
@@ -569,10 +573,15 @@ def record_ids_and_counts(cur: psycopg.Cursor, ids: list[tuple[int, str, bytes]]
 
 def copy_fresh(cur: psycopg.Cursor, rows: list[tuple], ids: list[tuple[int, str, bytes]]) -> None:
     """The fast way in for rows (``FIELDS`` order) whose ids are new and unique in the batch, screened
-    already: COPY (binary) into executions, then ``record_ids_and_counts``; the HTTP API's batches."""
+    already: COPY (binary) into executions, then ``record_ids_and_counts``; the HTTP API's batches.
+
+    The rows go in account order: four of the executions' five B-trees lead with the account, so each
+    index is then walked once from one end to the other instead of at random. Measured (one connection,
+    1,000-row binary statements into a month partition of 300,000-420,000 rows, six rounds): 16.2 against
+    17.2 ms of Postgres CPU per 1,000 rows, lower in every round; the sort costs ~0.1 ms per 1,000 here."""
     with cur.copy(_COPY_EXECUTIONS) as copy:
         copy.set_types(_BINARY_TYPES)
-        for row in rows:
+        for row in sorted(rows, key=_by_account):
             copy.write_row(row)
     record_ids_and_counts(cur, ids, rows)
 
