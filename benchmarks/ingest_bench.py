@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -34,21 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tally-ingest-bench-"))
     os.chmod(workdir, 0o755)  # embedded Postgres runs as another user when we are root
     load_before = os.getloadavg()
-    with BenchStack(workdir, echo=say) as stack:
-        stack.start_postgres()
-        url = stack.fresh_database("ingest")
-        platform_id, _ = create_platform(url)
-        accounts = bench_accounts(args.accounts)
-        create_accounts(url, accounts, platform_id)
-        ds = write_dataset(workdir, accounts, month_so_far(datetime.now(timezone.utc)), args.events, seed=11,
-                           name="bulk")
-        floor_s = floors.copy_floor(url, ds.copy_file, args.events)
-        started = time.perf_counter()
-        fresh = ingest_file(url, ds.jsonl, known_models(load_catalog()))
-        fresh_s = time.perf_counter() - started
-        started = time.perf_counter()
-        again = ingest_file(url, ds.jsonl, known_models(load_catalog()))
-        again_s = time.perf_counter() - started
+    try:
+        with BenchStack(workdir, echo=say) as stack:
+            stack.start_postgres()
+            url = stack.fresh_database("ingest")
+            platform_id, _ = create_platform(url)
+            accounts = bench_accounts(args.accounts)
+            create_accounts(url, accounts, platform_id)
+            ds = write_dataset(workdir, accounts, month_so_far(datetime.now(timezone.utc)), args.events, seed=11,
+                               name="bulk")
+            floor_s = floors.copy_floor(url, ds.copy_file, args.events)
+            started = time.perf_counter()
+            fresh = ingest_file(url, ds.jsonl, known_models(load_catalog()))
+            fresh_s = time.perf_counter() - started
+            started = time.perf_counter()
+            again = ingest_file(url, ds.jsonl, known_models(load_catalog()))
+            again_s = time.perf_counter() - started
+    finally:  # the data files and the server's directory: ~1 GB a run at the default size
+        shutil.rmtree(workdir, ignore_errors=True)
     assert (fresh.accepted, again.duplicates) == (args.events, args.events), (fresh, again)
     load_after = os.getloadavg()
     print(f"{'path':<40} {'events':>9} {'seconds':>8} {'events/s':>10} {'vs floor':>9}")
