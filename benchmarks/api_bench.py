@@ -106,6 +106,17 @@ def create_platform(url: str) -> tuple[int, str]:
         return platforms.create_platform(conn, "bench", hash_key(key)), key
 
 
+def bench_database(stack: BenchStack, label: str, n_accounts: int) -> tuple[str, int, str, list[dict]]:
+    """Postgres started, a fresh database, a platform and ``n_accounts`` accounts of it: (url, platform
+    id, its API key, the accounts)."""
+    stack.start_postgres()
+    url = stack.fresh_database(label)
+    platform_id, key = create_platform(url)
+    accounts = bench_accounts(n_accounts)
+    create_accounts(url, accounts, platform_id)
+    return url, platform_id, key, accounts
+
+
 def batches_of(jsonl: Path, size: int) -> list[bytes]:
     """Request bodies ``{"executions": [...]}`` of ``size`` lines each, serialised up front."""
     bodies, lines = [], []
@@ -397,11 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     api = None
     try:
         with BenchStack(workdir, echo=say) as stack:
-            stack.start_postgres()
-            url = stack.fresh_database("api")
-            platform_id, key = create_platform(url)
-            accounts = bench_accounts(args.accounts)
-            create_accounts(url, accounts, platform_id)
+            url, platform_id, key, accounts = bench_database(stack, "api", args.accounts)
             say(f"{len(accounts):,} accounts; writing {args.bulk_events:,} + {args.http_events:,} events "
                 f"of {Period.of(now)} up to now ({args.event_ids} event ids) ...")
             bulk_ds = write_dataset(workdir, accounts, span, args.bulk_events, seed=11, event_ids=args.event_ids,

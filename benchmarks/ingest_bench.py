@@ -20,8 +20,8 @@ from pathlib import Path
 
 from activities.ingest import ingest_file, known_models
 from benchmarks import floors
-from benchmarks.api_bench import create_accounts, create_platform, month_so_far, say
-from benchmarks.dataset import bench_accounts, write_dataset
+from benchmarks.api_bench import bench_database, month_so_far, say
+from benchmarks.dataset import write_dataset
 from benchmarks.stack import BenchStack, install_signal_handlers
 from billing.catalog import load_catalog
 
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     try:
         with BenchStack(workdir, echo=say) as stack:
-            stack.start_postgres()
-            url = stack.fresh_database("ingest")
-            platform_id, _ = create_platform(url)
-            accounts = bench_accounts(args.accounts)
-            create_accounts(url, accounts, platform_id)
+            url, _, _, accounts = bench_database(stack, "ingest", args.accounts)
             ds = write_dataset(workdir, accounts, month_so_far(datetime.now(timezone.utc)), args.events, seed=11,
                                name="bulk")
             floor_s = floors.copy_floor(url, ds.copy_file, args.events)
