@@ -574,7 +574,7 @@ def record_ids_and_counts(cur: psycopg.Cursor, ids: list[tuple[int, str, bytes]]
 def copy_fresh(cur: psycopg.Cursor, rows: list[tuple], ids: list[tuple[int, str, bytes]]) -> None:
     """The fast way in for rows (``FIELDS`` order) whose ids are new and unique in the batch, screened
     already: COPY (binary) into executions, then ``record_ids_and_counts``; the HTTP API's batches and
-    the bulk loader's (``_stream_new``).
+    the bulk loader's (``_load_fresh``).
 
     The rows go in account order: four of the executions' six B-trees lead with the account, so each
     index is then walked once from one end to the other instead of at random. Measured (one connection,
@@ -592,7 +592,7 @@ class _NotFresh(Exception):
     repeated in the batch); it takes the general way."""
 
 
-def _stream_new(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
+def _load_fresh(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models: frozenset[str],
                 now: datetime, not_before: datetime, report: IngestReport) -> tuple[_Batch, bool]:
     """Validate the lines, screen the valid rows and record them the HTTP batches' way
     (``copy_fresh``: COPY into executions in account order, their ids, their counters), in a
@@ -707,7 +707,7 @@ def _load_batch(conn: psycopg.Connection, lines: list[tuple[int, bytes]], models
         try:
             with conn.transaction():
                 if batch is None:
-                    batch, done = _stream_new(conn, lines, models, now, not_before, report)
+                    batch, done = _load_fresh(conn, lines, models, now, not_before, report)
                     if done:
                         report.accepted += len(batch.rows)
                         return set(batch.accounts())
